@@ -1,0 +1,5 @@
+import sys
+
+from kan2mcu.cli import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""Writing a complete PlatformIO project around a generated model folder (docs/model-dir.md).
+
+Layout of the project folder::
+
+    platformio.ini             all emulated and real-board environments; default_envs = the board
+    kan2mcu_project.json       what was built (board, model, files) for `measure`
+    src/main.c                 self-check firmware (templates/firmware/main.c.j2)
+    src/kan2mcu_test_vectors.h the model's test vectors (templates/firmware/test_vectors.h.j2)
+    src/kan2mcu_port.h         board port interface (firmware/port)
+    src/port_arduino.cpp       the real-board port (excluded from emulated builds)
+    src/<model files>          copied from the model folder
+
+Numbers are prepared here (float vectors as IEEE-754 binary32 bit patterns); the templates only
+lay them out.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from kan2mcu.errors import OptionError
+from kan2mcu.firmware.boards import BOARDS, QEMU_BOARDS, REAL_BOARDS, Board, get_board
+from kan2mcu.paths import firmware_dir, templates_dir
+
+MONITOR_SPEED = 115200
+PROJECT_MANIFEST = "kan2mcu_project.json"
+_INT_RANGES = {
+    "uint8_t": (0, 2**8 - 1), "int8_t": (-(2**7), 2**7 - 1),
+    "uint16_t": (0, 2**16 - 1), "int16_t": (-(2**15), 2**15 - 1),
+    "int32_t": (-(2**31), 2**31 - 1),
+}
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A generated model folder: its manifest and test vectors, checked."""
+
+    path: Path
+    manifest: dict
+    vectors: dict
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def prefix(self) -> str:
+        return self.manifest["prefix"]
+
+    @property
+    def arith(self) -> str:
+        return self.manifest["arith"]
+
+
+def load_model_folder(model_dir: Path) -> ModelFolder:
+    """Read and check ``kan2mcu.json`` and ``test_vectors.json``; OptionError when invalid."""
+    model_dir = Path(model_dir).resolve()
+    manifest_path = model_dir / "kan2mcu.json"
+    if not manifest_path.is_file():
+        raise OptionError(f"{model_dir} is not a kan2mcu model folder: no kan2mcu.json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        vectors = json.loads((model_dir / "test_vectors.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise OptionError(f"cannot read the model folder {model_dir}: {exc}") from exc
+    if manifest.get("format") != "kan2mcu-model":
+        raise OptionError(f"{manifest_path} is not a kan2mcu model manifest (format != kan2mcu-model)")
+    for key in ("name", "prefix", "arith", "input_size", "output_size", "input_ctype", "output_ctype",
+                "sources", "headers"):
+        if key not in manifest:
+            raise OptionError(f"{manifest_path} lacks the key {key!r}")
+    if not _C_IDENTIFIER.match(manifest["prefix"]):
+        raise OptionError(f"model prefix {manifest['prefix']!r} is not a C identifier")
+    if manifest["arith"] not in ("int", "float"):
+        raise OptionError(f"unknown arith {manifest['arith']!r} in {manifest_path}")
+    for name in manifest["sources"] + manifest["headers"]:
+        if not (model_dir / name).is_file():
+            raise OptionError(f"model file {name} listed in {manifest_path} is missing")
+    inputs, outputs = vectors.get("inputs", []), vectors.get("outputs", [])
+    if not inputs or len(inputs) != len(outputs):
+        raise OptionError(f"{model_dir / 'test_vectors.json'} needs as many outputs as inputs (and at least one)")
+    if any(len(row) != manifest["input_size"] for row in inputs) or any(
+            len(row) != manifest["output_size"] for row in outputs):
+        raise OptionError(f"test vector sizes in {model_dir} do not match input_size/output_size")
+    return ModelFolder(model_dir, manifest, vectors)
+
+
+def _float_bits(rows: list[list[float]]) -> list[list[int]]:
+    return np.asarray(rows, dtype=np.float32).view(np.uint32).astype(np.int64).tolist()
+
+
+def _checked_ints(rows: list[list[int]], ctype: str, what: str) -> list[list[int]]:
+    low, high = _INT_RANGES.get(ctype, _INT_RANGES["int32_t"])
+    values = [[int(v) for v in row] for row in rows]
+    if any(v < low or v > high for row in values for v in row):
+        raise OptionError(f"test vector {what} out of range for {ctype} ({low}..{high})")
+    return values
+
+
+def vector_header_context(model: ModelFolder) -> dict:
+    """Template data of ``kan2mcu_test_vectors.h``."""
+    manifest, vectors = model.manifest, model.vectors
+    context = {
+        "model_name": model.name,
+        "model_sha256": manifest.get("model_sha256", "unknown"),
+        "source_file": "test_vectors.json",
+        "arith": model.arith,
+        "n_vectors": len(vectors["inputs"]),
+        "input_size": manifest["input_size"],
+        "output_size": manifest["output_size"],
+        "input_ctype": manifest["input_ctype"],
+    }
+    if model.arith == "float":
+        tolerance = float(vectors.get("abs_tolerance", 0.0))
+        context.update(
+            inputs=_float_bits(vectors["inputs"]),
+            outputs=_float_bits(vectors["outputs"]),
+            abs_tolerance_bits=int(np.float32(tolerance).view(np.uint32)),
+            abs_tolerance_text=repr(tolerance),
+        )
+    else:
+        context.update(
+            inputs=_checked_ints(vectors["inputs"], manifest["input_ctype"], "input"),
+            outputs=_checked_ints(vectors["outputs"], "int32_t", "output"),
+        )
+    return context
+
+
+def main_context(model: ModelFolder) -> dict:
+    """Template data of ``main.c``."""
+    manifest = model.manifest
+    return {
+        "model_name": model.name,
+        "arith": model.arith,
+        "prefix": model.prefix,
+        "prefix_upper": model.prefix.upper(),
+        "header": manifest["headers"][0],
+        "input_ctype": manifest["input_ctype"],
+        "output_ctype": manifest["output_ctype"],
+        "line_buffer_size": 512,
+    }
+
+
+def _board_context(board: Board) -> dict:
+    return {
+        "name": board.name, "description": board.description, "counter": board.counter,
+        "pio_platform": board.pio_platform, "pio_board": board.pio_board,
+        "pio_framework": board.pio_framework,
+    }
+
+
+def ini_context(model: ModelFolder, board: Board) -> dict:
+    """Template data of ``platformio.ini``: every emulated and real board, ``board`` the default."""
+    return {
+        "model_name": model.name,
+        "arith": model.arith,
+        "model_sha256": model.manifest.get("model_sha256", "unknown"),
+        "default_env": board.name,
+        "platform_dir": str(firmware_dir().resolve()),
+        "monitor_speed": MONITOR_SPEED,
+        "common_defines": [f"KAN2MCU_MODEL_{model.prefix.upper()}"],
+        "qemu_envs": [_board_context(BOARDS[name]) for name in QEMU_BOARDS],
+        "real_envs": [_board_context(BOARDS[name]) for name in REAL_BOARDS],
+    }
+
+
+def template_environment() -> jinja2.Environment:
+    """Jinja2 environment of ``templates/firmware`` (StrictUndefined, no autoescape)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir() / "firmware")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+
+
+def write_project(model_dir: Path, board: str, project_dir: Path,
+                  vectors_override: dict | None = None) -> Path:
+    """Write a complete PlatformIO project for the model in ``model_dir`` and ``board`` into
+    ``project_dir``; returns ``project_dir``. ``vectors_override`` replaces test_vectors.json
+    (tests use it to plant a wrong expected value). Files are only rewritten when they change, so
+    repeated builds are incremental."""
+    board_info = get_board(board)
+    model = load_model_folder(model_dir)
+    if vectors_override is not None:
+        model = ModelFolder(model.path, model.manifest, vectors_override)
+    project_dir = Path(project_dir).resolve()
+    src_dir = project_dir / "src"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    templates = template_environment()
+
+    _write_if_changed(project_dir / "platformio.ini",
+                      templates.get_template("platformio.ini.j2").render(ini_context(model, board_info)))
+    _write_if_changed(src_dir / "main.c", templates.get_template("main.c.j2").render(main_context(model)))
+    _write_if_changed(src_dir / "kan2mcu_test_vectors.h",
+                      templates.get_template("test_vectors.h.j2").render(vector_header_context(model)))
+    port_dir = firmware_dir() / "port"
+    for name in ("kan2mcu_port.h", "port_arduino.cpp"):
+        _write_if_changed(src_dir / name, (port_dir / name).read_text())
+    model_files = list(model.manifest["sources"]) + list(model.manifest["headers"])
+    for name in model_files:
+        _write_if_changed(src_dir / name, (model.path / name).read_text())
+    project_manifest = {
+        "format": "kan2mcu-firmware-project", "format_version": 1,
+        "board": board_info.name, "model_dir": str(model.path), "model_name": model.name,
+        "prefix": model.prefix, "arith": model.arith, "model_files": model_files,
+        "model_sha256": model.manifest.get("model_sha256", "unknown"),
+    }
+    _write_if_changed(project_dir / PROJECT_MANIFEST, json.dumps(project_manifest, indent=2) + "\n")
+    return project_dir
+
+
+def copy_model_tree(model_dir: Path, destination: Path) -> Path:
+    """Copy a model folder (used by tests that alter a model)."""
+    shutil.copytree(model_dir, destination, dirs_exist_ok=True)
+    return destination

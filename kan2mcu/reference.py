@@ -1,0 +1,50 @@
+"""The bit-exact integer reference: the executable form of docs/arithmetic.md, mirroring the C."""
+from __future__ import annotations
+
+import numpy as np
+
+from kan2mcu.quantize import QuantLayer, QuantModel, decode_inputs
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def layer_accumulators(layer: QuantLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two int32 accumulators (spline, base) of every output: [N, I] codes -> ([N, O], [N, O])."""
+    first, basis, silu_q = decode_inputs(layer, codes)
+    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]  # [N, I, K1]
+    gathered = layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]  # [O, N, I, K1]
+    acc_spline = np.einsum("onik,nik->no", gathered, basis)
+    acc_base = silu_q @ layer.base_weight.T
+    return acc_spline, acc_base
+
+
+def run_layer(layer: QuantLayer, codes: np.ndarray) -> np.ndarray:
+    """Integer output of one layer: next-layer codes, or int32 outputs for the last layer."""
+    acc_spline, acc_base = layer_accumulators(layer, codes)
+    total = acc_spline * layer.mult_spline[None, :] + acc_base * layer.mult_base[None, :] + layer.rounding[None, :]
+    shifted = total >> layer.shift[None, :]  # arithmetic shift: floor division by 2^shift
+    low = INT32_MIN if layer.is_last else 0
+    return np.clip(shifted, low, layer.out_max)
+
+
+def run_model(qmodel: QuantModel, codes: np.ndarray) -> np.ndarray:
+    """Integer outputs [N, O] (int64 holding int32 values) for input codes [N, I]."""
+    x = np.asarray(codes, dtype=np.int64)
+    if x.ndim != 2 or x.shape[1] != qmodel.in_features:
+        raise ValueError(f"codes must be [N, {qmodel.in_features}], got {x.shape}")
+    x = np.clip(x, 0, 255)  # the C API takes uint8_t codes
+    for layer in qmodel.layers:
+        x = run_layer(layer, x)
+    return x
+
+
+def quantize_inputs(qmodel: QuantModel, x: np.ndarray) -> np.ndarray:
+    """Float model inputs [N, I] -> first-layer codes, round half up, saturating at the code range."""
+    first = qmodel.layers[0]
+    codes = np.floor(x / first.in_scale[None, :] + first.in_zero[None, :] + 0.5)
+    return np.clip(codes, 0, first.codes - 1).astype(np.int64)
+
+
+def dequantize_outputs(qmodel: QuantModel, outputs: np.ndarray) -> np.ndarray:
+    """int32 outputs -> float logits."""
+    return outputs.astype(np.float64) * qmodel.output_scale

@@ -1,0 +1,223 @@
+"""Render the C sources of a model from the Jinja2 templates (no numeric decisions here)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import jinja2
+import numpy as np
+
+from kan2mcu import __version__
+from kan2mcu.errors import OptionError
+from kan2mcu.ir import KANModel
+from kan2mcu.packing import PackedTable, pack
+from kan2mcu.paths import templates_dir
+from kan2mcu.quantize import QuantModel
+
+_IDENT = re.compile(r"[^a-z0-9_]")
+
+
+def c_prefix(name: str) -> str:
+    """The C prefix for a model name: lower-case identifier characters, never starting with a digit."""
+    prefix = _IDENT.sub("_", name.lower()).strip("_") or "kan"
+    if prefix[0].isdigit():
+        prefix = "kan_" + prefix
+    return prefix
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
+
+
+def _rows(values, per_line: int = 16, fmt=str) -> list[str]:
+    items = [fmt(v) for v in values]
+    return [", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line)] or ["0"]
+
+
+def _float_literal(value: float) -> str:
+    text = f"{float(value):.9g}"
+    if not any(c in text for c in ".eEn"):
+        text += ".0"
+    return text + "f"
+
+
+def _int_ctype(values: np.ndarray, signed_ok: bool = True) -> str:
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for bits in (8, 16, 32):
+        if lo >= 0 and hi < (1 << bits):
+            return f"uint{bits}_t"
+        if signed_ok and lo >= -(1 << (bits - 1)) and hi < (1 << (bits - 1)):
+            return f"int{bits}_t"
+    return "int64_t"
+
+
+class _Symbols:
+    """Every emitted symbol goes through here: prefixed, and a collision is a hard error."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.seen = prefix, set()
+
+    def __call__(self, name: str) -> str:
+        symbol = f"{self.prefix}_{name}"
+        if symbol in self.seen:
+            raise OptionError(f"two C symbols would both be named {symbol}")
+        self.seen.add(symbol)
+        return symbol
+
+
+@dataclass(frozen=True)
+class RenderedModel:
+    """The generated files (name -> text) and the byte counts the report needs."""
+
+    files: dict
+    table_bytes: int
+    workspace_bytes: int
+    layer_bytes: list  # per layer: {"tables": {...name: bytes}, ...}
+
+
+def _table(symbols: _Symbols, name: str, values, ctype: str, comment: str, fmt=str) -> dict:
+    values = list(np.asarray(values).reshape(-1)) if isinstance(values, np.ndarray) else list(values)
+    return {"symbol": symbols(name), "ctype": ctype, "length": max(len(values), 1), "rows": _rows(values, fmt=fmt),
+            "comment": comment, "nbytes": max(len(values), 1) * _CTYPE_BYTES[ctype]}
+
+
+_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4,
+                "int64_t": 8, "float": 4}
+
+
+def _packed(symbols: _Symbols, name: str, packed: PackedTable, comment: str) -> dict:
+    return _table(symbols, name, packed.data, packed.ctype, comment)
+
+
+def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
+    """C sources of the integer model."""
+    prefix = c_prefix(name)
+    sym = _Symbols(prefix)
+    sym("ws_first"), sym("ws_basis"), sym("ws_silu"), sym("field"), sym("sfield"), sym("infer")
+    layers, layer_bytes, calls = [], [], []
+    n_layers = len(qmodel.layers)
+    act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features}
+                   for i, layer in enumerate(qmodel.layers[:-1])]
+    for index, ql in enumerate(qmodel.layers):
+        if ql.n_basis - ql.k1 > 255:
+            raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
+        t = f"l{index}"
+        tables = []
+        coef = pack(ql.coef, ql.coef_bits, signed=True)
+        L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, spline order {ql.order}, "
+                      f"{ql.n_basis} B-splines per input, {ql.mode} basis tables",
+             "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
+                            f"(packed), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
+             "fn": sym(f"layer{index}"), "mode": ql.mode, "n_in": ql.in_features, "n_out": ql.out_features,
+             "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
+             "codes": ql.codes, "code_max": ql.codes - 1, "clamp_input": index == 0 and ql.codes < 256,
+             "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "coef_direct": coef.direct,
+             "is_last": ql.is_last, "out_code_max": ql.out_max,
+             "in_ctype": "uint8_t", "out_ctype": "int32_t" if ql.is_last else "uint8_t"}
+        silu_t = _table(sym, f"{t}_silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
+        silu_start = _table(sym, f"{t}_silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
+                            "per input: index of code 0 in the SiLU table")
+        tables += [silu_t, silu_start]
+        L.update(silu=silu_t["symbol"], silu_start=silu_start["symbol"])
+        if ql.mode == "cardinal":
+            card = pack(ql.card, ql.spline_bits, signed=False)
+            entries = [
+                ("offset", ql.in_offset, _int_ctype(ql.in_offset), "per input: knot-relative position of code 0"),
+                ("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval"),
+                ("limit", ql.in_limit, _int_ctype(ql.in_limit, False), "per input: positions inside the extended grid"),
+                ("card_start", ql.card_start, _int_ctype(ql.card_start, False), "per input: first row of its cardinal table"),
+            ]
+            for key, values, ctype, comment in entries:
+                tab = _table(sym, f"{t}_{key}", values, ctype, comment)
+                tables.append(tab)
+                L[key] = tab["symbol"]
+            card_t = _packed(sym, f"{t}_card", card, f"cardinal B-spline rows of {ql.k1} values, {ql.spline_bits} bit, "
+                                                      f"scale {ql.basis_scale:.6g}")
+            tables.append(card_t)
+            L.update(card=card_t["symbol"], card_direct=card.direct)
+        else:
+            basis = pack(ql.basis_table, ql.spline_bits, signed=False)
+            first_t = _table(sym, f"{t}_first", ql.first_table, "uint8_t", "per input and code: first coefficient")
+            basis_t = _packed(sym, f"{t}_basis", basis, f"per input and code: {ql.k1} basis values, "
+                                                        f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
+            tables += [first_t, basis_t]
+            L.update(first=first_t["symbol"], basis=basis_t["symbol"], basis_direct=basis.direct)
+        coef_t = _packed(sym, f"{t}_coef", coef, f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] coefficients, "
+                                                   f"{ql.coef_bits} bit, per-output scale")
+        weight_t = _table(sym, f"{t}_weight", ql.base_weight, _int_ctype(ql.base_weight), 
+                          f"[{ql.out_features}][{ql.in_features}] SiLU-branch weights, {ql.base_bits} bit")
+        req = [("mult_spline", ql.mult_spline, "int32_t", "requantization multiplier of the spline accumulator"),
+               ("mult_base", ql.mult_base, "int32_t", "requantization multiplier of the SiLU accumulator"),
+               ("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift"),
+               ("shift", ql.shift, "uint8_t", "right shift of the requantization")]
+        tables += [coef_t, weight_t]
+        L.update(coef=coef_t["symbol"], weight=weight_t["symbol"])
+        for key, values, ctype, comment in req:
+            tab = _table(sym, f"{t}_{key}", values, ctype, comment,
+                         fmt=(lambda v: f"INT64_C({int(v)})") if ctype == "int64_t" else str)
+            tables.append(tab)
+            L[key] = tab["symbol"]
+        L["tables"] = tables
+        layers.append(L)
+        layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in tables})
+        src = "input" if index == 0 else act_buffers[index - 1]["symbol"]
+        dst = "output" if index == n_layers - 1 else act_buffers[index]["symbol"]
+        calls.append({"fn": L["fn"], "src": src, "dst": dst})
+    first = qmodel.layers[0]
+    max_in = max(l.in_features for l in qmodel.layers)
+    k1_max = max(l.k1 for l in qmodel.layers)
+    workspace = max_in + 2 * max_in * k1_max + 2 * max_in + sum(b["size"] for b in act_buffers)
+    table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
+    context = {
+        "banner": banner, "name": name, "prefix": prefix, "P": prefix.upper(), "arith": "int",
+        "input_size": qmodel.in_features, "output_size": qmodel.out_features,
+        "input_code_max": first.codes - 1, "output_scale": f"{qmodel.output_scale:.9g}",
+        "workspace_bytes": workspace, "table_bytes": table_bytes,
+        "max_in": max_in, "k1_max": k1_max, "act_buffers": act_buffers, "layers": layers, "calls": calls,
+        "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
+        "input_zero_rows": _rows(first.in_zero, 8, _float_literal),
+    }
+    env = _environment()
+    files = {f"{name}.h": env.get_template("model.h.j2").render(context),
+             f"{name}.c": env.get_template("model_int.c.j2").render(context)}
+    return RenderedModel(files, table_bytes, workspace, layer_bytes)
+
+
+def render_float(model: KANModel, name: str, banner: str) -> RenderedModel:
+    """C sources of the float32 back end (Cox-de Boor per input, dense coefficients)."""
+    prefix = c_prefix(name)
+    sym = _Symbols(prefix)
+    sym("infer"), sym("expf"), sym("silu"), sym("bsplines"), sym("ws_basis"), sym("ws_silu")
+    layers, layer_bytes, calls = [], [], []
+    act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features} for i, layer in enumerate(model.layers[:-1])]
+    for index, layer in enumerate(model.layers):
+        t = f"l{index}"
+        tables = [_table(sym, f"{t}_knots", layer.knots.reshape(-1), "float", f"[{layer.in_features}][{layer.knots.shape[1]}] knots", _float_literal),
+                  _table(sym, f"{t}_coef", layer.coef.reshape(-1), "float", f"[{layer.out_features}][{layer.in_features}][{layer.n_basis}] coefficients", _float_literal),
+                  _table(sym, f"{t}_weight", layer.base_weight.reshape(-1), "float", "SiLU-branch weights", _float_literal),
+                  _table(sym, f"{t}_out_scale", layer.out_scale, "float", "output scale", _float_literal),
+                  _table(sym, f"{t}_out_bias", layer.out_bias, "float", "output bias", _float_literal)]
+        L = {"title": f"layer {index} ({layer.name}): {layer.in_features} -> {layer.out_features}, order {layer.order}",
+             "fn": sym(f"layer{index}"), "n_in": layer.in_features, "n_out": layer.out_features, "order": layer.order,
+             "n_knots": layer.knots.shape[1], "n_basis": layer.n_basis, "tables": tables,
+             "knots": tables[0]["symbol"], "coef": tables[1]["symbol"], "weight": tables[2]["symbol"],
+             "out_scale": tables[3]["symbol"], "out_bias": tables[4]["symbol"]}
+        layers.append(L)
+        layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in tables})
+        src = "input" if index == 0 else act_buffers[index - 1]["symbol"]
+        dst = "output" if index == len(model.layers) - 1 else act_buffers[index]["symbol"]
+        calls.append({"fn": L["fn"], "src": src, "dst": dst})
+    max_in = max(l.in_features for l in model.layers)
+    max_knots = max(l.knots.shape[1] for l in model.layers)
+    workspace = 4 * (max_in * max_knots + max_in + sum(b["size"] for b in act_buffers))
+    table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
+    context = {"banner": banner, "name": name, "prefix": prefix, "P": prefix.upper(), "arith": "float",
+               "input_size": model.layers[0].in_features, "output_size": model.layers[-1].out_features,
+               "workspace_bytes": workspace, "table_bytes": table_bytes, "max_in": max_in, "max_knots": max_knots,
+               "act_buffers": act_buffers, "layers": layers, "calls": calls}
+    env = _environment()
+    files = {f"{name}.h": env.get_template("model.h.j2").render(context),
+             f"{name}.c": env.get_template("model_float.c.j2").render(context)}
+    return RenderedModel(files, table_bytes, workspace, layer_bytes)

@@ -1,0 +1,81 @@
+"""The per-layer cost report of a generated model (keys documented in docs/report-keys.md)."""
+from __future__ import annotations
+
+from kan2mcu.ir import KANModel
+from kan2mcu.quantize import QuantModel
+from kan2mcu.render import RenderedModel
+
+FLOAT_BITS = 32
+
+
+def _cox_de_boor_multiplies(n_knots: int, order: int) -> int:
+    """Multiplies and divisions of one Cox-de Boor evaluation (4 per term of the recursion)."""
+    return sum(4 * (n_knots - 1 - p) for p in range(1, order + 1))
+
+
+def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedModel) -> list[dict]:
+    """One dict per layer: edges, bytes by kind, MACs and BitOps (product of operand bit widths)."""
+    rows = []
+    for index, layer in enumerate(model.layers):
+        edges = layer.in_features * layer.out_features
+        k1 = layer.order + 1
+        float_macs = edges * (layer.n_basis + 1)
+        float_bitops = (float_macs + layer.in_features * _cox_de_boor_multiplies(layer.knots.shape[1], layer.order)) \
+            * FLOAT_BITS * FLOAT_BITS
+        sizes = rendered.layer_bytes[index]
+        row = {"index": index, "name": layer.name, "in_features": layer.in_features,
+               "out_features": layer.out_features, "edges": edges, "order": layer.order, "n_basis": layer.n_basis,
+               "bitops_float32": float_bitops}
+        if qmodel is None:
+            row.update(basis_mode="cox-de-boor", table_bytes=0, coef_bytes=sum(v for k, v in sizes.items() if "_coef" in k),
+                       flash_bytes=sum(sizes.values()), macs=float_macs, bitops=float_bitops)
+        else:
+            ql = qmodel.layers[index]
+            coef_bytes = sum(v for k, v in sizes.items() if k.endswith("_coef"))
+            weight_bytes = sum(v for k, v in sizes.items() if k.endswith("_weight"))
+            requant_bytes = sum(v for k, v in sizes.items()
+                                if k.endswith(("_mult_spline", "_mult_base", "_rounding", "_shift")))
+            table_bytes = sum(sizes.values()) - coef_bytes - weight_bytes - requant_bytes
+            spline_macs, base_macs = edges * k1, edges
+            row.update(basis_mode=ql.mode, table_bytes=table_bytes, coef_bytes=coef_bytes,
+                       base_weight_bytes=weight_bytes, requant_bytes=requant_bytes,
+                       flash_bytes=sum(sizes.values()), macs=spline_macs + base_macs,
+                       bitops=spline_macs * ql.spline_bits * ql.coef_bits + base_macs * ql.silu_bits * ql.base_bits)
+        rows.append(row)
+    return rows
+
+
+def totals(rows: list[dict], rendered: RenderedModel) -> dict:
+    """Sums over layers, plus the BitOps reduction against float32."""
+    keys = ("edges", "table_bytes", "coef_bytes", "flash_bytes", "macs", "bitops", "bitops_float32")
+    out = {k: sum(r.get(k, 0) for r in rows) for k in keys}
+    out["workspace_bytes"] = rendered.workspace_bytes
+    out["bitops_reduction"] = round(out["bitops_float32"] / max(out["bitops"], 1), 2)
+    return out
+
+
+def markdown(report: dict) -> str:
+    """Human-readable version of the report (same numbers as the JSON)."""
+    lines = [f"# kan2mcu report: {report['model']['name']}", "",
+             f"- source: {report['model']['source_format']}, widths {report['model']['widths']}, "
+             f"sha256 {report['model']['sha256'][:16]}",
+             f"- arithmetic: {report['arith']}, options: {report['options']}",
+             f"- calibration: {report['calibration']}", "",
+             "| layer | in->out | edges | basis | tables B | coef B | flash B (tables) | MACs | BitOps | BitOps float32 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["layers"]:
+        lines.append(f"| {r['index']} | {r['in_features']}->{r['out_features']} | {r['edges']} | {r['basis_mode']} | "
+                     f"{r['table_bytes']} | {r['coef_bytes']} | {r['flash_bytes']} | {r['macs']} | {r['bitops']} | "
+                     f"{r['bitops_float32']} |")
+    t = report["totals"]
+    lines.append(f"| total | | {t['edges']} | | {t['table_bytes']} | {t['coef_bytes']} | {t['flash_bytes']} | "
+                 f"{t['macs']} | {t['bitops']} | {t['bitops_float32']} |")
+    lines += ["", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
+                  f"{t['workspace_bytes']} bytes. Flash counts model tables only; `kan2mcu measure` gives the "
+                  "linked firmware's flash and RAM."]
+    acc = report.get("accuracy")
+    if acc:
+        lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
+                      f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
+                      f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]
+    return "\n".join(lines) + "\n"

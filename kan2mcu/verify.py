@@ -1,0 +1,116 @@
+"""`kan2mcu verify DIR`: the generated C against the integer reference (bit-exact) and the float model."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kan2mcu.bspline import model_forward
+from kan2mcu.bundle import load_bundle
+from kan2mcu.datasets import load_dataset
+from kan2mcu.errors import VerificationError
+from kan2mcu.generate import load_calibration
+from kan2mcu.hostcc import HostModel, read_manifest, run_sanitized
+from kan2mcu.quantize import QuantModel
+from kan2mcu.reference import quantize_inputs, run_model
+
+N_RANDOM = 1000
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What was compared and how it came out."""
+
+    arith: str
+    inputs_checked: int
+    bit_exact: bool | None  # None for the float back end (no integer contract)
+    max_abs_error_vs_float: float  # C outputs (as float logits) vs the float64 IR forward
+    accuracy: dict | None  # float and quantized accuracy on the test split, when the data set is known
+
+    def summary(self) -> str:
+        parts = [f"{self.inputs_checked} inputs"]
+        if self.bit_exact is not None:
+            parts.append("C == integer reference: " + ("bit-exact" if self.bit_exact else "MISMATCH"))
+        parts.append(f"max |C - float model| = {self.max_abs_error_vs_float:.4g}")
+        if self.accuracy:
+            parts.append(f"accuracy float {self.accuracy['float']:.4f}, C {self.accuracy['c']:.4f} "
+                         f"({self.accuracy['samples']} test samples)")
+        return "; ".join(parts)
+
+
+def verification_codes(qmodel: QuantModel, x_float: np.ndarray | None, seed: int = 0) -> np.ndarray:
+    """Test-split codes, N_RANDOM seeded random codes, and the extremes (every code 0, max, >max)."""
+    first = qmodel.layers[0]
+    n_in, top = first.in_features, first.codes - 1
+    rng = np.random.default_rng(seed)
+    parts = [rng.integers(0, top + 1, size=(N_RANDOM, n_in)),
+             np.zeros((1, n_in), np.int64), np.full((1, n_in), top), np.full((1, n_in), 255),
+             rng.choice([0, top], size=(32, n_in)),
+             np.repeat(np.arange(top + 1)[:, None], n_in, axis=1)]  # every code on every input
+    if x_float is not None:
+        parts.insert(0, quantize_inputs(qmodel, x_float))
+    return np.concatenate(parts).astype(np.int64)
+
+
+def _first_mismatch(actual: np.ndarray, expected: np.ndarray) -> str:
+    bad = np.argwhere(actual != expected)[0]
+    return f"first mismatch at input {bad[0]}, output {bad[1]}: C {actual[tuple(bad)]}, reference {expected[tuple(bad)]}"
+
+
+def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, build_dir: Path | None = None,
+           quiet: bool = False) -> VerifyResult:
+    """Compile the folder's C (strict flags), run it and compare; raises VerificationError on a mismatch."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    model, qmodel = load_bundle(folder)
+    dataset = manifest.get("dataset")
+    data = load_dataset(dataset) if dataset else None
+    x_eval = data.x_test if data is not None else (
+        load_calibration(calibration, model.layers[0].in_features) if calibration else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        build = Path(build_dir) if build_dir else Path(tmp)
+        host = HostModel(folder, build / "host")
+        if manifest["arith"] == "int":
+            codes = verification_codes(qmodel, x_eval)
+            c_out = host.infer(codes).astype(np.int64)
+            ref = run_model(qmodel, codes)
+            if not np.array_equal(c_out, ref):
+                raise VerificationError(f"{folder}: C differs from the integer reference; " + _first_mismatch(c_out, ref))
+            if sanitize:
+                san = run_sanitized(folder, codes, build / "sanitize").astype(np.int64)
+                if not np.array_equal(san, ref):
+                    raise VerificationError(f"{folder}: sanitized C differs; " + _first_mismatch(san, ref))
+            checked, exact = len(codes), True
+            if x_eval is not None:
+                c_logits = host.infer(quantize_inputs(qmodel, x_eval)) * qmodel.output_scale
+            else:
+                c_logits = None
+        else:
+            rng = np.random.default_rng(0)
+            lo, hi = model.layers[0].grid_range()
+            x_rand = rng.uniform(lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo), size=(N_RANDOM, len(lo)))
+            x_all = np.concatenate([x_eval, x_rand]) if x_eval is not None else x_rand
+            c_all = host.infer(x_all.astype(np.float32)).astype(np.float64)
+            if sanitize:
+                run_sanitized(folder, x_all.astype(np.float32), build / "sanitize")
+            ref_all = model_forward(model, x_all.astype(np.float32).astype(np.float64))
+            err = float(np.abs(c_all - ref_all).max())
+            tol = 1e-3 * max(1.0, float(np.abs(ref_all).max()))
+            if err > tol:
+                raise VerificationError(f"{folder}: float C differs from the float model by {err:.3g} (> {tol:.3g})")
+            checked, exact = len(x_all), None
+            c_logits = c_all[: len(x_eval)] if x_eval is not None else None
+    max_err, accuracy = 0.0, None
+    if x_eval is not None:
+        float_logits = model_forward(model, x_eval)
+        max_err = float(np.abs(c_logits - float_logits).max())
+        if data is not None:
+            accuracy = {"samples": int(len(data.y_test)),
+                        "float": float((float_logits.argmax(1) == data.y_test).mean()),
+                        "c": float((c_logits.argmax(1) == data.y_test).mean())}
+    result = VerifyResult(manifest["arith"], checked, exact, max_err, accuracy)
+    if not quiet:
+        print(f"kan2mcu verify {folder}: {result.summary()}")
+    return result

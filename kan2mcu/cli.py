@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         firmware_cli = None
     if firmware_cli is not None:
-        runners.update(firmware_cli.register(sub))
+        firmware_cli.register(sub)  # its sub-commands carry their runner as args.func
     from kan2mcu import demo
 
     runners.update(demo.register(sub))
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._runners[args.command](args) or 0)
+        run = getattr(args, "func", None) or args._runners[args.command]
+        return int(run(args) or 0)
     except Kan2mcuError as exc:
         print(f"kan2mcu: error: {exc}", file=sys.stderr)
         return 1

@@ -93,8 +93,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}")
     calib, calib_how = calibration_data(imported, calibration)
     if calib is None:
-        say("kan2mcu: warning: no calibration data: activation ranges come from the grids only; "
-            "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
+        print("kan2mcu: warning: no calibration data: activation ranges come from the grids only; "
+            "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy", file=sys.stderr)
     sha = model.sha256()
     qmodel = quantize(model, options, calib) if arith == "int" else None
     opt_dict = options.as_dict() if arith == "int" else {}

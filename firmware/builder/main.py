@@ -38,6 +38,7 @@ env.Replace(
     SIZEDATAREGEXP=r"^(?:\.data|\.sdata|\.bss|\.sbss)\s+(\d+).*",
     SIZECHECKCMD="$SIZETOOL -A -d $SOURCES",
     SIZEPRINTCMD="$SIZETOOL -B -d $SOURCES",
+    PROGNAME="firmware",
     PROGSUFFIX=".elf",
 )
 

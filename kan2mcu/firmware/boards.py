@@ -82,7 +82,7 @@ _ARM_M0 = ("-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft")
 _ARM_M3 = ("-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft")
 _ARM_M4F = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
 _ARM_M7F = ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16")
-_RV32IMAC = ("-march=rv32imac_zicsr", "-mabi=ilp32", "-misa-spec=2.2")
+_RV32IMAC = ("-march=rv32imac", "-mabi=ilp32", "-misa-spec=2.2")  # 2.2: Zicsr is part of I; picks the rv32 libgcc
 
 _BOARD_LIST = [
     Board("qemu-cortex-m0", "qemu", "arm", "cortex-m0", 256 * KIB, 16 * KIB, _ARM_M0, "none",

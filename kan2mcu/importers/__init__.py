@@ -1,6 +1,8 @@
 """Front ends: read a checkpoint (own, efficient-kan, pykan), detect its format, return the IR."""
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,14 +25,32 @@ class ImportedModel:
     payload: dict = field(default_factory=dict)  # the raw checkpoint content, for the torch model
 
 
+def _load_error_reason(exc: BaseException) -> str:
+    """One short line on why torch.load refused a file (torch's own messages span paragraphs)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    unsupported_global = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported_global:
+        return (f"it holds pickled Python objects ({unsupported_global.group(1)}), not plain tensors; "
+                "save a state_dict instead")
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        return "not a torch.save file"
+    if isinstance(exc, (pickle.UnpicklingError, IndexError)):  # the pickle parser choked on the bytes
+        return "not a torch.save file"
+    if isinstance(exc, EOFError):
+        return "empty or truncated file"
+    if "PytorchStreamReader" in text or "zip archive" in text:
+        return "corrupt or truncated PyTorch archive"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line[:120]}"
+
+
 def _torch_load(path: Path):
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not ours"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line[:160]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_error_reason(exc)})") from None
 
 
 def load_checkpoint(path) -> ImportedModel:
@@ -60,5 +80,11 @@ def load_checkpoint(path) -> ImportedModel:
                 break
         if looks_like_efficient_kan(payload):
             return ImportedModel(ir_from_state_dict(payload, source="efficient-kan"), "efficient-kan")
+    found = ""
+    if isinstance(payload, dict):
+        keys = [str(k) for k in list(payload)[:5]]
+        found = f"; it holds a dict with keys {', '.join(keys)}{', ...' if len(payload) > 5 else ''}"
+    elif payload is not None:
+        found = f"; it holds a {type(payload).__name__}"
     raise CheckpointError(f"{path}: not a KAN checkpoint kan2mcu knows (kan2mcu, efficient-kan state dict, "
-                          "or pykan saveckpt prefix)")
+                          f"or pykan saveckpt prefix){found}")

@@ -1,0 +1,64 @@
+"""Bit-exactness: generated C == Python integer reference, for several bit widths and shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kan2mcu.bundle import load_bundle
+from kan2mcu.generate import generate_model
+from kan2mcu.hostcc import HostModel
+from kan2mcu.quantize import QuantOptions
+from kan2mcu.reference import run_model
+from kan2mcu.verify import verification_codes, verify
+
+BITS = [pytest.param(b, id=f"{b}bit") for b in (2, 3, 4, 8)]
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("shape", ["8x5x3-G5-k3", "6x4x4x2-G3-k2"])
+def test_small_models_bit_exact(small_checkpoints, tmp_path, shape, bits):
+    checkpoint, calibration = small_checkpoints[shape]
+    options = QuantOptions(act_bits=bits, spline_bits=bits, coef_bits=bits)
+    generate_model(checkpoint, tmp_path / "m", options=options, calibration=calibration, quiet=True)
+    _, qmodel = load_bundle(tmp_path / "m")
+    codes = verification_codes(qmodel, np.load(calibration))
+    assert len(codes) >= 1000
+    c_out = HostModel(tmp_path / "m", tmp_path / "build").infer(codes)
+    np.testing.assert_array_equal(c_out.astype(np.int64), run_model(qmodel, codes))
+
+
+@pytest.mark.parametrize("act,spline,coef", [(8, 8, 8), (8, 3, 8), (8, 2, 4), (4, 3, 3), (6, 8, 5)],
+                         ids=lambda v: str(v))
+def test_digits_bit_exact(digits_checkpoint, tmp_path, act, spline, coef):
+    options = QuantOptions(act_bits=act, spline_bits=spline, coef_bits=coef)
+    generate_model(digits_checkpoint, tmp_path / "m", options=options, quiet=True)
+    result = verify(tmp_path / "m", build_dir=tmp_path / "build", quiet=True)
+    assert result.bit_exact is True
+    assert result.inputs_checked >= 1000
+
+
+def test_sanitizers_clean(digits_checkpoint, small_checkpoints, tmp_path):
+    """ASan + UBSan: no out-of-bounds read or undefined behaviour for any code, incl. codes > max."""
+    generate_model(digits_checkpoint, tmp_path / "d", options=QuantOptions(act_bits=4, spline_bits=3, coef_bits=3),
+                   quiet=True)
+    assert verify(tmp_path / "d", sanitize=True, build_dir=tmp_path / "bd", quiet=True).bit_exact
+    checkpoint, calibration = small_checkpoints["6x4x4x2-G3-k2"]
+    generate_model(checkpoint, tmp_path / "s", calibration=calibration, quiet=True)
+    assert verify(tmp_path / "s", calibration=calibration, sanitize=True, build_dir=tmp_path / "bs", quiet=True).bit_exact
+
+
+def test_mismatch_is_reported(digits_checkpoint, tmp_path):
+    """A corrupted table makes verify fail with the first mismatching index."""
+    from kan2mcu.errors import VerificationError
+
+    generate_model(digits_checkpoint, tmp_path / "m", quiet=True)
+    source = tmp_path / "m" / "kan.c"
+    text = source.read_text()
+    marker = "static const int32_t kan_l1_mult_spline[10] = {"
+    start = text.index(marker) + len(marker)
+    line_end = text.index(",", text.index("\n", start))
+    first_value_start = text.index("\n", start) + 1
+    value = text[first_value_start:line_end].strip()
+    source.write_text(text[:first_value_start] + f"    {int(value) + 12345}" + text[line_end:])
+    with pytest.raises(VerificationError, match="first mismatch at input"):
+        verify(tmp_path / "m", build_dir=tmp_path / "build", quiet=True)

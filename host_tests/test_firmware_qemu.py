@@ -133,7 +133,7 @@ def test_measure_is_repeatable_and_reports_both_back_ends(offline_environment, t
     assert int_entry["check"] == float_entry["check"] == "PASS"
     assert int_entry["functions"] == {"tiny_infer": int_entry["instructions"]}
     assert 50 < int_entry["instructions"] < 1000 and int_entry["cycles_estimate"] > int_entry["instructions"]
-    assert int_entry["memory"]["flash"]["model_tables"] == 12 + 12 + 4 - 4  # weights + bias (multiplier folded)
+    assert int_entry["memory"]["flash"]["model_tables"] == 24  # weights (12) + bias (12); multiplier folded into code
     assert int_entry["memory"]["ram"]["model_ram"] == 12
     table = (tmp_path / "one" / "measure.md").read_text()
     assert "| | tiny (int) | tinyf (float) |" in table and "ESTIMATE" in table

@@ -1,0 +1,40 @@
+# kan2mcu: set-up, the end-to-end demo and the tests. Each target installs what it needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := gcc-arm-none-eabi gcc-riscv64-unknown-elf qemu-system-arm qemu-system-misc
+# torch 2.13.0 first (a CPU build lies on disk for it); the package's "torch>=2.1" then adds nothing.
+TORCH := torch==2.13.0
+
+.PHONY: all setup toolchains venv demo test clean
+
+all: test
+
+toolchains:
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v riscv64-unknown-elf-gcc >/dev/null \
+	    && command -v qemu-system-arm >/dev/null && command -v qemu-system-riscv32 >/dev/null \
+	    && command -v gcc >/dev/null; then echo "toolchains: present"; \
+	else $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends gcc $(APT_PACKAGES); fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,pykan]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+setup: toolchains venv
+
+## The main job on the embedded default: train the digits KAN, quantize, generate C, verify on the
+## host, build firmware, run it under QEMU (Cortex-M4) and print the report.
+demo: setup
+	$(VENV)/bin/kan2mcu demo -o out/demo
+
+## The tests (toolchain tests are forced on when CI=true).
+test: setup
+	$(PY) -m pytest host_tests -q -p no:cacheprovider
+
+clean:
+	rm -rf out build .pytest_cache

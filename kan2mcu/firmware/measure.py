@@ -157,15 +157,19 @@ def measure_model(model_dir: Path, board: str, project_dir: Path, port: str | No
 def measure(model_dirs: list[Path], board: str, out_dir: Path | None = None,
             port: str | None = None) -> dict:
     """Measure every model in ``model_dirs`` on ``board``. With ``out_dir``, the projects go to
-    ``out_dir/<model>-<board>/`` and the report to ``out_dir/measure.json`` and ``measure.md``.
+    ``out_dir/<model>-<arith>-<board>/`` and the report to ``out_dir/measure.json`` and ``measure.md``.
     Returns the report (``{"board", "models": [...], "markdown", ...}``)."""
     board_info = get_board(board)
     with tempfile.TemporaryDirectory(prefix="kan2mcu-measure-") as scratch:
         base = Path(out_dir) if out_dir is not None else Path(scratch)
-        entries = []
+        entries, used = [], set()
         for model_dir in model_dirs:
             model = load_model_folder(model_dir)
-            entries.append(measure_model(model_dir, board_info.name, base / f"{model.name}-{board_info.name}", port))
+            folder = f"{model.name}-{model.arith}-{board_info.name}"
+            if folder in used:
+                folder = f"{len(used)}-{folder}"
+            used.add(folder)
+            entries.append(measure_model(model_dir, board_info.name, base / folder, port))
     report = {
         "format": "kan2mcu-measure", "format_version": 1, "board": board_info.name,
         "core": board_info.core, "emulated": board_info.is_qemu, "cycles_estimate_note": ESTIMATE_NOTE,

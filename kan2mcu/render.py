@@ -115,6 +115,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
              "codes": ql.codes, "code_max": ql.codes - 1, "clamp_input": index == 0 and ql.codes < 256,
              "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "coef_direct": coef.direct,
              "is_last": ql.is_last, "out_code_max": ql.out_max,
+             "simd": ql.k1 == 4 and coef.direct,  # the SMLAD path of DSP cores (C chooses at compile time)
              "in_ctype": "uint8_t", "out_ctype": "int32_t" if ql.is_last else "uint8_t"}
         silu_t = _table(sym, f"{t}_silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
         silu_start = _table(sym, f"{t}_silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),

@@ -359,6 +359,12 @@ def test_checkpoint_missing_state_or_corrupt_files(saved):
         load_checkpoint(saved)
 
 
+def test_bare_pykan_state_dict_file_is_explained(trained, tmp_path):
+    torch.save(trained.state_dict(), tmp_path / "pykan_state.pt")
+    with pytest.raises(CheckpointError, match="bare pykan state_dict.*saveckpt"):
+        load_checkpoint(tmp_path / "pykan_state.pt")
+
+
 def test_unrelated_config_yml_is_not_pykan(tmp_path):
     (tmp_path / "thing_config.yml").write_text("learning_rate: 0.1\n")
     assert not is_pykan_checkpoint(tmp_path / "thing")

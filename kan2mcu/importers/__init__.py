@@ -80,6 +80,9 @@ def load_checkpoint(path) -> ImportedModel:
                 break
         if looks_like_efficient_kan(payload):
             return ImportedModel(ir_from_state_dict(payload, source="efficient-kan"), "efficient-kan")
+    if isinstance(payload, dict) and "act_fun.0.coef" in payload:
+        raise CheckpointError(f"{path}: a bare pykan state_dict (its config, e.g. the base function, is not in "
+                              "it); save the model with model.saveckpt(prefix) and pass the prefix")
     found = ""
     if isinstance(payload, dict):
         keys = [str(k) for k in list(payload)[:5]]

@@ -38,6 +38,14 @@ def run_demo(out: Path, *, board: str = DEFAULT_BOARD, retrain: bool = False) ->
 
     report = measure([int_dir, float_dir], board, out / f"measure-{board}")
     print("== 5/5 report", file=sys.stderr)
+    import json
+
+    accuracy = json.loads((int_dir / "report.json").read_text())["accuracy"]
+    print(report["markdown"])
+    print(f"Accuracy on the digits test split ({accuracy['samples']} samples): float model "
+          f"{accuracy['float']:.4f}, integer C {accuracy['quantized']:.4f} (bit-exact with the Python reference "
+          f"on the host and on {board}).")
+    print(f"Files: {out}/ (checkpoint, kan_int/, kan_float/, measure-{board}/measure.json and measure.md)")
     return report
 
 

@@ -50,3 +50,15 @@ def test_nonuniform_grid_bit_exact_and_close(tmp_path, bits):
         ref = model_forward(model, x)
         out = dequantize_outputs(qmodel, run_model(qmodel, quantize_inputs(qmodel, x)))
         assert np.abs(out - ref).max() < 0.03 * np.ptp(ref)
+
+
+def test_verify_reuses_the_calibration_data(tmp_path):
+    """Without a data set, generate keeps its calibration inputs and verify checks on them by default."""
+    path = tmp_path / "ek.pt"
+    torch.save(_nonuniform_state_dict([4, 3, 2], seed=3), path)
+    calibration = tmp_path / "calib.csv"
+    np.savetxt(calibration, np.random.default_rng(2).uniform(-2, 2, size=(64, 4)), delimiter=",")
+    generate_model(path, tmp_path / "m", calibration=calibration, quiet=True)
+    assert (tmp_path / "m" / "calibration.npy").exists()
+    result = verify(tmp_path / "m", build_dir=tmp_path / "b", quiet=True)
+    assert result.bit_exact and result.inputs_checked >= 1000 + 64

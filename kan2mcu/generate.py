@@ -1,6 +1,7 @@
 """`kan2mcu generate`: checkpoint -> IR -> quantized model -> C sources, report and test vectors."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from kan2mcu.report import layer_report, markdown, totals
 
 ARITHMETICS = ("int", "float")
 N_TEST_VECTORS = 8
+CALIBRATION_FILE = "calibration.npy"  # calibration inputs kept beside the C when no data set is known
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,10 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
     files["report.md"] = markdown(report)
     files[BUNDLE] = bundle_bytes(model, qmodel)
+    if calib is not None and not imported.dataset:  # `verify` checks on the same data by default
+        buffer = io.BytesIO()
+        np.save(buffer, calib, allow_pickle=False)
+        files[CALIBRATION_FILE] = buffer.getvalue()
     written = _write_all(Path(output), files)
     if not quiet:
         print(files["report.md"])

@@ -11,7 +11,7 @@ from kan2mcu.bspline import model_forward
 from kan2mcu.bundle import load_bundle
 from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import VerificationError
-from kan2mcu.generate import load_calibration
+from kan2mcu.generate import CALIBRATION_FILE, load_calibration
 from kan2mcu.hostcc import HostModel, read_manifest, run_sanitized
 from kan2mcu.quantize import QuantModel
 from kan2mcu.reference import quantize_inputs, run_model
@@ -66,6 +66,8 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
     manifest = read_manifest(folder)
     model, qmodel = load_bundle(folder)
     dataset = manifest.get("dataset")
+    if calibration is None and (folder / CALIBRATION_FILE).exists():
+        calibration = folder / CALIBRATION_FILE  # the data generate calibrated on
     data = load_dataset(dataset) if dataset else None
     x_eval = data.x_test if data is not None else (
         load_calibration(calibration, model.layers[0].in_features) if calibration else None)

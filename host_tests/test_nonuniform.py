@@ -1,7 +1,6 @@
 """Non-uniform, per-input grids (efficient-kan after update_grid): per-input tables, bit-exact."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

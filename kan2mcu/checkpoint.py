@@ -28,13 +28,3 @@ def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: 
     tmp.replace(path)  # never leave a half-written checkpoint behind
     return path
 
-
-def load_torch_model(payload: dict):
-    """Rebuild the torch :class:`KAN` of a loaded kan2mcu checkpoint payload."""
-    from kan2mcu.torch_kan import KAN
-
-    cfg = payload["config"]
-    model = KAN(cfg["widths"], cfg["grid_size"], cfg["spline_order"], tuple(cfg["grid_range"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model

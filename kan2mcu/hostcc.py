@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import shutil
 import subprocess
 import tempfile
@@ -11,19 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from kan2mcu.errors import ToolchainError, VerificationError
+from kan2mcu.model_dir import load_model_folder
 
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Wshadow",
                 "-Wstrict-prototypes", "-pedantic", "-Werror", "-O2"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
-
-
-def read_manifest(folder: Path) -> dict:
-    """The ``kan2mcu.json`` manifest of a generated folder."""
-    path = Path(folder) / "kan2mcu.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VerificationError(f"{folder}: no kan2mcu.json; is this a folder written by `kan2mcu generate`?") from None
 
 
 def host_compiler() -> str:
@@ -42,7 +33,7 @@ def _run(cmd: list[str], what: str) -> None:
 
 def compile_check(folder: Path, compiler: str, flags: list[str]) -> None:
     """Compile the model's sources to an object file with ``compiler`` and ``flags`` (errors raise)."""
-    manifest = read_manifest(folder)
+    manifest = load_model_folder(folder).manifest
     with tempfile.TemporaryDirectory() as tmp:
         for source in manifest["sources"]:
             _run([compiler, *flags, "-c", str(Path(folder) / source), "-o", str(Path(tmp) / "model.o")],
@@ -53,7 +44,7 @@ class HostModel:
     """The generated model compiled into a shared library and called through ctypes."""
 
     def __init__(self, folder: Path, build_dir: Path) -> None:
-        self.manifest = read_manifest(folder)
+        self.manifest = load_model_folder(folder).manifest
         build_dir.mkdir(parents=True, exist_ok=True)
         library = build_dir / f"lib{self.manifest['prefix']}.so"
         sources = [str(Path(folder) / s) for s in self.manifest["sources"]]
@@ -98,7 +89,7 @@ int main(int argc, char **argv) {{
 
 def run_sanitized(folder: Path, inputs: np.ndarray, build_dir: Path) -> np.ndarray:
     """Run the model under AddressSanitizer and UndefinedBehaviorSanitizer in a separate program."""
-    manifest = read_manifest(folder)
+    manifest = load_model_folder(folder).manifest
     is_int = manifest["arith"] == "int"
     build_dir.mkdir(parents=True, exist_ok=True)
     runner = build_dir / "runner.c"

@@ -264,10 +264,7 @@ def _quantize_layer(layer: KANLayer, enc: dict, options: QuantOptions, next_scal
                     next_zero: np.ndarray, is_last: bool) -> QuantLayer:
     k1, n_in, n_out = layer.order + 1, layer.in_features, layer.out_features
     q_count = 1 << options.act_bits
-    codes = np.arange(q_count)
-    x_codes = enc["scale"][:, None] * (codes[None, :] - enc["zero"][:, None])  # [I, Q] float inputs
     spline_max = (1 << options.spline_bits) - 1
-    empty_u8 = np.zeros(0, np.int64)
 
     if enc["mode"] == "cardinal":
         # one table per distinct positions-per-interval: rows = positions, columns = the K1 live B-splines
@@ -284,7 +281,7 @@ def _quantize_layer(layer: KANLayer, enc: dict, options: QuantOptions, next_scal
         card = np.clip(np.round(float_card / basis_scale), 0, spline_max).astype(np.int64)
         for i in range(n_in):
             card_start[i] = tables[int(enc["log2p"][i])][0]
-        first_table, basis_table = empty_u8, np.zeros((0, k1), np.int64)
+        first_table, basis_table = np.zeros(0, np.int64), np.zeros((0, k1), np.int64)
         # SiLU tables shared by channels with the same code step: index by knot-relative position u
         silu_chunks, silu_start, cursor = [], np.zeros(n_in, np.int64), 0
         for lp in sorted(set(enc["log2p"].tolist())):
@@ -297,6 +294,7 @@ def _quantize_layer(layer: KANLayer, enc: dict, options: QuantOptions, next_scal
             cursor += len(u)
         float_silu = np.concatenate(silu_chunks)
     else:
+        x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q] inputs
         first_rows, basis_rows = [], []
         for i in range(n_in):
             b = bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [Q, nb]
@@ -369,11 +367,16 @@ def decode_inputs(layer: QuantLayer, codes: np.ndarray) -> tuple[np.ndarray, np.
     return first, basis, silu_q
 
 
+def live_coefficients(layer: QuantLayer, first: np.ndarray) -> np.ndarray:
+    """The K1 coefficients every edge reads: first indices [N, I] -> [O, N, I, K1]."""
+    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]
+    return layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]
+
+
 def _accumulator_bounds(layer: QuantLayer) -> tuple[np.ndarray, np.ndarray]:
     codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, layer.in_features))
     first, basis, silu_q = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1], [Q, I]
-    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]  # [Q, I, K1]
-    gathered = layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]  # [O, Q, I, K1]
+    gathered = live_coefficients(layer, first)  # [O, Q, I, K1]
     per_code = (np.abs(gathered) * basis[None]).sum(axis=3)  # [O, Q, I]: bounds every partial sum too
     bound_sp = per_code.max(axis=1).sum(axis=1)
     silu_max = np.abs(silu_q).max(axis=0)  # [I]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kan2mcu.quantize import QuantLayer, QuantModel, decode_inputs
+from kan2mcu.quantize import QuantLayer, QuantModel, decode_inputs, live_coefficients
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -11,9 +11,7 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 def layer_accumulators(layer: QuantLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The two int32 accumulators (spline, base) of every output: [N, I] codes -> ([N, O], [N, O])."""
     first, basis, silu_q = decode_inputs(layer, codes)
-    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]  # [N, I, K1]
-    gathered = layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]  # [O, N, I, K1]
-    acc_spline = np.einsum("onik,nik->no", gathered, basis)
+    acc_spline = np.einsum("onik,nik->no", live_coefficients(layer, first), basis)
     acc_base = silu_q @ layer.base_weight.T
     return acc_spline, acc_base
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import jinja2
 import numpy as np
 
-from kan2mcu import __version__
 from kan2mcu.errors import OptionError
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from kan2mcu.checkpoint import save_checkpoint
 from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import OptionError
@@ -66,12 +64,3 @@ def train(output: Path, *, dataset: str = "digits", hidden: tuple[int, ...] = (1
                            metrics={"train_accuracy": train_acc, "test_accuracy": test_acc})
     return TrainResult(path, train_acc, test_acc)
 
-
-def float_predictions(payload: dict, x: np.ndarray) -> np.ndarray:
-    """Float32 logits of the torch model stored in a kan2mcu checkpoint payload."""
-    import torch
-
-    from kan2mcu.checkpoint import load_torch_model
-
-    with torch.no_grad():
-        return load_torch_model(payload)(torch.tensor(x, dtype=torch.float32)).numpy()

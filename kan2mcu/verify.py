@@ -12,7 +12,8 @@ from kan2mcu.bundle import load_bundle
 from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import VerificationError
 from kan2mcu.generate import CALIBRATION_FILE, load_calibration
-from kan2mcu.hostcc import HostModel, read_manifest, run_sanitized
+from kan2mcu.model_dir import load_model_folder
+from kan2mcu.hostcc import HostModel, run_sanitized
 from kan2mcu.quantize import QuantModel
 from kan2mcu.reference import quantize_inputs, run_model
 
@@ -63,7 +64,7 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
            quiet: bool = False) -> VerifyResult:
     """Compile the folder's C (strict flags), run it and compare; raises VerificationError on a mismatch."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = load_model_folder(folder).manifest
     model, qmodel = load_bundle(folder)
     dataset = manifest.get("dataset")
     if calibration is None and (folder / CALIBRATION_FILE).exists():

@@ -17,7 +17,8 @@ from kan2mcu.errors import Kan2mcuError
 from kan2mcu.firmware import measure as measure_module
 from kan2mcu.firmware.boards import BOARDS, get_board
 from kan2mcu.firmware.elfinfo import read_elf
-from kan2mcu.firmware.project import load_model_folder, write_project
+from kan2mcu.firmware.project import write_project
+from kan2mcu.model_dir import load_model_folder
 
 
 def default_project_dir(model_dir: Path, board: str) -> Path:

@@ -33,7 +33,8 @@ from kan2mcu.firmware.boards import Board, get_board
 from kan2mcu.firmware.cycles import ESTIMATE_NOTE, estimate_cycles, mnemonic_histogram
 from kan2mcu.firmware.elfinfo import ElfInfo, read_elf
 from kan2mcu.firmware.pio import run_pio
-from kan2mcu.firmware.project import load_model_folder, write_project
+from kan2mcu.firmware.project import write_project
+from kan2mcu.model_dir import load_model_folder
 from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.firmware.toolchain import require_build_tools, require_run_tools
 
@@ -92,14 +93,19 @@ def build_firmware(model_dir: Path, board: str, project_dir: Path,
     return elf
 
 
-def _function_counts(trace, info: ElfInfo) -> tuple[dict[str, int], dict[str, int]]:
+def _split_trace(trace, info: ElfInfo) -> tuple[list, dict[str, int], dict[str, int]]:
+    """One pass over the trace: the inference's instructions, and counts per function of the
+    inference and of the self-check harness."""
     functions = info.functions()
-    model, harness = {}, {}
+    inference, model, harness = [], {}, {}
     for insn in trace.insns.values():
         name = functions.name_at(insn.address)
-        target = harness if name.startswith(HARNESS_PREFIX) else model
-        target[name] = target.get(name, 0) + insn.count
-    return _most_first(model), _most_first(harness)
+        if name.startswith(HARNESS_PREFIX):
+            harness[name] = harness.get(name, 0) + insn.count
+        else:
+            inference.append(insn)
+            model[name] = model.get(name, 0) + insn.count
+    return inference, _most_first(model), _most_first(harness)
 
 
 def _most_first(counts: dict[str, int]) -> dict[str, int]:
@@ -124,10 +130,7 @@ def measure_model(model_dir: Path, board: str, project_dir: Path, port: str | No
         run = run_elf(board_info, elf, count_instructions=True)
         result = run.result
         if run.trace is not None:
-            model_counts, harness_counts = _function_counts(run.trace, info)
-            functions = info.functions()
-            inference = [insn for insn in run.trace.insns.values()
-                         if not functions.name_at(insn.address).startswith(HARNESS_PREFIX)]
+            inference, model_counts, harness_counts = _split_trace(run.trace, info)
             estimate = estimate_cycles(inference, board_info.core, board_info.arch)
             entry.update(
                 instructions=sum(model_counts.values()),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,12 @@ from kan2mcu.ir import KANModel
 
 @dataclass(frozen=True, eq=False)
 class ImportedModel:
-    """The IR plus what the checkpoint says about its data and how to run the original."""
+    """The IR plus what the checkpoint says about its data."""
 
     model: KANModel
     format: str  # "kan2mcu" | "efficient-kan" | "pykan"
     dataset: str | None = None  # a name load_dataset() knows, when the checkpoint carries one
     calibration: np.ndarray | None = None  # model inputs shipped with the checkpoint (pykan cache)
-    payload: dict = field(default_factory=dict)  # the raw checkpoint content, for the torch model
 
 
 def _load_error_reason(exc: BaseException) -> str:
@@ -72,7 +71,7 @@ def load_checkpoint(path) -> ImportedModel:
                                                  "input_transform": payload.get("input_transform")})
         except KeyError as exc:
             raise CheckpointError(f"{path}: kan2mcu checkpoint lacks {exc}") from None
-        return ImportedModel(model, "kan2mcu", payload.get("dataset"), None, payload)
+        return ImportedModel(model, "kan2mcu", payload.get("dataset"))
     if isinstance(payload, dict):
         for nested in ("state_dict", "model_state_dict", "model"):
             if isinstance(payload.get(nested), dict) and looks_like_efficient_kan(payload[nested]):

@@ -119,8 +119,7 @@ def load_pykan_checkpoint(path):
     if cache_path.is_file():
         cache = _torch_load(cache_path)
         calibration = _calibration_from_cache(cache, model.layers[0].in_features, cache_path)
-    payload = {"config": config, "state_dict": state, "prefix": str(prefix)}
-    return ImportedModel(model, "pykan", None, calibration, payload)
+    return ImportedModel(model, "pykan", None, calibration)
 
 
 def _calibration_from_cache(cache, n_inputs: int, where: Path) -> np.ndarray | None:

@@ -19,7 +19,9 @@ BITS = [pytest.param(b, id=f"{b}bit") for b in (2, 3, 4, 8)]
 def test_small_models_bit_exact(small_checkpoints, tmp_path, shape, bits):
     checkpoint, calibration = small_checkpoints[shape]
     options = QuantOptions(act_bits=bits, spline_bits=bits, coef_bits=bits)
-    generate_model(checkpoint, tmp_path / "m", options=options, calibration=calibration, quiet=True)
+    # bit-exactness only: the guard rightly refuses some 2-bit random models as far from float
+    generate_model(checkpoint, tmp_path / "m", options=options, calibration=calibration, quiet=True,
+                   allow_saturation=True)
     _, qmodel = load_bundle(tmp_path / "m")
     codes = verification_codes(qmodel, np.load(calibration))
     assert len(codes) >= 1000

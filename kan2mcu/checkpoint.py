@@ -3,8 +3,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kan2mcu.errors import OptionError
+from kan2mcu.fsutil import check_writable
+
 FORMAT = "kan2mcu-checkpoint"
 FORMAT_VERSION = 1
+
+
+def check_checkpoint_path(path: Path) -> None:
+    """Refuse a checkpoint path that cannot be written (a folder, under a file, not writable): OptionError."""
+    path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"-o {path}: is a folder; give a checkpoint file name, e.g. {path / 'model.pt'}")
+    check_writable(path)
 
 
 def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: dict | None,
@@ -13,7 +24,11 @@ def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: 
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_checkpoint_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionError(f"cannot create the folder of {path}: {exc.strerror or exc}") from None
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -24,7 +39,15 @@ def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: 
         "metrics": metrics or {},
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint behind
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)  # never leave a half-written checkpoint behind
+    except OSError as exc:
+        raise OptionError(f"cannot write the checkpoint {path}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # torch wraps file errors of its zip writer in RuntimeError
+        raise OptionError(f"cannot write the checkpoint {path}: {str(exc).splitlines()[0][:160]}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 

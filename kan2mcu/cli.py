@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from kan2mcu import __version__
-from kan2mcu.errors import Kan2mcuError
+from kan2mcu.errors import Kan2mcuError, OptionError
 
 
 def _bits(text: str) -> int:
@@ -29,6 +29,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--silu-bits", type=_bits, default=12, help="SiLU table value bits, 4..16 (default 12)")
     p.add_argument("--calibration", type=Path, help=".npy or .csv of model inputs for range calibration")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")
+    p.add_argument("--allow-saturation", "--force", dest="allow_saturation", action="store_true",
+                   help="write the model even when the quantization guard finds it far from the float model")
+    p.add_argument("--prefix", help="which KAN of a state dict holding several (module path before layers.N)")
 
 
 def _run_generate(args) -> int:
@@ -38,7 +41,8 @@ def _run_generate(args) -> int:
     options = QuantOptions(act_bits=args.act_bits, spline_bits=args.spline_bits, coef_bits=args.coef_bits,
                            base_bits=args.base_bits, silu_bits=args.silu_bits)
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
-                            calibration=args.calibration, quiet=args.quiet)
+                            calibration=args.calibration, quiet=args.quiet,
+                            allow_saturation=args.allow_saturation, prefix=args.prefix)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)
     return 0
 
@@ -68,12 +72,18 @@ def _add_verify(sub) -> None:
     p.add_argument("folder", type=Path)
     p.add_argument("--calibration", type=Path, help="model inputs (.npy/.csv) when the checkpoint has no data set")
     p.add_argument("--sanitize", action="store_true", help="also run under AddressSanitizer and UBSan")
+    p.add_argument("--random", type=int, default=0, metavar="N",
+                   help="also compare the C with the integer reference on N random input codes")
+    p.add_argument("--fuzz", type=float, default=0.0, metavar="SECONDS",
+                   help="also fuzz the C for SECONDS (libFuzzer + ASan/UBSan with clang, else a random loop)")
 
 
 def _run_verify(args) -> int:
     from kan2mcu.verify import verify
 
-    verify(args.folder, calibration=args.calibration, sanitize=args.sanitize)
+    if args.random < 0 or args.fuzz < 0:
+        raise OptionError("--random and --fuzz must not be negative")
+    verify(args.folder, calibration=args.calibration, sanitize=args.sanitize, random=args.random, fuzz=args.fuzz)
     return 0
 
 
@@ -112,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kan2mcu: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("kan2mcu: error: out of memory (the model is too large for this machine)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file system failure the commands did not anticipate: still one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"kan2mcu: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

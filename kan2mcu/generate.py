@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import keyword
 import os
 import shutil
 import sys
@@ -16,7 +17,9 @@ from kan2mcu import __version__
 from kan2mcu.bundle import BUNDLE, bundle_bytes
 from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
-from kan2mcu.errors import OptionError
+from kan2mcu import guard
+from kan2mcu.errors import OptionError, QuantizationError
+from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
@@ -26,6 +29,16 @@ from kan2mcu.report import layer_report, markdown, totals
 ARITHMETICS = ("int", "float")
 N_TEST_VECTORS = 8
 CALIBRATION_FILE = "calibration.npy"  # calibration inputs kept beside the C when no data set is known
+MANIFEST = "kan2mcu.json"
+
+# Names the generated files or symbols would collide with (the firmware harness, C, its headers).
+_C_KEYWORDS = ("auto break case char const continue default do double else enum extern float for goto if "
+               "inline int long register restrict return short signed sizeof static struct switch typedef "
+               "union unsigned void volatile while bool true false asm").split()
+_C_HEADERS = ("assert complex ctype errno fenv float inttypes iso646 limits locale math setjmp signal stdalign "
+              "stdarg stdatomic stdbool stddef stdint stdio stdlib stdnoreturn string tgmath threads time "
+              "uchar wchar wctype arduino").split()
+_HARNESS_FILES = ("main", "port_arduino", "kan2mcu_port", "kan2mcu_test_vectors")
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,41 @@ class GenerateResult:
     folder: Path
     files: list
     report: dict
+
+
+def reserved_name_reason(name: str) -> str | None:
+    """Why ``name`` cannot be a model name (its files and C symbols would collide), or None."""
+    if name == "kan2mcu" or name.startswith("kan2mcu_"):
+        return "the firmware harness uses the prefix kan2mcu_ for its own symbols"
+    if name in _HARNESS_FILES:
+        return f"the firmware harness has its own {name}.c/{name}.h"
+    if name in _C_KEYWORDS or keyword.iskeyword(name):
+        return "it is a C keyword"
+    if name in _C_HEADERS:
+        return f"{name}.h would shadow the C library header <{name}.h>"
+    return None
+
+
+def check_name(name: str) -> None:
+    """Refuse model names that are not C identifiers or would collide (OptionError with the reason)."""
+    if c_prefix(name) != name:
+        raise OptionError(f"--name must be a lower-case C identifier, e.g. {c_prefix(name)!r}")
+    reason = reserved_name_reason(name)
+    if reason:
+        raise OptionError(f"--name {name}: reserved name ({reason}); pick another, e.g. {name}_model")
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse, before any work, an output path that cannot become a model folder (OptionError)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"-o {folder}: is a file, not a folder")
+    check_writable(folder)
+    if folder.is_dir():
+        entries = [p.name for p in folder.iterdir()]
+        if entries and MANIFEST not in entries:
+            raise OptionError(f"-o {folder}: holds other files and is not a kan2mcu model folder; "
+                              "pick a new or empty folder (generate replaces the whole folder)")
 
 
 def load_calibration(path: Path, n_inputs: int) -> np.ndarray:
@@ -79,34 +127,72 @@ def _banner(name: str, imported: ImportedModel, checkpoint: Path, arith: str, op
     ])
 
 
+def base_activation(imported: ImportedModel) -> str:
+    """The base activation of the model, and whether it was assumed rather than read from the file."""
+    names = sorted({layer.base_function for layer in imported.model.layers})
+    text = "/".join(names)
+    if imported.format == "efficient-kan":
+        text += " (assumed: efficient-kan state dicts do not record the base activation)"
+    return text
+
+
+def _warn(msg: str) -> None:
+    print(f"kan2mcu: warning: {msg}", file=sys.stderr)
+
+
+def _quantize(model, options: QuantOptions, calib):
+    """quantize() with numeric and memory failures turned into one-line errors."""
+    try:
+        return quantize(model, options, calib)
+    except OverflowError as exc:
+        raise QuantizationError(f"weights or activations too large for fixed point ({exc}); "
+                                "check the checkpoint's magnitudes") from None
+    except MemoryError:
+        raise QuantizationError(f"out of memory while quantizing the KAN {model.widths}; "
+                                "try a smaller model or fewer --act-bits") from None
+
+
 def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
-                   quiet: bool = False) -> GenerateResult:
-    """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded)."""
+                   quiet: bool = False, allow_saturation: bool = False, prefix: str | None = None) -> GenerateResult:
+    """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
+
+    The quantization guard (kan2mcu.guard) refuses an integer model far from the float one unless
+    ``allow_saturation``; ``prefix`` picks one KAN of a state dict holding several."""
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
     options = options or QuantOptions()
-    if c_prefix(name) != name:
-        raise OptionError(f"--name must be a lower-case C identifier, e.g. {c_prefix(name)!r}")
+    check_name(name)
+    check_output_folder(Path(output))
     checkpoint = Path(checkpoint)
-    imported = load_checkpoint(checkpoint)
+    imported = load_checkpoint(checkpoint, prefix=prefix)
     model = imported.model
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
-    say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}")
+    for warning in imported.warnings:
+        _warn(warning)
+    activation = base_activation(imported)
+    say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}, base activation {activation}")
     calib, calib_how = calibration_data(imported, calibration)
     if calib is None:
-        print("kan2mcu: warning: no calibration data: activation ranges come from the grids only; "
-            "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy", file=sys.stderr)
+        _warn("no calibration data: activation ranges come from the grids only; "
+              "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
     sha = model.sha256()
-    qmodel = quantize(model, options, calib) if arith == "int" else None
+    qmodel = _quantize(model, options, calib) if arith == "int" else None
+    guard_report = None
+    if qmodel is not None:
+        guard_report = guard.measure(model, qmodel, calib)
+        guard.check(guard_report, force=allow_saturation, warn=_warn)
     opt_dict = options.as_dict() if arith == "int" else {}
     banner = _banner(name, imported, checkpoint, arith, opt_dict, sha)
     rendered = render_int(qmodel, name, banner) if arith == "int" else render_float(model, name, banner)
 
     rows = layer_report(model, qmodel, rendered)
     report = {"kan2mcu_version": __version__, "arith": arith,
-              "model": {"name": name, "source_format": imported.format, "widths": model.widths, "sha256": sha},
+              "model": {"name": name, "source_format": imported.format, "widths": model.widths, "sha256": sha,
+                        "base_activation": activation},
               "options": opt_dict, "calibration": calib_how, "layers": rows, "totals": totals(rows, rendered)}
+    if guard_report is not None:
+        report["guard"] = guard_report.as_dict()
     vectors_x = None
     if imported.dataset:
         data = load_dataset(imported.dataset)
@@ -133,7 +219,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                 "source_format": imported.format, "dataset": imported.dataset, "model_sha256": sha,
                 "kan2mcu_version": __version__}
     files = dict(rendered.files)
-    files["kan2mcu.json"] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     files["test_vectors.json"] = json.dumps(vectors, sort_keys=True) + "\n"
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
     files["report.md"] = markdown(report)
@@ -145,6 +231,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     written = _write_all(Path(output), files)
     if not quiet:
         print(files["report.md"])
+        if guard_report is not None:
+            print(f"guard: {guard_report.summary()}")
     return GenerateResult(Path(output), written, report)
 
 
@@ -164,18 +252,35 @@ def _test_vectors(model, qmodel, x: np.ndarray | None) -> dict:
 
 
 def _write_all(folder: Path, files: dict) -> list:
-    """Write every file to a temporary folder first, then move them in: no half-written output."""
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".kan2mcu-", dir=folder))
+    """Write the whole model folder atomically: every file goes into a temporary folder beside
+    ``folder``, which is then renamed into place; an older model folder is moved aside first and
+    removed only once the new one is in place, so no stale file survives and an interrupted write
+    (error, Ctrl-C) leaves the old folder untouched."""
+    folder = Path(folder).absolute()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
+    old = None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is not
         for fname, content in files.items():
             target = staging / fname
             if isinstance(content, bytes):
                 target.write_bytes(content)
             else:
                 target.write_text(content)
-        for fname in files:
-            os.replace(staging / fname, folder / fname)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old)  # replaces the empty placeholder folder
+        os.replace(staging, folder)
+    except OSError as exc:
+        raise OptionError(f"cannot write the model folder {folder}: {exc.strerror or exc}") from None
     finally:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)  # interrupted between the two renames: put the old model back
+            old = None
         shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return sorted(files)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kan2mcu.checkpoint import save_checkpoint
+from kan2mcu.checkpoint import check_checkpoint_path, save_checkpoint
 from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import OptionError
 
@@ -29,10 +29,16 @@ def train(output: Path, *, dataset: str = "digits", hidden: tuple[int, ...] = (1
 
     from kan2mcu.torch_kan import KAN
 
-    if epochs < 1 or batch_size < 1 or lr <= 0 or grid_size < 1 or not 1 <= order <= 5:
-        raise OptionError("epochs, batch size, learning rate and grid size must be positive; order 1..5")
-    if any(h < 1 for h in hidden):
-        raise OptionError(f"hidden widths must be positive, got {list(hidden)}")
+    for option, value, ok, need in (("--epochs", epochs, epochs >= 1, "a positive integer"),
+                                     ("batch size", batch_size, batch_size >= 1, "a positive integer"),
+                                     ("learning rate", lr, lr > 0, "positive"),
+                                     ("--grid-size", grid_size, grid_size >= 1, "a positive integer"),
+                                     ("--order", order, 1 <= order <= 5, "an integer in 1..5")):
+        if not ok:
+            raise OptionError(f"{option} must be {need}, got {value}")
+    if not hidden or any(h < 1 for h in hidden):
+        raise OptionError(f"--hidden widths must be positive integers, got {list(hidden)}")
+    check_checkpoint_path(Path(output))  # before the training run, not after it
     data = load_dataset(dataset)
     n_classes = int(data.y_train.max()) + 1
     widths = [data.x_train.shape[1], *hidden, n_classes]

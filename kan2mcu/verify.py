@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import VerificationError
 from kan2mcu.generate import CALIBRATION_FILE, load_calibration
 from kan2mcu.model_dir import load_model_folder
-from kan2mcu.hostcc import HostModel, run_sanitized
+from kan2mcu import guard
+from kan2mcu.hostcc import FuzzResult, HostModel, fuzz as fuzz_c, run_sanitized
 from kan2mcu.quantize import QuantModel
 from kan2mcu.reference import quantize_inputs, run_model
 
 N_RANDOM = 1000
+RANDOM_CHUNK = 2048  # rows per reference/C batch in --random (bounds the reference's memory)
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,31 @@ class VerifyResult:
     arith: str
     inputs_checked: int
     bit_exact: bool | None  # None for the float back end (no integer contract)
-    max_abs_error_vs_float: float  # C outputs (as float logits) vs the float64 IR forward
+    max_abs_error_vs_float: float | None  # C outputs (as float logits) vs the float64 IR forward; None: no data
     accuracy: dict | None  # float and quantized accuracy on the test split, when the data set is known
+    guard: dict | None = None  # kan2mcu.guard figures (integer models), as in report.json
+    random_checked: int = 0  # extra random codes compared by --random
+    random_seconds: float = 0.0
+    fuzz: FuzzResult | None = None
 
     def summary(self) -> str:
         parts = [f"{self.inputs_checked} inputs"]
         if self.bit_exact is not None:
             parts.append("C == integer reference: " + ("bit-exact" if self.bit_exact else "MISMATCH"))
-        parts.append(f"max |C - float model| = {self.max_abs_error_vs_float:.4g}")
+        if self.random_checked:
+            parts.append(f"{self.random_checked} random codes bit-exact in {self.random_seconds:.1f} s")
+        if self.max_abs_error_vs_float is None:
+            parts.append("no model inputs to compare with the float model (pass --calibration FILE)")
+        else:
+            parts.append(f"max |C - float model| = {self.max_abs_error_vs_float:.4g}")
         if self.accuracy:
             parts.append(f"accuracy float {self.accuracy['float']:.4f}, C {self.accuracy['c']:.4f} "
                          f"({self.accuracy['samples']} test samples)")
+        if self.guard:
+            parts.append("guard: " + guard.summary_of(self.guard))
+        if self.fuzz:
+            parts.append(f"fuzz ({self.fuzz.engine}): {self.fuzz.executions} executions in "
+                         f"{self.fuzz.seconds:g} s, no finding")
         return "; ".join(parts)
 
 
@@ -60,9 +77,49 @@ def _first_mismatch(actual: np.ndarray, expected: np.ndarray) -> str:
     return f"first mismatch at input {bad[0]}, output {bad[1]}: C {actual[tuple(bad)]}, reference {expected[tuple(bad)]}"
 
 
+_WORKER_QMODEL = None
+
+
+def _init_worker(qmodel: QuantModel) -> None:
+    global _WORKER_QMODEL
+    _WORKER_QMODEL = qmodel
+
+
+def _reference_chunk(args: tuple[int, int, int]) -> tuple[int, np.ndarray, np.ndarray]:
+    seed, rows, n_in = args
+    codes = np.random.default_rng(seed).integers(0, 256, size=(rows, n_in))
+    return seed, codes, run_model(_WORKER_QMODEL, codes)
+
+
+def random_check(host: HostModel, qmodel: QuantModel, n: int, seed: int = 1) -> tuple[int, float]:
+    """Compare the C with the integer reference on ``n`` seeded random input codes (0..255, so codes
+    above the maximum are exercised too); returns (n, seconds). The reference, the slow side, runs
+    in chunks on every core; the C runs batched through ctypes."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    start = time.perf_counter()
+    jobs = [(seed * 1_000_003 + k, min(RANDOM_CHUNK, n - done), qmodel.in_features)
+            for k, done in enumerate(range(0, n, RANDOM_CHUNK))]
+    workers = max(1, min(os.cpu_count() or 1, len(jobs)))
+    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                initargs=(qmodel,)) as pool:
+        for chunk_seed, codes, ref in pool.map(_reference_chunk, jobs, chunksize=4):
+            c_out = host.infer(codes).astype(np.int64)
+            if not np.array_equal(c_out, ref):
+                raise VerificationError(f"C differs from the integer reference on random codes (chunk seed "
+                                        f"{chunk_seed}); " + _first_mismatch(c_out, ref))
+    return n, time.perf_counter() - start
+
+
 def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, build_dir: Path | None = None,
-           quiet: bool = False) -> VerifyResult:
-    """Compile the folder's C (strict flags), run it and compare; raises VerificationError on a mismatch."""
+           quiet: bool = False, random: int = 0, fuzz: float = 0.0) -> VerifyResult:
+    """Compile the folder's C (strict flags), run it and compare; raises VerificationError on a mismatch.
+
+    ``random``: also compare N random codes with the reference; ``fuzz``: also fuzz the C for that
+    many seconds (kan2mcu.hostcc.fuzz)."""
     folder = Path(folder)
     manifest = load_model_folder(folder).manifest
     model, qmodel = load_bundle(folder)
@@ -86,6 +143,7 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
                 if not np.array_equal(san, ref):
                     raise VerificationError(f"{folder}: sanitized C differs; " + _first_mismatch(san, ref))
             checked, exact = len(codes), True
+            random_n, random_s = random_check(host, qmodel, random) if random else (0, 0.0)
             if x_eval is not None:
                 c_logits = host.infer(quantize_inputs(qmodel, x_eval)) * qmodel.output_scale
             else:
@@ -105,7 +163,9 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
                 raise VerificationError(f"{folder}: float C differs from the float model by {err:.3g} (> {tol:.3g})")
             checked, exact = len(x_all), None
             c_logits = c_all[: len(x_eval)] if x_eval is not None else None
-    max_err, accuracy = 0.0, None
+            random_n, random_s = 0, 0.0
+        fuzz_result = fuzz_c(folder, fuzz, build / "fuzz") if fuzz else None
+    max_err, accuracy = None, None
     if x_eval is not None:
         float_logits = model_forward(model, x_eval)
         max_err = float(np.abs(c_logits - float_logits).max())
@@ -113,7 +173,11 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
             accuracy = {"samples": int(len(data.y_test)),
                         "float": float((float_logits.argmax(1) == data.y_test).mean()),
                         "c": float((c_logits.argmax(1) == data.y_test).mean())}
-    result = VerifyResult(manifest["arith"], checked, exact, max_err, accuracy)
+    guard_figures = None
+    if qmodel is not None:  # on the data generate calibrated on, so the figures equal report.json's
+        guard_figures = guard.measure(model, qmodel, data.x_train if data is not None else x_eval).as_dict()
+    result = VerifyResult(manifest["arith"], checked, exact, max_err, accuracy, guard_figures,
+                          random_n, random_s, fuzz_result)
     if not quiet:
         print(f"kan2mcu verify {folder}: {result.summary()}")
     return result

@@ -10,7 +10,7 @@ import numpy as np
 
 from kan2mcu.checkpoint import FORMAT as OWN_FORMAT
 from kan2mcu.errors import CheckpointError
-from kan2mcu.importers.efficient_kan import ir_from_state_dict, looks_like_efficient_kan
+from kan2mcu.importers.efficient_kan import ir_from_state_dict, looks_like_efficient_kan, select_kan
 from kan2mcu.ir import KANModel
 
 
@@ -22,6 +22,7 @@ class ImportedModel:
     format: str  # "kan2mcu" | "efficient-kan" | "pykan"
     dataset: str | None = None  # a name load_dataset() knows, when the checkpoint carries one
     calibration: np.ndarray | None = None  # model inputs shipped with the checkpoint (pykan cache)
+    warnings: tuple = ()  # what the importer left out or assumed, for the user
 
 
 def _load_error_reason(exc: BaseException) -> str:
@@ -37,6 +38,10 @@ def _load_error_reason(exc: BaseException) -> str:
         return "not a torch.save file"
     if isinstance(exc, EOFError):
         return "empty or truncated file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, OSError):  # e.g. torch seeking past the end of a cut-off zip archive (EINVAL)
+        return "corrupt or truncated PyTorch archive"
     if "PytorchStreamReader" in text or "zip archive" in text:
         return "corrupt or truncated PyTorch archive"
     first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -52,12 +57,16 @@ def _torch_load(path: Path):
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_error_reason(exc)})") from None
 
 
-def load_checkpoint(path) -> ImportedModel:
-    """Read any supported checkpoint file and return its IR; foreign or corrupt files raise CheckpointError."""
+def load_checkpoint(path, prefix: str | None = None) -> ImportedModel:
+    """Read any supported checkpoint file and return its IR; foreign or corrupt files raise CheckpointError.
+
+    ``prefix`` picks one KAN (the module path before ``layers.N``) of a state dict holding several."""
     path = Path(path)
     from kan2mcu.importers import pykan as pykan_importer
 
     if pykan_importer.is_pykan_checkpoint(path):
+        if prefix is not None:
+            raise CheckpointError(f"{path}: --prefix applies to state dicts, not to pykan checkpoints")
         return pykan_importer.load_pykan_checkpoint(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
@@ -78,7 +87,12 @@ def load_checkpoint(path) -> ImportedModel:
                 payload = payload[nested]
                 break
         if looks_like_efficient_kan(payload):
-            return ImportedModel(ir_from_state_dict(payload, source="efficient-kan"), "efficient-kan")
+            try:
+                chosen, warnings = select_kan(payload, prefix)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
+            return ImportedModel(ir_from_state_dict(chosen, source="efficient-kan"), "efficient-kan",
+                                 warnings=tuple(warnings))
     if isinstance(payload, dict) and "act_fun.0.coef" in payload:
         raise CheckpointError(f"{path}: a bare pykan state_dict (its config, e.g. the base function, is not in "
                               "it); save the model with model.saveckpt(prefix) and pass the prefix")

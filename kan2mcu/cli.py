@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print("kan2mcu: error: out of memory (the model is too large for this machine)", file=sys.stderr)
         return 1
     except OSError as exc:  # a file system failure the commands did not anticipate: still one line
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"kan2mcu: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"kan2mcu: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

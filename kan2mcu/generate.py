@@ -69,7 +69,8 @@ def check_name(name: str) -> None:
         raise OptionError(f"--name must be a lower-case C identifier, e.g. {c_prefix(name)!r}")
     reason = reserved_name_reason(name)
     if reason:
-        raise OptionError(f"--name {name}: reserved name ({reason}); pick another, e.g. {name}_model")
+        suggestion = "kan_model" if reserved_name_reason(f"{name}_model") else f"{name}_model"
+        raise OptionError(f"--name {name}: reserved name ({reason}); pick another, e.g. {suggestion}")
 
 
 def check_output_folder(folder: Path) -> None:
@@ -222,7 +223,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     files["test_vectors.json"] = json.dumps(vectors, sort_keys=True) + "\n"
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    files["report.md"] = markdown(report)
+    files["report.md"] = markdown(report) + f"\nBase activation: {activation}.\n" + (
+        guard.markdown(report["guard"]) if guard_report is not None else "")
     files[BUNDLE] = bundle_bytes(model, qmodel)
     if calib is not None and not imported.dataset:  # `verify` checks on the same data by default
         buffer = io.BytesIO()
@@ -231,8 +233,6 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     written = _write_all(Path(output), files)
     if not quiet:
         print(files["report.md"])
-        if guard_report is not None:
-            print(f"guard: {guard_report.summary()}")
     return GenerateResult(Path(output), written, report)
 
 

@@ -131,3 +131,12 @@ def check(report: GuardReport, *, force: bool = False, warn=None) -> None:
             warn(line)
         if report.refused:
             warn(f"{report.refused}; written anyway ({FORCE_HINT})")
+
+
+def markdown(figures: dict) -> str:
+    """The guard's section of report.md."""
+    lines = ["", "## Quantization guard", "", summary_of(figures) + "."]
+    lines += [f"- warning: {w}" for w in figures["warnings"]]
+    if figures["refused"]:
+        lines.append(f"- far from the float model, written with {FORCE_HINT}: {figures['refused']}")
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from kan2mcu.model_dir import load_model_folder
 
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Wshadow",
                 "-Wstrict-prototypes", "-pedantic", "-Werror", "-O2"]
-SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+SANITIZE_FLAGS = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 
 def host_compiler() -> str:
@@ -261,7 +261,8 @@ def fuzz(folder: Path, seconds: float, build_dir: Path, *, engine: str | None = 
     use_libfuzzer = _libfuzzer_works(build_dir) if engine is None else engine == "libfuzzer"
     exe = build_dir / "fuzz"
     if use_libfuzzer:
-        _run(["clang", "-std=c99", "-O1", "-g", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
+        _run(["clang", "-std=c99", "-O1", "-g", "-fsanitize=fuzzer,address,undefined,float-cast-overflow",
+              "-fno-sanitize-recover=all",
               f"-I{folder}", str(target), *sources, "-o", str(exe)], "fuzz target build")
         corpus = build_dir / "corpus"
         _seed_corpus(corpus, manifest)

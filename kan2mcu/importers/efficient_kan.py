@@ -47,19 +47,24 @@ def select_kan(state_dict: dict, prefix: str | None) -> tuple[dict, list[str]]:
     elif prefix not in found:
         raise CheckpointError(f"--prefix {prefix!r}: no layers.N.* keys under it; the state dict has "
                               f"{', '.join(_shown(p) for p in found) or 'none'}")
-    chosen, left_out = {}, []
+    chosen, foreign, other_kans = {}, [], set()
     for key, value in state_dict.items():
         match = _KEY.match(key) if isinstance(key, str) else None
         if match and (match.group(1) or "") == prefix:
             chosen[key] = value
+        elif match:
+            other_kans.add(match.group(1) or "")
         else:
-            left_out.append(str(key))
+            foreign.append(str(key))
     warnings = []
-    if left_out:
-        names = ", ".join(left_out[:_MAX_NAMED]) + (f" and {len(left_out) - _MAX_NAMED} more"
-                                                    if len(left_out) > _MAX_NAMED else "")
-        warnings.append(f"{len(left_out)} tensor(s) are not part of the KAN and are ignored: {names} "
+    if foreign:
+        names = ", ".join(foreign[:_MAX_NAMED]) + (f" and {len(foreign) - _MAX_NAMED} more"
+                                                  if len(foreign) > _MAX_NAMED else "")
+        warnings.append(f"{len(foreign)} tensor(s) are not part of the KAN and are ignored: {names} "
                         "(layers before or after the KAN are not deployed)")
+    if other_kans:
+        warnings.append(f"deploying the KAN {_shown(prefix)} only; ignored the KAN(s) "
+                        f"{', '.join(_shown(p) for p in sorted(other_kans))}")
     return chosen, warnings
 
 

@@ -104,8 +104,10 @@ def measure(model, qmodel, calibration: np.ndarray | None, seed: int = 0) -> Gua
             ql = qmodel.layers[i]
             lo = float(np.min(ql.in_scale * (0 - ql.in_zero)))
             hi = float(np.max(ql.in_scale * (ql.codes - 1 - ql.in_zero)))
+            seen = activations[i]
             warnings.append(f"layer {i} ({ql.name}): {100 * frac:.1f}% of calibration activations lie outside "
-                            f"the {ql.codes}-code input window (about [{lo:.4g}, {hi:.4g}]) and saturate")
+                            f"the {ql.codes}-code input window (about [{lo:.4g}, {hi:.4g}]; they span "
+                            f"[{float(seen.min()):.4g}, {float(seen.max()):.4g}]) and saturate")
     if rms > WARN_RMS_ERROR:
         warnings.append(f"quantized outputs differ from the float model by {100 * rms:.2f}% RMS "
                         f"(max {100 * worst:.2f}%) of the float output range")

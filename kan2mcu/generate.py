@@ -81,7 +81,7 @@ def _banner(name: str, imported: ImportedModel, checkpoint: Path, arith: str, op
 
 def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
-                   quiet: bool = False) -> GenerateResult:
+                   quiet: bool = False, plan=None) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded)."""
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
@@ -98,7 +98,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         print("kan2mcu: warning: no calibration data: activation ranges come from the grids only; "
             "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy", file=sys.stderr)
     sha = model.sha256()
-    qmodel = quantize(model, options, calib) if arith == "int" else None
+    qmodel = quantize(model, options, calib, plan=plan) if arith == "int" else None
     opt_dict = options.as_dict() if arith == "int" else {}
     banner = _banner(name, imported, checkpoint, arith, opt_dict, sha)
     rendered = render_int(qmodel, name, banner) if arith == "int" else render_float(model, name, banner)

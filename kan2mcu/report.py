@@ -83,9 +83,26 @@ def markdown(report: dict) -> str:
     lines += ["", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
                   f"{t['workspace_bytes']} bytes. Flash counts model tables only; `kan2mcu measure` gives the "
                   "linked firmware's flash and RAM."]
+    planner = report.get("planner")
+    if planner:
+        lines += ["", f"Plan ({planner['objective']}, flash budget {planner['flash_budget']} bytes, costs predicted for "
+                      f"{planner['core']}; relative output error on the calibration data "
+                      f"{_fmt(planner['calibration_error'])}, {planner['plans_considered']} plans weighed):", ""]
+        for row in planner["layers"]:
+            text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes: "
+                    f"{row['predicted_flash_bytes']} bytes, about {row['predicted_instructions']} instructions")
+            alt = row.get("alternative")
+            if alt:
+                text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be {alt['predicted_flash_bytes']} "
+                         f"bytes, about {alt['predicted_instructions']} instructions")
+            lines.append(text)
     acc = report.get("accuracy")
     if acc:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
                       f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
                       f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "n/a (no calibration data)" if value is None else f"{value:.4f}"

@@ -131,3 +131,37 @@ def table_bytes(in_features: int, out_features: int, act_bits: int) -> int:
 def check_options(options) -> None:
     if not 2 <= options.table_bits <= 8:
         raise OptionError(f"--table-bits must be an integer in 2..8, got {options.table_bits!r}")
+
+
+# Cost-model entry. Instructions of one layer = layer + input_pass * I * passes + word * I * row_words
+# + output * O (+ clamp_pass * I * passes for a first layer with fewer than 8 code bits, + last_output * O
+# for the last layer), where passes = ceil(row_words / words per pass on that core). Fitted on QEMU
+# counts by benchmarks/calibrate_costs.py (worst fit error 9.5% on M0, under 5% elsewhere).
+WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
+CODE_BYTES = 240  # one edge-table kernel at -O2, about
+_M0 = {"layer": -94.39, "input_pass": 9.72, "word": 6.44, "output": 32.18, "clamp_pass": 7.95, "last_output": 5.67}
+COSTS = {
+    "cortex-m0": _M0,
+    "cortex-m0plus": _M0,
+    "cortex-m3": {"layer": 3.23, "input_pass": 1.01, "word": 6.76, "output": 7.97, "clamp_pass": 8.2,
+                  "last_output": 7.15},
+    "cortex-m4": {"layer": -7.71, "input_pass": 2.16, "word": 3.09, "output": 15.53, "clamp_pass": 4.99,
+                  "last_output": 1.8},
+    "cortex-m7": {"layer": -16.0, "input_pass": 3.02, "word": 2.74, "output": 15.51, "clamp_pass": 5.7,
+                  "last_output": 3.01},
+    "rv32imac": {"layer": -39.83, "input_pass": 7.09, "word": 5.02, "output": 32.07, "clamp_pass": 3.12,
+                 "last_output": -3.61},
+}
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
+    """Predicted instructions and flash bytes of this layer as an edge-table layer on ``core``."""
+    c = COSTS[core]
+    n_in, n_out = layer.in_features, layer.out_features
+    row_words = -(-n_out // ENTRIES_PER_WORD)
+    passes = -(-row_words // WORDS_PER_PASS.get(core, 4))
+    clamp = first and step.in_bits < 8
+    instructions = (c["layer"] + c["input_pass"] * n_in * passes + c["word"] * n_in * row_words
+                    + c["output"] * n_out + c["clamp_pass"] * n_in * passes * clamp + c["last_output"] * n_out * last)
+    flash = table_bytes(n_in, n_out, step.in_bits) + 9 * n_out + CODE_BYTES
+    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

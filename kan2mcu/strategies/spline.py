@@ -289,3 +289,43 @@ def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
     acc_spline, acc_base = accumulators(layer, codes)
     total = acc_spline * layer.mult_spline[None, :] + acc_base * layer.mult_base[None, :] + layer.rounding[None, :]
     return total >> layer.shift[None, :]  # arithmetic shift: floor division by 2^shift
+
+
+# Cost-model entry. Instructions of one layer = layer + input * I + edge * I * O (packed_edge instead
+# when coefficients are bit-packed) + output * O (+ last_output * O for the last layer). Fitted on
+# QEMU counts by benchmarks/calibrate_costs.py (worst fit error 14% on M0, under 5% elsewhere).
+CODE_BYTES = 800  # one spline kernel at -O2, about
+_M0 = {"layer": 1460.49, "input": -13.92, "edge": 55.27, "packed_edge": 119.65, "output": -88.94,
+       "last_output": -18.93}
+COSTS = {
+    "cortex-m0": _M0,
+    "cortex-m0plus": _M0,
+    "cortex-m3": {"layer": 104.06, "input": 58.42, "edge": 22.46, "packed_edge": 49.53, "output": 37.92,
+                  "last_output": -6.42},
+    "cortex-m4": {"layer": 258.96, "input": 47.98, "edge": 18.93, "packed_edge": 56.35, "output": 20.44,
+                  "last_output": -8.69},
+    "cortex-m7": {"layer": 165.15, "input": 59.05, "edge": 17.35, "packed_edge": 61.59, "output": 33.33,
+                  "last_output": -8.82},
+    "rv32imac": {"layer": 176.69, "input": 60.42, "edge": 29.67, "packed_edge": 72.72, "output": 34.99,
+                 "last_output": -2.17},
+}
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
+    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
+    c = COSTS[core]
+    n_in, n_out = layer.in_features, layer.out_features
+    edges = n_in * n_out
+    packed = options.coef_bits != 8
+    instructions = (c["layer"] + c["input"] * n_in + (c["packed_edge"] if packed else c["edge"]) * edges
+                    + c["output"] * n_out + c["last_output"] * n_out * last)
+    k1, codes = layer.order + 1, 1 << step.in_bits
+    coef = (edges * layer.n_basis * options.coef_bits + 7) // 8 + (0 if options.coef_bits == 8 else 1)
+    weights = edges * (1 if options.base_bits <= 8 else 2)
+    if layer.uniform_grid() is None:  # per-input tables: first index + K1 packed values per code
+        basis = n_in * codes * (1 + k1 * options.spline_bits / 8)
+    else:
+        basis = codes * k1 * options.spline_bits / 8 + 4 * n_in
+    silu_table = 2 * (codes + n_in) + 2 * n_in
+    flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
+    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

@@ -246,7 +246,7 @@ def test_memory_error_is_reported(capsys, small, tmp_path, monkeypatch):
     def no_memory(*_args, **_kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(generate_module, "quantize", no_memory)
+    monkeypatch.setattr(generate_module, "choose", no_memory)  # the planner quantizes
     status, err = run_cli(capsys, "generate", checkpoint, "-o", tmp_path / "m", "--calibration", calibration)
     assert_one_error(status, err, "out of memory")
     assert not (tmp_path / "m").exists()
@@ -263,7 +263,7 @@ def test_two_kans_in_one_state_dict(capsys, tmp_path):
     assert_one_error(status, err, "'enc'", "'head'", "--prefix")
     assert not (tmp_path / "m").exists()
     status, err = run_cli(capsys, "generate", tmp_path / "two.pt", "-o", tmp_path / "m", "--calibration", calibration,
-                          "--prefix", "enc", "-q", "--allow-saturation")
+                          "--prefix", "enc", "-q", "--allow-saturation", "--max-error", "10")
     assert status == 0, err
     assert json.loads((tmp_path / "m" / "report.json").read_text())["model"]["widths"] == [4, 5, 2]
     assert "warning:" in err and "stem.weight" in err and "ignored the KAN(s) 'head'" in err
@@ -276,7 +276,7 @@ def test_efficient_kan_base_activation_is_stated(capsys, tmp_path):
     calibration = tmp_path / "c.npy"
     np.save(calibration, np.random.default_rng(0).uniform(-1, 1, (64, 4)))
     status, err = run_cli(capsys, "generate", tmp_path / "ek.pt", "-o", tmp_path / "m", "--calibration", calibration,
-                          "--allow-saturation")
+                          "--allow-saturation", "--max-error", "10")  # an untrained KAN: accuracy is not the point
     assert status == 0, err
     assert "base activation silu (assumed" in err
     report = json.loads((tmp_path / "m" / "report.json").read_text())

@@ -1,6 +1,7 @@
 """`kan2mcu generate`: checkpoint -> IR -> quantized model -> C sources, report and test vectors."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import keyword
@@ -21,6 +22,7 @@ from kan2mcu import guard
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
+from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
@@ -141,10 +143,11 @@ def _warn(msg: str) -> None:
     print(f"kan2mcu: warning: {msg}", file=sys.stderr)
 
 
-def _quantize(model, options: QuantOptions, calib):
-    """quantize() with numeric and memory failures turned into one-line errors."""
+@contextlib.contextmanager
+def _numeric_errors(model):
+    """Quantization's numeric and memory failures as one-line errors."""
     try:
-        return quantize(model, options, calib)
+        yield
     except OverflowError as exc:
         raise QuantizationError(f"weights or activations too large for fixed point ({exc}); "
                                 "check the checkpoint's magnitudes") from None
@@ -155,11 +158,19 @@ def _quantize(model, options: QuantOptions, calib):
 
 def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
-                   quiet: bool = False, allow_saturation: bool = False, prefix: str | None = None) -> GenerateResult:
+                   quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
+                   flash_budget: int | None = None, board: str | None = None,
+                   max_error: float = DEFAULT_MAX_ERROR, allow_saturation: bool = False,
+                   prefix: str | None = None) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
-    The quantization guard (kan2mcu.guard) refuses an integer model far from the float one unless
-    ``allow_saturation``; ``prefix`` picks one KAN of a state dict holding several."""
+    The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
+    else from the planner (kan2mcu.planner): ``strategy`` "auto" weighs spline and edge-table per
+    layer, ``optimize`` "speed" or "size", within ``flash_budget`` bytes (default: ``board``'s flash
+    less a firmware reserve, or 64 KiB), keeping the output error under ``max_error``.
+    The quantization guard (kan2mcu.guard) then refuses an integer model far from the float one
+    unless ``allow_saturation``; ``prefix`` picks one KAN of a state dict holding several.
+    """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
     options = options or QuantOptions()
@@ -178,7 +189,18 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         _warn("no calibration data: activation ranges come from the grids only; "
               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
     sha = model.sha256()
-    qmodel = _quantize(model, options, calib) if arith == "int" else None
+    choice = None
+    with _numeric_errors(model):
+        if arith != "int":
+            qmodel = None
+        elif plan is not None:
+            qmodel = quantize(model, options, calib, plan=plan)
+        else:
+            choice = choose(model, options, calib, strategy=strategy, objective=optimize,
+                            budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error)
+            qmodel = choice.qmodel
+            for line in explain(choice):
+                say(f"kan2mcu: {line}")
     guard_report = None
     if qmodel is not None:
         guard_report = guard.measure(model, qmodel, calib)
@@ -192,6 +214,10 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
               "model": {"name": name, "source_format": imported.format, "widths": model.widths, "sha256": sha,
                         "base_activation": activation},
               "options": opt_dict, "calibration": calib_how, "layers": rows, "totals": totals(rows, rendered)}
+    if qmodel is not None:
+        report["plan"] = [step.as_dict() for step in qmodel.plan]
+    if choice is not None:
+        report["planner"] = choice.as_dict()
     if guard_report is not None:
         report["guard"] = guard_report.as_dict()
     vectors_x = None

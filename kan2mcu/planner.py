@@ -5,8 +5,8 @@ codes of ``act_bits`` down to ``MIN_EDGE_TABLE_BITS`` (fewer codes: a smaller ta
 speed). The cost model (kan2mcu.costmodel) predicts each option's instructions and flash; every
 combination within the flash budget is quantized for real and its output error against the
 float model measured on the calibration data; the fastest (``--optimize speed``) or smallest
-(``--optimize size``) combination whose error stays within ``max_error`` wins, ties going to the
-smaller error. With a handful of layers and options the search is exhaustive (per-layer
+(``--optimize size``) combination whose error stays within ``max_error`` (or, when the user's bit
+widths cannot reach that, within 1.25x the error of the best full-width plan) wins. With a handful of layers and options the search is exhaustive (per-layer
 quantizations are cached), so the choice is exact, not greedy.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ MIN_EDGE_TABLE_BITS = 3
 DEFAULT_FLASH_BUDGET = 64 * 1024  # no board given: a typical share of a small MCU's flash for a model
 FIRMWARE_RESERVE = 32 * 1024  # with --board: flash kept for the firmware around the model
 DEFAULT_MAX_ERROR = 0.02  # relative RMS output error against the float model, on the calibration data
+FLOOR_FACTOR = 1.25  # accepted error: max(max_error, 1.25 x the best error of a full-width plan)
 MAX_COMBINATIONS = 4096
 
 
@@ -131,10 +132,17 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         results.append((combo, qmodel, error))
         if x is None:
             break  # without data nothing can tell the plans' accuracy apart: take the best-ranked one
-    acceptable = [r for r in results if r[2] is None or r[2] <= max_error]
+    tolerance = max_error
+    if x is not None:  # never ask for more than the user's bit widths allow: the best full-width plan sets a floor
+        full_width = [tuple(LayerPlan(name, options.act_bits) for _ in model.layers)
+                      for name in ("spline", "edge-table") if strategy in ("auto", name)]
+        floor = min(relative_error(model, quantize(model, options, calibration, plan=p, activations=activations),
+                                   x, float_out) for p in full_width)
+        tolerance = max(max_error, FLOOR_FACTOR * floor)
+    acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
     if not acceptable:
         best = min(results, key=lambda r: r[2])
-        raise OptionError(f"no plan within --flash-budget {budget} bytes keeps the output error under {max_error:.3g} "
+        raise OptionError(f"no plan within --flash-budget {budget} bytes keeps the output error under {tolerance:.3g} "
                           f"(best: {best[2]:.3g} with {_describe(best[0])}); raise the budget or --max-error")
     combo, qmodel, error = min(acceptable, key=lambda r: (_rank(predicted[r[0]], objective), r[2] or 0.0))
     instructions, flash, costs = predicted[combo]

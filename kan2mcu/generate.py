@@ -201,6 +201,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
             qmodel = choice.qmodel
             for line in explain(choice):
                 say(f"kan2mcu: {line}")
+            if choice.warning:
+                _warn(choice.warning)
     guard_report = None
     if qmodel is not None:
         guard_report = guard.measure(model, qmodel, calib)

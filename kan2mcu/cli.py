@@ -42,6 +42,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-error", type=float, default=0.02,
                    help="largest relative RMS output error against the float model on the calibration data that "
                         "the planner accepts (default 0.02)")
+    p.add_argument("--base-activation", default=None, metavar="NAME",
+                   help="base function of an efficient-kan model (its state dict does not record it): silu "
+                        "(assumed), gelu, relu, tanh, sigmoid, identity; non-SiLU bases deploy as edge tables")
     p.add_argument("--calibration", type=Path, help=".npy or .csv of model inputs for range calibration")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")
 
@@ -55,7 +58,7 @@ def _run_generate(args) -> int:
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
-                            max_error=args.max_error)
+                            max_error=args.max_error, base_activation=args.base_activation)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)
     return 0
 

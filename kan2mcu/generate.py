@@ -1,6 +1,7 @@
 """`kan2mcu generate`: checkpoint -> IR -> quantized model -> C sources, report and test vectors."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import OptionError
 from kan2mcu.importers import ImportedModel, load_checkpoint
+from kan2mcu.ir import BASE_FUNCTIONS
 from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
@@ -70,6 +72,17 @@ def calibration_data(imported: ImportedModel, calibration: Path | None) -> tuple
     return None, "none"
 
 
+def with_base_activation(imported: ImportedModel, name: str):
+    """The imported efficient-kan model with base function ``name`` on every layer."""
+    if name not in BASE_FUNCTIONS:
+        raise OptionError(f"--base-activation must be one of {', '.join(BASE_FUNCTIONS)}, got {name!r}")
+    if imported.format != "efficient-kan":
+        raise OptionError(f"--base-activation applies to efficient-kan state dicts; this {imported.format} "
+                          "checkpoint records its own base function")
+    layers = tuple(dataclasses.replace(layer, base_function=name) for layer in imported.model.layers)
+    return dataclasses.replace(imported.model, layers=layers)
+
+
 def _banner(name: str, imported: ImportedModel, checkpoint: Path, arith: str, options: dict, sha: str) -> str:
     opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
     return "\n".join([
@@ -84,13 +97,15 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
                    quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
                    flash_budget: int | None = None, board: str | None = None,
-                   max_error: float = DEFAULT_MAX_ERROR) -> GenerateResult:
+                   max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
     else from the planner (kan2mcu.planner): ``strategy`` "auto" weighs spline and edge-table per
     layer, ``optimize`` "speed" or "size", within ``flash_budget`` bytes (default: ``board``'s flash
     less a firmware reserve, or 64 KiB), keeping the output error under ``max_error``.
+    ``base_activation`` names the base function of an efficient-kan model (its state dict does not
+    record it; SiLU is assumed otherwise).
     """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
@@ -102,6 +117,11 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     model = imported.model
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}")
+    if base_activation is not None:
+        model = with_base_activation(imported, base_activation)
+    elif imported.format == "efficient-kan":
+        say("kan2mcu: efficient-kan state dicts do not record the base activation: assuming SiLU "
+            "(--base-activation NAME for another)")
     calib, calib_how = calibration_data(imported, calibration)
     if calib is None:
         print("kan2mcu: warning: no calibration data: activation ranges come from the grids only; "
@@ -114,7 +134,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         qmodel = quantize(model, options, calib, plan=plan)
     else:
         choice = choose(model, options, calib, strategy=strategy, objective=optimize,
-                        budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error)
+                        budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error,
+                        hard_budget=flash_budget is not None or board is not None)
         qmodel = choice.qmodel
         for line in explain(choice):
             say(f"kan2mcu: {line}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import jinja2
 import numpy as np
 
-from kan2mcu.errors import OptionError
+from kan2mcu.errors import OptionError, UnsupportedModelError
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
@@ -253,6 +253,11 @@ def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
 
 def render_float(model: KANModel, name: str, banner: str) -> RenderedModel:
     """C sources of the float32 back end (Cox-de Boor per input, dense coefficients)."""
+    for layer in model.layers:
+        if layer.base_function != "silu" or layer.symbolic:
+            what = f"base function {layer.base_function!r}" if layer.base_function != "silu" else "symbolic edges"
+            raise UnsupportedModelError(f"{layer.name}: the float32 back end computes SiLU bases only, not {what}; "
+                                        "use --arith int (the edge-table strategy tabulates any edge function)")
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
     sym("infer"), sym("expf"), sym("silu"), sym("bsplines"), sym("ws_basis"), sym("ws_silu")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kan2mcu.bspline import edge_values
-from kan2mcu.errors import OptionError
+from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.fixedpoint import requant_int32
 from kan2mcu.ir import KANLayer
 
@@ -57,6 +57,7 @@ class EdgeTableLayer:
     is_last: bool
     out_max: int
     entry_scale: np.ndarray  # float64 [O], for reports
+    clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
     strategy: str = NAME
 
     @property
@@ -83,12 +84,50 @@ class EdgeTableLayer:
         return (grouped << shifts).sum(axis=3).reshape(-1)
 
 
-def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int) -> dict:
-    """Affine codes over the calibrated range: code 0 at ``lo``, the last code at ``hi``."""
+def unsupported(layer: KANLayer) -> str | None:  # pylint: disable=unused-argument
+    """Why this strategy cannot compute ``layer``: never (any edge function can be tabulated)."""
+    return None
+
+
+def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
+                   samples: np.ndarray | None = None) -> dict:
+    """Affine codes per input. With calibration data the codes span the data's range (the table
+    needs no grid alignment), and an input whose calibration values are few levels on a common
+    step (pixel values, ADC counts) gets codes that land exactly on those levels."""
     qmax = (1 << bits) - 1
-    width = np.maximum(hi - lo, 1e-12)
-    scale = width / qmax
-    return {"mode": "affine", "scale": scale, "zero": -lo / scale}
+    scale, zero = np.empty(layer.in_features), np.empty(layer.in_features)
+    on_levels = np.zeros(layer.in_features, dtype=bool)
+    for i in range(layer.in_features):
+        low, high = lo[i], hi[i]
+        if samples is not None and len(samples):
+            low, high = float(samples[:, i].min()), float(samples[:, i].max())
+            aligned = _level_aligned(samples[:, i], qmax)
+            if aligned is not None:
+                scale[i], zero[i] = aligned
+                on_levels[i] = True
+                continue
+        scale[i] = max(high - low, 1e-12) / qmax
+        zero[i] = -low / scale[i]
+    return {"mode": "affine", "scale": scale, "zero": zero, "on_levels": on_levels}
+
+
+def _level_aligned(values: np.ndarray, qmax: int, max_levels: int = 256) -> tuple[float, float] | None:
+    """``(scale, zero)`` putting every distinct value of ``values`` exactly on a code, when they are
+    at most ``qmax + 1`` levels on one step and fit; None otherwise."""
+    levels = np.unique(values)
+    if len(levels) < 2 or len(levels) > min(qmax + 1, max_levels):
+        return None
+    step = float(np.min(np.diff(levels)))
+    ratios = (levels - levels[0]) / step
+    if step <= 0 or np.max(np.abs(ratios - np.round(ratios))) > 1e-6:
+        return None
+    span = int(round(ratios[-1]))
+    per_step = qmax // span
+    if per_step < 1:
+        return None
+    scale = step / per_step
+    spare = qmax - span * per_step  # unused codes, split around the levels
+    return scale, -levels[0] / scale + spare // 2
 
 
 def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
@@ -101,14 +140,25 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     codes = np.arange(q_count, dtype=np.float64)
     values = np.empty((n_in, q_count, n_out))
     for i in range(n_in):  # one input at a time: memory O(Q * O)
-        values[i] = edge_values(layer, i, enc["scale"][i] * (codes - enc["zero"][i]))
-    # centre every edge on its own mid-range (the centres go into the bias): half the range to cover
-    centre = (values.max(axis=1) + values.min(axis=1)) / 2  # [I, O]
+        x = enc["scale"][i] * (codes - enc["zero"][i])
+        values[i] = edge_values(layer, i, x)
+        if not np.all(np.isfinite(values[i])):
+            q, o = np.argwhere(~np.isfinite(values[i]))[0]
+            raise QuantizationError(f"{layer.name}: edge {i}->{o} is not finite at x = {x[q]:.6g} (input code {q}), "
+                                    "inside the calibrated input range; a symbolic function undefined there?")
+    # The range each edge must cover is what the calibration data reaches (codes it hits, +-1 for the
+    # integer model's own rounding): splines refit by update_grid can swing far between data points,
+    # and such swings must not set the step of every other edge. Unreached codes saturate (counted).
+    seen = observed_codes(enc, q_count, n_in)  # [I, Q] bool
+    observed = np.where(seen[:, :, None], values, np.nan)
+    centre = (np.nanmax(observed, axis=1) + np.nanmin(observed, axis=1)) / 2  # [I, O], into the bias
     centred = values - centre[:, None, :]
     half = (1 << (tbits - 1)) - 1
-    peak = np.abs(centred).max(axis=(0, 1))  # [O]
+    peak = np.nanmax(np.abs(np.where(seen[:, :, None], centred, np.nan)), axis=(0, 1))  # [O]
     entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
-    signed = np.clip(np.round(centred / entry_scale[None, None, :]), -half, half).astype(np.int64)
+    scaled = np.round(centred / entry_scale[None, None, :])
+    clipped = int(np.count_nonzero(np.abs(scaled) > half))
+    signed = np.clip(scaled, -half, half).astype(np.int64)
     bias_code = 1 << (tbits - 1)
     table = np.zeros((n_in, q_count, out_pad), np.int64)
     table[:, :, :n_out] = signed + bias_code
@@ -122,7 +172,23 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
                           in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
-                          entry_scale=entry_scale)
+                          entry_scale=entry_scale, clipped_entries=clipped)
+
+
+def observed_codes(enc: dict, q_count: int, n_in: int) -> np.ndarray:
+    """Per input, the codes the calibration activations reach, widened by one code each way unless
+    the input's codes sit exactly on its levels (every code when there is no calibration data)."""
+    samples = enc.get("samples")
+    if samples is None or not len(samples):
+        return np.ones((n_in, q_count), dtype=bool)
+    codes = np.clip(np.floor(samples / enc["scale"][None, :] + enc["zero"][None, :] + 0.5), 0, q_count - 1)
+    codes = codes.astype(np.int64)
+    seen = np.zeros((n_in, q_count), dtype=bool)
+    widen = ~enc.get("on_levels", np.zeros(n_in, dtype=bool))
+    for delta in (-1, 0, 1):
+        moved = np.clip(codes + delta * widen[None, :], 0, q_count - 1)
+        seen[np.arange(n_in)[None, :], moved] = True
+    return seen
 
 
 def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         firmware_cli = None
     if firmware_cli is not None:
         firmware_cli.register(sub)  # its sub-commands carry their runner as args.func
+    from kan2mcu.export import cli as export_cli
+
+    export_cli.register(sub)
     from kan2mcu import demo
 
     runners.update(demo.register(sub))

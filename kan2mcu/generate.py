@@ -143,7 +143,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
             print(f"kan2mcu: warning: {choice.warning}", file=sys.stderr)
     opt_dict = options.as_dict() if arith == "int" else {}
     banner = _banner(name, imported, checkpoint, arith, opt_dict, sha)
-    rendered = render_int(qmodel, name, banner) if arith == "int" else render_float(model, name, banner)
+    rendered = render_int(qmodel, name, banner, input_transform=model.metadata.get("input_transform")) if arith == "int" else render_float(model, name, banner)
 
     rows = layer_report(model, qmodel, rendered)
     report = {"kan2mcu_version": __version__, "arith": arith,

@@ -48,7 +48,8 @@ class HostModel:
         build_dir.mkdir(parents=True, exist_ok=True)
         library = build_dir / f"lib{self.manifest['prefix']}.so"
         sources = [str(Path(folder) / s) for s in self.manifest["sources"]]
-        _run([host_compiler(), *STRICT_FLAGS, "-fPIC", "-shared", *sources, "-o", str(library)], "host compile")
+        api = [f"-D{self.manifest['prefix'].upper()}_WITH_FLOAT_API"]  # verify checks the float API too
+        _run([host_compiler(), *STRICT_FLAGS, *api, "-fPIC", "-shared", *sources, "-o", str(library)], "host compile")
         self._lib = ctypes.CDLL(str(library))
         self._infer = getattr(self._lib, f"{self.manifest['prefix']}_infer")
         self._int = self.manifest["arith"] == "int"
@@ -57,6 +58,21 @@ class HostModel:
         self._infer.argtypes = [np.ctypeslib.ndpointer(in_type, flags="C_CONTIGUOUS"),
                                 np.ctypeslib.ndpointer(out_type, flags="C_CONTIGUOUS")]
         self._infer.restype = ctypes.c_int
+
+    def quantize(self, inputs: np.ndarray, raw: bool = False) -> np.ndarray:
+        """First-layer codes from the C input API: ``<prefix>_quantize_input`` (float32 rows) or,
+        with ``raw``, ``<prefix>_quantize_input_q`` (int32 rows). Integer models only."""
+        in_type = np.int32 if raw else np.float32
+        fn = getattr(self._lib, f"{self.manifest['prefix']}_quantize_input{'_q' if raw else ''}")
+        fn.argtypes = [np.ctypeslib.ndpointer(in_type, flags="C_CONTIGUOUS"),
+                       np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")]
+        fn.restype = ctypes.c_int
+        inputs = np.ascontiguousarray(inputs, dtype=in_type)
+        codes = np.zeros(inputs.shape, dtype=np.uint8)
+        for row in range(len(inputs)):
+            if fn(inputs[row], codes[row]) != 0:
+                raise VerificationError(f"{fn.__name__} returned a non-zero status")
+        return codes
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         """Run the C model on every row of ``inputs``."""

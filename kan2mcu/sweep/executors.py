@@ -22,8 +22,13 @@ def _worker_init() -> None:
 
 
 def run_local(tasks: list[PointTask], jobs: int) -> Iterator[dict]:
-    """Run ``tasks`` on ``jobs`` worker processes (spawned: torch and fork do not mix)."""
+    """Run ``tasks`` on ``jobs`` worker processes (spawned: torch and fork do not mix); with one
+    job, in this process (no start-up cost, and easier to debug)."""
     if not tasks:
+        return
+    if jobs == 1:
+        for task in tasks:
+            yield run_point(task)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,

@@ -3,27 +3,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PNG_METADATA = {"Software": None}  # no version/date in the PNG: same sweep, same bytes
+from kan2mcu.plots import PNG_METADATA, pyplot
+
 STRATEGY_MARKERS = {"spline": "o", "edge-table": "s", "auto": "^"}
 
 
-def _pyplot():
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-    return plt
-
-
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
-    _pyplot().close(fig)
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)  # no version or date: same sweep, same bytes
+    pyplot().close(fig)
 
 
 def pareto_figure(rows: list[dict], cost: str, front: list[str], metric: str, title: str, path: Path) -> None:
     """Every ok point (marker by strategy), the front joined by a step line."""
-    plt = _pyplot()
+    plt = pyplot()
     ok = [r for r in rows if r["status"] == "ok" and r.get(cost) is not None and r.get(metric) is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for strategy in sorted({r["strategy"] for r in ok}):
@@ -51,7 +43,7 @@ def pareto_figure(rows: list[dict], cost: str, front: list[str], metric: str, ti
 def table_bits_figure(rows: list[dict], metric: str, path: Path) -> None:
     """The paper's figure: quality against B-spline table bits, one line per coefficient width,
     one panel per activation width (strategy spline, or the first strategy in the grid)."""
-    plt = _pyplot()
+    plt = pyplot()
     ok = [r for r in rows if r["status"] == "ok" and r.get(metric) is not None]
     strategies = sorted({r["strategy"] for r in ok})
     strategy = "spline" if "spline" in strategies else (strategies[0] if strategies else "spline")

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,18 +88,38 @@ def _clean_message(exc: BaseException, scratch: str) -> str:
 def run_point(task: PointTask) -> dict:
     """Compute one point; returns ``{"key", "result", "seconds"}``. Never raises for a failing
     point: the error goes into ``result["error"]`` (status "error")."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     started = time.monotonic()
     result = {"key": task.key, **task.settings, "status": "error", "error": None, "bit_exact": None,
               "inputs_checked": None, "accuracy": None, "float_accuracy": None, "max_abs_error": None,
               "bitops": None, "bitops_float32": None, "bitops_reduction": None, "flash_bytes": None,
               "workspace_bytes": None, "boards": {}}
-    with tempfile.TemporaryDirectory(prefix=f"kan2mcu-sweep-{task.key}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"kan2mcu-sweep-{task.key}-") as scratch, \
+            _own_platformio_core(Path(scratch) / "platformio-core"):
         try:
             _compute(task, Path(scratch), result)
         except Exception as exc:  # noqa: BLE001 - any failure is this point's result
             result["error"] = _clean_message(exc, scratch)
     return {"key": task.key, "result": result, "seconds": round(time.monotonic() - started, 3)}
+
+
+@contextmanager
+def _own_platformio_core(core_dir: Path):
+    """Give this point its own PlatformIO core folder. PlatformIO records the development
+    platform as a link in the core folder and rewrites it on every build: parallel builds sharing
+    one core folder (other points, or other checkouts of kan2mcu) race on it ("UnknownPlatform")."""
+    from kan2mcu.firmware.pio import prepare_core_dir  # pylint: disable=import-outside-toplevel
+
+    name = "KAN2MCU_PLATFORMIO_CORE_DIR"
+    saved = os.environ.get(name)
+    os.environ[name] = str(core_dir)
+    try:
+        prepare_core_dir(core_dir)
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 def _compute(task: PointTask, scratch: Path, result: dict) -> None:

@@ -181,3 +181,72 @@ def test_rerun_reuses_every_point_and_writes_identical_files(interrupted_then_re
     assert computed == []
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
     assert json.loads((out / "timings.json").read_text())["reused"] == 2
+
+
+def test_ray_executor_gives_the_same_rows(interrupted_then_resumed, tmp_path):
+    """The same grid on a local Ray instance (2 CPUs, 127.0.0.1) gives the same csv, byte for byte."""
+    ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'kan2mcu[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        out = tmp_path / "ray"
+        run_sweep(interrupted_then_resumed["checkpoint"], out, **GRID, strategies=["spline"], boards=[BOARD],
+                  executor="ray", progress=False)
+    finally:
+        ray.shutdown()
+    local = interrupted_then_resumed["out"]
+    assert (out / "sweep.csv").read_text() == (local / "sweep.csv").read_text()
+    assert (out / "sweep.json").read_text() == (local / "sweep.json").read_text()
+    assert json.loads((out / "timings.json").read_text())["executor"] == "ray"
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(digits_checkpoint, tmp_path, monkeypatch):
+    """One point's verification fails (injected); it is recorded with its error, the others finish,
+    and running again retries only that point."""
+    import kan2mcu.verify
+
+    real_verify = kan2mcu.verify.verify
+
+    def failing_verify(folder, **kwargs):
+        options = json.loads((Path(folder) / "kan2mcu.json").read_text())["options"]
+        if options["spline_bits"] == 2:
+            raise VerificationError(f"{folder}: C differs from the integer reference (injected)")
+        return real_verify(folder, **kwargs)
+
+    monkeypatch.setattr(kan2mcu.verify, "verify", failing_verify)
+    out = tmp_path / "s"
+    grid = dict(act_bits=[8], spline_bits=[2, 8], coef_bits=[8], strategies=["spline"], boards=[])
+    doc = run_sweep(digits_checkpoint, out, **grid, jobs=1, progress=False)  # in-process: the patch applies
+    rows = {r["key"]: r for r in doc["points"]}
+    assert rows["a08-s02-c08-spline"]["status"] == "error"
+    assert rows["a08-s02-c08-spline"]["error"] == "<scratch>/kan: C differs from the integer reference (injected)"
+    assert rows["a08-s08-c08-spline"]["status"] == "ok" and rows["a08-s08-c08-spline"]["bit_exact"] is True
+    assert doc["counts"] == {"points": 2, "ok": 1, "failed": 1, "bit_exact": 1}
+    assert "- a08-s02-c08-spline: <scratch>/kan: C differs" in (out / "sweep.md").read_text()
+    monkeypatch.setattr(kan2mcu.verify, "verify", real_verify)
+    computed: list[str] = []
+    doc = run_sweep(digits_checkpoint, out, **grid, jobs=1, progress=False, on_point=computed.append)
+    assert computed == ["a08-s02-c08-spline"] and doc["counts"]["failed"] == 0
+
+
+def test_unknown_strategy_is_a_point_error_without_strategies(digits_checkpoint, tmp_path):
+    if generate_accepts_strategy():
+        pytest.skip("this kan2mcu has per-layer strategies (see test_edge_table_strategy_points)")
+    doc = run_sweep(digits_checkpoint, tmp_path / "s", act_bits=[8], spline_bits=[8], coef_bits=[8],
+                    strategies=["spline", "edge-table"], boards=[], jobs=1, progress=False)
+    rows = {r["key"]: r for r in doc["points"]}
+    assert rows["a08-s08-c08-edge-table"]["error"] == "strategy edge-table not supported by this kan2mcu"
+    assert rows["a08-s08-c08-spline"]["status"] == "ok"
+
+
+# NEEDS STRATEGIES: runs once generate_model(..., strategy=...) exists (issue 7).
+@pytest.mark.skipif(not generate_accepts_strategy(), reason="needs strategies")
+def test_edge_table_strategy_points(digits_checkpoint, tmp_path):
+    _require_qemu_tools()
+    doc = run_sweep(digits_checkpoint, tmp_path / "s", act_bits=[8], spline_bits=[8], coef_bits=[8],
+                    strategies=["spline", "edge-table"], boards=[BOARD], jobs=2, progress=False)
+    rows = {r["strategy"]: r for r in doc["points"]}
+    for row in rows.values():
+        assert row["status"] == "ok", row["error"]
+        assert row["bit_exact"] is True and row[f"check_{BOARD}"] == "PASS"
+    # edge tables trade flash for speed: the two strategies must not be the same program
+    assert rows["edge-table"]["flash_bytes"] != rows["spline"]["flash_bytes"]

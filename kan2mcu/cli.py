@@ -38,6 +38,10 @@ def _run_generate(args) -> int:
 
     options = QuantOptions(act_bits=args.act_bits, spline_bits=args.spline_bits, coef_bits=args.coef_bits,
                            base_bits=args.base_bits, silu_bits=args.silu_bits)
+    if args.plots and args.arith != "int":
+        from kan2mcu.errors import OptionError
+
+        raise OptionError("--plots compares float and quantized edges: it needs --arith int")
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
                             calibration=args.calibration, quiet=args.quiet)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)

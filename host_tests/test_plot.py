@@ -76,3 +76,21 @@ def test_plot_of_a_float_model_is_a_one_line_error(digits_checkpoint, tmp_path, 
     assert len(err) == 1 and err[0].startswith("kan2mcu: error: ") and "--arith int" in err[0]
     assert not list(out.glob("*.png"))
     assert main(["plot", str(tmp_path / "nothing")]) == 1
+
+
+def test_plot_without_a_data_set_uses_the_calibration_file(small_checkpoints, tmp_path):
+    """A random [6, 4, 4, 2] KAN with a calibration .npy: three PNGs; the last layer (8 edges) shows
+    every edge, the larger ones the top edges and the error heat map."""
+    import matplotlib.image
+
+    checkpoint, calibration = small_checkpoints["6x4x4x2-G3-k2"]
+    out = tmp_path / "small"
+    assert main(["generate", str(checkpoint), "-o", str(out), "--calibration", str(calibration), "-q"]) == 0
+    assert main(["plot", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["layer0_edges.png", "layer1_edges.png", "layer2_edges.png"]
+    report = (out / "report.md").read_text()
+    assert "- layer2_edges.png: 8 of 8 edges" in report and "- layer0_edges.png: 12 of 24 edges" in report
+    assert "histogram beneath" in report
+    for name in names:
+        assert matplotlib.image.imread(out / name)[..., :3].std() > 0.05

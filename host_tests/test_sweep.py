@@ -38,7 +38,8 @@ def test_lists_and_ranges_parse():
     assert parse_int_list("2..8", "--spline-bits") == [2, 3, 4, 5, 6, 7, 8]
     assert parse_int_list("8,4, 6,4", "--act-bits") == [4, 6, 8]
     assert parse_int_list("2..3,8", "--coef-bits") == [2, 3, 8]
-    assert parse_name_list("spline,edge-table,spline", "--strategy", ("spline", "edge-table")) == ["spline", "edge-table"]
+    known = ("spline", "edge-table")
+    assert parse_name_list("spline,edge-table,spline", "--strategy", known) == ["spline", "edge-table"]
     for bad in ("", "a", "8..2", "2..", "3,,4"):
         with pytest.raises(OptionError):
             parse_int_list(bad, "--act-bits")
@@ -123,7 +124,8 @@ def interrupted_then_resumed(digits_checkpoint, tmp_path_factory):
     computed: list[str] = []
     doc = run_sweep(digits_checkpoint, out, **GRID, strategies=["spline"], boards=[BOARD], jobs=2, progress=False,
                     on_point=computed.append)
-    return {"checkpoint": digits_checkpoint, "out": out, "returncode": proc.returncode, "stderr": stderr, "first": first,
+    return {"checkpoint": digits_checkpoint, "out": out, "returncode": proc.returncode, "stderr": stderr,
+            "first": first,
             "after_interrupt": after_interrupt, "computed": computed, "doc": doc}
 
 
@@ -152,6 +154,8 @@ def test_sweep_writes_every_output_with_every_point_bit_exact(interrupted_then_r
         assert int(r[f"instructions_{BOARD}"]) > 1000 and int(r[f"cycles_estimate_{BOARD}"]) > 0
         assert int(r["flash_bytes"]) > 0 and int(r["bitops"]) > 0
     assert any(r["pareto"] == "true" for r in rows)
+    assert doc["counts"]["boards_pass"] == 2
+    assert "firmware self-check PASS on every board 2" in (out / "sweep.md").read_text()
     assert json.loads((out / "sweep.json").read_text())["points"] == doc["points"]
     text = (out / "sweep.csv").read_text() + (out / "sweep.json").read_text()
     assert str(out) not in text and "seconds" not in text  # no paths, no timings
@@ -220,7 +224,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(digits_checkpoint, tm
     assert rows["a08-s02-c08-spline"]["status"] == "error"
     assert rows["a08-s02-c08-spline"]["error"] == "<scratch>/kan: C differs from the integer reference (injected)"
     assert rows["a08-s08-c08-spline"]["status"] == "ok" and rows["a08-s08-c08-spline"]["bit_exact"] is True
-    assert doc["counts"] == {"points": 2, "ok": 1, "failed": 1, "bit_exact": 1}
+    assert doc["counts"] == {"points": 2, "ok": 1, "failed": 1, "bit_exact": 1, "boards_pass": 2}  # no boards
     assert "- a08-s02-c08-spline: <scratch>/kan: C differs" in (out / "sweep.md").read_text()
     monkeypatch.setattr(kan2mcu.verify, "verify", real_verify)
     computed: list[str] = []

@@ -81,21 +81,29 @@ def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(
     ``on_point(key)`` is called in this process after each newly computed point is stored.
     """
     from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
-    from kan2mcu.firmware.toolchain import require_python_module  # pylint: disable=import-outside-toplevel
+    from kan2mcu.firmware.toolchain import (  # pylint: disable=import-outside-toplevel
+        require_build_tools, require_python_module, require_run_tools)
+    from kan2mcu.generate import load_calibration  # pylint: disable=import-outside-toplevel
     from kan2mcu.importers import load_checkpoint  # pylint: disable=import-outside-toplevel
     from kan2mcu.quantize import QuantOptions  # pylint: disable=import-outside-toplevel
 
     require_python_module("matplotlib", "kan2mcu[plots]")  # before hours of work, not after
     grid = make_grid(list(act_bits), list(spline_bits), list(coef_bits), list(strategies))
+    for board in map(get_board, boards):
+        if not board.is_qemu:
+            raise OptionError(f"sweep measures on emulated boards only (qemu-*), not {board.name}; measure a "
+                              "chosen point on the real board with `kan2mcu measure --port`")
+        require_build_tools(board)  # a missing tool is one error now, not one per point
+        require_run_tools(board)
     boards = [get_board(b).name for b in boards]
-    if any(not get_board(b).is_qemu for b in boards):
-        raise OptionError("sweep measures on emulated boards only (qemu-*); measure a chosen point on a real "
-                          "board with `kan2mcu measure --port`")
     base_options = QuantOptions(base_bits=base_bits, silu_bits=silu_bits).as_dict()
     base_options = {k: base_options[k] for k in ("base_bits", "silu_bits")}
     files, name = checkpoint_files(Path(checkpoint))
-    load_checkpoint(Path(checkpoint))  # a bad checkpoint is one error now, not one per point
-    calib = InputFile.read(Path(calibration)) if calibration is not None else None
+    imported = load_checkpoint(Path(checkpoint))  # a bad checkpoint is one error now, not one per point
+    calib = None
+    if calibration is not None:
+        load_calibration(Path(calibration), imported.model.layers[0].in_features)  # checked here, once
+        calib = InputFile.read(Path(calibration))
     identity = {"checkpoint_sha256": _digest(files), "base_options": base_options,
                 "calibration_sha256": hashlib.sha256(calib.data).hexdigest() if calib else None}
 
@@ -136,7 +144,8 @@ def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(
                                                       "strategies": list(dict.fromkeys(strategies))}}
     doc = write_outputs(out, [done[p.key] for p in grid], boards, meta)
     _write_atomic(out / "timings.json", json.dumps(
-        {"executor": executor, "jobs": jobs, "computed": len(timings), "reused": len(grid) - len(timings),
+        {"executor": executor, "jobs": jobs if executor == "local" else None, "computed": len(timings),
+         "reused": len(grid) - len(timings),
          "wall_seconds": wall, "point_seconds": dict(sorted(timings.items()))}, indent=2) + "\n")
     return doc
 

@@ -70,5 +70,6 @@ def make_grid(act_bits: list[int], spline_bits: list[int], coef_bits: list[int],
             raise OptionError(f"{option}: bit widths must lie in 2..8, got {values}")
     if not strategies:
         raise OptionError("--strategy: give at least one strategy")
-    points = {SweepPoint(a, s, c, st) for a, s, c, st in itertools.product(act_bits, spline_bits, coef_bits, strategies)}
+    combos = itertools.product(act_bits, spline_bits, coef_bits, strategies)
+    points = {SweepPoint(a, s, c, st) for a, s, c, st in combos}
     return sorted(points, key=lambda p: p.key)

@@ -106,14 +106,12 @@ def run_point(task: PointTask) -> dict:
 def _own_platformio_core(core_dir: Path):
     """Give this point its own PlatformIO core folder. PlatformIO records the development
     platform as a link in the core folder and rewrites it on every build: parallel builds sharing
-    one core folder (other points, or other checkouts of kan2mcu) race on it ("UnknownPlatform")."""
-    from kan2mcu.firmware.pio import prepare_core_dir  # pylint: disable=import-outside-toplevel
-
+    one core folder (other points, or other checkouts of kan2mcu) race on it ("UnknownPlatform").
+    kan2mcu.firmware.pio sets the folder up on first use (offline, about a second)."""
     name = "KAN2MCU_PLATFORMIO_CORE_DIR"
     saved = os.environ.get(name)
     os.environ[name] = str(core_dir)
     try:
-        prepare_core_dir(core_dir)
         yield
     finally:
         if saved is None:

@@ -136,7 +136,8 @@ def summary(meta: dict, rows: list[dict], fronts: dict, boards: list[str]) -> di
             "quality_metric": metric, "points": rows, "pareto": fronts, "findings": findings(rows),
             "counts": {"points": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
                        "failed": sum(r["status"] != "ok" for r in rows),
-                       "bit_exact": sum(r["bit_exact"] is True for r in rows)}}
+                       "bit_exact": sum(r["bit_exact"] is True for r in rows),
+                       "boards_pass": sum(all(r[f"check_{b}"] == "PASS" for b in boards) for r in rows)}}
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -204,7 +205,7 @@ def to_markdown(doc: dict, figures: list[str]) -> str:
              f"- boards: {', '.join(boards) if boards else 'none (no firmware measured)'}",
              f"- points: {counts['points']}, ok {counts['ok']}, failed {counts['failed']}, "
              f"bit-exact on the host {counts['bit_exact']}"
-             + (" and, where measured, on every board (firmware self-check PASS)" if boards else ""),
+             + (f", firmware self-check PASS on every board {counts['boards_pass']}" if boards else ""),
              f"- quality: {metric}" + (" on the test split" if metric == "accuracy" else " against the float model"),
              ""]
     lines += _finding_lines(doc["findings"])

@@ -9,7 +9,7 @@ from kan2mcu.quantize import QuantOptions
 
 @pytest.mark.parametrize("spline_bits,allowed_drop", [(8, 0.005), (3, 0.010)])
 def test_digits_accuracy_within_budget(digits_checkpoint, tmp_path, spline_bits, allowed_drop):
-    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=spline_bits),
+    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=spline_bits), strategy="spline",
                             quiet=True)
     acc = result.report["accuracy"]
     assert acc["float"] > 0.9, "the default KAN should learn digits"

@@ -29,7 +29,7 @@ def test_byte_identical_output(digits_checkpoint, tmp_path):
 
 
 def test_header_and_report(digits_checkpoint, tmp_path):
-    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3), quiet=True)
+    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3), strategy="spline", quiet=True)
     header = (tmp_path / "m" / "kan.h").read_text()
     for needle in ("#ifndef KAN_H", 'extern "C"', "KAN_INPUT_SIZE 64u", "KAN_OUTPUT_SIZE 10u",
                    "kan2mcu 0.1.0", "model sha256:", "--spline-bits 3", "KAN_WORKSPACE_BYTES"):
@@ -52,7 +52,7 @@ def test_header_and_report(digits_checkpoint, tmp_path):
 
 
 def test_coefficients_are_bit_packed(digits_checkpoint, tmp_path):
-    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(coef_bits=4), quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(coef_bits=4), strategy="spline", quiet=True)
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     n_coef = 64 * 16 * 8 + 16 * 10 * 8
     assert report["totals"]["coef_bytes"] == (64 * 16 * 8 * 4 + 7) // 8 + 1 + (16 * 10 * 8 * 4 + 7) // 8 + 1
@@ -67,7 +67,7 @@ def test_coefficients_are_bit_packed(digits_checkpoint, tmp_path):
 @pytest.mark.parametrize("arith", ["int", "float"])
 def test_cross_compiles_warning_free(digits_checkpoint, tmp_path, compiler, flags, arith):
     tool = require_tool(compiler)
-    generate_model(digits_checkpoint, tmp_path / "m", arith=arith, options=QuantOptions(coef_bits=5), quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", arith=arith, options=QuantOptions(coef_bits=5), strategy="spline", quiet=True)
     compile_check(tmp_path / "m", tool, [*STRICT_FLAGS, *flags])
 
 

@@ -36,7 +36,7 @@ def test_nonuniform_grid_bit_exact_and_close(tmp_path, bits):
     calibration = tmp_path / "calib.npy"
     x = np.random.default_rng(1).uniform(-2.0, 2.5, size=(400, 5))
     np.save(calibration, x)
-    result = generate_model(path, tmp_path / "m", options=QuantOptions(act_bits=8, spline_bits=bits, coef_bits=8),
+    result = generate_model(path, tmp_path / "m", options=QuantOptions(act_bits=8, spline_bits=bits, coef_bits=8), strategy="spline",
                             calibration=calibration, quiet=True)
     assert [layer["basis_mode"] for layer in result.report["layers"]] == ["per_input", "per_input"]
     assert result.report["model"]["source_format"] == "efficient-kan"

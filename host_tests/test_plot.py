@@ -8,16 +8,17 @@ from kan2mcu.bspline import layer_forward
 from kan2mcu.bundle import load_bundle
 from kan2mcu.cli import main
 from kan2mcu.plots import REPORT_SECTION, code_inputs, float_edges, quantized_edges
-from kan2mcu.reference import layer_accumulators
 
 pytest.importorskip("matplotlib")
 
 
-@pytest.fixture(scope="module")
-def plotted(digits_checkpoint, tmp_path_factory):
-    """The default digits model at 3-bit tables, generated with --plots."""
-    out = tmp_path_factory.mktemp("plot") / "kan"
-    assert main(["generate", str(digits_checkpoint), "-o", str(out), "--spline-bits", "3", "-q", "--plots"]) == 0
+# The planner's error limit is not what these tests are about: --max-error 1 lets every plan through.
+@pytest.fixture(scope="module", params=["spline", "edge-table"])
+def plotted(request, digits_checkpoint, tmp_path_factory):
+    """The default digits model (3-bit spline tables, or edge tables), generated with --plots."""
+    out = tmp_path_factory.mktemp("plot") / request.param
+    assert main(["generate", str(digits_checkpoint), "-o", str(out), "--spline-bits", "3", "-q", "--plots",
+                 "--strategy", request.param, "--max-error", "1"]) == 0
     return out
 
 
@@ -50,21 +51,31 @@ def test_plotting_again_gives_identical_files(plotted, capsys):
 
 
 def test_drawn_edges_are_the_integer_arithmetic(plotted):
-    """The quantized edges summed over inputs are the C's two accumulators (scaled), and the float
-    edges summed over inputs plus the bias are the float layer: the pictures show the real thing."""
+    """The pictures show the real thing: the float edges summed over inputs plus the bias are the
+    float layer; spline edges summed over inputs are the C's two accumulators (scaled); edge-table
+    edges lie within half an entry step of the float edge at every code."""
+    from kan2mcu.strategies import spline
+
     model, qmodel = load_bundle(plotted)
     rng = np.random.default_rng(0)
     for layer, qlayer in zip(model.layers, qmodel.layers):
         codes = rng.integers(0, qlayer.codes, size=(20, qlayer.in_features))
-        table = quantized_edges(qlayer, layer)  # [O, Q, I]
-        summed = table[:, codes, np.arange(qlayer.in_features)[None, :]].sum(axis=2).T  # [N, O]
-        acc_spline, acc_base = layer_accumulators(qlayer, codes)
-        expected = layer.out_scale * (qlayer.basis_scale * qlayer.coef_scale * acc_spline
-                                      + qlayer.base_scale * qlayer.silu_scale * acc_base)
-        np.testing.assert_allclose(summed, expected, rtol=1e-12, atol=1e-12)
-        x = code_inputs(qlayer)[codes, np.arange(qlayer.in_features)[None, :]]
+        inputs = np.arange(qlayer.in_features)[None, :]
+        x = code_inputs(qlayer)[codes, inputs]
         np.testing.assert_allclose(float_edges(layer, x).sum(axis=2).T + layer.out_bias, layer_forward(layer, x),
                                    rtol=1e-10, atol=1e-10)
+        table = quantized_edges(qlayer, layer)  # [O, Q, I]
+        if qlayer.strategy == "spline":
+            summed = table[:, codes, inputs].sum(axis=2).T  # [N, O]
+            acc_spline, acc_base = spline.accumulators(qlayer, codes)
+            expected = layer.out_scale * (qlayer.basis_scale * qlayer.coef_scale * acc_spline
+                                          + qlayer.base_scale * qlayer.silu_scale * acc_base)
+            np.testing.assert_allclose(summed, expected, rtol=1e-12, atol=1e-12)
+        else:
+            exact = float_edges(layer, code_inputs(qlayer))  # [O, Q, I]
+            step = qlayer.entry_scale[:, None, None]
+            assert np.all(np.abs(table - exact) <= step / 2 + 1e-9)
+            assert np.abs(table - exact).max() > 0  # quantized, not a copy of the float edge
 
 
 def test_plot_of_a_float_model_is_a_one_line_error(digits_checkpoint, tmp_path, capsys):
@@ -85,12 +96,14 @@ def test_plot_without_a_data_set_uses_the_calibration_file(small_checkpoints, tm
 
     checkpoint, calibration = small_checkpoints["6x4x4x2-G3-k2"]
     out = tmp_path / "small"
-    assert main(["generate", str(checkpoint), "-o", str(out), "--calibration", str(calibration), "-q"]) == 0
+    assert main(["generate", str(checkpoint), "-o", str(out), "--calibration", str(calibration), "-q",
+                 "--strategy", "spline", "--max-error", "1"]) == 0
     assert main(["plot", str(out)]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["layer0_edges.png", "layer1_edges.png", "layer2_edges.png"]
     report = (out / "report.md").read_text()
-    assert "- layer2_edges.png: 8 of 8 edges" in report and "- layer0_edges.png: 12 of 24 edges" in report
+    assert "- layer2_edges.png (spline): 8 of 8 edges" in report
+    assert "- layer0_edges.png (spline): 12 of 24 edges" in report
     assert "histogram beneath" in report
     for name in names:
         assert matplotlib.image.imread(out / name)[..., :3].std() > 0.05

@@ -91,11 +91,13 @@ def _add_sweep(sub) -> None:
     p.add_argument("--act-bits", default="4,6,8", help="activation code bits, list/range (default 4,6,8)")
     p.add_argument("--spline-bits", default="2,3,4,8", help="B-spline table bits, e.g. 2..8 (default 2,3,4,8)")
     p.add_argument("--coef-bits", default="3,4,8", help="coefficient bits (default 3,4,8)")
-    p.add_argument("--strategy", default="spline", help="strategies, comma list: spline,edge-table (default spline)")
+    p.add_argument("--strategy", default="spline",
+                   help="strategies, comma list of spline, edge-table, auto (the planner) (default spline)")
     p.add_argument("--board", default="qemu-cortex-m4",
                    help="QEMU boards to measure on, comma list, or 'none' (default qemu-cortex-m4)")
     p.add_argument("--base-bits", type=_bits, default=12, help="SiLU-branch weight bits of every point (default 12)")
     p.add_argument("--silu-bits", type=_bits, default=12, help="SiLU table bits of every point (default 12)")
+    p.add_argument("--table-bits", type=_bits, default=8, help="edge-table entry bits of every point (default 8)")
     p.add_argument("--calibration", type=Path, help=".npy or .csv of model inputs (as for generate)")
     p.add_argument("--jobs", type=int, default=2, help="local worker processes (default 2)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -113,8 +115,8 @@ def _run_sweep(args) -> int:
                     spline_bits=parse_int_list(args.spline_bits, "--spline-bits"),
                     coef_bits=parse_int_list(args.coef_bits, "--coef-bits"),
                     strategies=parse_name_list(args.strategy, "--strategy", STRATEGIES), boards=boards,
-                    base_bits=args.base_bits, silu_bits=args.silu_bits, calibration=args.calibration,
-                    jobs=args.jobs, executor=args.executor, address=args.address, progress=not args.no_progress)
+                    base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits,
+                    calibration=args.calibration, jobs=args.jobs, executor=args.executor, address=args.address, progress=not args.no_progress)
     counts = doc["counts"]
     print(f"kan2mcu: sweep of {counts['points']} points: {counts['ok']} ok, {counts['failed']} failed; wrote "
           f"sweep.csv, sweep.json, sweep.md and {len(doc['figures'])} figures to {args.output}", file=sys.stderr)

@@ -5,10 +5,12 @@ What is drawn, per edge (input ``i`` -> output ``o``) of an integer model:
 * float: ``out_scale[o] * (base_weight[o,i] * silu(x) + sum_m coef[o,i,m] * B_m(x))``, the edge's
   term in the IR's layer formula (docs/arithmetic.md), on a fine grid over the calibrated input
   range (the range the layer's input codes cover);
-* quantized: for every input code ``q``, the integer terms the C adds into its two accumulators
-  for this edge (basis table values times coefficients; SiLU table value times base weight,
-  decoded exactly as the C and the integer reference do: ``quantize.decode_inputs``), times the
-  layer's float scales. This is the edge's exact value inside the accumulator; the final
+* quantized: for every input code ``q``, what the C adds into its accumulators for this edge,
+  times the layer's float scales. Strategy spline: basis table values times coefficients plus
+  SiLU table value times base weight, decoded exactly as the C and the integer reference do
+  (``strategies.spline.decode_inputs``). Strategy edge-table: the table entry, unbiased, times
+  the entry scale, plus the edge's centre (folded into the bias by the quantizer, recomputed
+  here the same way). This is the edge's exact value inside the accumulator; the final
   requantization (one rounding per output, over the sum of all edges) is not part of an edge and
   is not included;
 * beneath it, the histogram of the layer's inputs on channel ``i`` over the calibration data
@@ -47,17 +49,22 @@ def pyplot():
 
 def float_edges(layer, x: np.ndarray) -> np.ndarray:
     """Float edge values [O, N, I] at inputs ``x`` [N, I] (no bias: it belongs to the node)."""
-    from kan2mcu.bspline import bspline_basis, silu  # pylint: disable=import-outside-toplevel
+    from kan2mcu.bspline import edge_values  # pylint: disable=import-outside-toplevel
 
-    basis = bspline_basis(x, layer.knots, layer.order)  # [N, I, M]
-    spline = np.einsum("nim,oim->oni", basis, layer.coef)
-    base = layer.base_weight[:, None, :] * silu(x)[None, :, :]
-    return layer.out_scale[:, None, None] * (spline + base)
+    return np.stack([edge_values(layer, i, x[:, i]) for i in range(layer.in_features)], axis=2).transpose(1, 0, 2)
 
 
 def quantized_edges(qlayer, float_layer) -> np.ndarray:
     """Quantized edge values [O, Q, I] for every input code on every channel (see the module doc)."""
-    from kan2mcu.quantize import decode_inputs, live_coefficients  # pylint: disable=import-outside-toplevel
+    if qlayer.strategy == "spline":
+        return _spline_edges(qlayer, float_layer)
+    if qlayer.strategy == "edge-table":
+        return _edge_table_edges(qlayer, float_layer)
+    raise OptionError(f"layer {qlayer.name}: cannot plot strategy {qlayer.strategy!r}")
+
+
+def _spline_edges(qlayer, float_layer) -> np.ndarray:
+    from kan2mcu.strategies.spline import decode_inputs, live_coefficients  # pylint: disable=import-outside-toplevel
 
     codes = np.broadcast_to(np.arange(qlayer.codes)[:, None], (qlayer.codes, qlayer.in_features))
     first, basis, silu_q = decode_inputs(qlayer, codes)
@@ -66,6 +73,17 @@ def quantized_edges(qlayer, float_layer) -> np.ndarray:
     spline_scale = (qlayer.basis_scale * qlayer.coef_scale)[:, None, None]
     base_scale = (qlayer.base_scale * qlayer.silu_scale)[:, None, None]
     return float_layer.out_scale[:, None, None] * (spline_scale * acc_spline + base_scale * acc_base)
+
+
+def _edge_table_edges(qlayer, float_layer) -> np.ndarray:
+    """An edge-table entry is ``round((edge - centre) / entry_scale) + 2^(table_bits-1)``; the
+    edge's centre (mid-range of its float values at the codes) went into the output's bias, so it
+    is recomputed here the same way and added back."""
+    entries = qlayer.table[:, :, : qlayer.out_features].astype(np.float64)  # [I, Q, O]
+    signed = entries - (1 << (qlayer.table_bits - 1))
+    at_codes = float_edges(float_layer, code_inputs(qlayer))  # [O, Q, I]
+    centre = (at_codes.max(axis=1) + at_codes.min(axis=1)) / 2  # [O, I]
+    return qlayer.entry_scale[:, None, None] * signed.transpose(2, 1, 0) + centre[:, None, :]
 
 
 def code_inputs(qlayer) -> np.ndarray:
@@ -139,11 +157,18 @@ def layer_figure(index: int, layer, qlayer, inputs: np.ndarray | None, path: Pat
         heat_ax.tick_params(labelsize=6)
         fig.colorbar(image, ax=heat_ax, shrink=0.8).ax.tick_params(labelsize=6)
     what = f"{len(shown)} of {n_out * n_in} edges (largest output range)" if large else f"all {len(shown)} edges"
-    fig.suptitle(f"layer {index} ({layer.name}, {n_in}->{n_out}): {what}; "
-                 f"act {qlayer.act_bits} / table {qlayer.spline_bits} / coef {qlayer.coef_bits} bits", fontsize=9)
+    fig.suptitle(f"layer {index} ({layer.name}, {n_in}->{n_out}, {qlayer.strategy}): {what}; {_bits_label(qlayer)}",
+                 fontsize=9)
     fig.savefig(path, dpi=90, metadata=PNG_METADATA)
     plt.close(fig)
-    return {"file": path.name, "edges": n_out * n_in, "shown": len(shown), "max_error": float(error.max())}
+    return {"file": path.name, "edges": n_out * n_in, "shown": len(shown), "max_error": float(error.max()),
+            "strategy": qlayer.strategy}
+
+
+def _bits_label(qlayer) -> str:
+    if qlayer.strategy == "edge-table":
+        return f"act {qlayer.act_bits} / edge-table entry {qlayer.table_bits} bits"
+    return f"act {qlayer.act_bits} / spline table {qlayer.spline_bits} / coef {qlayer.coef_bits} bits"
 
 
 def plot_model_folder(folder) -> list[str]:
@@ -175,6 +200,7 @@ def _link_from_report(report: Path, drawn: list[dict], has_data: bool) -> None:
              "the edge in the accumulators, times the layer's scales; see kan2mcu/plots.py)"
              + (", the calibration inputs' histogram beneath." if has_data else "; no calibration data known."), ""]
     for d in drawn:
-        lines.append(f"- {d['file']}: {d['shown']} of {d['edges']} edges, largest edge error {d['max_error']:.4g}")
+        lines.append(f"- {d['file']} ({d['strategy']}): {d['shown']} of {d['edges']} edges, largest edge error "
+                     f"{d['max_error']:.4g}")
         lines.append(f"  ![{d['file']}]({d['file']})")
     report.write_text(text + "\n".join(lines) + "\n")

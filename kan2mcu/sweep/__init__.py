@@ -73,12 +73,13 @@ def _stored(path: Path, identity: dict, boards: list[str]) -> dict | None:
 
 
 def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(8,), strategies=("spline",),
-              boards=("qemu-cortex-m4",), base_bits: int = 12, silu_bits: int = 12, calibration=None,
-              jobs: int = 2, executor: str = "local", address: str | None = None, progress: bool = True,
-              on_point=None) -> dict:
+              boards=("qemu-cortex-m4",), base_bits: int = 12, silu_bits: int = 12, table_bits: int = 8,
+              calibration=None, jobs: int = 2, executor: str = "local", address: str | None = None,
+              progress: bool = True, on_point=None) -> dict:
     """Run the sweep into folder ``out``; returns the sweep.json document.
 
-    ``on_point(key)`` is called in this process after each newly computed point is stored.
+    ``base_bits``, ``silu_bits`` and ``table_bits`` (edge-table entries) are the same at every
+    point. ``on_point(key)`` is called in this process after each newly computed point is stored.
     """
     from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
     from kan2mcu.firmware.toolchain import (  # pylint: disable=import-outside-toplevel
@@ -96,8 +97,8 @@ def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(
         require_build_tools(board)  # a missing tool is one error now, not one per point
         require_run_tools(board)
     boards = [get_board(b).name for b in boards]
-    base_options = QuantOptions(base_bits=base_bits, silu_bits=silu_bits).as_dict()
-    base_options = {k: base_options[k] for k in ("base_bits", "silu_bits")}
+    base_options = QuantOptions(base_bits=base_bits, silu_bits=silu_bits, table_bits=table_bits).as_dict()
+    base_options = {k: v for k, v in base_options.items() if k not in ("act_bits", "spline_bits", "coef_bits")}
     files, name = checkpoint_files(Path(checkpoint))
     imported = load_checkpoint(Path(checkpoint))  # a bad checkpoint is one error now, not one per point
     calib = None
@@ -117,7 +118,8 @@ def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(
         if stored is not None:
             done[point.key] = stored
         else:
-            todo.append(PointTask(point.key, point.as_dict(), base_options, tuple(boards), files, name, calib))
+            todo.append(PointTask(point.key, point.as_dict(), base_options, tuple(boards), files, name,
+                                  len(imported.model.layers), calib))
     timings = {}
     bar = _progress(len(grid), len(done), progress)
     started = time.monotonic()

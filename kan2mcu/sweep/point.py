@@ -52,25 +52,36 @@ class PointTask:
     boards: tuple[str, ...]
     checkpoint_files: tuple[InputFile, ...]  # the checkpoint (several files for a pykan prefix)
     checkpoint_name: str  # what to pass to generate, relative to where the files are written
+    n_layers: int
     calibration: InputFile | None = None
 
 
+def _generate_parameters() -> set[str]:
+    from kan2mcu.generate import generate_model  # pylint: disable=import-outside-toplevel
+
+    return set(inspect.signature(generate_model).parameters)
+
+
 def generate_accepts_strategy() -> bool:
-    """Whether this kan2mcu's ``generate_model`` takes a ``strategy`` keyword (per-layer strategies)."""
-    from kan2mcu.generate import generate_model
-
-    return "strategy" in inspect.signature(generate_model).parameters
+    """Whether this kan2mcu's ``generate_model`` has per-layer strategies (``strategy`` or ``plan``)."""
+    return bool({"strategy", "plan"} & _generate_parameters())
 
 
-def strategy_kwargs(strategy: str) -> dict:
-    """Keyword arguments that select ``strategy`` in generate_model.
+def strategy_kwargs(strategy: str, act_bits: int, n_layers: int) -> dict:
+    """Keyword arguments of generate_model that build this point exactly.
 
+    A sweep explores the design space itself, so a fixed strategy goes in as an explicit plan
+    (every layer ``strategy`` with ``act_bits`` input codes), which bypasses the planner (it
+    could change the input bits or refuse a point over its error limit). "auto" asks the planner.
     A kan2mcu without strategies evaluates splines from basis tables and coefficients, which is
-    the "spline" strategy: nothing to pass. Any other strategy there is a clear per-point error.
-    Where generate_model has ``strategy``, it is always passed explicitly (its own default,
-    "auto", may pick something else).
+    the "spline" strategy: nothing to pass; any other strategy there is a clear per-point error.
     """
-    if generate_accepts_strategy():
+    params = _generate_parameters()
+    if strategy != "auto" and "plan" in params:
+        from kan2mcu.quantize import LayerPlan  # pylint: disable=import-outside-toplevel
+
+        return {"plan": tuple(LayerPlan(strategy, act_bits) for _ in range(n_layers))}
+    if "strategy" in params:
         return {"strategy": strategy}
     if strategy == "spline":
         return {}
@@ -131,11 +142,12 @@ def _compute(task: PointTask, scratch: Path, result: dict) -> None:
         item.write(inputs)
     checkpoint = inputs / task.checkpoint_name
     calibration = task.calibration.write(inputs) if task.calibration is not None else None
-    options = QuantOptions(act_bits=task.settings["act_bits"], spline_bits=task.settings["spline_bits"],
+    act_bits = task.settings["act_bits"]
+    options = QuantOptions(act_bits=act_bits, spline_bits=task.settings["spline_bits"],
                            coef_bits=task.settings["coef_bits"], **task.base_options)
     model_dir = scratch / MODEL_NAME
     generate_model(checkpoint, model_dir, name=MODEL_NAME, options=options, calibration=calibration, quiet=True,
-                   **strategy_kwargs(task.settings["strategy"]))
+                   **strategy_kwargs(task.settings["strategy"], act_bits, task.n_layers))
     report = json.loads((model_dir / "report.json").read_text())
     totals = report["totals"]
     result.update(bitops=totals["bitops"], bitops_float32=totals["bitops_float32"],

@@ -49,6 +49,14 @@ def test_lists_and_ranges_parse():
         make_grid([9], [8], [8], ["spline"])
 
 
+def test_edge_table_points_leave_out_the_spline_knobs():
+    grid = make_grid([4, 8], [2, 3, 8], [3, 8], ["spline", "edge-table"])
+    assert len(grid) == 2 * 3 * 2 + 2  # one edge-table point per act width
+    tables = [p for p in grid if p.strategy == "edge-table"]
+    assert [p.key for p in tables] == ["a04-edge-table", "a08-edge-table"]
+    assert tables[0].as_dict() == {"act_bits": 4, "spline_bits": None, "coef_bits": None, "strategy": "edge-table"}
+
+
 def test_grid_is_sorted_by_key_and_keys_sort_numerically():
     grid = make_grid([8, 4], [8, 2, 10 - 7], [3], ["spline"])
     assert [p.key for p in grid] == sorted(p.key for p in grid)
@@ -232,13 +240,13 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(digits_checkpoint, tm
     assert computed == ["a08-s02-c08-spline"] and doc["counts"]["failed"] == 0
 
 
+@pytest.mark.skipif(generate_accepts_strategy(), reason="this kan2mcu has per-layer strategies "
+                                                          "(see test_edge_table_strategy_points)")
 def test_unknown_strategy_is_a_point_error_without_strategies(digits_checkpoint, tmp_path):
-    if generate_accepts_strategy():
-        pytest.skip("this kan2mcu has per-layer strategies (see test_edge_table_strategy_points)")
     doc = run_sweep(digits_checkpoint, tmp_path / "s", act_bits=[8], spline_bits=[8], coef_bits=[8],
                     strategies=["spline", "edge-table"], boards=[], jobs=1, progress=False)
     rows = {r["key"]: r for r in doc["points"]}
-    assert rows["a08-s08-c08-edge-table"]["error"] == "strategy edge-table not supported by this kan2mcu"
+    assert rows["a08-edge-table"]["error"] == "strategy edge-table not supported by this kan2mcu"
     assert rows["a08-s08-c08-spline"]["status"] == "ok"
 
 
@@ -248,6 +256,7 @@ def test_edge_table_strategy_points(digits_checkpoint, tmp_path):
     _require_qemu_tools()
     doc = run_sweep(digits_checkpoint, tmp_path / "s", act_bits=[8], spline_bits=[8], coef_bits=[8],
                     strategies=["spline", "edge-table"], boards=[BOARD], jobs=2, progress=False)
+    assert [r["key"] for r in doc["points"]] == ["a08-edge-table", "a08-s08-c08-spline"]
     rows = {r["strategy"]: r for r in doc["points"]}
     for row in rows.values():
         assert row["status"] == "ok", row["error"]

@@ -28,7 +28,7 @@ def pareto_figure(rows: list[dict], cost: str, front: list[str], metric: str, ti
         ax.step([r[cost] for r in chosen], [r[metric] for r in chosen], where="post", color="black", lw=1.2,
                 label="Pareto front")
         for r in chosen:
-            ax.annotate(f"{r['act_bits']}/{r['spline_bits']}/{r['coef_bits']}", (r[cost], r[metric]), fontsize=7,
+            ax.annotate(_label(r), (r[cost], r[metric]), fontsize=7,
                         xytext=(3, -9), textcoords="offset points")
     ax.set_xlabel(cost.replace("_", " "))
     ax.set_ylabel(metric.replace("_", " "))
@@ -40,11 +40,17 @@ def pareto_figure(rows: list[dict], cost: str, front: list[str], metric: str, ti
     _save(fig, path)
 
 
+def _label(row: dict) -> str:
+    if row["spline_bits"] is None:
+        return f"{row['act_bits']}/{row['strategy']}"
+    return f"{row['act_bits']}/{row['spline_bits']}/{row['coef_bits']}"
+
+
 def table_bits_figure(rows: list[dict], metric: str, path: Path) -> None:
     """The paper's figure: quality against B-spline table bits, one line per coefficient width,
     one panel per activation width (strategy spline, or the first strategy in the grid)."""
     plt = pyplot()
-    ok = [r for r in rows if r["status"] == "ok" and r.get(metric) is not None]
+    ok = [r for r in rows if r["status"] == "ok" and r.get(metric) is not None and r["spline_bits"] is not None]
     strategies = sorted({r["strategy"] for r in ok})
     strategy = "spline" if "spline" in strategies else (strategies[0] if strategies else "spline")
     ok = [r for r in ok if r["strategy"] == strategy]
@@ -61,7 +67,11 @@ def table_bits_figure(rows: list[dict], metric: str, path: Path) -> None:
         ax.set_title(f"{act}-bit activations ({strategy})", fontsize=9)
         ax.set_xlabel("B-spline table bits")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ok:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no point with spline tables in this sweep", ha="center", va="center",
+                    transform=ax.transAxes)
     axes[0][0].set_ylabel(metric.replace("_", " "))
     fig.tight_layout()
     _save(fig, path)

@@ -42,19 +42,28 @@ def parse_name_list(text: str, option: str, known: tuple[str, ...] | None = None
     return names
 
 
-@dataclass(frozen=True, order=True)
+# Knobs a strategy does not read: its points leave them out (None) instead of repeating one result.
+IGNORED_KNOBS = {"edge-table": ("spline_bits", "coef_bits")}  # whole-edge tables: no splines, no coefficients
+
+
+@dataclass(frozen=True)
 class SweepPoint:
-    """One setting of the knobs the sweep varies."""
+    """One setting of the knobs the sweep varies (None: the strategy does not use that knob)."""
 
     act_bits: int
-    spline_bits: int
-    coef_bits: int
+    spline_bits: int | None
+    coef_bits: int | None
     strategy: str
 
     @property
     def key(self) -> str:
         """Stable file-name-safe name; zero-padded so that sorting by key sorts by the numbers."""
-        return f"a{self.act_bits:02d}-s{self.spline_bits:02d}-c{self.coef_bits:02d}-{self.strategy}"
+        parts = [f"a{self.act_bits:02d}"]
+        if self.spline_bits is not None:
+            parts.append(f"s{self.spline_bits:02d}")
+        if self.coef_bits is not None:
+            parts.append(f"c{self.coef_bits:02d}")
+        return "-".join(parts + [self.strategy])
 
     def as_dict(self) -> dict:
         return {"act_bits": self.act_bits, "spline_bits": self.spline_bits, "coef_bits": self.coef_bits,
@@ -63,13 +72,16 @@ class SweepPoint:
 
 def make_grid(act_bits: list[int], spline_bits: list[int], coef_bits: list[int],
               strategies: list[str]) -> list[SweepPoint]:
-    """Every combination, sorted by key (the order of every output)."""
+    """Every combination of the knobs each strategy reads, sorted by key (the order of every output)."""
     for option, values in (("--act-bits", act_bits), ("--spline-bits", spline_bits), ("--coef-bits", coef_bits)):
         bad = [v for v in values if not 2 <= v <= 8]
         if bad or not values:
             raise OptionError(f"{option}: bit widths must lie in 2..8, got {values}")
     if not strategies:
         raise OptionError("--strategy: give at least one strategy")
-    combos = itertools.product(act_bits, spline_bits, coef_bits, strategies)
-    points = {SweepPoint(a, s, c, st) for a, s, c, st in combos}
+    points = set()
+    for act, spline, coef, strategy in itertools.product(act_bits, spline_bits, coef_bits, strategies):
+        ignored = IGNORED_KNOBS.get(strategy, ())
+        points.add(SweepPoint(act, None if "spline_bits" in ignored else spline,
+                              None if "coef_bits" in ignored else coef, strategy))
     return sorted(points, key=lambda p: p.key)

@@ -143,8 +143,8 @@ def _compute(task: PointTask, scratch: Path, result: dict) -> None:
     checkpoint = inputs / task.checkpoint_name
     calibration = task.calibration.write(inputs) if task.calibration is not None else None
     act_bits = task.settings["act_bits"]
-    options = QuantOptions(act_bits=act_bits, spline_bits=task.settings["spline_bits"],
-                           coef_bits=task.settings["coef_bits"], **task.base_options)
+    knobs = {k: task.settings[k] for k in ("spline_bits", "coef_bits") if task.settings[k] is not None}
+    options = QuantOptions(act_bits=act_bits, **knobs, **task.base_options)  # unused knobs: kan2mcu's defaults
     model_dir = scratch / MODEL_NAME
     generate_model(checkpoint, model_dir, name=MODEL_NAME, options=options, calibration=calibration, quiet=True,
                    **strategy_kwargs(task.settings["strategy"], act_bits, task.n_layers))

@@ -30,6 +30,9 @@ def pareto_figure(rows: list[dict], cost: str, front: list[str], metric: str, ti
         for r in chosen:
             ax.annotate(_label(r), (r[cost], r[metric]), fontsize=7,
                         xytext=(3, -9), textcoords="offset points")
+    costs = [r[cost] for r in ok if r[cost] > 0]
+    if costs and max(costs) > 20 * min(costs):  # edge tables can be 100x the spline flash
+        ax.set_xscale("log")
     ax.set_xlabel(cost.replace("_", " "))
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title + "  (labels: act/spline/coef bits)", fontsize=9)

@@ -188,7 +188,7 @@ def _point_table(rows: list[dict], keys: list[str], boards: list[str], metric: s
     lines = [head, rule]
     for key in keys:
         r = by_key[key]
-        line = (f"| {key} | {r['act_bits']} | {r['spline_bits']} | {r['coef_bits']} | {r['strategy']} | "
+        line = (f"| {key} | {r['act_bits']} | {_fmt(r['spline_bits'])} | {_fmt(r['coef_bits'])} | {r['strategy']} | "
                 f"{_fmt(r[metric])} | {_fmt(r['flash_bytes'])} | {_fmt(r['bitops'])} |")
         for board in boards:
             line += f" {_fmt(r[f'instructions_{board}'])} | {_fmt(r[f'cycles_estimate_{board}'])} |"

@@ -48,7 +48,7 @@ class PointTask:
 
     key: str
     settings: dict  # act_bits, spline_bits, coef_bits, strategy
-    base_options: dict  # base_bits, silu_bits
+    base_options: dict  # base_bits, silu_bits, table_bits: the same at every point
     boards: tuple[str, ...]
     checkpoint_files: tuple[InputFile, ...]  # the checkpoint (several files for a pykan prefix)
     checkpoint_name: str  # what to pass to generate, relative to where the files are written

@@ -7,7 +7,7 @@ APT_PACKAGES := gcc-arm-none-eabi gcc-riscv64-unknown-elf qemu-system-arm qemu-s
 # torch 2.13.0 first (a CPU build lies on disk for it); the package's "torch>=2.1" then adds nothing.
 TORCH := torch==2.13.0
 
-.PHONY: all setup toolchains venv demo test clean
+.PHONY: all setup toolchains venv demo test sweep clean
 
 all: test
 
@@ -20,7 +20,7 @@ toolchains:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,pykan]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,pykan,plots,ray]"
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -31,6 +31,18 @@ setup: toolchains venv
 ## host, build firmware, run it under QEMU (Cortex-M4) and print the report.
 demo: setup
 	$(VENV)/bin/kan2mcu demo -o out/demo
+
+## The design-space sweep of issue 9 on the default digits KAN: 3 act x 4 table x 3 coef widths x the
+## strategies, each point generated, verified bit for bit and measured under QEMU (out/sweep/sweep.md).
+SWEEP_STRATEGIES ?= spline,edge-table
+SWEEP_BOARDS ?= qemu-cortex-m4
+SWEEP_JOBS ?= 2
+sweep: setup
+	@test -f out/demo/digits_kan.pt || $(VENV)/bin/kan2mcu train -o out/demo/digits_kan.pt
+	$(VENV)/bin/kan2mcu sweep out/demo/digits_kan.pt -o out/sweep --act-bits 4,6,8 --spline-bits 2,3,4,8 \
+	    --coef-bits 3,4,8 --strategy $(SWEEP_STRATEGIES) --board $(SWEEP_BOARDS) --jobs $(SWEEP_JOBS)
+	@$(PY) -c "import json; t = json.load(open('out/sweep/timings.json')); \
+	    print(f\"sweep: {t['computed']} points computed in {t['wall_seconds']:.0f} s, {t['reused']} reused\")"
 
 ## The tests (toolchain tests are forced on when CI=true).
 test: setup

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -46,8 +47,13 @@ class HostModel:
     def __init__(self, folder: Path, build_dir: Path) -> None:
         self.manifest = load_model_folder(folder).manifest
         build_dir.mkdir(parents=True, exist_ok=True)
-        library = build_dir / f"lib{self.manifest['prefix']}.so"
         sources = [str(Path(folder) / s) for s in self.manifest["sources"]]
+        # named by content: dlopen returns an already-loaded library for a path it has seen, so a
+        # second model built into the same folder under the same name would silently run the first
+        digest = hashlib.sha256()
+        for name in sources + [str(Path(folder) / h) for h in self.manifest.get("headers", [])]:
+            digest.update(Path(name).read_bytes())
+        library = build_dir / f"lib{self.manifest['prefix']}-{digest.hexdigest()[:16]}.so"
         api = [f"-D{self.manifest['prefix'].upper()}_WITH_FLOAT_API"]  # verify checks the float API too
         _run([host_compiler(), *STRICT_FLAGS, *api, "-fPIC", "-shared", *sources, "-o", str(library)], "host compile")
         self._lib = ctypes.CDLL(str(library))

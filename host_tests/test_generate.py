@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import require_tool
+from kan2mcu.bundle import load_bundle
 from kan2mcu.generate import generate_model
 from kan2mcu.hostcc import STRICT_FLAGS, compile_check
 from kan2mcu.quantize import QuantOptions
@@ -43,12 +44,25 @@ def test_header_and_report(digits_checkpoint, tmp_path):
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     assert set(report) >= {"kan2mcu_version", "arith", "model", "options", "layers", "totals", "accuracy"}
     assert set(report["accuracy"]) >= {"float", "quantized"}
-    layer = report["layers"][0]
-    assert set(layer) >= {"edges", "table_bytes", "coef_bytes", "flash_bytes", "macs", "bitops", "bitops_float32"}
-    assert layer["edges"] == 64 * 16
-    # 3-bit cardinal table: 32 positions x 4 values x 3 bits = 48 bytes + guard
-    assert report["totals"]["bitops_reduction"] > 10
-    assert result.report == report
+    # MACs and BitOps by hand (docs/report-keys.md) for [64, 16, 10], G=5, k=3 (8 B-splines, 12 knots),
+    # spline 3 bit x coef 8 bit, SiLU 12 bit x base weight 12 bit:
+    #   layer 0: 1024 edges: 4096 spline MACs x 24 + 1024 base MACs x 144 = 245,760 BitOps
+    #   layer 1:  160 edges:  640 x 24 + 160 x 144 = 38,400
+    #   float32: (edges x 9 MACs + inputs x 108 Cox-de Boor multiplies) x 1024:
+    #   layer 0 (9216 + 6912) x 1024 = 16,515,072; layer 1 (1440 + 1728) x 1024 = 3,244,032
+    assert [(l["edges"], l["macs"], l["bitops"], l["bitops_float32"]) for l in report["layers"]] == [
+        (1024, 5120, 245760, 16515072), (160, 800, 38400, 3244032)]
+    assert report["totals"]["bitops"] == 284160
+    assert report["totals"]["bitops_reduction"] == round(19759104 / 284160, 2)  # 69.54
+    # 3-bit cardinal tables: one row per position (P per distinct code step), 4 values x 3 bits
+    # each, bit-packed, plus the guard byte
+    assert [l["basis_mode"] for l in report["layers"]] == ["cardinal", "cardinal"]
+    _, qmodel = load_bundle(tmp_path / "m")
+    for index, qlayer in enumerate(qmodel.layers):
+        rows = sum(1 << int(lp) for lp in set(qlayer.in_log2p.tolist()))
+        assert qlayer.card.shape == (rows, 4)
+        assert f"static const uint8_t kan_l{index}_card[{(rows * 4 * 3 + 7) // 8 + 1}]" in source
+    assert result.report["accuracy"]["samples"] == 450
 
 
 def test_coefficients_are_bit_packed(digits_checkpoint, tmp_path):

@@ -108,14 +108,13 @@ def test_small_models_track_torch_float64(fixtures, tmp_path, name, bits):
 
 @pytest.mark.parametrize("bits", sorted(DIGITS_BOUNDS), ids=lambda b: "-".join(map(str, b)))
 def test_digits_logits_track_the_float_model(digits_checkpoint, tmp_path, bits):
-    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(*bits), quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(*bits), quiet=True)
     x_test = load_dataset("digits").x_test
     model, _ = load_bundle(tmp_path / "m")
     worst, rms = _logit_errors(_quantized_logits(tmp_path / "m", x_test), model_forward(model, x_test))
     bound_max, bound_rms = DIGITS_BOUNDS[bits]
     print(f"digits {bits}: max {worst:.4f} (bound {bound_max}), rms {rms:.4f} (bound {bound_rms})")
     assert worst <= bound_max and rms <= bound_rms, (worst, rms)
-    assert result.report["accuracy"]["max_abs_logit_error"] == pytest.approx(worst, rel=1e-12)
 
 
 @pytest.mark.parametrize("spline_bits,allowed_drop", [(8, 0.005), (3, 0.010)])

@@ -99,7 +99,7 @@ def test_float_model_equals_torch_forward(fixtures, name):
                          ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v)))
 def test_small_models_track_torch_float64(fixtures, tmp_path, name, bits):
     checkpoint, calibration, probe = fixtures[name]
-    generate_model(checkpoint, tmp_path / "m", options=QuantOptions(*bits), calibration=calibration, quiet=True)
+    generate_model(checkpoint, tmp_path / "m", options=QuantOptions(*bits), calibration=calibration, quiet=True, strategy="spline")
     worst, rms = _logit_errors(_quantized_logits(tmp_path / "m", probe), torch_forward(checkpoint, probe))
     bound_max, bound_rms = SMALL_BOUNDS[name][bits]
     print(f"{name} {bits}: max {worst:.4f} (bound {bound_max}), rms {rms:.4f} (bound {bound_rms})")
@@ -108,7 +108,7 @@ def test_small_models_track_torch_float64(fixtures, tmp_path, name, bits):
 
 @pytest.mark.parametrize("bits", sorted(DIGITS_BOUNDS), ids=lambda b: "-".join(map(str, b)))
 def test_digits_logits_track_the_float_model(digits_checkpoint, tmp_path, bits):
-    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(*bits), quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(*bits), quiet=True, strategy="spline")
     x_test = load_dataset("digits").x_test
     model, _ = load_bundle(tmp_path / "m")
     worst, rms = _logit_errors(_quantized_logits(tmp_path / "m", x_test), model_forward(model, x_test))
@@ -121,7 +121,7 @@ def test_digits_logits_track_the_float_model(digits_checkpoint, tmp_path, bits):
 def test_digits_accuracy_within_budget(digits_checkpoint, tmp_path, spline_bits, allowed_drop):
     """Argmax accuracy on the test split (measured: float 0.9600, 8 bit 0.9622, 3 bit 0.9600)."""
     result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=spline_bits),
-                            quiet=True)
+                            quiet=True, strategy="spline")
     acc = result.report["accuracy"]
     assert acc["float"] > 0.9, "the default KAN should learn digits"
     assert acc["quantized"] >= acc["float"] - allowed_drop, acc
@@ -141,7 +141,7 @@ INNER_BOUNDS = {
 def test_inner_layer_requantization_rounds_to_nearest(fixtures, tmp_path, name):
     """Requantization rounds to nearest: the mean code error is near 0 (truncation would give -0.5)."""
     checkpoint, calibration, _ = fixtures[name]
-    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True)
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, strategy="spline")
     model, qmodel = load_bundle(tmp_path / "m")
     rng = np.random.default_rng(0)
     worst, worst_mean = 0.0, 0.0

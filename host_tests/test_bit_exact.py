@@ -14,14 +14,17 @@ from kan2mcu.reference import run_model
 from kan2mcu.verify import verification_codes, verify
 
 BITS = [pytest.param(b, id=f"{b}bit") for b in (2, 3, 4, 8)]
+STRATEGIES = [pytest.param(s, id=s) for s in ("spline", "edge-table")]
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("shape", ["8x5x3-G5-k3", "6x4x4x2-G3-k2"])
-def test_small_models_bit_exact(small_checkpoints, tmp_path, shape, bits):
+def test_small_models_bit_exact(small_checkpoints, tmp_path, shape, bits, strategy):
     checkpoint, calibration = small_checkpoints[shape]
-    options = QuantOptions(act_bits=bits, spline_bits=bits, coef_bits=bits)
-    generate_model(checkpoint, tmp_path / "m", options=options, calibration=calibration, quiet=True)
+    options = QuantOptions(act_bits=bits, spline_bits=bits, coef_bits=bits, table_bits=max(bits, 4))
+    generate_model(checkpoint, tmp_path / "m", options=options, calibration=calibration, quiet=True,
+                   strategy=strategy, max_error=10.0)
     _, qmodel = load_bundle(tmp_path / "m")
     codes = verification_codes(qmodel, np.load(calibration))
     _assert_every_code_on_every_input(codes, qmodel)
@@ -40,7 +43,7 @@ def _assert_every_code_on_every_input(codes: np.ndarray, qmodel) -> None:
                          ids=lambda v: str(v))
 def test_digits_bit_exact(digits_checkpoint, tmp_path, act, spline, coef):
     options = QuantOptions(act_bits=act, spline_bits=spline, coef_bits=coef)
-    generate_model(digits_checkpoint, tmp_path / "m", options=options, quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", options=options, quiet=True, strategy="spline")
     _, qmodel = load_bundle(tmp_path / "m")
     codes = verification_codes(qmodel, load_dataset("digits").x_test)
     _assert_every_code_on_every_input(codes, qmodel)
@@ -50,10 +53,12 @@ def test_digits_bit_exact(digits_checkpoint, tmp_path, act, spline, coef):
 def test_sanitizers_clean(digits_checkpoint, small_checkpoints, tmp_path):
     """ASan + UBSan: no out-of-bounds read or undefined behaviour for any code, incl. codes > max."""
     generate_model(digits_checkpoint, tmp_path / "d", options=QuantOptions(act_bits=4, spline_bits=3, coef_bits=3),
-                   quiet=True)
+                   quiet=True, strategy="spline")
     checkpoint, calibration = small_checkpoints["6x4x4x2-G3-k2"]
-    generate_model(checkpoint, tmp_path / "s", calibration=calibration, quiet=True)
-    for folder, x in ((tmp_path / "d", load_dataset("digits").x_test), (tmp_path / "s", np.load(calibration))):
+    generate_model(checkpoint, tmp_path / "s", calibration=calibration, quiet=True, strategy="spline")
+    generate_model(checkpoint, tmp_path / "e", calibration=calibration, quiet=True, strategy="edge-table")
+    for folder, x in ((tmp_path / "d", load_dataset("digits").x_test), (tmp_path / "s", np.load(calibration)),
+                      (tmp_path / "e", np.load(calibration))):
         _, qmodel = load_bundle(folder)
         codes = verification_codes(qmodel, x)
         # a sanitizer finding exits the program non-zero (run_sanitized raises); outputs must still match
@@ -65,7 +70,7 @@ def test_mismatch_is_reported(digits_checkpoint, tmp_path):
     """A corrupted table makes verify fail with the first mismatching index."""
     from kan2mcu.errors import VerificationError
 
-    generate_model(digits_checkpoint, tmp_path / "m", quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", quiet=True, strategy="spline")
     source = tmp_path / "m" / "kan.c"
     text = source.read_text()
     marker = "static const int32_t kan_l1_mult_spline[10] = {"

@@ -60,7 +60,7 @@ def _run_vectors(folder: Path, board: str, vectors: dict, project: Path) -> dict
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
 def test_firmware_outputs_equal_the_reference_on_many_inputs(digits_dirs, board, tmp_path):
     """The firmware itself runs 160 inputs (test-split codes, random codes, all-zero and all-max)
-    and compares every output with the Python integer reference's (M4: the SMLAD path)."""
+    and compares every output with the Python integer reference's."""
     _, qmodel = load_bundle(digits_dirs / "kan_int")
     codes = verification_codes(qmodel, load_dataset("digits").x_test)
     codes = np.concatenate([codes[:80], codes[450:528], codes[1450:1452]])  # test split, random, extremes
@@ -74,7 +74,7 @@ def test_generated_small_model_on_firmware(small_checkpoints, board, tmp_path):
     """A small cubic model at 8 bits (the SMLAD path on M4): 300 random codes and every code of
     every input, run by the firmware; one deliberately wrong expected output must be caught."""
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
-    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True)
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, strategy="spline")
     rng = np.random.default_rng(3)
     codes = np.concatenate([rng.integers(0, 256, size=(300, 8)), np.repeat(np.arange(256)[:, None], 8, axis=1)])
     vectors = _reference_vectors(tmp_path / "m", codes)

@@ -30,7 +30,7 @@ def model_dir(request, small_checkpoints, tmp_path_factory) -> Path:
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     folder = tmp_path_factory.mktemp(f"float_api_{request.param}")
     generate_model(checkpoint, folder, options=QuantOptions(act_bits=request.param), calibration=calibration,
-                   quiet=True)
+                   quiet=True, strategy="spline")
     return folder
 
 

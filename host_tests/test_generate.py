@@ -30,7 +30,7 @@ def test_byte_identical_output(digits_checkpoint, tmp_path):
 
 
 def test_header_and_report(digits_checkpoint, tmp_path):
-    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3), quiet=True)
+    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3), quiet=True, strategy="spline")
     header = (tmp_path / "m" / "kan.h").read_text()
     for needle in ("#ifndef KAN_H", 'extern "C"', "KAN_INPUT_SIZE 64u", "KAN_OUTPUT_SIZE 10u",
                    "kan2mcu 0.1.0", "model sha256:", "--spline-bits 3", "KAN_WORKSPACE_BYTES"):
@@ -66,7 +66,7 @@ def test_header_and_report(digits_checkpoint, tmp_path):
 
 
 def test_coefficients_are_bit_packed(digits_checkpoint, tmp_path):
-    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(coef_bits=4), quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(coef_bits=4), quiet=True, strategy="spline")
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     n_coef = 64 * 16 * 8 + 16 * 10 * 8
     assert report["totals"]["coef_bytes"] == (64 * 16 * 8 * 4 + 7) // 8 + 1 + (16 * 10 * 8 * 4 + 7) // 8 + 1
@@ -85,7 +85,7 @@ def test_cross_compiles_warning_free(digits_checkpoint, tmp_path, compiler, flag
     from elftools.elf.elffile import ELFFile
 
     tool = require_tool(compiler)
-    generate_model(digits_checkpoint, tmp_path / "m", arith=arith, options=QuantOptions(coef_bits=5), quiet=True)
+    generate_model(digits_checkpoint, tmp_path / "m", arith=arith, options=QuantOptions(coef_bits=5), quiet=True, strategy="spline")
     obj = tmp_path / "kan.o"
     run = subprocess.run([tool, *STRICT_FLAGS, *flags, "-c", str(tmp_path / "m" / "kan.c"), "-o", str(obj)],
                          capture_output=True, text=True)

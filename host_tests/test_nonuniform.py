@@ -20,7 +20,7 @@ from kan2mcu.verify import N_RANDOM, verification_codes, verify
 def test_nonuniform_grid_bit_exact(nonuniform_checkpoint, tmp_path, bits):
     path, calibration = nonuniform_checkpoint
     result = generate_model(path, tmp_path / "m", options=QuantOptions(act_bits=8, spline_bits=bits, coef_bits=8),
-                            calibration=calibration, quiet=True)
+                            calibration=calibration, quiet=True, strategy="spline")
     assert [layer["basis_mode"] for layer in result.report["layers"]] == ["per_input", "per_input"]
     assert result.report["model"]["source_format"] == "efficient-kan"
     _, qmodel = load_bundle(tmp_path / "m")
@@ -40,7 +40,7 @@ def test_verify_reuses_the_calibration_data(tmp_path):
     torch.save(nonuniform_state_dict([4, 3, 2], seed=3), path)
     calibration = tmp_path / "calib.csv"
     np.savetxt(calibration, np.random.default_rng(2).uniform(-2, 2, size=(64, 4)), delimiter=",")
-    generate_model(path, tmp_path / "m", calibration=calibration, quiet=True)
+    generate_model(path, tmp_path / "m", calibration=calibration, quiet=True, strategy="spline")
     assert (tmp_path / "m" / "calibration.npy").exists()
     result = verify(tmp_path / "m", build_dir=tmp_path / "b", quiet=True)
     # the 64 calibration rows, the random codes, 3 extreme rows, 32 corner rows and every code (256)

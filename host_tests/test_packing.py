@@ -76,7 +76,7 @@ def test_generated_c_reader_decodes_golden_bytes(small_checkpoints, tmp_path):
 
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     generate_model(checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3, coef_bits=4),
-                   calibration=calibration, quiet=True)
+                   calibration=calibration, quiet=True, strategy="spline")
     source = (tmp_path / "m" / "kan.c").read_text()
     readers = re.search(r"static inline uint32_t kan_field\(.*?\n}\n.*?static inline int32_t kan_sfield\(.*?\n}\n",
                         source, flags=re.S)

@@ -82,7 +82,7 @@ def generated(digits_checkpoint, small_checkpoints, nonuniform_checkpoint, tmp_p
     out = {}
     for key, (source, arith, options) in CASES.items():
         checkpoint, calibration = sources[source]
-        generate_model(checkpoint, base / key, arith=arith, options=options, calibration=calibration, quiet=True)
+        generate_model(checkpoint, base / key, arith=arith, options=options, calibration=calibration, quiet=True, strategy="spline")
         out[key] = base / key
     return out
 

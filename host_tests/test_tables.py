@@ -35,7 +35,7 @@ def models(small_checkpoints, nonuniform_checkpoint, digits_checkpoint, tmp_path
     for name, (checkpoint, calibration) in cases.items():
         for key, options in OPTIONS.items():
             folder = base / f"{name}-{key}"
-            generate_model(checkpoint, folder, options=options, calibration=calibration, quiet=True)
+            generate_model(checkpoint, folder, options=options, calibration=calibration, quiet=True, strategy="spline")
             out[name, key] = load_bundle(folder)
     return out
 

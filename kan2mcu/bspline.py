@@ -43,3 +43,16 @@ def model_forward(model: KANModel, x: np.ndarray, *, return_all: bool = False):
     for layer in model.layers:
         activations.append(layer_forward(layer, activations[-1]))
     return (activations[-1], activations) if return_all else activations[-1]
+
+
+def edge_values(layer: KANLayer, i: int, x: np.ndarray) -> np.ndarray:
+    """Float64 value of every edge leaving input ``i`` at points ``x`` ([N] -> [N, O]).
+
+    The whole edge function: base branch + spline, times the output scale (the output bias is
+    not part of an edge). ``sum_i edge_values(layer, i, x[:, i]) + out_bias == layer_forward``.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    basis = bspline_basis(x[:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [N, M]
+    spline = basis @ layer.coef[:, i, :].T  # [N, O]
+    base = silu(x)[:, None] * layer.base_weight[None, :, i]
+    return (spline + base) * layer.out_scale[None, :]

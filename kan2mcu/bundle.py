@@ -11,7 +11,8 @@ import numpy as np
 
 from kan2mcu.errors import CheckpointError
 from kan2mcu.ir import KANLayer, KANModel
-from kan2mcu.quantize import QuantLayer, QuantModel, QuantOptions
+from kan2mcu.quantize import QuantModel, QuantOptions
+from kan2mcu.strategies import LAYER_CLASSES
 
 BUNDLE = "model.npz"
 
@@ -28,7 +29,7 @@ def bundle_bytes(model: KANModel, qmodel: QuantModel | None) -> bytes:
                  "calibration": qmodel.calibration, "layers": []}
         for i, ql in enumerate(qmodel.layers):
             scalars = {}
-            for f in dataclasses.fields(QuantLayer):
+            for f in dataclasses.fields(type(ql)):
                 value = getattr(ql, f.name)
                 if isinstance(value, np.ndarray):
                     arrays[f"q{i}.{f.name}"] = value
@@ -70,10 +71,11 @@ def load_bundle(folder: Path) -> tuple[KANModel, QuantModel | None]:
     qlayers = []
     for i, scalars in enumerate(qmeta["layers"]):
         fields = dict(scalars)
-        for f in dataclasses.fields(QuantLayer):
+        layer_class = LAYER_CLASSES[fields.get("strategy", "spline")]
+        for f in dataclasses.fields(layer_class):
             key = f"q{i}.{f.name}"
             if key in arrays:
                 fields[f.name] = arrays[key]
-        qlayers.append(QuantLayer(**fields))
+        qlayers.append(layer_class(**fields))
     qmodel = QuantModel(tuple(qlayers), QuantOptions(**qmeta["options"]), qmeta["output_scale"], qmeta["calibration"])
     return model, qmodel

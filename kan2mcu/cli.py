@@ -22,11 +22,26 @@ def _add_generate(sub) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to write the C model into")
     p.add_argument("--name", default="kan", help="model name and C prefix (default: kan)")
     p.add_argument("--arith", choices=("int", "float"), default="int", help="integer (default) or float32 back end")
-    p.add_argument("--act-bits", type=_bits, default=8, help="input code bits per layer, 2..8 (default 8)")
+    p.add_argument("--act-bits", type=_bits, default=8,
+                   help="input code bits per layer, 2..8 (default 8); an upper bound for edge-table layers, "
+                        "whose code width the planner picks within the flash budget")
     p.add_argument("--spline-bits", type=_bits, default=8, help="B-spline table value bits, 2..8 (default 8)")
     p.add_argument("--coef-bits", type=_bits, default=8, help="spline coefficient bits, 2..8 (default 8)")
     p.add_argument("--base-bits", type=_bits, default=12, help="SiLU-branch weight bits, 4..16 (default 12)")
     p.add_argument("--silu-bits", type=_bits, default=12, help="SiLU table value bits, 4..16 (default 12)")
+    p.add_argument("--table-bits", type=_bits, default=8, help="edge-table entry bits, 2..8 (default 8)")
+    p.add_argument("--strategy", default="auto", choices=("auto", "spline", "edge-table"),
+                   help="per-layer kernel: auto (default: the planner weighs both per layer), spline (B-spline "
+                        "tables + coefficients, small) or edge-table (whole-edge tables, fastest, bigger)")
+    p.add_argument("--optimize", default="speed", choices=("speed", "size"),
+                   help="auto/edge-table: the fastest plan within the flash budget (default) or the smallest")
+    p.add_argument("--flash-budget", type=int, default=None, metavar="BYTES",
+                   help="model flash (tables + code) the plan must fit; default: the --board's flash less 32 KiB, "
+                        "else 65536")
+    p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget")
+    p.add_argument("--max-error", type=float, default=0.02,
+                   help="largest relative RMS output error against the float model on the calibration data that "
+                        "the planner accepts (default 0.02)")
     p.add_argument("--calibration", type=Path, help=".npy or .csv of model inputs for range calibration")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")
 
@@ -36,9 +51,11 @@ def _run_generate(args) -> int:
     from kan2mcu.quantize import QuantOptions
 
     options = QuantOptions(act_bits=args.act_bits, spline_bits=args.spline_bits, coef_bits=args.coef_bits,
-                           base_bits=args.base_bits, silu_bits=args.silu_bits)
+                           base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits)
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
-                            calibration=args.calibration, quiet=args.quiet)
+                            calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
+                            optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
+                            max_error=args.max_error)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)
     return 0
 

@@ -18,6 +18,7 @@ from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import OptionError
 from kan2mcu.importers import ImportedModel, load_checkpoint
+from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
@@ -81,8 +82,16 @@ def _banner(name: str, imported: ImportedModel, checkpoint: Path, arith: str, op
 
 def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
-                   quiet: bool = False) -> GenerateResult:
-    """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded)."""
+                   quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
+                   flash_budget: int | None = None, board: str | None = None,
+                   max_error: float = DEFAULT_MAX_ERROR) -> GenerateResult:
+    """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
+
+    The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
+    else from the planner (kan2mcu.planner): ``strategy`` "auto" weighs spline and edge-table per
+    layer, ``optimize`` "speed" or "size", within ``flash_budget`` bytes (default: ``board``'s flash
+    less a firmware reserve, or 64 KiB), keeping the output error under ``max_error``.
+    """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
     options = options or QuantOptions()
@@ -98,7 +107,17 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         print("kan2mcu: warning: no calibration data: activation ranges come from the grids only; "
             "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy", file=sys.stderr)
     sha = model.sha256()
-    qmodel = quantize(model, options, calib) if arith == "int" else None
+    choice = None
+    if arith != "int":
+        qmodel = None
+    elif plan is not None:
+        qmodel = quantize(model, options, calib, plan=plan)
+    else:
+        choice = choose(model, options, calib, strategy=strategy, objective=optimize,
+                        budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error)
+        qmodel = choice.qmodel
+        for line in explain(choice):
+            say(f"kan2mcu: {line}")
     opt_dict = options.as_dict() if arith == "int" else {}
     banner = _banner(name, imported, checkpoint, arith, opt_dict, sha)
     rendered = render_int(qmodel, name, banner) if arith == "int" else render_float(model, name, banner)
@@ -107,6 +126,10 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     report = {"kan2mcu_version": __version__, "arith": arith,
               "model": {"name": name, "source_format": imported.format, "widths": model.widths, "sha256": sha},
               "options": opt_dict, "calibration": calib_how, "layers": rows, "totals": totals(rows, rendered)}
+    if qmodel is not None:
+        report["plan"] = [step.as_dict() for step in qmodel.plan]
+    if choice is not None:
+        report["planner"] = choice.as_dict()
     vectors_x = None
     if imported.dataset:
         data = load_dataset(imported.dataset)

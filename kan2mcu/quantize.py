@@ -1,36 +1,40 @@
 """Post-training quantization of a KAN IR into the integer model the C code and the reference run.
 
-The arithmetic is specified in docs/arithmetic.md; this module makes every numeric decision
-(scales, code alignment, tables, multipliers, shifts) and checks that no accumulator can overflow.
+The arithmetic is specified in docs/arithmetic.md. This module orchestrates: it calibrates the
+activation ranges, lets each layer's strategy (kan2mcu.strategies) choose how its input codes map
+to floats, and asks the strategy to quantize the layer against the next layer's input encoding.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from kan2mcu.bspline import bspline_basis, model_forward, silu
-from kan2mcu.errors import OptionError, QuantizationError
+from kan2mcu.bspline import model_forward
+from kan2mcu.errors import OptionError
+from kan2mcu.fixedpoint import INT32_MAX
 from kan2mcu.ir import KANLayer, KANModel
+from kan2mcu.strategies import get_strategy
+from kan2mcu.strategies.edge_table import EdgeTableLayer
+from kan2mcu.strategies.spline import SplineLayer, decode_cardinal, decode_inputs, live_coefficients  # noqa: F401
 
-INT32_MAX = 2**31 - 1
-INT64_LIMIT = 2**63 - 1
 OUTPUT_FRACTION_BITS = 14  # calibrated max |logit| maps to 2^14 output units
+QuantLayer = SplineLayer | EdgeTableLayer
 
 
 @dataclass(frozen=True)
 class QuantOptions:
     """The precision knobs. act/spline/coef are the KANtize knobs (2..8 bits)."""
 
-    act_bits: int = 8  # unsigned input codes of every layer
+    act_bits: int = 8  # unsigned input codes of every layer (a plan may lower it per layer)
     spline_bits: int = 8  # unsigned B-spline table values
     coef_bits: int = 8  # signed spline coefficients, per-output-channel scale
     base_bits: int = 12  # signed SiLU-branch weights (kept wider: the sensitive part, per QuantKAN)
     silu_bits: int = 12  # signed SiLU table values
+    table_bits: int = 8  # edge-table entries
 
     def __post_init__(self) -> None:
-        for name in ("act_bits", "spline_bits", "coef_bits"):
+        for name in ("act_bits", "spline_bits", "coef_bits", "table_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 2 <= value <= 8:
                 raise OptionError(f"--{name.replace('_', '-')} must be an integer in 2..8, got {value!r}")
@@ -40,76 +44,31 @@ class QuantOptions:
                 raise OptionError(f"--{name.replace('_', '-')} must be an integer in 4..16, got {value!r}")
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits")}
+        return {k: getattr(self, k) for k in ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits",
+                                              "table_bits")}
 
 
-@dataclass(frozen=True, eq=False)
-class QuantLayer:
-    """One layer of the integer model. Array shapes use I inputs, O outputs, K1 = order + 1.
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one layer is computed: its strategy and the bit width of its input codes."""
 
-    ``mode == "cardinal"`` (uniform grid shared by all inputs): input code ``q`` of channel ``i``
-    sits at knot-relative position ``u = q + in_offset[i]`` in units of ``h / 2**in_log2p[i]``;
-    one table of the cardinal B-spline per distinct ``in_log2p`` (``card``, rows of K1 values,
-    channel ``i`` starts at row ``card_start[i]``) serves every input.
-    ``mode == "per_input"`` (any grid): per channel and code, the first coefficient index
-    (``first_table``) and K1 basis values (``basis_table``), edge-normalized in Python.
-    """
+    strategy: str
+    in_bits: int
 
-    name: str
-    mode: str
-    in_features: int
-    out_features: int
-    order: int
-    n_basis: int
-    act_bits: int
-    spline_bits: int
-    coef_bits: int
-    base_bits: int
-    silu_bits: int
-    # input encoding: x = in_scale * (q - in_zero)
-    in_scale: np.ndarray  # float64 [I]
-    in_zero: np.ndarray  # float64 [I]
-    # cardinal mode
-    in_offset: np.ndarray  # int [I]
-    in_log2p: np.ndarray  # int [I]
-    in_limit: np.ndarray  # int [I]: u in [0, limit) lies inside the extended grid
-    card: np.ndarray  # uint [rows, K1]
-    card_start: np.ndarray  # int [I], row of position 0
-    # per-input mode
-    first_table: np.ndarray  # uint8 [I * Q]
-    basis_table: np.ndarray  # uint [I * Q, K1]
-    # both modes
-    silu_table: np.ndarray  # int16 [n]
-    silu_start: np.ndarray  # int [I]
-    coef: np.ndarray  # int [O, I, n_basis]
-    base_weight: np.ndarray  # int [O, I]
-    mult_spline: np.ndarray  # int64 [O]
-    mult_base: np.ndarray  # int64 [O]
-    rounding: np.ndarray  # int64 [O], bias + zero point + half, in 2^-shift units
-    shift: np.ndarray  # int [O]
-    is_last: bool
-    out_max: int  # codes clamp to [0, out_max] (inner layers); int32 limit (last layer)
-    # float scales, for reports and float wrappers
-    basis_scale: float
-    silu_scale: float
-    coef_scale: np.ndarray  # [O]
-    base_scale: np.ndarray  # [O]
-    acc_bounds: dict = field(default_factory=dict)  # worst-case |accumulator| per kind
+    def __post_init__(self) -> None:
+        get_strategy(self.strategy)
+        if not isinstance(self.in_bits, int) or not 2 <= self.in_bits <= 8:
+            raise OptionError(f"input code bits must be in 2..8, got {self.in_bits!r}")
 
-    @property
-    def k1(self) -> int:
-        return self.order + 1
-
-    @property
-    def codes(self) -> int:
-        return 1 << self.act_bits
+    def as_dict(self) -> dict:
+        return {"strategy": self.strategy, "in_bits": self.in_bits}
 
 
 @dataclass(frozen=True, eq=False)
 class QuantModel:
     """The whole integer model plus how its outputs map back to floats."""
 
-    layers: tuple[QuantLayer, ...]
+    layers: tuple
     options: QuantOptions
     output_scale: float  # float logit = output_scale * int32 output
     calibration: str  # how the ranges were found (for the report)
@@ -122,52 +81,30 @@ class QuantModel:
     def out_features(self) -> int:
         return self.layers[-1].out_features
 
-
-def _largest_pow2_at_most(value: float) -> int:
-    return 1 << max(0, int(math.floor(math.log2(value)))) if value >= 1 else 1
-
-
-def _normalize_edges(first: np.ndarray, basis: np.ndarray, n_basis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shift basis rows so that coefficient reads ``first .. first+order`` stay in ``0..n_basis-1``.
-
-    ``first`` may be negative (left edge of the extended grid) or past ``n_basis-K1`` (right
-    edge); the basis values of missing B-splines are dropped. Mirrors the C code exactly.
-    """
-    k1 = basis.shape[-1]
-    first = first.astype(np.int64).copy()
-    basis = basis.copy()
-    lo = first < 0
-    for d in range(1, k1):
-        sel = first == -d
-        basis[sel] = np.concatenate([basis[sel][:, d:], np.zeros((int(sel.sum()), d), basis.dtype)], axis=1)
-    first[lo] = 0
-    top = n_basis - k1
-    for d in range(1, k1):
-        sel = first == top + d
-        basis[sel] = np.concatenate([np.zeros((int(sel.sum()), d), basis.dtype), basis[sel][:, : k1 - d]], axis=1)
-    first[first > top] = top
-    return first, basis
+    @property
+    def plan(self) -> tuple[LayerPlan, ...]:
+        return tuple(LayerPlan(layer.strategy, layer.act_bits) for layer in self.layers)
 
 
-def decode_cardinal(layer: QuantLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer (first coefficient, K1 basis values) per channel for codes [N, I], as the C does it."""
-    u = codes.astype(np.int64) + layer.in_offset[None, :]
-    inside = (u >= 0) & (u < layer.in_limit[None, :])
-    uc = np.where(inside, u, 0)
-    interval = uc >> layer.in_log2p[None, :]
-    position = uc & ((1 << layer.in_log2p[None, :]) - 1)
-    rows = layer.card_start[None, :] + position
-    basis = layer.card[rows].astype(np.int64)  # [N, I, K1]
-    first = interval - layer.order
-    first, basis = _normalize_edges(first.reshape(-1), basis.reshape(-1, layer.k1), layer.n_basis)
-    first = first.reshape(codes.shape)
-    basis = basis.reshape(codes.shape + (layer.k1,))
-    basis[~inside] = 0
-    first[~inside] = 0
-    return first, basis
+def default_plan(model: KANModel, options: QuantOptions, strategy: str = "spline") -> tuple[LayerPlan, ...]:
+    """Every layer with ``strategy`` and ``options.act_bits`` input codes."""
+    return tuple(LayerPlan(strategy, options.act_bits) for _ in model.layers)
 
 
-def _channel_ranges(layer: KANLayer, samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def calibrate(model: KANModel, calibration: np.ndarray | None) -> list:
+    """Float activations entering each layer, plus the model output (None entries without data)."""
+    if calibration is None:
+        return [None] * (len(model.layers) + 1)
+    calibration = np.asarray(calibration, dtype=np.float64)
+    if calibration.ndim != 2 or calibration.shape[1] != model.layers[0].in_features:
+        raise OptionError(f"calibration data must be [N, {model.layers[0].in_features}], got {calibration.shape}")
+    if not np.all(np.isfinite(calibration)):
+        raise OptionError("calibration data holds NaN/Inf")
+    _, activations = model_forward(model, calibration, return_all=True)
+    return activations
+
+
+def channel_ranges(layer: KANLayer, samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per input: the grid range widened to the calibration data's min/max (when there is data)."""
     lo, hi = layer.grid_range()
     if samples is not None and len(samples):
@@ -176,59 +113,37 @@ def _channel_ranges(layer: KANLayer, samples: np.ndarray | None) -> tuple[np.nda
     return lo, hi
 
 
-def _quantize_symmetric(values: np.ndarray, bits: int, axis_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Signed round-to-nearest with scale ``axis_max / (2^(bits-1)-1)`` (zero scale -> 1)."""
-    qmax = (1 << (bits - 1)) - 1
-    scale = np.where(axis_max > 0, axis_max / qmax, 1.0)
-    shape = scale.shape + (1,) * (values.ndim - scale.ndim)
-    q = np.clip(np.round(values / scale.reshape(shape)), -qmax, qmax).astype(np.int64)
-    return q, scale
+def quantize(model: KANModel, options: QuantOptions, calibration: np.ndarray | None,
+             plan: tuple[LayerPlan, ...] | None = None, activations: list | None = None) -> QuantModel:
+    """Quantize ``model`` following ``plan`` (default: every layer ``spline`` at ``options.act_bits``).
 
-
-def _requant(a_spline: np.ndarray, a_base: np.ndarray, bias: np.ndarray, bound_sp: np.ndarray,
-             bound_b: np.ndarray, where: str) -> tuple[np.ndarray, ...]:
-    """Integer multipliers, rounding term and shift with |M| < 2^30 and no int64 overflow."""
-    n = len(a_spline)
-    m1, m2, r, sh = (np.zeros(n, np.int64) for _ in range(4))
-    for o in range(n):
-        largest = max(abs(a_spline[o]), abs(a_base[o]), 1e-300)
-        shift = min(62, int(math.floor(math.log2((2**30 - 1) / largest))))
-        shift = min(shift, 61 - max(0, int(math.ceil(math.log2(abs(bias[o]) + 1)))))
-        if shift < 1:
-            raise QuantizationError(f"{where}: output {o} needs a multiplier too large for int32")
-        m1[o] = int(round(a_spline[o] * 2.0**shift))
-        m2[o] = int(round(a_base[o] * 2.0**shift))
-        r[o] = int(round(bias[o] * 2.0**shift)) + (1 << (shift - 1))
-        sh[o] = shift
-        worst = int(bound_sp[o]) * abs(int(m1[o])) + int(bound_b[o]) * abs(int(m2[o])) + abs(int(r[o]))
-        if worst > INT64_LIMIT:
-            raise QuantizationError(f"{where}: output {o}: requantization could overflow int64 ({worst:.3g})")
-    return m1, m2, r, sh
-
-
-def quantize(model: KANModel, options: QuantOptions, calibration: np.ndarray | None) -> QuantModel:
-    """Quantize ``model``; ``calibration`` holds model inputs [N, I] (None: ranges from the grids)."""
-    if calibration is not None:
-        calibration = np.asarray(calibration, dtype=np.float64)
-        if calibration.ndim != 2 or calibration.shape[1] != model.layers[0].in_features:
-            raise OptionError(f"calibration data must be [N, {model.layers[0].in_features}], got {calibration.shape}")
-        if not np.all(np.isfinite(calibration)):
-            raise OptionError("calibration data holds NaN/Inf")
-        _, activations = model_forward(model, calibration, return_all=True)
-    else:
-        activations = [None] * (len(model.layers) + 1)
-    encodings = [_input_encoding(layer, activations[i], options) for i, layer in enumerate(model.layers)]
+    ``calibration`` holds model inputs [N, I] (None: ranges from the grids); ``activations`` may
+    pass :func:`calibrate`'s result when quantizing the same model several times.
+    """
+    plan = tuple(plan) if plan is not None else default_plan(model, options)
+    if len(plan) != len(model.layers):
+        raise OptionError(f"a plan needs one entry per layer ({len(model.layers)}), got {len(plan)}")
+    if activations is None:
+        activations = calibrate(model, calibration)
+    encodings = []
+    for index, (layer, step) in enumerate(zip(model.layers, plan)):
+        lo, hi = channel_ranges(layer, activations[index])
+        enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits)
+        enc["bits"] = step.in_bits
+        encodings.append(enc)
     if activations[-1] is not None:
         out_abs = float(np.max(np.abs(activations[-1])))
     else:  # no data: bound the last layer's float output by its weights
         out_abs = _float_output_bound(model.layers[-1])
     output_scale = max(out_abs, 1e-12) / 2**OUTPUT_FRACTION_BITS
     layers = []
-    for index, layer in enumerate(model.layers):
+    for index, (layer, step) in enumerate(zip(model.layers, plan)):
         is_last = index == len(model.layers) - 1
         next_scale = np.full(layer.out_features, output_scale) if is_last else encodings[index + 1]["scale"]
         next_zero = np.zeros(layer.out_features) if is_last else encodings[index + 1]["zero"]
-        layers.append(_quantize_layer(layer, encodings[index], options, next_scale, next_zero, is_last))
+        out_max = INT32_MAX if is_last else (1 << plan[index + 1].in_bits) - 1
+        layers.append(get_strategy(step.strategy).quantize_layer(layer, encodings[index], options, next_scale,
+                                                                 next_zero, is_last, out_max))
     how = "calibration data" if calibration is not None else "grid ranges only (no calibration data)"
     return QuantModel(tuple(layers), options, output_scale, how)
 
@@ -236,149 +151,3 @@ def quantize(model: KANModel, options: QuantOptions, calibration: np.ndarray | N
 def _float_output_bound(layer: KANLayer) -> float:
     per_out = np.abs(layer.coef).max(axis=2).sum(axis=1) + np.abs(layer.base_weight).sum(axis=1) * 2.0
     return float(np.max(np.abs(layer.out_scale) * per_out + np.abs(layer.out_bias)))
-
-
-def _input_encoding(layer: KANLayer, samples: np.ndarray | None, options: QuantOptions) -> dict:
-    """Code alignment of every input channel (cardinal when the grid is uniform and shared)."""
-    qmax = (1 << options.act_bits) - 1
-    lo, hi = _channel_ranges(layer, samples)
-    uniform = layer.uniform_grid()
-    if uniform is None:
-        scale = (hi - lo) / qmax
-        return {"mode": "per_input", "scale": scale, "zero": -lo / scale, "lo": lo}
-    t0, h = uniform
-    n_intervals = layer.knots.shape[1] - 1
-    log2p = np.zeros(layer.in_features, np.int64)
-    offset = np.zeros(layer.in_features, np.int64)
-    for i in range(layer.in_features):
-        p = min(_largest_pow2_at_most(h * qmax / (hi[i] - lo[i])), 1 << options.act_bits)
-        log2p[i] = int(math.log2(p))
-        s = h / p
-        offset[i] = int(round(((lo[i] + hi[i]) / 2 - t0) / s - qmax / 2))  # centre the code window
-    scale = h / (1 << log2p)
-    return {"mode": "cardinal", "scale": scale, "zero": -offset - t0 / scale, "t0": t0, "h": h,
-            "log2p": log2p, "offset": offset, "limit": n_intervals << log2p}
-
-
-def _quantize_layer(layer: KANLayer, enc: dict, options: QuantOptions, next_scale: np.ndarray,
-                    next_zero: np.ndarray, is_last: bool) -> QuantLayer:
-    k1, n_in, n_out = layer.order + 1, layer.in_features, layer.out_features
-    q_count = 1 << options.act_bits
-    spline_max = (1 << options.spline_bits) - 1
-
-    if enc["mode"] == "cardinal":
-        # one table per distinct positions-per-interval: rows = positions, columns = the K1 live B-splines
-        card_rows, card_start, tables = [], np.zeros(n_in, np.int64), {}
-        for lp in sorted(set(enc["log2p"].tolist())):
-            p = 1 << lp
-            m = layer.order  # an interior interval: all K1 B-splines exist, values depend on position only
-            x = layer.knots[0, m] + (np.arange(p) + 0.0) * (enc["h"] / p)
-            values = bspline_basis(x[:, None], layer.knots[:1], layer.order)[:, 0, 0:k1]
-            tables[lp] = (sum(len(r) for r in card_rows), values)
-            card_rows.append(values)
-        float_card = np.concatenate(card_rows, axis=0)
-        basis_scale = float(float_card.max()) / spline_max
-        card = np.clip(np.round(float_card / basis_scale), 0, spline_max).astype(np.int64)
-        for i in range(n_in):
-            card_start[i] = tables[int(enc["log2p"][i])][0]
-        first_table, basis_table = np.zeros(0, np.int64), np.zeros((0, k1), np.int64)
-        # SiLU tables shared by channels with the same code step: index by knot-relative position u
-        silu_chunks, silu_start, cursor = [], np.zeros(n_in, np.int64), 0
-        for lp in sorted(set(enc["log2p"].tolist())):
-            members = np.flatnonzero(enc["log2p"] == lp)
-            u_lo = int(enc["offset"][members].min())
-            u_hi = int(enc["offset"][members].max()) + q_count - 1
-            u = np.arange(u_lo, u_hi + 1)
-            silu_chunks.append(silu(enc["t0"] + u * (enc["h"] / (1 << lp))))
-            silu_start[members] = cursor + enc["offset"][members] - u_lo
-            cursor += len(u)
-        float_silu = np.concatenate(silu_chunks)
-    else:
-        x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q] inputs
-        first_rows, basis_rows = [], []
-        for i in range(n_in):
-            b = bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [Q, nb]
-            t = layer.knots[i]
-            interval = np.clip(np.searchsorted(t, x_codes[i], side="right") - 1, 0, len(t) - 2)
-            inside = (x_codes[i] >= t[0]) & (x_codes[i] < t[-1])
-            first = interval - layer.order
-            padded = np.concatenate([np.zeros((q_count, k1)), b, np.zeros((q_count, k1))], axis=1)
-            cols = first[:, None] + np.arange(k1)[None, :] + k1
-            live = padded[np.arange(q_count)[:, None], cols]
-            first, live = _normalize_edges(first, live, layer.n_basis)
-            first[~inside], live[~inside] = 0, 0.0
-            first_rows.append(first)
-            basis_rows.append(live)
-        float_basis = np.concatenate(basis_rows, axis=0)
-        basis_scale = max(float(float_basis.max()), 1e-12) / spline_max
-        basis_table = np.clip(np.round(float_basis / basis_scale), 0, spline_max).astype(np.int64)
-        first_table = np.concatenate(first_rows).astype(np.int64)
-        card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
-        float_silu = silu(x_codes).reshape(-1)
-        silu_start = np.arange(n_in, dtype=np.int64) * q_count
-
-    silu_qmax = (1 << (options.silu_bits - 1)) - 1
-    silu_scale = max(float(np.max(np.abs(float_silu))), 1e-12) / silu_qmax
-    silu_table = np.clip(np.round(float_silu / silu_scale), -silu_qmax, silu_qmax).astype(np.int64)
-
-    coef_q, coef_scale = _quantize_symmetric(layer.coef, options.coef_bits, np.abs(layer.coef).max(axis=(1, 2)))
-    base_q, base_scale = _quantize_symmetric(layer.base_weight, options.base_bits,
-                                             np.abs(layer.base_weight).max(axis=1))
-
-    qlayer_args = dict(
-        name=layer.name, mode=enc["mode"], in_features=n_in, out_features=n_out, order=layer.order,
-        n_basis=layer.n_basis, act_bits=options.act_bits, spline_bits=options.spline_bits,
-        coef_bits=options.coef_bits, base_bits=options.base_bits, silu_bits=options.silu_bits,
-        in_scale=enc["scale"], in_zero=enc["zero"],
-        in_offset=enc.get("offset", np.zeros(n_in, np.int64)), in_log2p=enc.get("log2p", np.zeros(n_in, np.int64)),
-        in_limit=enc.get("limit", np.zeros(n_in, np.int64)), card=card, card_start=card_start,
-        first_table=first_table, basis_table=basis_table, silu_table=silu_table, silu_start=silu_start,
-        coef=coef_q, base_weight=base_q, basis_scale=basis_scale, silu_scale=silu_scale,
-        coef_scale=coef_scale, base_scale=base_scale, is_last=is_last,
-        out_max=INT32_MAX if is_last else (1 << options.act_bits) - 1,
-    )
-    # exact worst-case accumulators over every code of every input (inputs vary independently)
-    draft = QuantLayer(**qlayer_args, mult_spline=np.zeros(n_out, np.int64), mult_base=np.zeros(n_out, np.int64),
-                       rounding=np.zeros(n_out, np.int64), shift=np.zeros(n_out, np.int64))
-    bound_sp, bound_b = _accumulator_bounds(draft)
-    where = layer.name
-    if bound_sp.max() > INT32_MAX or bound_b.max() > INT32_MAX:
-        raise QuantizationError(
-            f"{where}: an int32 accumulator could overflow (spline bound {int(bound_sp.max())}, base bound "
-            f"{int(bound_b.max())}); lower --base-bits/--silu-bits or --coef-bits")
-    a_spline = layer.out_scale * basis_scale * coef_scale / next_scale
-    a_base = layer.out_scale * base_scale * silu_scale / next_scale
-    bias = layer.out_bias / next_scale + next_zero
-    m1, m2, r, sh = _requant(a_spline, a_base, bias, bound_sp, bound_b, where)
-    return QuantLayer(**qlayer_args, mult_spline=m1, mult_base=m2, rounding=r, shift=sh,
-                      acc_bounds={"spline": int(bound_sp.max()), "base": int(bound_b.max())})
-
-
-def decode_inputs(layer: QuantLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per input channel: first coefficient index, K1 basis values and SiLU value, as the C computes them."""
-    codes = np.minimum(codes.astype(np.int64), layer.codes - 1)
-    if layer.mode == "cardinal":
-        first, basis = decode_cardinal(layer, codes)
-    else:
-        rows = np.arange(layer.in_features)[None, :] * layer.codes + codes
-        first = layer.first_table[rows]
-        basis = layer.basis_table[rows]
-    silu_q = layer.silu_table[layer.silu_start[None, :] + codes]
-    return first, basis, silu_q
-
-
-def live_coefficients(layer: QuantLayer, first: np.ndarray) -> np.ndarray:
-    """The K1 coefficients every edge reads: first indices [N, I] -> [O, N, I, K1]."""
-    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]
-    return layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]
-
-
-def _accumulator_bounds(layer: QuantLayer) -> tuple[np.ndarray, np.ndarray]:
-    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, layer.in_features))
-    first, basis, silu_q = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1], [Q, I]
-    gathered = live_coefficients(layer, first)  # [O, Q, I, K1]
-    per_code = (np.abs(gathered) * basis[None]).sum(axis=3)  # [O, Q, I]: bounds every partial sum too
-    bound_sp = per_code.max(axis=1).sum(axis=1)
-    silu_max = np.abs(silu_q).max(axis=0)  # [I]
-    bound_b = (np.abs(layer.base_weight) * silu_max[None, :]).sum(axis=1)
-    return bound_sp, bound_b

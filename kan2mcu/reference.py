@@ -1,26 +1,21 @@
-"""The bit-exact integer reference: the executable form of docs/arithmetic.md, mirroring the C."""
+"""The bit-exact integer reference: the executable form of docs/arithmetic.md, mirroring the C.
+
+Each layer strategy (kan2mcu.strategies) computes its requantized outputs; saturation to the
+next layer's codes (or to int32 for the last layer) is common to all and done here.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from kan2mcu.quantize import QuantLayer, QuantModel, decode_inputs, live_coefficients
+from kan2mcu.quantize import QuantModel
+from kan2mcu.strategies import get_strategy
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
-def layer_accumulators(layer: QuantLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The two int32 accumulators (spline, base) of every output: [N, I] codes -> ([N, O], [N, O])."""
-    first, basis, silu_q = decode_inputs(layer, codes)
-    acc_spline = np.einsum("onik,nik->no", live_coefficients(layer, first), basis)
-    acc_base = silu_q @ layer.base_weight.T
-    return acc_spline, acc_base
-
-
-def run_layer(layer: QuantLayer, codes: np.ndarray) -> np.ndarray:
+def run_layer(layer, codes: np.ndarray) -> np.ndarray:
     """Integer output of one layer: next-layer codes, or int32 outputs for the last layer."""
-    acc_spline, acc_base = layer_accumulators(layer, codes)
-    total = acc_spline * layer.mult_spline[None, :] + acc_base * layer.mult_base[None, :] + layer.rounding[None, :]
-    shifted = total >> layer.shift[None, :]  # arithmetic shift: floor division by 2^shift
+    shifted = get_strategy(layer.strategy).run_layer(layer, codes)
     low = INT32_MIN if layer.is_last else 0
     return np.clip(shifted, low, layer.out_max)
 

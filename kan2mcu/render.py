@@ -76,22 +76,121 @@ class RenderedModel:
     layer_bytes: list  # per layer: {"tables": {...name: bytes}, ...}
 
 
-def _table(symbols: _Symbols, name: str, values, ctype: str, comment: str, fmt=str) -> dict:
+def _table(symbols: _Symbols, name: str, values, ctype: str, comment: str, fmt=str, per_line: int = 16) -> dict:
     values = list(np.asarray(values).reshape(-1)) if isinstance(values, np.ndarray) else list(values)
-    return {"symbol": symbols(name), "ctype": ctype, "length": max(len(values), 1), "rows": _rows(values, fmt=fmt),
-            "comment": comment, "nbytes": max(len(values), 1) * _CTYPE_BYTES[ctype]}
+    return {"symbol": symbols(name), "ctype": ctype, "length": max(len(values), 1),
+            "rows": _rows(values, per_line=per_line, fmt=fmt), "comment": comment, "attributes": "",
+            "nbytes": max(len(values), 1) * _CTYPE_BYTES[ctype]}
 
 
 _CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4,
                 "int64_t": 8, "float": 4}
 
 
-def _packed(symbols: _Symbols, name: str, packed: PackedTable, comment: str) -> dict:
-    return _table(symbols, name, packed.data, packed.ctype, comment)
+class TableEmitter:
+    """What a strategy's render pass uses to declare its tables: every symbol prefixed, every
+    table's bytes counted (the report's figures come from here)."""
+
+    def __init__(self, symbols: _Symbols, layer_index: int) -> None:
+        self.sym, self.tables, self.prefix = symbols, [], f"l{layer_index}"
+
+    def table(self, key: str, values, ctype: str | None = None, comment: str = "", hex_words: bool = False,
+              aligned: bool = False) -> str:
+        """Declare ``static const ctype <prefix>_l<N>_<key>[]``; returns its symbol."""
+        values = np.asarray(values).reshape(-1)
+        ctype = ctype or _int_ctype(values)
+        fmt = str
+        if ctype == "int64_t":
+            fmt = lambda v: f"INT64_C({int(v)})"  # noqa: E731
+        elif hex_words:
+            fmt = lambda v: f"0x{int(v):08x}u"  # noqa: E731
+        entry = _table(self.sym, f"{self.prefix}_{key}", values, ctype, comment, fmt=fmt,
+                       per_line=8 if hex_words else 16)
+        entry["attributes"] = " __attribute__((aligned(4)))" if aligned else ""
+        self.tables.append(entry)
+        return entry["symbol"]
+
+    def packed(self, key: str, packed: PackedTable, comment: str) -> str:
+        """Declare a bit-packed table (kan2mcu.packing)."""
+        return self.table(key, packed.data, packed.ctype, comment)
+
+
+def _spline_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> dict:
+    """Render data of a spline-strategy layer (kernel: templates/kernels/spline.c.j2)."""
+    if ql.n_basis - ql.k1 > 255:
+        raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
+    coef = pack(ql.coef, ql.coef_bits, signed=True)
+    L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy spline, "
+                  f"order {ql.order}, {ql.n_basis} B-splines per input, {ql.mode} basis tables",
+         "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
+                        f"(packed), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
+         "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
+         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "coef_direct": coef.direct,
+         "simd": ql.k1 == 4 and coef.direct}  # the SMLAD path of DSP cores (C chooses at compile time)
+    L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
+    L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
+                                 "per input: index of code 0 in the SiLU table")
+    if ql.mode == "cardinal":
+        card = pack(ql.card, ql.spline_bits, signed=False)
+        L["offset"] = emit.table("offset", ql.in_offset, None, "per input: knot-relative position of code 0")
+        L["log2p"] = emit.table("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval")
+        L["limit"] = emit.table("limit", ql.in_limit, _int_ctype(ql.in_limit, False),
+                                "per input: positions inside the extended grid")
+        L["card_start"] = emit.table("card_start", ql.card_start, _int_ctype(ql.card_start, False),
+                                     "per input: first row of its cardinal table")
+        L["card"] = emit.packed("card", card, f"cardinal B-spline rows of {ql.k1} values, {ql.spline_bits} bit, "
+                                              f"scale {ql.basis_scale:.6g}")
+        L["card_direct"] = card.direct
+    else:
+        basis = pack(ql.basis_table, ql.spline_bits, signed=False)
+        L["first"] = emit.table("first", ql.first_table, "uint8_t", "per input and code: first coefficient")
+        L["basis"] = emit.packed("basis", basis, f"per input and code: {ql.k1} basis values, "
+                                                 f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
+        L["basis_direct"] = basis.direct
+    L["coef"] = emit.packed("coef", coef, f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] coefficients, "
+                                          f"{ql.coef_bits} bit, per-output scale")
+    L["weight"] = emit.table("weight", ql.base_weight, None,
+                             f"[{ql.out_features}][{ql.in_features}] SiLU-branch weights, {ql.base_bits} bit")
+    L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
+                                  "requantization multiplier of the spline accumulator")
+    L["mult_base"] = emit.table("mult_base", ql.mult_base, "int32_t", "requantization multiplier of the SiLU accumulator")
+    L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
+    L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
+    return L
+
+
+# Words of lane accumulators per pass over the inputs: Armv6-M has 8 low registers, the others 13+.
+EDGE_TABLE_WORDS_PER_PASS = {"narrow": 2, "wide": 4}
+
+
+def _edge_table_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> dict:
+    """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2)."""
+    L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy edge-table",
+         "description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
+                        f"{1 << (ql.table_bits - 1)}) per input and code; lanes widened every {ql.chunk} inputs",
+         "codes": ql.codes, "row_words": ql.row_words}
+    L["table"] = emit.table("table", ql.words(), "uint32_t",
+                            f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of 4 entries", hex_words=True,
+                            aligned=True)
+    L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
+    L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
+    L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
+    L["chunks"] = [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
+                   for s in range(0, ql.in_features, ql.chunk)]
+    for kind, per_pass in EDGE_TABLE_WORDS_PER_PASS.items():
+        L[f"blocks_{kind}"] = [{"first": w, "words": list(range(w, min(w + per_pass, ql.row_words)))}
+                               for w in range(0, ql.row_words, per_pass)]
+    L["lanes"] = [[{"output": 4 * w + j, "var": "even" if j % 2 == 0 else "odd", "high": j >= 2}
+                   for j in range(4) if 4 * w + j < ql.out_features] for w in range(ql.row_words)]
+    return L
+
+
+LAYER_CONTEXTS = {"spline": (_spline_context, "kernels/spline.c.j2"),
+                  "edge-table": (_edge_table_context, "kernels/edge_table.c.j2")}
 
 
 def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
-    """C sources of the integer model."""
+    """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
     sym("ws_first"), sym("ws_basis"), sym("ws_silu"), sym("field"), sym("sfield"), sym("infer")
@@ -100,81 +199,30 @@ def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
     act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features}
                    for i, layer in enumerate(qmodel.layers[:-1])]
     for index, ql in enumerate(qmodel.layers):
-        if ql.n_basis - ql.k1 > 255:
-            raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
-        t = f"l{index}"
-        tables = []
-        coef = pack(ql.coef, ql.coef_bits, signed=True)
-        L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, spline order {ql.order}, "
-                      f"{ql.n_basis} B-splines per input, {ql.mode} basis tables",
-             "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
-                            f"(packed), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
-             "fn": sym(f"layer{index}"), "mode": ql.mode, "n_in": ql.in_features, "n_out": ql.out_features,
-             "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
-             "codes": ql.codes, "code_max": ql.codes - 1, "clamp_input": index == 0 and ql.codes < 256,
-             "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "coef_direct": coef.direct,
-             "is_last": ql.is_last, "out_code_max": ql.out_max,
-             "simd": ql.k1 == 4 and coef.direct,  # the SMLAD path of DSP cores (C chooses at compile time)
-             "in_ctype": "uint8_t", "out_ctype": "int32_t" if ql.is_last else "uint8_t"}
-        silu_t = _table(sym, f"{t}_silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
-        silu_start = _table(sym, f"{t}_silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
-                            "per input: index of code 0 in the SiLU table")
-        tables += [silu_t, silu_start]
-        L.update(silu=silu_t["symbol"], silu_start=silu_start["symbol"])
-        if ql.mode == "cardinal":
-            card = pack(ql.card, ql.spline_bits, signed=False)
-            entries = [
-                ("offset", ql.in_offset, _int_ctype(ql.in_offset), "per input: knot-relative position of code 0"),
-                ("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval"),
-                ("limit", ql.in_limit, _int_ctype(ql.in_limit, False), "per input: positions inside the extended grid"),
-                ("card_start", ql.card_start, _int_ctype(ql.card_start, False), "per input: first row of its cardinal table"),
-            ]
-            for key, values, ctype, comment in entries:
-                tab = _table(sym, f"{t}_{key}", values, ctype, comment)
-                tables.append(tab)
-                L[key] = tab["symbol"]
-            card_t = _packed(sym, f"{t}_card", card, f"cardinal B-spline rows of {ql.k1} values, {ql.spline_bits} bit, "
-                                                      f"scale {ql.basis_scale:.6g}")
-            tables.append(card_t)
-            L.update(card=card_t["symbol"], card_direct=card.direct)
-        else:
-            basis = pack(ql.basis_table, ql.spline_bits, signed=False)
-            first_t = _table(sym, f"{t}_first", ql.first_table, "uint8_t", "per input and code: first coefficient")
-            basis_t = _packed(sym, f"{t}_basis", basis, f"per input and code: {ql.k1} basis values, "
-                                                        f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
-            tables += [first_t, basis_t]
-            L.update(first=first_t["symbol"], basis=basis_t["symbol"], basis_direct=basis.direct)
-        coef_t = _packed(sym, f"{t}_coef", coef, f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] coefficients, "
-                                                   f"{ql.coef_bits} bit, per-output scale")
-        weight_t = _table(sym, f"{t}_weight", ql.base_weight, _int_ctype(ql.base_weight), 
-                          f"[{ql.out_features}][{ql.in_features}] SiLU-branch weights, {ql.base_bits} bit")
-        req = [("mult_spline", ql.mult_spline, "int32_t", "requantization multiplier of the spline accumulator"),
-               ("mult_base", ql.mult_base, "int32_t", "requantization multiplier of the SiLU accumulator"),
-               ("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift"),
-               ("shift", ql.shift, "uint8_t", "right shift of the requantization")]
-        tables += [coef_t, weight_t]
-        L.update(coef=coef_t["symbol"], weight=weight_t["symbol"])
-        for key, values, ctype, comment in req:
-            tab = _table(sym, f"{t}_{key}", values, ctype, comment,
-                         fmt=(lambda v: f"INT64_C({int(v)})") if ctype == "int64_t" else str)
-            tables.append(tab)
-            L[key] = tab["symbol"]
-        L["tables"] = tables
+        emit = TableEmitter(sym, index)
+        context_of, template = LAYER_CONTEXTS[ql.strategy]
+        L = context_of(ql, index, emit, sym)
+        L.update(fn=sym(f"layer{index}"), template=template, strategy=ql.strategy, n_in=ql.in_features,
+                 n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
+                 clamp_input=index == 0 and ql.codes < 256, is_last=ql.is_last, out_code_max=ql.out_max,
+                 in_ctype="uint8_t", out_ctype="int32_t" if ql.is_last else "uint8_t", tables=emit.tables)
         layers.append(L)
-        layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in tables})
+        layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in emit.tables})
         src = "input" if index == 0 else act_buffers[index - 1]["symbol"]
         dst = "output" if index == n_layers - 1 else act_buffers[index]["symbol"]
         calls.append({"fn": L["fn"], "src": src, "dst": dst})
     first = qmodel.layers[0]
-    max_in = max(l.in_features for l in qmodel.layers)
-    k1_max = max(l.k1 for l in qmodel.layers)
-    workspace = max_in + 2 * max_in * k1_max + 2 * max_in + sum(b["size"] for b in act_buffers)
+    splines = [l for l in qmodel.layers if l.strategy == "spline"]
+    max_in = max((l.in_features for l in splines), default=0)
+    k1_max = max((l.k1 for l in splines), default=0)
+    workspace = (max_in + 2 * max_in * k1_max + 2 * max_in) + sum(b["size"] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {
         "banner": banner, "name": name, "prefix": prefix, "P": prefix.upper(), "arith": "int",
         "input_size": qmodel.in_features, "output_size": qmodel.out_features,
         "input_code_max": first.codes - 1, "output_scale": f"{qmodel.output_scale:.9g}",
         "workspace_bytes": workspace, "table_bytes": table_bytes,
+        "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
         "max_in": max_in, "k1_max": k1_max, "act_buffers": act_buffers, "layers": layers, "calls": calls,
         "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
         "input_zero_rows": _rows(first.in_zero, 8, _float_literal),

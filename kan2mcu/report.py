@@ -29,6 +29,14 @@ def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedM
         if qmodel is None:
             row.update(basis_mode="cox-de-boor", table_bytes=0, coef_bytes=sum(v for k, v in sizes.items() if "_coef" in k),
                        flash_bytes=sum(sizes.values()), macs=float_macs, bitops=float_bitops)
+        elif qmodel.layers[index].strategy == "edge-table":
+            ql = qmodel.layers[index]
+            requant_bytes = sum(v for k, v in sizes.items() if k.endswith(("_mult", "_rounding", "_shift")))
+            # no per-edge multiply: one table read and add per edge; one int32 multiply per output
+            row.update(strategy=ql.strategy, basis_mode="edge-table", in_bits=ql.act_bits, table_bits=ql.table_bits,
+                       table_bytes=sum(sizes.values()) - requant_bytes, coef_bytes=0, base_weight_bytes=0,
+                       requant_bytes=requant_bytes, flash_bytes=sum(sizes.values()), macs=0, adds=edges,
+                       bitops=layer.out_features * 32 * 32)
         else:
             ql = qmodel.layers[index]
             coef_bytes = sum(v for k, v in sizes.items() if k.endswith("_coef"))
@@ -37,9 +45,9 @@ def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedM
                                 if k.endswith(("_mult_spline", "_mult_base", "_rounding", "_shift")))
             table_bytes = sum(sizes.values()) - coef_bytes - weight_bytes - requant_bytes
             spline_macs, base_macs = edges * k1, edges
-            row.update(basis_mode=ql.mode, table_bytes=table_bytes, coef_bytes=coef_bytes,
-                       base_weight_bytes=weight_bytes, requant_bytes=requant_bytes,
-                       flash_bytes=sum(sizes.values()), macs=spline_macs + base_macs,
+            row.update(strategy=ql.strategy, basis_mode=ql.mode, in_bits=ql.act_bits, table_bytes=table_bytes,
+                       coef_bytes=coef_bytes, base_weight_bytes=weight_bytes, requant_bytes=requant_bytes,
+                       flash_bytes=sum(sizes.values()), macs=spline_macs + base_macs, adds=0,
                        bitops=spline_macs * ql.spline_bits * ql.coef_bits + base_macs * ql.silu_bits * ql.base_bits)
         rows.append(row)
     return rows
@@ -61,21 +69,40 @@ def markdown(report: dict) -> str:
              f"sha256 {report['model']['sha256'][:16]}",
              f"- arithmetic: {report['arith']}, options: {report['options']}",
              f"- calibration: {report['calibration']}", "",
-             "| layer | in->out | edges | basis | tables B | coef B | flash B (tables) | MACs | BitOps | BitOps float32 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| layer | in->out | edges | strategy | input bits | basis | tables B | coef B | flash B (tables) | MACs | "
+             "BitOps | BitOps float32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["layers"]:
-        lines.append(f"| {r['index']} | {r['in_features']}->{r['out_features']} | {r['edges']} | {r['basis_mode']} | "
+        lines.append(f"| {r['index']} | {r['in_features']}->{r['out_features']} | {r['edges']} | "
+                     f"{r.get('strategy', 'float32')} | {r.get('in_bits', 32)} | {r['basis_mode']} | "
                      f"{r['table_bytes']} | {r['coef_bytes']} | {r['flash_bytes']} | {r['macs']} | {r['bitops']} | "
                      f"{r['bitops_float32']} |")
     t = report["totals"]
-    lines.append(f"| total | | {t['edges']} | | {t['table_bytes']} | {t['coef_bytes']} | {t['flash_bytes']} | "
+    lines.append(f"| total | | {t['edges']} | | | | {t['table_bytes']} | {t['coef_bytes']} | {t['flash_bytes']} | "
                  f"{t['macs']} | {t['bitops']} | {t['bitops_float32']} |")
     lines += ["", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
                   f"{t['workspace_bytes']} bytes. Flash counts model tables only; `kan2mcu measure` gives the "
                   "linked firmware's flash and RAM."]
+    planner = report.get("planner")
+    if planner:
+        lines += ["", f"Plan ({planner['objective']}, flash budget {planner['flash_budget']} bytes, costs predicted for "
+                      f"{planner['core']}; relative output error on the calibration data "
+                      f"{_fmt(planner['calibration_error'])}, {planner['plans_considered']} plans weighed):", ""]
+        for row in planner["layers"]:
+            text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes: "
+                    f"{row['predicted_flash_bytes']} bytes, about {row['predicted_instructions']} instructions")
+            alt = row.get("alternative")
+            if alt:
+                text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be {alt['predicted_flash_bytes']} "
+                         f"bytes, about {alt['predicted_instructions']} instructions")
+            lines.append(text)
     acc = report.get("accuracy")
     if acc:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
                       f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
                       f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "n/a (no calibration data)" if value is None else f"{value:.4f}"

@@ -1,0 +1,100 @@
+"""Fit the cost-model coefficients (COSTS in kan2mcu/strategies/*.py) on QEMU instruction counts.
+
+Generates random KANs of several shapes with every strategy, measures each layer's executed
+instructions on every emulated board (exact, QEMU TCG plugin; layers are separate functions),
+fits the linear cost formula of each strategy per core by least squares and prints the
+coefficients and the relative error of every prediction. Not a test: run it after changing a
+kernel, then paste the printed COSTS into the strategy module.
+
+    .venv/bin/python benchmarks/calibrate_costs.py [-o OUT_DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "host_tests"))
+from conftest import make_random_checkpoint  # noqa: E402  (the tests' random-KAN maker)
+
+from kan2mcu.firmware.boards import QEMU_BOARDS, get_board  # noqa: E402
+from kan2mcu.firmware.measure import measure  # noqa: E402
+from kan2mcu.generate import generate_model  # noqa: E402
+from kan2mcu.importers import load_checkpoint  # noqa: E402
+from kan2mcu.quantize import LayerPlan, QuantOptions  # noqa: E402
+from kan2mcu.strategies import edge_table, spline  # noqa: E402
+
+SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12)]
+VARIANTS = {  # name: (strategy, options)
+    "edge-table": ("edge-table", QuantOptions(act_bits=4)),
+    "spline8": ("spline", QuantOptions()),
+    "spline4": ("spline", QuantOptions(coef_bits=4)),
+}
+
+
+def features(strategy: str, n_in: int, n_out: int, core: str, packed: bool) -> list[float]:
+    """The terms of a strategy's cost formula, in the order of its COSTS keys."""
+    if strategy == "edge-table":
+        row_words = -(-n_out // 4)
+        passes = -(-row_words // edge_table.WORDS_PER_PASS.get(core, 4))
+        return [1.0, n_in * passes, n_in * row_words, n_out]
+    edges = n_in * n_out
+    return [1.0, n_in, 0.0 if packed else edges, edges if packed else 0.0, n_out]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", type=Path, default=None)
+    args = parser.parse_args()
+    work = Path(args.output or tempfile.mkdtemp(prefix="kan2mcu-costs-"))
+    work.mkdir(parents=True, exist_ok=True)
+    samples = []  # (variant, n_in, n_out, model_dir, layer index)
+    dirs = []
+    for shape in SHAPES:
+        ckpt, calib = make_random_checkpoint(work / f"{'x'.join(map(str, shape))}.pt", shape, 5, 3, seed=7)
+        model = load_checkpoint(ckpt).model
+        for variant, (strategy, options) in VARIANTS.items():
+            out = work / f"{variant}-{'x'.join(map(str, shape))}"
+            plan = [LayerPlan(strategy, options.act_bits) for _ in model.layers]
+            generate_model(ckpt, out, options=options, calibration=calib, plan=plan, quiet=True)
+            dirs.append(out)
+            for index, layer in enumerate(model.layers):
+                samples.append((variant, layer.in_features, layer.out_features, out, index))
+    counts = {}
+    for board in QEMU_BOARDS:
+        report = measure(dirs, board, work / f"measure-{board}")
+        for model_dir, entry in zip(dirs, report["models"]):
+            for function, n in entry["functions"].items():
+                match = re.search(r"_layer(\d+)", function)
+                if match:
+                    counts[(board, str(model_dir), int(match.group(1)))] = n
+    fitted = {}
+    for board in QEMU_BOARDS:
+        core = get_board(board).core
+        for strategy in ("edge-table", "spline"):
+            rows, targets, names = [], [], []
+            for variant, n_in, n_out, model_dir, index in samples:
+                if VARIANTS[variant][0] != strategy:
+                    continue
+                rows.append(features(strategy, n_in, n_out, core, variant == "spline4"))
+                targets.append(counts[(board, str(model_dir), index)])
+                names.append(f"{variant} {n_in}->{n_out}")
+            coef, *_ = np.linalg.lstsq(np.array(rows), np.array(targets, float), rcond=None)
+            predicted = np.array(rows) @ coef
+            worst = float(np.max(np.abs(predicted - targets) / np.array(targets)))
+            fitted[(core, strategy)] = [round(float(c), 2) for c in coef]
+            print(f"{core:10s} {strategy:10s} coefficients {fitted[(core, strategy)]} worst error {worst:.1%}")
+            for name, p, t in zip(names, predicted, targets):
+                print(f"    {name:22s} measured {t:7d} predicted {p:9.1f}")
+    (work / "fitted.json").write_text(json.dumps({f"{c}/{s}": v for (c, s), v in fitted.items()}, indent=1))
+    print(f"written {work / 'fitted.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Choosing a strategy and an input code width per layer (``generate --strategy auto``).
+
+Every layer has a few options: ``spline`` at the user's bit widths, or ``edge-table`` with input
+codes of ``act_bits`` down to ``MIN_EDGE_TABLE_BITS`` (fewer codes: a smaller table, the same
+speed). The cost model (kan2mcu.costmodel) predicts each option's instructions and flash; every
+combination within the flash budget is quantized for real and its output error against the
+float model measured on the calibration data; the fastest (``--optimize speed``) or smallest
+(``--optimize size``) combination whose error stays within ``max_error`` (or, when the user's bit
+widths cannot reach that, within 1.25x the error of the best full-width plan) wins. With a handful of layers and options the search is exhaustive (per-layer
+quantizations are cached), so the choice is exact, not greedy.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from kan2mcu import costmodel
+from kan2mcu.errors import OptionError
+from kan2mcu.ir import KANModel
+from kan2mcu.quantize import LayerPlan, QuantModel, QuantOptions, calibrate, quantize
+from kan2mcu.reference import quantize_inputs, run_model
+
+STRATEGY_CHOICES = ("auto", "spline", "edge-table")
+OBJECTIVES = ("speed", "size")
+MIN_EDGE_TABLE_BITS = 3
+DEFAULT_FLASH_BUDGET = 64 * 1024  # no board given: a typical share of a small MCU's flash for a model
+FIRMWARE_RESERVE = 32 * 1024  # with --board: flash kept for the firmware around the model
+DEFAULT_MAX_ERROR = 0.02  # relative RMS output error against the float model, on the calibration data
+FLOOR_FACTOR = 1.25  # accepted error: max(max_error, 1.25 x the best error of a full-width plan)
+MAX_COMBINATIONS = 4096
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen plan, why, and the alternatives that were weighed."""
+
+    plan: tuple[LayerPlan, ...]
+    qmodel: QuantModel
+    instructions: int  # predicted, on ``core``
+    flash_bytes: int  # predicted model flash (tables + code)
+    error: float | None  # relative RMS output error on the calibration data (None without data)
+    core: str
+    budget: int
+    objective: str
+    considered: int
+    layers: tuple[dict, ...]  # per layer: strategy, in_bits, predicted instructions/flash, alternative
+
+    def as_dict(self) -> dict:
+        return {"core": self.core, "objective": self.objective, "flash_budget": self.budget,
+                "predicted_instructions": self.instructions, "predicted_flash_bytes": self.flash_bytes,
+                "calibration_error": self.error, "plans_considered": self.considered, "layers": list(self.layers)}
+
+
+def flash_budget_for(board: str | None, budget: int | None) -> int:
+    """The flash budget: explicit, else the board's flash less the firmware reserve, else the default."""
+    if budget is not None:
+        if budget <= 0:
+            raise OptionError(f"--flash-budget must be a positive number of bytes, got {budget}")
+        return int(budget)
+    if board is not None:
+        from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
+
+        flash = get_board(board).flash_bytes
+        return max(flash - FIRMWARE_RESERVE, flash // 2)
+    return DEFAULT_FLASH_BUDGET
+
+
+def core_for(board: str | None) -> str:
+    """The core whose costs rank the options (the board's, else Cortex-M4)."""
+    if board is None:
+        return "cortex-m4"
+    from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
+
+    return get_board(board).core
+
+
+def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list[list[LayerPlan]]:
+    """Per layer, the plans to weigh for ``strategy`` ("auto" weighs both strategies)."""
+    if strategy not in STRATEGY_CHOICES:
+        raise OptionError(f"--strategy must be one of {', '.join(STRATEGY_CHOICES)}, got {strategy!r}")
+    per_layer = []
+    for _ in model.layers:
+        opts = []
+        if strategy in ("auto", "spline"):
+            opts.append(LayerPlan("spline", options.act_bits))
+        if strategy in ("auto", "edge-table"):
+            low = min(MIN_EDGE_TABLE_BITS, options.act_bits)
+            opts += [LayerPlan("edge-table", b) for b in range(options.act_bits, low - 1, -1)]
+        per_layer.append(opts)
+    return per_layer
+
+
+def relative_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out: np.ndarray) -> float:
+    """RMS(quantized - float) / RMS(float) of the model outputs on inputs ``x``."""
+    q_out = run_model(qmodel, quantize_inputs(qmodel, x)) * qmodel.output_scale
+    denom = float(np.sqrt(np.mean(float_out**2))) or 1.0
+    return float(np.sqrt(np.mean((q_out - float_out) ** 2))) / denom
+
+
+def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | None, *, strategy: str = "auto",
+           objective: str = "speed", budget: int = DEFAULT_FLASH_BUDGET, core: str = "cortex-m4",
+           max_error: float = DEFAULT_MAX_ERROR) -> Choice:
+    """The best plan under the budget (see the module docstring); OptionError when none fits."""
+    if objective not in OBJECTIVES:
+        raise OptionError(f"--optimize must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    per_layer = layer_options(model, options, strategy)
+    combos = list(itertools.product(*per_layer))
+    if len(combos) > MAX_COMBINATIONS:
+        raise OptionError(f"{len(combos)} plans to weigh; pass --strategy spline or edge-table")
+    predicted = {}
+    for combo in combos:
+        n = len(model.layers)
+        costs = [costmodel.layer_cost(layer, step, options, core, i == 0, i == n - 1)
+                 for i, (layer, step) in enumerate(zip(model.layers, combo))]
+        predicted[combo] = (sum(c["instructions"] for c in costs) + costmodel.model_overhead(core),
+                            sum(c["flash_bytes"] for c in costs), costs)
+    fitting = [c for c in combos if predicted[c][1] <= budget]
+    if not fitting:
+        smallest = min(combos, key=lambda c: predicted[c][1])
+        raise OptionError(f"no plan fits --flash-budget {budget} bytes: the smallest model possible with these bit "
+                          f"widths needs about {predicted[smallest][1]} bytes ({_describe(smallest)}); raise the budget "
+                          "or lower --act-bits/--coef-bits")
+    activations = calibrate(model, calibration)
+    x = calibration
+    float_out = activations[-1]
+    results = []
+    for combo in sorted(fitting, key=lambda c: _rank(predicted[c], objective)):
+        qmodel = quantize(model, options, calibration, plan=combo, activations=activations)
+        error = relative_error(model, qmodel, x, float_out) if x is not None else None
+        results.append((combo, qmodel, error))
+        if x is None:
+            break  # without data nothing can tell the plans' accuracy apart: take the best-ranked one
+    tolerance = max_error
+    if x is not None:  # never ask for more than the user's bit widths allow: the best full-width plan sets a floor
+        full_width = [tuple(LayerPlan(name, options.act_bits) for _ in model.layers)
+                      for name in ("spline", "edge-table") if strategy in ("auto", name)]
+        floor = min(relative_error(model, quantize(model, options, calibration, plan=p, activations=activations),
+                                   x, float_out) for p in full_width)
+        tolerance = max(max_error, FLOOR_FACTOR * floor)
+    acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
+    if not acceptable:
+        best = min(results, key=lambda r: r[2])
+        raise OptionError(f"no plan within --flash-budget {budget} bytes keeps the output error under {tolerance:.3g} "
+                          f"(best: {best[2]:.3g} with {_describe(best[0])}); raise the budget or --max-error")
+    combo, qmodel, error = min(acceptable, key=lambda r: (_rank(predicted[r[0]], objective), r[2] or 0.0))
+    instructions, flash, costs = predicted[combo]
+    layers = []
+    for index, (step, cost) in enumerate(zip(combo, costs)):
+        row = {"layer": index, **step.as_dict(), "predicted_instructions": cost["instructions"],
+               "predicted_flash_bytes": cost["flash_bytes"]}
+        position = (index == 0, index == len(combo) - 1)
+        others = [(o, costmodel.layer_cost(model.layers[index], o, options, core, *position))
+                  for o in per_layer[index] if o.strategy != step.strategy]
+        if others:  # the other strategy's smallest option, for the report's "why"
+            alt_step, alt = min(others, key=lambda item: item[1]["flash_bytes"])
+            row["alternative"] = {**alt_step.as_dict(), "predicted_instructions": alt["instructions"],
+                                  "predicted_flash_bytes": alt["flash_bytes"]}
+        layers.append(row)
+    return Choice(tuple(combo), qmodel, instructions, flash, error, core, budget, objective, len(results),
+                  tuple(layers))
+
+
+def _rank(prediction: tuple, objective: str) -> tuple:
+    instructions, flash, _ = prediction
+    return (instructions, flash) if objective == "speed" else (flash, instructions)
+
+
+def _describe(combo) -> str:
+    return ", ".join(f"layer {i}: {s.strategy} {s.in_bits}-bit codes" for i, s in enumerate(combo))
+
+
+def explain(choice: Choice) -> list[str]:
+    """One line per layer: what was chosen and what the alternative would have cost."""
+    lines = []
+    for row in choice.layers:
+        text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes): "
+                f"{row['predicted_flash_bytes'] / 1024:.1f} KB, {row['predicted_instructions'] / 1000:.1f}k instr "
+                f"on {choice.core}")
+        alt = row.get("alternative")
+        if alt:
+            text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be "
+                     f"{alt['predicted_flash_bytes'] / 1024:.1f} KB, {alt['predicted_instructions'] / 1000:.1f}k instr")
+        lines.append(text)
+    return lines

@@ -1,0 +1,167 @@
+"""Strategy ``edge-table``: every edge's whole function, tabulated at every input code.
+
+For input ``i`` and code ``q``, one row of the table holds the quantized value of every edge
+``i -> o`` (base branch, spline and scales included), so a layer is a sum of table reads: per
+input one code load and ``ceil(O / 4)`` word loads, each word adding four outputs at once
+(UXTAB16 on DSP cores, masked SWAR adds elsewhere). Because it only evaluates the float edge
+function at each code, it works for any grid (uniform or not), any spline order and any base
+function. Cost: ``I * 2^act_bits * O`` bytes of flash. Arithmetic: docs/arithmetic.md, section 7.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kan2mcu.bspline import edge_values
+from kan2mcu.errors import OptionError
+from kan2mcu.fixedpoint import requant_int32
+from kan2mcu.ir import KANLayer
+
+NAME = "edge-table"
+TEMPLATE = "kernels/edge_table.c.j2"
+LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
+ENTRIES_PER_WORD = 4
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeTableLayer:
+    """One edge-table layer. ``table[i, q, o]`` is the biased entry (``round(edge / entry_scale[o])
+    + 2^(table_bits-1)``, unsigned) of edge ``i -> o`` at input code ``q``; outputs are padded
+    with zero entries to ``out_pad`` (a multiple of 4). ``chunk`` inputs at most are summed in
+    16-bit lanes before the lanes are widened (no lane can overflow)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    act_bits: int
+    table_bits: int
+    in_scale: np.ndarray  # float64 [I]: x = in_scale * (q - in_zero)
+    in_zero: np.ndarray  # float64 [I]
+    table: np.ndarray  # int64 [I, Q, out_pad], 0..2^table_bits-1
+    chunk: int
+    mult: np.ndarray  # int64 [O]: y = (acc * mult + rounding) >> shift, all in int32
+    rounding: np.ndarray  # int64 [O]
+    shift: np.ndarray  # int64 [O]
+    is_last: bool
+    out_max: int
+    entry_scale: np.ndarray  # float64 [O], for reports
+    strategy: str = NAME
+
+    @property
+    def codes(self) -> int:
+        return 1 << self.act_bits
+
+    @property
+    def out_pad(self) -> int:
+        return int(self.table.shape[2])
+
+    @property
+    def row_words(self) -> int:
+        return self.out_pad // ENTRIES_PER_WORD
+
+    def words(self) -> np.ndarray:
+        """The table as uint32 words, ``[I * Q * row_words]``: entry ``4w + j`` of a row in bits 8j..8j+7."""
+        grouped = self.table.reshape(self.in_features, self.codes, self.row_words, ENTRIES_PER_WORD)
+        shifts = np.arange(ENTRIES_PER_WORD, dtype=np.int64) * 8
+        return (grouped << shifts).sum(axis=3).reshape(-1)
+
+
+def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int) -> dict:
+    """Affine codes over the calibrated range: code 0 at ``lo``, the last code at ``hi``."""
+    qmax = (1 << bits) - 1
+    width = np.maximum(hi - lo, 1e-12)
+    scale = width / qmax
+    return {"mode": "affine", "scale": scale, "zero": -lo / scale}
+
+
+def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
+                   is_last: bool, out_max: int) -> EdgeTableLayer:
+    """Tabulate every edge at every code of its input and derive the int32 requantization."""
+    bits, tbits = enc["bits"], options.table_bits
+    n_in, n_out = layer.in_features, layer.out_features
+    q_count = 1 << bits
+    out_pad = -(-n_out // ENTRIES_PER_WORD) * ENTRIES_PER_WORD
+    codes = np.arange(q_count, dtype=np.float64)
+    values = np.empty((n_in, q_count, n_out))
+    for i in range(n_in):  # one input at a time: memory O(Q * O)
+        values[i] = edge_values(layer, i, enc["scale"][i] * (codes - enc["zero"][i]))
+    # centre every edge on its own mid-range (the centres go into the bias): half the range to cover
+    centre = (values.max(axis=1) + values.min(axis=1)) / 2  # [I, O]
+    centred = values - centre[:, None, :]
+    half = (1 << (tbits - 1)) - 1
+    peak = np.abs(centred).max(axis=(0, 1))  # [O]
+    entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
+    signed = np.clip(np.round(centred / entry_scale[None, None, :]), -half, half).astype(np.int64)
+    bias_code = 1 << (tbits - 1)
+    table = np.zeros((n_in, q_count, out_pad), np.int64)
+    table[:, :, :n_out] = signed + bias_code
+    largest = max(int(table.max()), 1)
+    chunk = min(n_in, LANE_MAX // largest)
+    acc_low = table[:, :, :n_out].min(axis=1).sum(axis=0)
+    acc_high = table[:, :, :n_out].max(axis=1).sum(axis=0)
+    gain = entry_scale / next_scale
+    offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - n_in * bias_code * gain
+    mult, rounding, shift = requant_int32(gain, offset, acc_low, acc_high, layer.name)
+    return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
+                          in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
+                          rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
+                          entry_scale=entry_scale)
+
+
+def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
+    """The sum of table entries per output: [N, I] codes -> [N, O] (exact, as the lanes hold it)."""
+    codes = np.minimum(codes.astype(np.int64), layer.codes - 1)
+    rows = layer.table[np.arange(layer.in_features)[None, :], codes]  # [N, I, out_pad]
+    return rows.sum(axis=1)[:, : layer.out_features]
+
+
+def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
+    """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
+    acc = accumulators(layer, codes)
+    return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
+
+
+def table_bytes(in_features: int, out_features: int, act_bits: int) -> int:
+    """Flash bytes of the table of a layer with these sizes (the cost model's figure)."""
+    out_pad = -(-out_features // ENTRIES_PER_WORD) * ENTRIES_PER_WORD
+    return in_features * (1 << act_bits) * out_pad
+
+
+def check_options(options) -> None:
+    if not 2 <= options.table_bits <= 8:
+        raise OptionError(f"--table-bits must be an integer in 2..8, got {options.table_bits!r}")
+
+
+# Cost-model entry. Instructions of one layer = layer + input_pass * I * passes + word * I * row_words
+# + output * O (+ clamp_pass * I * passes for a first layer with fewer than 8 code bits, + last_output * O
+# for the last layer), where passes = ceil(row_words / words per pass on that core). Fitted on QEMU
+# counts by benchmarks/calibrate_costs.py (worst fit error 9.5% on M0, under 5% elsewhere).
+WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
+CODE_BYTES = 240  # one edge-table kernel at -O2, about
+_M0 = {"layer": -94.39, "input_pass": 9.72, "word": 6.44, "output": 32.18, "clamp_pass": 7.95, "last_output": 5.67}
+COSTS = {
+    "cortex-m0": _M0,
+    "cortex-m0plus": _M0,
+    "cortex-m3": {"layer": 3.23, "input_pass": 1.01, "word": 6.76, "output": 7.97, "clamp_pass": 8.2,
+                  "last_output": 7.15},
+    "cortex-m4": {"layer": -7.71, "input_pass": 2.16, "word": 3.09, "output": 15.53, "clamp_pass": 4.99,
+                  "last_output": 1.8},
+    "cortex-m7": {"layer": -16.0, "input_pass": 3.02, "word": 2.74, "output": 15.51, "clamp_pass": 5.7,
+                  "last_output": 3.01},
+    "rv32imac": {"layer": -39.83, "input_pass": 7.09, "word": 5.02, "output": 32.07, "clamp_pass": 3.12,
+                 "last_output": -3.61},
+}
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
+    """Predicted instructions and flash bytes of this layer as an edge-table layer on ``core``."""
+    c = COSTS[core]
+    n_in, n_out = layer.in_features, layer.out_features
+    row_words = -(-n_out // ENTRIES_PER_WORD)
+    passes = -(-row_words // WORDS_PER_PASS.get(core, 4))
+    clamp = first and step.in_bits < 8
+    instructions = (c["layer"] + c["input_pass"] * n_in * passes + c["word"] * n_in * row_words
+                    + c["output"] * n_out + c["clamp_pass"] * n_in * passes * clamp + c["last_output"] * n_out * last)
+    flash = table_bytes(n_in, n_out, step.in_bits) + 9 * n_out + CODE_BYTES
+    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

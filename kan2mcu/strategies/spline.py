@@ -1,0 +1,331 @@
+"""Strategy ``spline``: the KANtize path. Per input, a low-bit B-spline table gives the K1
+non-zero basis values; per edge, K1 coefficient MACs plus one SiLU-branch MAC.
+
+Numeric decisions (code alignment, tables, scales, multipliers) are made here; the kernel
+template ``templates/kernels/spline.c.j2`` only lays them out. Arithmetic: docs/arithmetic.md.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kan2mcu.bspline import bspline_basis, silu
+from kan2mcu.errors import QuantizationError
+from kan2mcu.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
+from kan2mcu.ir import KANLayer
+
+NAME = "spline"
+TEMPLATE = "kernels/spline.c.j2"
+
+
+@dataclass(frozen=True, eq=False)
+class SplineLayer:
+    """One spline-strategy layer. Array shapes use I inputs, O outputs, K1 = order + 1.
+
+    ``mode == "cardinal"`` (uniform grid shared by all inputs): input code ``q`` of channel ``i``
+    sits at knot-relative position ``u = q + in_offset[i]`` in units of ``h / 2**in_log2p[i]``;
+    one table of the cardinal B-spline per distinct ``in_log2p`` (``card``, rows of K1 values,
+    channel ``i`` starts at row ``card_start[i]``) serves every input.
+    ``mode == "per_input"`` (any grid): per channel and code, the first coefficient index
+    (``first_table``) and K1 basis values (``basis_table``), edge-normalized in Python.
+    """
+
+    name: str
+    mode: str
+    in_features: int
+    out_features: int
+    order: int
+    n_basis: int
+    act_bits: int
+    spline_bits: int
+    coef_bits: int
+    base_bits: int
+    silu_bits: int
+    # input encoding: x = in_scale * (q - in_zero)
+    in_scale: np.ndarray  # float64 [I]
+    in_zero: np.ndarray  # float64 [I]
+    # cardinal mode
+    in_offset: np.ndarray  # int [I]
+    in_log2p: np.ndarray  # int [I]
+    in_limit: np.ndarray  # int [I]: u in [0, limit) lies inside the extended grid
+    card: np.ndarray  # uint [rows, K1]
+    card_start: np.ndarray  # int [I], row of position 0
+    # per-input mode
+    first_table: np.ndarray  # uint8 [I * Q]
+    basis_table: np.ndarray  # uint [I * Q, K1]
+    # both modes
+    silu_table: np.ndarray  # int16 [n]
+    silu_start: np.ndarray  # int [I]
+    coef: np.ndarray  # int [O, I, n_basis]
+    base_weight: np.ndarray  # int [O, I]
+    mult_spline: np.ndarray  # int64 [O]
+    mult_base: np.ndarray  # int64 [O]
+    rounding: np.ndarray  # int64 [O], bias + zero point + half, in 2^-shift units
+    shift: np.ndarray  # int [O]
+    is_last: bool
+    out_max: int  # codes clamp to [0, out_max] (inner layers); int32 limit (last layer)
+    # float scales, for reports and float wrappers
+    basis_scale: float
+    silu_scale: float
+    coef_scale: np.ndarray  # [O]
+    base_scale: np.ndarray  # [O]
+    acc_bounds: dict = field(default_factory=dict)  # worst-case |accumulator| per kind
+    strategy: str = NAME
+
+    @property
+    def k1(self) -> int:
+        return self.order + 1
+
+    @property
+    def codes(self) -> int:
+        return 1 << self.act_bits
+
+
+def _largest_pow2_at_most(value: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(value)))) if value >= 1 else 1
+
+
+def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int) -> dict:
+    """Code alignment of every input channel (cardinal when the grid is uniform and shared)."""
+    qmax = (1 << bits) - 1
+    uniform = layer.uniform_grid()
+    if uniform is None:
+        scale = (hi - lo) / qmax
+        return {"mode": "per_input", "scale": scale, "zero": -lo / scale, "lo": lo}
+    t0, h = uniform
+    n_intervals = layer.knots.shape[1] - 1
+    log2p = np.zeros(layer.in_features, np.int64)
+    offset = np.zeros(layer.in_features, np.int64)
+    for i in range(layer.in_features):
+        p = min(_largest_pow2_at_most(h * qmax / (hi[i] - lo[i])), 1 << bits)
+        log2p[i] = int(math.log2(p))
+        s = h / p
+        offset[i] = int(round(((lo[i] + hi[i]) / 2 - t0) / s - qmax / 2))  # centre the code window
+    scale = h / (1 << log2p)
+    return {"mode": "cardinal", "scale": scale, "zero": -offset - t0 / scale, "t0": t0, "h": h,
+            "log2p": log2p, "offset": offset, "limit": n_intervals << log2p}
+
+
+def _normalize_edges(first: np.ndarray, basis: np.ndarray, n_basis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shift basis rows so that coefficient reads ``first .. first+order`` stay in ``0..n_basis-1``.
+
+    ``first`` may be negative (left edge of the extended grid) or past ``n_basis-K1`` (right
+    edge); the basis values of missing B-splines are dropped. Mirrors the C code exactly.
+    """
+    k1 = basis.shape[-1]
+    first = first.astype(np.int64).copy()
+    basis = basis.copy()
+    lo = first < 0
+    for d in range(1, k1):
+        sel = first == -d
+        basis[sel] = np.concatenate([basis[sel][:, d:], np.zeros((int(sel.sum()), d), basis.dtype)], axis=1)
+    first[lo] = 0
+    top = n_basis - k1
+    for d in range(1, k1):
+        sel = first == top + d
+        basis[sel] = np.concatenate([np.zeros((int(sel.sum()), d), basis.dtype), basis[sel][:, : k1 - d]], axis=1)
+    first[first > top] = top
+    return first, basis
+
+
+def decode_cardinal(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (first coefficient, K1 basis values) per channel for codes [N, I], as the C does it."""
+    u = codes.astype(np.int64) + layer.in_offset[None, :]
+    inside = (u >= 0) & (u < layer.in_limit[None, :])
+    uc = np.where(inside, u, 0)
+    interval = uc >> layer.in_log2p[None, :]
+    position = uc & ((1 << layer.in_log2p[None, :]) - 1)
+    rows = layer.card_start[None, :] + position
+    basis = layer.card[rows].astype(np.int64)  # [N, I, K1]
+    first = interval - layer.order
+    first, basis = _normalize_edges(first.reshape(-1), basis.reshape(-1, layer.k1), layer.n_basis)
+    first = first.reshape(codes.shape)
+    basis = basis.reshape(codes.shape + (layer.k1,))
+    basis[~inside] = 0
+    first[~inside] = 0
+    return first, basis
+
+
+def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
+                   is_last: bool, out_max: int) -> SplineLayer:
+    """The spline-strategy integer layer for input encoding ``enc`` (from :func:`input_encoding`)."""
+    k1, n_in, n_out = layer.order + 1, layer.in_features, layer.out_features
+    bits = enc["bits"]
+    q_count = 1 << bits
+    spline_max = (1 << options.spline_bits) - 1
+
+    if enc["mode"] == "cardinal":
+        # one table per distinct positions-per-interval: rows = positions, columns = the K1 live B-splines
+        card_rows, card_start, tables = [], np.zeros(n_in, np.int64), {}
+        for lp in sorted(set(enc["log2p"].tolist())):
+            p = 1 << lp
+            m = layer.order  # an interior interval: all K1 B-splines exist, values depend on position only
+            x = layer.knots[0, m] + (np.arange(p) + 0.0) * (enc["h"] / p)
+            values = bspline_basis(x[:, None], layer.knots[:1], layer.order)[:, 0, 0:k1]
+            tables[lp] = (sum(len(r) for r in card_rows), values)
+            card_rows.append(values)
+        float_card = np.concatenate(card_rows, axis=0)
+        basis_scale = float(float_card.max()) / spline_max
+        card = np.clip(np.round(float_card / basis_scale), 0, spline_max).astype(np.int64)
+        for i in range(n_in):
+            card_start[i] = tables[int(enc["log2p"][i])][0]
+        first_table, basis_table = np.zeros(0, np.int64), np.zeros((0, k1), np.int64)
+        # SiLU tables shared by channels with the same code step: index by knot-relative position u
+        silu_chunks, silu_start, cursor = [], np.zeros(n_in, np.int64), 0
+        for lp in sorted(set(enc["log2p"].tolist())):
+            members = np.flatnonzero(enc["log2p"] == lp)
+            u_lo = int(enc["offset"][members].min())
+            u_hi = int(enc["offset"][members].max()) + q_count - 1
+            u = np.arange(u_lo, u_hi + 1)
+            silu_chunks.append(silu(enc["t0"] + u * (enc["h"] / (1 << lp))))
+            silu_start[members] = cursor + enc["offset"][members] - u_lo
+            cursor += len(u)
+        float_silu = np.concatenate(silu_chunks)
+    else:
+        x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q] inputs
+        first_rows, basis_rows = [], []
+        for i in range(n_in):
+            b = bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [Q, nb]
+            t = layer.knots[i]
+            interval = np.clip(np.searchsorted(t, x_codes[i], side="right") - 1, 0, len(t) - 2)
+            inside = (x_codes[i] >= t[0]) & (x_codes[i] < t[-1])
+            first = interval - layer.order
+            padded = np.concatenate([np.zeros((q_count, k1)), b, np.zeros((q_count, k1))], axis=1)
+            cols = first[:, None] + np.arange(k1)[None, :] + k1
+            live = padded[np.arange(q_count)[:, None], cols]
+            first, live = _normalize_edges(first, live, layer.n_basis)
+            first[~inside], live[~inside] = 0, 0.0
+            first_rows.append(first)
+            basis_rows.append(live)
+        float_basis = np.concatenate(basis_rows, axis=0)
+        basis_scale = max(float(float_basis.max()), 1e-12) / spline_max
+        basis_table = np.clip(np.round(float_basis / basis_scale), 0, spline_max).astype(np.int64)
+        first_table = np.concatenate(first_rows).astype(np.int64)
+        card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
+        float_silu = silu(x_codes).reshape(-1)
+        silu_start = np.arange(n_in, dtype=np.int64) * q_count
+
+    silu_qmax = (1 << (options.silu_bits - 1)) - 1
+    silu_scale = max(float(np.max(np.abs(float_silu))), 1e-12) / silu_qmax
+    silu_table = np.clip(np.round(float_silu / silu_scale), -silu_qmax, silu_qmax).astype(np.int64)
+
+    coef_q, coef_scale = quantize_symmetric(layer.coef, options.coef_bits, np.abs(layer.coef).max(axis=(1, 2)))
+    base_q, base_scale = quantize_symmetric(layer.base_weight, options.base_bits,
+                                            np.abs(layer.base_weight).max(axis=1))
+
+    qlayer_args = dict(
+        name=layer.name, mode=enc["mode"], in_features=n_in, out_features=n_out, order=layer.order,
+        n_basis=layer.n_basis, act_bits=bits, spline_bits=options.spline_bits,
+        coef_bits=options.coef_bits, base_bits=options.base_bits, silu_bits=options.silu_bits,
+        in_scale=enc["scale"], in_zero=enc["zero"],
+        in_offset=enc.get("offset", np.zeros(n_in, np.int64)), in_log2p=enc.get("log2p", np.zeros(n_in, np.int64)),
+        in_limit=enc.get("limit", np.zeros(n_in, np.int64)), card=card, card_start=card_start,
+        first_table=first_table, basis_table=basis_table, silu_table=silu_table, silu_start=silu_start,
+        coef=coef_q, base_weight=base_q, basis_scale=basis_scale, silu_scale=silu_scale,
+        coef_scale=coef_scale, base_scale=base_scale, is_last=is_last, out_max=out_max,
+    )
+    # exact worst-case accumulators over every code of every input (inputs vary independently)
+    draft = SplineLayer(**qlayer_args, mult_spline=np.zeros(n_out, np.int64), mult_base=np.zeros(n_out, np.int64),
+                        rounding=np.zeros(n_out, np.int64), shift=np.zeros(n_out, np.int64))
+    bound_sp, bound_b = _accumulator_bounds(draft)
+    where = layer.name
+    if bound_sp.max() > INT32_MAX or bound_b.max() > INT32_MAX:
+        raise QuantizationError(
+            f"{where}: an int32 accumulator could overflow (spline bound {int(bound_sp.max())}, base bound "
+            f"{int(bound_b.max())}); lower --base-bits/--silu-bits or --coef-bits")
+    a_spline = layer.out_scale * basis_scale * coef_scale / next_scale
+    a_base = layer.out_scale * base_scale * silu_scale / next_scale
+    bias = layer.out_bias / next_scale + next_zero
+    m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, where)
+    return SplineLayer(**qlayer_args, mult_spline=m1, mult_base=m2, rounding=r, shift=sh,
+                       acc_bounds={"spline": int(bound_sp.max()), "base": int(bound_b.max())})
+
+
+def decode_inputs(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per input channel: first coefficient index, K1 basis values and SiLU value, as the C computes them."""
+    codes = np.minimum(codes.astype(np.int64), layer.codes - 1)
+    if layer.mode == "cardinal":
+        first, basis = decode_cardinal(layer, codes)
+    else:
+        rows = np.arange(layer.in_features)[None, :] * layer.codes + codes
+        first = layer.first_table[rows]
+        basis = layer.basis_table[rows]
+    silu_q = layer.silu_table[layer.silu_start[None, :] + codes]
+    return first, basis, silu_q
+
+
+def live_coefficients(layer: SplineLayer, first: np.ndarray) -> np.ndarray:
+    """The K1 coefficients every edge reads: first indices [N, I] -> [O, N, I, K1]."""
+    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]
+    return layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]
+
+
+def _accumulator_bounds(layer: SplineLayer) -> tuple[np.ndarray, np.ndarray]:
+    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, layer.in_features))
+    first, basis, silu_q = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1], [Q, I]
+    # per output, per input: the largest |sum_j basis * coef| over codes; bounds every partial sum too
+    bound_sp = np.zeros(layer.out_features, np.int64)
+    for o in range(layer.out_features):  # one output at a time: memory O(Q * I * K1), not O(O * Q * I * K1)
+        gathered = layer.coef[o][np.arange(layer.in_features)[None, :, None],
+                                 first[:, :, None] + np.arange(layer.k1)[None, None, :]]  # [Q, I, K1]
+        bound_sp[o] = (np.abs(gathered) * basis).sum(axis=2).max(axis=0).sum()
+    silu_max = np.abs(silu_q).max(axis=0)  # [I]
+    bound_b = (np.abs(layer.base_weight) * silu_max[None, :]).sum(axis=1)
+    return bound_sp, bound_b
+
+
+def accumulators(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two int32 accumulators (spline, base) of every output: [N, I] codes -> ([N, O], [N, O])."""
+    first, basis, silu_q = decode_inputs(layer, codes)
+    acc_spline = np.einsum("onik,nik->no", live_coefficients(layer, first), basis)
+    acc_base = silu_q @ layer.base_weight.T
+    return acc_spline, acc_base
+
+
+def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
+    """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
+    acc_spline, acc_base = accumulators(layer, codes)
+    total = acc_spline * layer.mult_spline[None, :] + acc_base * layer.mult_base[None, :] + layer.rounding[None, :]
+    return total >> layer.shift[None, :]  # arithmetic shift: floor division by 2^shift
+
+
+# Cost-model entry. Instructions of one layer = layer + input * I + edge * I * O (packed_edge instead
+# when coefficients are bit-packed) + output * O (+ last_output * O for the last layer). Fitted on
+# QEMU counts by benchmarks/calibrate_costs.py (worst fit error 14% on M0, under 5% elsewhere).
+CODE_BYTES = 800  # one spline kernel at -O2, about
+_M0 = {"layer": 1460.49, "input": -13.92, "edge": 55.27, "packed_edge": 119.65, "output": -88.94,
+       "last_output": -18.93}
+COSTS = {
+    "cortex-m0": _M0,
+    "cortex-m0plus": _M0,
+    "cortex-m3": {"layer": 104.06, "input": 58.42, "edge": 22.46, "packed_edge": 49.53, "output": 37.92,
+                  "last_output": -6.42},
+    "cortex-m4": {"layer": 258.96, "input": 47.98, "edge": 18.93, "packed_edge": 56.35, "output": 20.44,
+                  "last_output": -8.69},
+    "cortex-m7": {"layer": 165.15, "input": 59.05, "edge": 17.35, "packed_edge": 61.59, "output": 33.33,
+                  "last_output": -8.82},
+    "rv32imac": {"layer": 176.69, "input": 60.42, "edge": 29.67, "packed_edge": 72.72, "output": 34.99,
+                 "last_output": -2.17},
+}
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
+    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
+    c = COSTS[core]
+    n_in, n_out = layer.in_features, layer.out_features
+    edges = n_in * n_out
+    packed = options.coef_bits != 8
+    instructions = (c["layer"] + c["input"] * n_in + (c["packed_edge"] if packed else c["edge"]) * edges
+                    + c["output"] * n_out + c["last_output"] * n_out * last)
+    k1, codes = layer.order + 1, 1 << step.in_bits
+    coef = (edges * layer.n_basis * options.coef_bits + 7) // 8 + (0 if options.coef_bits == 8 else 1)
+    weights = edges * (1 if options.base_bits <= 8 else 2)
+    if layer.uniform_grid() is None:  # per-input tables: first index + K1 packed values per code
+        basis = n_in * codes * (1 + k1 * options.spline_bits / 8)
+    else:
+        basis = codes * k1 * options.spline_bits / 8 + 4 * n_in
+    silu_table = 2 * (codes + n_in) + 2 * n_in
+    flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
+    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

@@ -26,7 +26,7 @@ from kan2mcu.bundle import load_bundle
 from kan2mcu.datasets import load_dataset
 from kan2mcu.generate import generate_model
 from kan2mcu.importers import load_checkpoint
-from kan2mcu.quantize import QuantOptions
+from kan2mcu.quantize import LayerPlan, QuantOptions
 from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_layer, run_model
 
 N_PROBE = 2000
@@ -137,12 +137,9 @@ INNER_BOUNDS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(INNER_BOUNDS))
-def test_inner_layer_requantization_rounds_to_nearest(fixtures, tmp_path, name):
-    """Requantization rounds to nearest: the mean code error is near 0 (truncation would give -0.5)."""
-    checkpoint, calibration, _ = fixtures[name]
-    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, strategy="spline")
-    model, qmodel = load_bundle(tmp_path / "m")
+def _inner_layer_errors(folder) -> tuple[float, float]:
+    """Worst |code - ideal| and worst |mean(code - ideal)| over the inner layers, 4,000 random codes."""
+    model, qmodel = load_bundle(folder)
     rng = np.random.default_rng(0)
     worst, worst_mean = 0.0, 0.0
     for index, (layer, qlayer) in enumerate(zip(model.layers[:-1], qmodel.layers[:-1])):
@@ -153,6 +150,89 @@ def test_inner_layer_requantization_rounds_to_nearest(fixtures, tmp_path, name):
         diff = (run_layer(qlayer, codes) - ideal)[inside]
         assert diff.size > 1000
         worst, worst_mean = max(worst, float(np.abs(diff).max())), max(worst_mean, abs(float(diff.mean())))
+    return worst, worst_mean
+
+
+@pytest.mark.parametrize("name", sorted(INNER_BOUNDS))
+def test_inner_layer_requantization_rounds_to_nearest(fixtures, tmp_path, name):
+    """Requantization rounds to nearest: the mean code error is near 0 (truncation would give -0.5)."""
+    checkpoint, calibration, _ = fixtures[name]
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, strategy="spline")
+    worst, worst_mean = _inner_layer_errors(tmp_path / "m")
     bound_max, bound_mean = INNER_BOUNDS[name]
     print(f"{name}: max {worst:.3f} (bound {bound_max}), |mean| {worst_mean:.4f} (bound {bound_mean})")
+    assert worst <= bound_max and worst_mean <= bound_mean, (worst, worst_mean)
+
+
+# ---- the edge-table strategy (every edge tabulated at every input code) ----------------------
+# Plans are explicit (every layer edge-table at the given code bits), so the planner cannot
+# change what is measured. Keys: (code bits, table bits).
+EDGE_SMALL_BOUNDS = {
+    "8x5x3-G5-k3": {
+        (8, 8): (0.10, 0.0038),  # measured 0.0677 / 0.0025
+        (6, 6): (0.11, 0.013),  # measured 0.0743 / 0.0088
+        (4, 4): (0.25, 0.058),  # measured 0.1675 / 0.0388
+    },
+    "6x4x4x2-G3-k2": {
+        (8, 8): (0.020, 0.0021),  # measured 0.0134 / 0.0014
+        (6, 6): (0.031, 0.0078),  # measured 0.0207 / 0.0052
+        (4, 4): (0.14, 0.035),  # measured 0.0963 / 0.0233
+    },
+    "nonuniform-5x4x3": {
+        (8, 8): (0.53, 0.047),  # measured 0.3524 / 0.0312
+        (6, 6): (1.08, 0.17),  # measured 0.7230 / 0.1145
+        (4, 4): (3.98, 0.62),  # measured 2.6500 / 0.4127
+    },
+}
+EDGE_DIGITS_BOUNDS = {
+    (8, 8): (0.83, 0.11),  # measured 0.5538 / 0.0753
+    (6, 8): (0.91, 0.24),  # measured 0.6052 / 0.1589
+    (4, 4): (6.6, 1.87),  # measured 4.3740 / 1.2441
+}
+# inner layers, 8-bit codes and entries: (max |code - ideal|, |mean|)
+EDGE_INNER_BOUNDS = {
+    "8x5x3-G5-k3": (2.0, 0.050),  # measured 1.336 / 0.0330
+    "6x4x4x2-G3-k2": (1.64, 0.025),  # measured 1.090 / 0.0167
+    "nonuniform-5x4x3": (2.15, 0.036),  # measured 1.433 / 0.0241
+}
+
+
+def _edge_table(checkpoint, folder, bits, calibration=None):
+    code_bits, table_bits = bits
+    n_layers = len(load_checkpoint(checkpoint).model.layers)
+    generate_model(checkpoint, folder, options=QuantOptions(act_bits=code_bits, table_bits=table_bits),
+                   calibration=calibration, plan=[LayerPlan("edge-table", code_bits)] * n_layers, quiet=True)
+    _, qmodel = load_bundle(folder)
+    assert [(l.strategy, l.act_bits) for l in qmodel.layers] == [("edge-table", code_bits)] * n_layers
+
+
+@pytest.mark.parametrize("name,bits", [(n, b) for n in sorted(EDGE_SMALL_BOUNDS) for b in EDGE_SMALL_BOUNDS[n]],
+                         ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v)))
+def test_edge_table_small_models_track_torch_float64(fixtures, tmp_path, name, bits):
+    checkpoint, calibration, probe = fixtures[name]
+    _edge_table(checkpoint, tmp_path / "m", bits, calibration)
+    worst, rms = _logit_errors(_quantized_logits(tmp_path / "m", probe), torch_forward(checkpoint, probe))
+    bound_max, bound_rms = EDGE_SMALL_BOUNDS[name][bits]
+    print(f"edge-table {name} {bits}: max {worst:.4f} (bound {bound_max}), rms {rms:.4f} (bound {bound_rms})")
+    assert worst <= bound_max and rms <= bound_rms, (worst, rms)
+
+
+@pytest.mark.parametrize("bits", sorted(EDGE_DIGITS_BOUNDS), ids=lambda b: "-".join(map(str, b)))
+def test_edge_table_digits_logits_track_the_float_model(digits_checkpoint, tmp_path, bits):
+    _edge_table(digits_checkpoint, tmp_path / "m", bits)
+    x_test = load_dataset("digits").x_test
+    model, _ = load_bundle(tmp_path / "m")
+    worst, rms = _logit_errors(_quantized_logits(tmp_path / "m", x_test), model_forward(model, x_test))
+    bound_max, bound_rms = EDGE_DIGITS_BOUNDS[bits]
+    print(f"edge-table digits {bits}: max {worst:.4f} (bound {bound_max}), rms {rms:.4f} (bound {bound_rms})")
+    assert worst <= bound_max and rms <= bound_rms, (worst, rms)
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_INNER_BOUNDS))
+def test_edge_table_inner_layers_round_to_nearest(fixtures, tmp_path, name):
+    checkpoint, calibration, _ = fixtures[name]
+    _edge_table(checkpoint, tmp_path / "m", (8, 8), calibration)
+    worst, worst_mean = _inner_layer_errors(tmp_path / "m")
+    bound_max, bound_mean = EDGE_INNER_BOUNDS[name]
+    print(f"edge-table {name}: max {worst:.3f} (bound {bound_max}), |mean| {worst_mean:.4f} (bound {bound_mean})")
     assert worst <= bound_max and worst_mean <= bound_mean, (worst, worst_mean)

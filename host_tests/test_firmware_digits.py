@@ -69,12 +69,17 @@ def test_firmware_outputs_equal_the_reference_on_many_inputs(digits_dirs, board,
     assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, 160)
 
 
+@pytest.mark.parametrize("strategy", ["spline", "edge-table"])
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
-def test_generated_small_model_on_firmware(small_checkpoints, board, tmp_path):
-    """A small cubic model at 8 bits (the SMLAD path on M4): 300 random codes and every code of
-    every input, run by the firmware; one deliberately wrong expected output must be caught."""
+def test_generated_small_model_on_firmware(small_checkpoints, board, strategy, tmp_path):
+    """A small cubic model at 8 bits (on M4: the SMLAD spline path, the UXTAB16 edge-table path;
+    on M0 the narrow edge-table pass): 300 random codes and every code of every input, run by the
+    firmware; one deliberately wrong expected output must be caught."""
+    from kan2mcu.quantize import LayerPlan
+
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
-    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, strategy="spline")
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True,
+                   plan=[LayerPlan(strategy, 8), LayerPlan(strategy, 8)])
     rng = np.random.default_rng(3)
     codes = np.concatenate([rng.integers(0, 256, size=(300, 8)), np.repeat(np.arange(256)[:, None], 8, axis=1)])
     vectors = _reference_vectors(tmp_path / "m", codes)

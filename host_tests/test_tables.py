@@ -110,3 +110,39 @@ def test_requantization_constants_follow_the_spec(models, name, key):
             assert max(abs(int(qlayer.mult_spline[o])), abs(int(qlayer.mult_base[o]))) >= 2 ** 28  # precision kept
             bias = layer.out_bias[o] / s_next[o] + z_next[o]
             assert int(qlayer.rounding[o]) == round(bias * 2.0 ** shift) + (1 << (shift - 1))
+
+
+# ---- edge-table strategy: every entry against the independent edge function ---------------------
+
+def _edge_functions(layer, i: int, x: np.ndarray) -> np.ndarray:
+    """Float64 value of every edge i -> o at ``x`` [N] ([N, O]), from scipy B-splines and expit:
+    out_scale * (base weight * silu(x) + sum of coefficients x B-splines)."""
+    basis = independent.bsplines(layer.knots[i], layer.order, x)
+    return (basis @ layer.coef[:, i, :].T + independent.silu(x)[:, None] * layer.base_weight[None, :, i]) \
+        * layer.out_scale[None, :]
+
+
+@pytest.mark.parametrize("name", ["8x5x3-G5-k3", "6x4x4x2-G3-k2", "nonuniform-5x4x3"])
+@pytest.mark.parametrize("bits", [(8, 8), (6, 4), (4, 6)], ids=lambda b: f"codes{b[0]}-entries{b[1]}")
+def test_edge_table_entries_approximate_the_edge_functions(small_checkpoints, nonuniform_checkpoint, tmp_path,
+                                                          name, bits):
+    """Entry differences along the codes of one edge equal the edge function's differences within
+    one entry step (each entry rounds to nearest; the edge's own offset cancels)."""
+    from kan2mcu.importers import load_checkpoint
+    from kan2mcu.quantize import LayerPlan
+
+    checkpoint, calibration = {**small_checkpoints, "nonuniform-5x4x3": nonuniform_checkpoint}[name]
+    n_layers = len(load_checkpoint(checkpoint).model.layers)
+    generate_model(checkpoint, tmp_path / "m", options=QuantOptions(act_bits=bits[0], table_bits=bits[1]),
+                   calibration=calibration, plan=[LayerPlan("edge-table", bits[0])] * n_layers, quiet=True)
+    model, qmodel = load_bundle(tmp_path / "m")
+    for layer, qlayer in zip(model.layers, qmodel.layers):
+        assert qlayer.strategy == "edge-table" and qlayer.table.min() >= 0
+        assert qlayer.table.max() < (1 << qlayer.table_bits)
+        assert np.all(qlayer.table[:, :, qlayer.out_features:] == 0)  # padding lanes add nothing
+        codes, x = _code_values(qlayer)
+        for i in range(qlayer.in_features):
+            truth = _edge_functions(layer, i, x[:, i])  # [Q, O]
+            entries = qlayer.table[i, :, :qlayer.out_features].astype(np.float64) * qlayer.entry_scale[None, :]
+            error = np.abs((entries - entries[:1]) - (truth - truth[:1])) / qlayer.entry_scale[None, :]
+            assert error.max() <= 1 + 1e-6, (layer.name, i, float(error.max()))

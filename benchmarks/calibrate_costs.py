@@ -32,19 +32,28 @@ from kan2mcu.strategies import edge_table, spline  # noqa: E402
 SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12)]
 VARIANTS = {  # name: (strategy, options)
     "edge-table": ("edge-table", QuantOptions(act_bits=4)),
+    "edge-table-nibbles": ("edge-table", QuantOptions(act_bits=4, table_bits=4)),
     "spline8": ("spline", QuantOptions()),
     "spline4": ("spline", QuantOptions(coef_bits=4)),
 }
 
 
-def features(strategy: str, n_in: int, n_out: int, core: str, packed: bool) -> list[float]:
+def features(strategy: str, n_in: int, n_out: int, core: str, options: QuantOptions, first: bool,
+             last: bool) -> list[float]:
     """The terms of a strategy's cost formula, in the order of its COSTS keys."""
     if strategy == "edge-table":
-        row_words = -(-n_out // 4)
-        passes = -(-row_words // edge_table.WORDS_PER_PASS.get(core, 4))
-        return [1.0, n_in * passes, n_in * row_words, n_out]
+        nibbles = edge_table.entries_per_word(options.table_bits) == 8
+        row_words = edge_table.padded_outputs(n_out, options.table_bits) // edge_table.entries_per_word(
+            options.table_bits)
+        passes = -(-row_words // (edge_table.WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
+        clamp = first and options.act_bits < 8
+        # layer, input_pass, word, output, clamp_pass, last_output, nibble_word
+        return [1.0, n_in * passes, n_in * row_words * (2 if nibbles else 1), n_out, n_in * passes * clamp,
+                n_out * last, n_in * row_words * nibbles]
     edges = n_in * n_out
-    return [1.0, n_in, 0.0 if packed else edges, edges if packed else 0.0, n_out]
+    packed = options.coef_bits != 8
+    # layer, input, edge, packed_edge, output, last_output
+    return [1.0, n_in, 0.0 if packed else edges, edges if packed else 0.0, n_out, n_out * last]
 
 
 def main() -> int:
@@ -64,7 +73,8 @@ def main() -> int:
             generate_model(ckpt, out, options=options, calibration=calib, plan=plan, quiet=True)
             dirs.append(out)
             for index, layer in enumerate(model.layers):
-                samples.append((variant, layer.in_features, layer.out_features, out, index))
+                samples.append((variant, layer.in_features, layer.out_features, out, index, index == 0,
+                                index == len(model.layers) - 1))
     counts = {}
     for board in QEMU_BOARDS:
         report = measure(dirs, board, work / f"measure-{board}")
@@ -78,10 +88,10 @@ def main() -> int:
         core = get_board(board).core
         for strategy in ("edge-table", "spline"):
             rows, targets, names = [], [], []
-            for variant, n_in, n_out, model_dir, index in samples:
+            for variant, n_in, n_out, model_dir, index, first, last in samples:
                 if VARIANTS[variant][0] != strategy:
                     continue
-                rows.append(features(strategy, n_in, n_out, core, variant == "spline4"))
+                rows.append(features(strategy, n_in, n_out, core, VARIANTS[variant][1], first, last))
                 targets.append(counts[(board, str(model_dir), index)])
                 names.append(f"{variant} {n_in}->{n_out}")
             coef, *_ = np.linalg.lstsq(np.array(rows), np.array(targets, float), rcond=None)

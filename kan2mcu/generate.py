@@ -118,6 +118,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         qmodel = choice.qmodel
         for line in explain(choice):
             say(f"kan2mcu: {line}")
+        if choice.warning:
+            print(f"kan2mcu: warning: {choice.warning}", file=sys.stderr)
     opt_dict = options.as_dict() if arith == "int" else {}
     banner = _banner(name, imported, checkpoint, arith, opt_dict, sha)
     rendered = render_int(qmodel, name, banner) if arith == "int" else render_float(model, name, banner)

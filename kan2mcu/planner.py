@@ -25,6 +25,7 @@ from kan2mcu.reference import quantize_inputs, run_model
 STRATEGY_CHOICES = ("auto", "spline", "edge-table")
 OBJECTIVES = ("speed", "size")
 MIN_EDGE_TABLE_BITS = 3
+NIBBLE_TABLE_BITS = 4  # edge-table entries packed 8 per word
 DEFAULT_FLASH_BUDGET = 64 * 1024  # no board given: a typical share of a small MCU's flash for a model
 FIRMWARE_RESERVE = 32 * 1024  # with --board: flash kept for the firmware around the model
 DEFAULT_MAX_ERROR = 0.02  # relative RMS output error against the float model, on the calibration data
@@ -46,11 +47,14 @@ class Choice:
     objective: str
     considered: int
     layers: tuple[dict, ...]  # per layer: strategy, in_bits, predicted instructions/flash, alternative
+    tolerance: float = DEFAULT_MAX_ERROR  # the error the plan had to stay under
+    warning: str | None = None  # set when no plan within the budget met the tolerance
 
     def as_dict(self) -> dict:
         return {"core": self.core, "objective": self.objective, "flash_budget": self.budget,
                 "predicted_instructions": self.instructions, "predicted_flash_bytes": self.flash_bytes,
-                "calibration_error": self.error, "plans_considered": self.considered, "layers": list(self.layers)}
+                "calibration_error": self.error, "error_tolerance": self.tolerance, "warning": self.warning,
+                "plans_considered": self.considered, "layers": list(self.layers)}
 
 
 def flash_budget_for(board: str | None, budget: int | None) -> int:
@@ -87,7 +91,9 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
             opts.append(LayerPlan("spline", options.act_bits))
         if strategy in ("auto", "edge-table"):
             low = min(MIN_EDGE_TABLE_BITS, options.act_bits)
-            opts += [LayerPlan("edge-table", b) for b in range(options.act_bits, low - 1, -1)]
+            # byte entries at --table-bits, and nibble entries (half the flash) when that is narrower
+            widths = [options.table_bits] + ([NIBBLE_TABLE_BITS] if options.table_bits > NIBBLE_TABLE_BITS else [])
+            opts += [LayerPlan("edge-table", b, t) for t in widths for b in range(options.act_bits, low - 1, -1)]
         per_layer.append(opts)
     return per_layer
 
@@ -140,11 +146,14 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                                    x, float_out) for p in full_width)
         tolerance = max(max_error, FLOOR_FACTOR * floor)
     acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
-    if not acceptable:
-        best = min(results, key=lambda r: r[2])
-        raise OptionError(f"no plan within --flash-budget {budget} bytes keeps the output error under {tolerance:.3g} "
-                          f"(best: {best[2]:.3g} with {_describe(best[0])}); raise the budget or --max-error")
-    combo, qmodel, error = min(acceptable, key=lambda r: (_rank(predicted[r[0]], objective), r[2] or 0.0))
+    warning = None
+    if acceptable:
+        combo, qmodel, error = min(acceptable, key=lambda r: (_rank(predicted[r[0]], objective), r[2] or 0.0))
+    else:  # the budget is the hard limit: take the most accurate plan within it, and say so
+        combo, qmodel, error = min(results, key=lambda r: r[2])
+        warning = (f"no plan within the flash budget of {budget} bytes keeps the relative output error under "
+                   f"{tolerance:.3g}; the most accurate one within it has {error:.3g} ({_describe(combo)}); "
+                   "check the accuracy in the report, or raise the budget")
     instructions, flash, costs = predicted[combo]
     layers = []
     for index, (step, cost) in enumerate(zip(combo, costs)):
@@ -159,7 +168,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                                   "predicted_flash_bytes": alt["flash_bytes"]}
         layers.append(row)
     return Choice(tuple(combo), qmodel, instructions, flash, error, core, budget, objective, len(results),
-                  tuple(layers))
+                  tuple(layers), tolerance, warning)
 
 
 def _rank(prediction: tuple, objective: str) -> tuple:
@@ -168,14 +177,16 @@ def _rank(prediction: tuple, objective: str) -> tuple:
 
 
 def _describe(combo) -> str:
-    return ", ".join(f"layer {i}: {s.strategy} {s.in_bits}-bit codes" for i, s in enumerate(combo))
+    return ", ".join(f"layer {i}: {s.strategy} {s.in_bits}-bit codes"
+                     + (f" {s.table_bits}-bit entries" if s.table_bits else "") for i, s in enumerate(combo))
 
 
 def explain(choice: Choice) -> list[str]:
     """One line per layer: what was chosen and what the alternative would have cost."""
     lines = []
     for row in choice.layers:
-        text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes): "
+        entries = f", {row['table_bits']}-bit entries" if row.get("table_bits") else ""
+        text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes{entries}): "
                 f"{row['predicted_flash_bytes'] / 1024:.1f} KB, {row['predicted_instructions'] / 1000:.1f}k instr "
                 f"on {choice.core}")
         alt = row.get("alternative")

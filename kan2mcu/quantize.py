@@ -54,14 +54,20 @@ class LayerPlan:
 
     strategy: str
     in_bits: int
+    table_bits: int | None = None  # edge-table entry width (None: --table-bits)
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
         if not isinstance(self.in_bits, int) or not 2 <= self.in_bits <= 8:
             raise OptionError(f"input code bits must be in 2..8, got {self.in_bits!r}")
+        if self.table_bits is not None and not 2 <= self.table_bits <= 8:
+            raise OptionError(f"table bits must be in 2..8, got {self.table_bits!r}")
 
     def as_dict(self) -> dict:
-        return {"strategy": self.strategy, "in_bits": self.in_bits}
+        out = {"strategy": self.strategy, "in_bits": self.in_bits}
+        if self.table_bits is not None:
+            out["table_bits"] = self.table_bits
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +89,8 @@ class QuantModel:
 
     @property
     def plan(self) -> tuple[LayerPlan, ...]:
-        return tuple(LayerPlan(layer.strategy, layer.act_bits) for layer in self.layers)
+        return tuple(LayerPlan(layer.strategy, layer.act_bits, getattr(layer, "table_bits", None))
+                     for layer in self.layers)
 
 
 def default_plan(model: KANModel, options: QuantOptions, strategy: str = "spline") -> tuple[LayerPlan, ...]:
@@ -130,6 +137,7 @@ def quantize(model: KANModel, options: QuantOptions, calibration: np.ndarray | N
         lo, hi = channel_ranges(layer, activations[index])
         enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits)
         enc["bits"] = step.in_bits
+        enc["table_bits"] = step.table_bits
         encodings.append(enc)
     if activations[-1] is not None:
         out_abs = float(np.max(np.abs(activations[-1])))

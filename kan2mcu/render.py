@@ -159,29 +159,47 @@ def _spline_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> dict:
     return L
 
 
-# Words of lane accumulators per pass over the inputs: Armv6-M has 8 low registers, the others 13+.
-EDGE_TABLE_WORDS_PER_PASS = {"narrow": 2, "wide": 4}
+# Lane accumulator pairs per pass over the inputs: Armv6-M has 8 low registers, the others 13+.
+EDGE_TABLE_PAIRS_PER_PASS = {"narrow": 2, "wide": 4}
 
 
 def _edge_table_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> dict:
-    """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2)."""
+    """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2).
+
+    A table word holds 4 byte entries (one part: even/odd lanes) or 8 nibble entries (two parts,
+    the low and high nibbles, each then split into even/odd lanes like a byte word)."""
+    nibbles = ql.per_word == 8
+    parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
+        if nibbles else [{"id": 0, "shift": 0, "mask": None}]
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy edge-table",
          "description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
-                        f"{1 << (ql.table_bits - 1)}) per input and code; lanes widened every {ql.chunk} inputs",
-         "codes": ql.codes, "row_words": ql.row_words}
+                        f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; lanes widened "
+                        f"every {ql.chunk} inputs",
+         "codes": ql.codes, "row_words": ql.row_words, "parts": parts}
     L["table"] = emit.table("table", ql.words(), "uint32_t",
-                            f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of 4 entries", hex_words=True,
-                            aligned=True)
+                            f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
+                            hex_words=True, aligned=True)
     L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
     L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
     L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     L["chunks"] = [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
                    for s in range(0, ql.in_features, ql.chunk)]
-    for kind, per_pass in EDGE_TABLE_WORDS_PER_PASS.items():
+    for kind, pairs in EDGE_TABLE_PAIRS_PER_PASS.items():
+        per_pass = max(pairs // len(parts), 1)
         L[f"blocks_{kind}"] = [{"first": w, "words": list(range(w, min(w + per_pass, ql.row_words)))}
                                for w in range(0, ql.row_words, per_pass)]
-    L["lanes"] = [[{"output": 4 * w + j, "var": "even" if j % 2 == 0 else "odd", "high": j >= 2}
-                   for j in range(4) if 4 * w + j < ql.out_features] for w in range(ql.row_words)]
+    # entry j of a word -> (part, lane): a part's byte k holds entry len(parts) * k + part
+    lanes = []
+    for w in range(ql.row_words):
+        word_lanes = []
+        for j in range(ql.per_word):
+            part, byte = j % len(parts), j // len(parts)
+            output = ql.per_word * w + j
+            if output < ql.out_features:
+                word_lanes.append({"output": output, "part": part, "var": "even" if byte % 2 == 0 else "odd",
+                                   "high": byte >= 2})
+        lanes.append(word_lanes)
+    L["lanes"] = lanes
     return L
 
 

@@ -89,13 +89,16 @@ def markdown(report: dict) -> str:
                       f"{planner['core']}; relative output error on the calibration data "
                       f"{_fmt(planner['calibration_error'])}, {planner['plans_considered']} plans weighed):", ""]
         for row in planner["layers"]:
-            text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes: "
+            entries = f", {row['table_bits']}-bit entries" if row.get("table_bits") else ""
+            text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes{entries}: "
                     f"{row['predicted_flash_bytes']} bytes, about {row['predicted_instructions']} instructions")
             alt = row.get("alternative")
             if alt:
                 text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be {alt['predicted_flash_bytes']} "
                          f"bytes, about {alt['predicted_instructions']} instructions")
             lines.append(text)
+        if planner.get("warning"):
+            lines += ["", f"**Warning:** {planner['warning']}."]
     acc = report.get("accuracy")
     if acc:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "

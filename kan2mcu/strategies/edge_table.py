@@ -21,15 +21,26 @@ from kan2mcu.ir import KANLayer
 NAME = "edge-table"
 TEMPLATE = "kernels/edge_table.c.j2"
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
-ENTRIES_PER_WORD = 4
+
+
+def entries_per_word(table_bits: int) -> int:
+    """Entries in one 32-bit table word: bytes (5..8 bits) or nibbles (2..4 bits, half the flash)."""
+    return 8 if table_bits <= 4 else 4
+
+
+def padded_outputs(out_features: int, table_bits: int) -> int:
+    """Outputs rounded up to whole table words."""
+    per_word = entries_per_word(table_bits)
+    return -(-out_features // per_word) * per_word
 
 
 @dataclass(frozen=True, eq=False)
 class EdgeTableLayer:
     """One edge-table layer. ``table[i, q, o]`` is the biased entry (``round(edge / entry_scale[o])
     + 2^(table_bits-1)``, unsigned) of edge ``i -> o`` at input code ``q``; outputs are padded
-    with zero entries to ``out_pad`` (a multiple of 4). ``chunk`` inputs at most are summed in
-    16-bit lanes before the lanes are widened (no lane can overflow)."""
+    with zero entries to ``out_pad`` (whole words: 4 byte entries, or 8 nibble entries when
+    ``table_bits <= 4``). ``chunk`` inputs at most are summed in 16-bit lanes before the lanes are
+    widened (no lane can overflow)."""
 
     name: str
     in_features: int
@@ -57,13 +68,18 @@ class EdgeTableLayer:
         return int(self.table.shape[2])
 
     @property
+    def per_word(self) -> int:
+        return entries_per_word(self.table_bits)
+
+    @property
     def row_words(self) -> int:
-        return self.out_pad // ENTRIES_PER_WORD
+        return self.out_pad // self.per_word
 
     def words(self) -> np.ndarray:
-        """The table as uint32 words, ``[I * Q * row_words]``: entry ``4w + j`` of a row in bits 8j..8j+7."""
-        grouped = self.table.reshape(self.in_features, self.codes, self.row_words, ENTRIES_PER_WORD)
-        shifts = np.arange(ENTRIES_PER_WORD, dtype=np.int64) * 8
+        """The table as uint32 words, ``[I * Q * row_words]``: entry ``n*w + j`` of a row in bits
+        ``b*j .. b*j+b-1`` of word ``w`` (``n`` entries of ``b = 32 / n`` bits per word)."""
+        grouped = self.table.reshape(self.in_features, self.codes, self.row_words, self.per_word)
+        shifts = np.arange(self.per_word, dtype=np.int64) * (32 // self.per_word)
         return (grouped << shifts).sum(axis=3).reshape(-1)
 
 
@@ -78,10 +94,10 @@ def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int) -
 def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
                    is_last: bool, out_max: int) -> EdgeTableLayer:
     """Tabulate every edge at every code of its input and derive the int32 requantization."""
-    bits, tbits = enc["bits"], options.table_bits
+    bits, tbits = enc["bits"], enc.get("table_bits") or options.table_bits
     n_in, n_out = layer.in_features, layer.out_features
     q_count = 1 << bits
-    out_pad = -(-n_out // ENTRIES_PER_WORD) * ENTRIES_PER_WORD
+    out_pad = padded_outputs(n_out, tbits)
     codes = np.arange(q_count, dtype=np.float64)
     values = np.empty((n_in, q_count, n_out))
     for i in range(n_in):  # one input at a time: memory O(Q * O)
@@ -122,10 +138,10 @@ def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
     return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
 
 
-def table_bytes(in_features: int, out_features: int, act_bits: int) -> int:
+def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: int) -> int:
     """Flash bytes of the table of a layer with these sizes (the cost model's figure)."""
-    out_pad = -(-out_features // ENTRIES_PER_WORD) * ENTRIES_PER_WORD
-    return in_features * (1 << act_bits) * out_pad
+    words = padded_outputs(out_features, table_bits) // entries_per_word(table_bits)
+    return in_features * (1 << act_bits) * words * 4
 
 
 def check_options(options) -> None:
@@ -139,17 +155,17 @@ def check_options(options) -> None:
 # counts by benchmarks/calibrate_costs.py (worst fit error 9.5% on M0, under 5% elsewhere).
 WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
 CODE_BYTES = 240  # one edge-table kernel at -O2, about
-_M0 = {"layer": -94.39, "input_pass": 9.72, "word": 6.44, "output": 32.18, "clamp_pass": 7.95, "last_output": 5.67}
+_M0 = {"nibble_word": 4.0, "layer": -94.39, "input_pass": 9.72, "word": 6.44, "output": 32.18, "clamp_pass": 7.95, "last_output": 5.67}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": 3.23, "input_pass": 1.01, "word": 6.76, "output": 7.97, "clamp_pass": 8.2,
+    "cortex-m3": {"nibble_word": 3.0, "layer": 3.23, "input_pass": 1.01, "word": 6.76, "output": 7.97, "clamp_pass": 8.2,
                   "last_output": 7.15},
-    "cortex-m4": {"layer": -7.71, "input_pass": 2.16, "word": 3.09, "output": 15.53, "clamp_pass": 4.99,
+    "cortex-m4": {"nibble_word": 3.0, "layer": -7.71, "input_pass": 2.16, "word": 3.09, "output": 15.53, "clamp_pass": 4.99,
                   "last_output": 1.8},
-    "cortex-m7": {"layer": -16.0, "input_pass": 3.02, "word": 2.74, "output": 15.51, "clamp_pass": 5.7,
+    "cortex-m7": {"nibble_word": 3.0, "layer": -16.0, "input_pass": 3.02, "word": 2.74, "output": 15.51, "clamp_pass": 5.7,
                   "last_output": 3.01},
-    "rv32imac": {"layer": -39.83, "input_pass": 7.09, "word": 5.02, "output": 32.07, "clamp_pass": 3.12,
+    "rv32imac": {"nibble_word": 3.0, "layer": -39.83, "input_pass": 7.09, "word": 5.02, "output": 32.07, "clamp_pass": 3.12,
                  "last_output": -3.61},
 }
 
@@ -158,10 +174,13 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     """Predicted instructions and flash bytes of this layer as an edge-table layer on ``core``."""
     c = COSTS[core]
     n_in, n_out = layer.in_features, layer.out_features
-    row_words = -(-n_out // ENTRIES_PER_WORD)
-    passes = -(-row_words // WORDS_PER_PASS.get(core, 4))
+    tbits = getattr(step, "table_bits", None) or options.table_bits
+    nibbles = entries_per_word(tbits) == 8
+    row_words = padded_outputs(n_out, tbits) // entries_per_word(tbits)
+    passes = -(-row_words // (WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
     clamp = first and step.in_bits < 8
-    instructions = (c["layer"] + c["input_pass"] * n_in * passes + c["word"] * n_in * row_words
+    instructions = (c["layer"] + c["input_pass"] * n_in * passes + c["word"] * n_in * row_words * (2 if nibbles else 1)
+                    + c["nibble_word"] * n_in * row_words * nibbles
                     + c["output"] * n_out + c["clamp_pass"] * n_in * passes * clamp + c["last_output"] * n_out * last)
-    flash = table_bytes(n_in, n_out, step.in_bits) + 9 * n_out + CODE_BYTES
+    flash = table_bytes(n_in, n_out, step.in_bits, tbits) + 9 * n_out + CODE_BYTES
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

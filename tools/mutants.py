@@ -110,6 +110,11 @@ MUTANTS = (
            "the DSP lane adds (UXTAB16) rotate the odd bytes wrongly: only a Cortex-M4/M7 sees it",
            (("templates/model_int.c.j2", '"uxtab16 %0, %1, %2, ror #8"', '"uxtab16 %0, %1, %2, ror #16"'),),
            (T + "test_firmware_digits.py::test_generated_small_model_on_firmware[qemu-cortex-m4-edge-table]",)),
+    Mutant("edge-table-nibble-mask-wrong",
+           "4-bit (nibble) edge-table entries: the high nibbles are masked to 3 bits",
+           (("kan2mcu/render.py", '{"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}', '{"id": 1, "shift": 4, "mask": "0x07070707u"}'),),
+           (T + "test_bit_exact.py::test_small_models_bit_exact[8x5x3-G5-k3-4bit-edge-table]",
+            T + "test_bit_exact.py::test_small_models_bit_exact[6x4x4x2-G3-k2-4bit-edge-table]")),
     # --- packing ---
     Mutant("packing-bit-order-flipped",
            "bit order flipped in pack and unpack together (they stay each other's inverse)",

@@ -7,7 +7,7 @@ APT_PACKAGES := gcc-arm-none-eabi gcc-riscv64-unknown-elf qemu-system-arm qemu-s
 # torch 2.13.0 first (a CPU build lies on disk for it); the package's "torch>=2.1" then adds nothing.
 TORCH := torch==2.13.0
 
-.PHONY: all setup toolchains venv demo test sweep clean
+.PHONY: all setup toolchains venv demo test sweep mutants mutants-fast clean
 
 all: test
 
@@ -47,6 +47,14 @@ sweep: setup
 ## The tests (toolchain tests are forced on when CI=true).
 test: setup
 	$(PY) -m pytest host_tests -q -p no:cacheprovider
+
+## The mutation suite: deliberate bugs (tools/mutants.py) applied one at a time to a temporary copy
+## of the repository; fails unless the tests named for each one fail. mutants-fast: the quick subset.
+mutants: setup
+	$(PY) tools/mutate.py
+
+mutants-fast: setup
+	$(PY) tools/mutate.py --fast
 
 clean:
 	rm -rf out build .pytest_cache

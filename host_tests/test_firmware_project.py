@@ -212,3 +212,20 @@ def test_linker_overflow_becomes_numbers():
     assert isinstance(error, BoardError)
     assert str(error) == "model big does not fit qemu-cortex-m0: flash needs 307822 bytes but has 262144 (over by 45678)"
     assert _overflow_error("all good", get_board("qemu-cortex-m0"), "big") is None
+
+
+def test_fixture_vectors_come_from_the_python_mirrors():
+    """The hand-written fixtures' expected outputs are the Python mirrors' (never the C's own output)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_vectors", FIXTURES / "make_vectors.py")
+    make_vectors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_vectors)
+    ints = json.loads((INT_MODEL / "test_vectors.json").read_text())
+    assert ints["outputs"] == [make_vectors.tiny_reference(codes) for codes in ints["inputs"]]
+    floats = json.loads((FLOAT_MODEL / "test_vectors.json").read_text())
+    assert floats["outputs"] == [make_vectors.tinyf_reference(x) for x in floats["inputs"]]
+    # the mirror knows the fixture's constants: they are the ones in tinyf.c
+    source = (FLOAT_MODEL / "tinyf.c").read_text()
+    for row in make_vectors.FLOAT_WEIGHTS:
+        assert "{" + ", ".join(f"{w}f" for w in row) + "}" in source

@@ -1,6 +1,12 @@
-"""Shared fixtures: the default digits KAN (trained once per session) and small random KANs."""
+"""Shared fixtures: the default digits KAN (trained once per session) and small random KANs.
+
+Optional parts (cross toolchains, QEMU, PlatformIO, pykan and the rest of the test extras) skip a
+test where they are missing, except when ``CI=true`` or ``KAN2MCU_REQUIRE_TOOLCHAINS=1``: then a
+missing part FAILS the test, so CI never passes by skipping.
+"""
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -9,6 +15,8 @@ import numpy as np
 import pytest
 
 REQUIRE_TOOLCHAINS = os.environ.get("CI") == "true" or os.environ.get("KAN2MCU_REQUIRE_TOOLCHAINS") == "1"
+# A prepared digits checkpoint (the mutation runner trains it once and shares it between runs).
+DIGITS_CHECKPOINT_ENV = "KAN2MCU_TEST_DIGITS_CHECKPOINT"
 
 
 def require_tool(name: str) -> str:
@@ -21,11 +29,25 @@ def require_tool(name: str) -> str:
     return path
 
 
+def require_module(name: str, hint: str = ""):
+    """Import ``name``; a missing module skips the calling module, or fails it in CI."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        message = f"python module {name} missing ({exc}){': ' + hint if hint else ''}"
+        if REQUIRE_TOOLCHAINS:
+            pytest.fail(f"{message}; it is required in CI", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+
+
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> Path:
     """The default [64, 16, 10] KAN trained on digits (the README's embedded default)."""
     from kan2mcu.train import train
 
+    prepared = os.environ.get(DIGITS_CHECKPOINT_ENV)
+    if prepared:
+        return Path(prepared)
     path = tmp_path_factory.mktemp("digits") / "digits_kan.pt"
     train(path, progress=False)
     return path
@@ -58,3 +80,43 @@ def small_checkpoints(tmp_path_factory) -> dict:
         "8x5x3-G5-k3": make_random_checkpoint(base / "a.pt", (8, 5, 3), 5, 3, seed=1),
         "6x4x4x2-G3-k2": make_random_checkpoint(base / "b.pt", (6, 4, 4, 2), 3, 2, seed=2),
     }
+
+
+def nonuniform_state_dict(widths, grid_size=5, order=3, seed=0) -> dict:
+    """efficient-kan layout with knots that differ per input and are not evenly spaced."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    state = {}
+    for n, (i, o) in enumerate(zip(widths, widths[1:])):
+        steps = rng.uniform(0.2, 0.6, size=(i, grid_size + 2 * order))
+        knots = -1.5 + np.concatenate([np.zeros((i, 1)), np.cumsum(steps, axis=1)], axis=1)
+        state[f"layers.{n}.grid"] = torch.tensor(knots, dtype=torch.float32)
+        state[f"layers.{n}.base_weight"] = torch.tensor(rng.normal(0, 0.5, (o, i)), dtype=torch.float32)
+        state[f"layers.{n}.spline_weight"] = torch.tensor(rng.normal(0, 0.5, (o, i, grid_size + order)),
+                                                          dtype=torch.float32)
+        state[f"layers.{n}.spline_scaler"] = torch.tensor(rng.uniform(0.5, 1.5, (o, i)), dtype=torch.float32)
+    return state
+
+
+@pytest.fixture(scope="session")
+def nonuniform_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
+    """A [5, 4, 3] efficient-kan state dict with per-input non-uniform knots, and calibration inputs."""
+    import torch
+
+    base = tmp_path_factory.mktemp("nonuniform")
+    torch.save({"state_dict": nonuniform_state_dict([5, 4, 3])}, base / "ek.pt")
+    np.save(base / "calib.npy", np.random.default_rng(1).uniform(-2.0, 2.5, size=(400, 5)))
+    return base / "ek.pt", base / "calib.npy"
+
+
+def assert_c_equals_reference(folder: Path, codes: np.ndarray, build_dir: Path) -> None:
+    """Compile the folder's C for the host (strict flags), run every row of ``codes`` and require
+    the outputs to equal the Python integer reference's, element for element."""
+    from kan2mcu.bundle import load_bundle
+    from kan2mcu.hostcc import HostModel
+    from kan2mcu.reference import run_model
+
+    _, qmodel = load_bundle(folder)
+    c_out = HostModel(folder, build_dir).infer(codes).astype(np.int64)
+    np.testing.assert_array_equal(c_out, run_model(qmodel, codes))

@@ -4,16 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import assert_c_equals_reference
 from kan2mcu.bundle import load_bundle
+from kan2mcu.datasets import load_dataset
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import HostModel
+from kan2mcu.hostcc import run_sanitized
 from kan2mcu.quantize import QuantOptions
 from kan2mcu.reference import run_model
 from kan2mcu.verify import verification_codes, verify
 
 BITS = [pytest.param(b, id=f"{b}bit") for b in (2, 3, 4, 8)]
-
-
 STRATEGIES = [pytest.param(s, id=s) for s in ("spline", "edge-table")]
 
 
@@ -28,9 +28,16 @@ def test_small_models_bit_exact(small_checkpoints, tmp_path, shape, bits, strate
                    strategy=strategy, max_error=10.0, allow_saturation=True)
     _, qmodel = load_bundle(tmp_path / "m")
     codes = verification_codes(qmodel, np.load(calibration))
-    assert len(codes) >= 1000
-    c_out = HostModel(tmp_path / "m", tmp_path / "build").infer(codes)
-    np.testing.assert_array_equal(c_out.astype(np.int64), run_model(qmodel, codes))
+    _assert_every_code_on_every_input(codes, qmodel)
+    assert_c_equals_reference(tmp_path / "m", codes, tmp_path / "build")
+
+
+def _assert_every_code_on_every_input(codes: np.ndarray, qmodel) -> None:
+    """The checked codes reach every code of every input, and codes above the maximum."""
+    top = qmodel.layers[0].codes - 1
+    for column in codes.T:
+        assert set(range(top + 1)) <= set(column.tolist())
+    assert codes.max() == 255
 
 
 @pytest.mark.parametrize("act,spline,coef", [(8, 8, 8), (8, 3, 8), (8, 2, 4), (4, 3, 3), (6, 8, 5)],
@@ -38,21 +45,26 @@ def test_small_models_bit_exact(small_checkpoints, tmp_path, shape, bits, strate
 def test_digits_bit_exact(digits_checkpoint, tmp_path, act, spline, coef):
     options = QuantOptions(act_bits=act, spline_bits=spline, coef_bits=coef)
     generate_model(digits_checkpoint, tmp_path / "m", options=options, quiet=True, strategy="spline")
-    result = verify(tmp_path / "m", build_dir=tmp_path / "build", quiet=True)
-    assert result.bit_exact is True
-    assert result.inputs_checked >= 1000
+    _, qmodel = load_bundle(tmp_path / "m")
+    codes = verification_codes(qmodel, load_dataset("digits").x_test)
+    _assert_every_code_on_every_input(codes, qmodel)
+    assert_c_equals_reference(tmp_path / "m", codes, tmp_path / "build")
 
 
 def test_sanitizers_clean(digits_checkpoint, small_checkpoints, tmp_path):
     """ASan + UBSan: no out-of-bounds read or undefined behaviour for any code, incl. codes > max."""
-    generate_model(digits_checkpoint, tmp_path / "d", options=QuantOptions(act_bits=4, spline_bits=3, coef_bits=3), strategy="spline",
-                   quiet=True)
-    assert verify(tmp_path / "d", sanitize=True, build_dir=tmp_path / "bd", quiet=True).bit_exact
+    generate_model(digits_checkpoint, tmp_path / "d", options=QuantOptions(act_bits=4, spline_bits=3, coef_bits=3),
+                   quiet=True, strategy="spline")
     checkpoint, calibration = small_checkpoints["6x4x4x2-G3-k2"]
     generate_model(checkpoint, tmp_path / "s", calibration=calibration, quiet=True, strategy="spline")
-    assert verify(tmp_path / "s", calibration=calibration, sanitize=True, build_dir=tmp_path / "bs2", quiet=True).bit_exact
-    generate_model(checkpoint, tmp_path / "s", calibration=calibration, quiet=True, strategy="edge-table")
-    assert verify(tmp_path / "s", calibration=calibration, sanitize=True, build_dir=tmp_path / "bs", quiet=True).bit_exact
+    generate_model(checkpoint, tmp_path / "e", calibration=calibration, quiet=True, strategy="edge-table")
+    for folder, x in ((tmp_path / "d", load_dataset("digits").x_test), (tmp_path / "s", np.load(calibration)),
+                      (tmp_path / "e", np.load(calibration))):
+        _, qmodel = load_bundle(folder)
+        codes = verification_codes(qmodel, x)
+        # a sanitizer finding exits the program non-zero (run_sanitized raises); outputs must still match
+        sanitized = run_sanitized(folder, codes, folder.parent / f"build-{folder.name}")
+        np.testing.assert_array_equal(sanitized.astype(np.int64), run_model(qmodel, codes))
 
 
 def test_mismatch_is_reported(digits_checkpoint, tmp_path):

@@ -1,13 +1,20 @@
 """The default digits KAN on every emulated board: firmware == Python integer reference == host C."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from kan2mcu.firmware.boards import QEMU_BOARDS
-from kan2mcu.firmware.measure import measure
+from conftest import assert_c_equals_reference
+from kan2mcu.bundle import load_bundle
+from kan2mcu.datasets import load_dataset
+from kan2mcu.firmware.boards import QEMU_BOARDS, get_board
+from kan2mcu.firmware.measure import build_firmware, measure
+from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.generate import generate_model
-from kan2mcu.verify import verify
+from kan2mcu.reference import run_model
+from kan2mcu.verify import verification_codes
 from test_firmware_qemu import offline_environment  # noqa: F401  (fresh offline PlatformIO core, dead proxy)
 
 
@@ -16,7 +23,9 @@ def digits_dirs(digits_checkpoint, tmp_path_factory):
     base = tmp_path_factory.mktemp("digits-fw")
     generate_model(digits_checkpoint, base / "kan_int", quiet=True)
     generate_model(digits_checkpoint, base / "kan_float", arith="float", quiet=True)
-    assert verify(base / "kan_int", build_dir=base / "host", quiet=True).bit_exact  # host C == reference
+    _, qmodel = load_bundle(base / "kan_int")
+    codes = verification_codes(qmodel, load_dataset("digits").x_test)
+    assert_c_equals_reference(base / "kan_int", codes, base / "host")  # host C == reference
     return base
 
 
@@ -36,14 +45,48 @@ def test_digits_int_and_float_on_every_emulated_board(digits_dirs, board):
     assert by_arith["int"]["instructions"] < by_arith["float"]["instructions"]
 
 
-def test_firmware_outputs_are_the_reference_vectors(digits_dirs):
-    """The vectors the firmware checks are the integer reference's outputs for those inputs."""
-    import json
+def _reference_vectors(folder: Path, codes: np.ndarray) -> dict:
+    _, qmodel = load_bundle(folder)
+    return {"inputs": codes.tolist(), "outputs": run_model(qmodel, codes).tolist(), "abs_tolerance": 0}
 
-    from kan2mcu.bundle import load_bundle
-    from kan2mcu.reference import run_model
 
-    vectors = json.loads((digits_dirs / "kan_int" / "test_vectors.json").read_text())
+def _run_vectors(folder: Path, board: str, vectors: dict, project: Path) -> dict:
+    """Build the firmware with these vectors, run it under QEMU, return its result line."""
+    run = run_elf(get_board(board), build_firmware(folder, board, project, vectors_override=vectors))
+    assert run.result is not None, run.output[-2000:]
+    return run.result
+
+
+@pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
+def test_firmware_outputs_equal_the_reference_on_many_inputs(digits_dirs, board, tmp_path):
+    """The firmware itself runs 160 inputs (test-split codes, random codes, all-zero and all-max)
+    and compares every output with the Python integer reference's."""
     _, qmodel = load_bundle(digits_dirs / "kan_int")
-    np.testing.assert_array_equal(run_model(qmodel, np.array(vectors["inputs"])), np.array(vectors["outputs"]))
-    assert vectors["abs_tolerance"] == 0
+    codes = verification_codes(qmodel, load_dataset("digits").x_test)
+    codes = np.concatenate([codes[:80], codes[450:528], codes[1450:1452]])  # test split, random, extremes
+    result = _run_vectors(digits_dirs / "kan_int", board, _reference_vectors(digits_dirs / "kan_int", codes),
+                          tmp_path / "p")
+    assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, 160)
+
+
+@pytest.mark.parametrize("strategy", ["spline", "edge-table"])
+@pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
+def test_generated_small_model_on_firmware(small_checkpoints, board, strategy, tmp_path):
+    """A small cubic model at 8 bits (on M4: the SMLAD spline path, the UXTAB16 edge-table path;
+    on M0 the narrow edge-table pass): 300 random codes and every code of every input, run by the
+    firmware; one deliberately wrong expected output must be caught."""
+    from kan2mcu.quantize import LayerPlan
+
+    checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True,
+                   plan=[LayerPlan(strategy, 8), LayerPlan(strategy, 8)])
+    rng = np.random.default_rng(3)
+    codes = np.concatenate([rng.integers(0, 256, size=(300, 8)), np.repeat(np.arange(256)[:, None], 8, axis=1)])
+    vectors = _reference_vectors(tmp_path / "m", codes)
+    result = _run_vectors(tmp_path / "m", board, vectors, tmp_path / "p")
+    assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, len(codes))
+    if board == "qemu-cortex-m4":
+        vectors["outputs"][123][2] += 1
+        result = _run_vectors(tmp_path / "m", board, vectors, tmp_path / "wrong")
+        assert (result["check"], result["mismatches"]) == ("FAIL", 1)
+        assert (result["first_mismatch"]["vector"], result["first_mismatch"]["index"]) == (123, 2)

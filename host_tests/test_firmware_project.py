@@ -52,24 +52,28 @@ def test_qemu_command_is_deterministic_and_uses_semihosting():
     assert "enable=on,target=native" in command
 
 
-def test_platformio_ini_has_emulated_and_real_board_environments(tmp_path):
+def test_platformio_ini_has_only_the_asked_environment_and_no_absolute_path(tmp_path):
     project = write_project(INT_MODEL, "qemu-cortex-m4", tmp_path / "p")
     ini = (project / "platformio.ini").read_text()
     assert "default_envs = qemu-cortex-m4" in ini
-    assert f"platform = symlink://{firmware_dir().resolve()}" in ini
-    for name in QEMU_BOARDS:
-        assert f"[env:{name}]" in ini
+    assert "platform = kan2mcu-qemu" in ini and "symlink://" not in ini
+    assert str(tmp_path) not in ini and str(firmware_dir()) not in ini
+    assert [line for line in ini.splitlines() if line.startswith("[env:")] == ["[env:qemu-cortex-m4]"]
+    assert "kan2mcu pio -- run -d . -e qemu-cortex-m4 -t upload" in ini
     for name, platform in [("pico", "raspberrypi"), ("nucleo_f446re", "ststm32"), ("nucleo_f746zg", "ststm32"),
                            ("esp32-c3-devkitm-1", "espressif32"), ("sipeed-longan-nano", "gd32v")]:
-        section = ini.split(f"[env:{name}]")[1].split("[env:")[0]
-        assert f"platform = {platform}" in section
-        assert f"board = {name}" in section
-        assert "framework = arduino" in section
-        assert "monitor_speed = 115200" in section
-        assert "build_unflags = -Os" in section
+        real_ini = (write_project(INT_MODEL, name, tmp_path / name) / "platformio.ini").read_text()
+        assert [line for line in real_ini.splitlines() if line.startswith("[env:")] == [f"[env:{name}]"]
+        assert f"platform = {platform}" in real_ini
+        assert f"board = {name}" in real_ini
+        assert "framework = arduino" in real_ini
+        assert "monitor_speed = 115200" in real_ini
+        assert "build_unflags = -Os" in real_ini
+        assert ("upload_protocol = dfu" in real_ini) == (name == "sipeed-longan-nano")
     assert "model_build_flags = -O2" in ini
     assert "-<port_arduino.cpp>" in ini
-    for name in ("main.c", "kan2mcu_test_vectors.h", "kan2mcu_port.h", "port_arduino.cpp", "tiny.c", "tiny.h"):
+    for name in ("main.c", "kan2mcu_test_vectors.h", "kan2mcu_port.h", "port_arduino.cpp", "kan2mcu_counter.c",
+                 "kan2mcu_counter.h", "tiny.c", "tiny.h"):
         assert (project / "src" / name).is_file()
     manifest = json.loads((project / "kan2mcu_project.json").read_text())
     assert manifest["board"] == "qemu-cortex-m4" and manifest["prefix"] == "tiny"
@@ -208,3 +212,20 @@ def test_linker_overflow_becomes_numbers():
     assert isinstance(error, BoardError)
     assert str(error) == "model big does not fit qemu-cortex-m0: flash needs 307822 bytes but has 262144 (over by 45678)"
     assert _overflow_error("all good", get_board("qemu-cortex-m0"), "big") is None
+
+
+def test_fixture_vectors_come_from_the_python_mirrors():
+    """The hand-written fixtures' expected outputs are the Python mirrors' (never the C's own output)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_vectors", FIXTURES / "make_vectors.py")
+    make_vectors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_vectors)
+    ints = json.loads((INT_MODEL / "test_vectors.json").read_text())
+    assert ints["outputs"] == [make_vectors.tiny_reference(codes) for codes in ints["inputs"]]
+    floats = json.loads((FLOAT_MODEL / "test_vectors.json").read_text())
+    assert floats["outputs"] == [make_vectors.tinyf_reference(x) for x in floats["inputs"]]
+    # the mirror knows the fixture's constants: they are the ones in tinyf.c
+    source = (FLOAT_MODEL / "tinyf.c").read_text()
+    for row in make_vectors.FLOAT_WEIGHTS:
+        assert "{" + ", ".join(f"{w}f" for w in row) + "}" in source

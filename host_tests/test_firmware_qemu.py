@@ -57,13 +57,22 @@ def offline_environment(tmp_path_factory):
     os.environ.update(saved)
 
 
+class _Projects:
+    """One project per fixture model and board (a project holds only its board's environment)."""
+
+    def __init__(self, base):
+        self.base, self.made = base, {}
+
+    def __call__(self, arith, board):
+        if (arith, board) not in self.made:
+            model = INT_MODEL if arith == "int" else FLOAT_MODEL
+            self.made[arith, board] = write_project(model, board, self.base / f"{arith}-{board}")
+        return self.made[arith, board]
+
+
 @pytest.fixture(scope="module")
 def projects(offline_environment):
-    """One project per fixture model (all five emulated environments in each)."""
-    return {
-        "int": write_project(INT_MODEL, "qemu-cortex-m4", offline_environment / "int-project"),
-        "float": write_project(FLOAT_MODEL, "qemu-cortex-m4", offline_environment / "float-project"),
-    }
+    return _Projects(offline_environment)
 
 
 def _result(output: str) -> dict:
@@ -75,7 +84,7 @@ def _result(output: str) -> dict:
 @pytest.mark.parametrize("board", QEMU_BOARDS)
 @pytest.mark.parametrize("arith", ["int", "float"])
 def test_pio_builds_and_runs_every_emulated_board_offline(projects, arith, board):
-    completed = run_pio(projects[arith], board, ("upload",))
+    completed = run_pio(projects(arith, board), board, ("upload",))
     assert completed.returncode == 0, completed.stdout[-3000:]
     result = _result(completed.stdout)
     assert result["check"] == "PASS" and result["mismatches"] == 0
@@ -85,9 +94,9 @@ def test_pio_builds_and_runs_every_emulated_board_offline(projects, arith, board
 
 @pytest.mark.parametrize("board", QEMU_BOARDS)
 def test_flash_and_ram_equal_the_size_tool(projects, board):
-    completed = run_pio(projects["int"], board)
+    completed = run_pio(projects("int", board), board)
     assert completed.returncode == 0, completed.stdout[-3000:]
-    elf = firmware_elf(projects["int"], get_board(board))
+    elf = firmware_elf(projects("int", board), get_board(board))
     size = subprocess.run([get_board(board).gcc_prefix + "size", "-B", "-d", str(elf)],
                           capture_output=True, text=True, check=True).stdout.splitlines()[1].split()
     text, data, bss = int(size[0]), int(size[1]), int(size[2])

@@ -1,7 +1,7 @@
 """Imported KANs (pykan, efficient-kan layout; non-uniform grids) through generate + verify.
 
-Skipped when ``kan2mcu.generate.generate_model`` does not exist yet; pykan cases also skip without
-pykan, and the C checks without a host compiler (forced on in CI, see conftest.require_tool).
+pykan cases skip without pykan, and the C checks without a host compiler (both forced on in CI, see
+conftest.require_module and conftest.require_tool).
 
 Two kinds of assertion, kept apart:
 
@@ -21,16 +21,13 @@ import shutil
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-generate_module = pytest.importorskip("kan2mcu.generate")
-if not hasattr(generate_module, "generate_model"):
-    pytest.skip("kan2mcu.generate.generate_model not available yet", allow_module_level=True)
+import torch
 
-from conftest import require_tool  # noqa: E402
-
-from kan2mcu.bundle import load_bundle  # noqa: E402
-from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model  # noqa: E402
-from kan2mcu.verify import verify  # noqa: E402
+from conftest import assert_c_equals_reference, require_module, require_tool
+from kan2mcu import generate as generate_module
+from kan2mcu.bundle import load_bundle
+from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
+from kan2mcu.verify import verification_codes
 
 RMS_FRACTION, MAX_FRACTION = 0.02, 0.10
 
@@ -52,7 +49,7 @@ def integer_vs_original(folder, x: np.ndarray, original: np.ndarray, name: str) 
 
 @pytest.fixture(scope="module")
 def pykan_models(tmp_path_factory):
-    kan = pytest.importorskip("kan")
+    kan = require_module("kan", "pip install -e .[pykan]")
     folder = tmp_path_factory.mktemp("pykan_e2e")
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.uniform(-1, 1, (200, 3)), dtype=torch.float32)
@@ -81,8 +78,9 @@ def test_pykan_checkpoint_generates_bit_exact_c(pykan_models, tmp_path, which):
     result = generate_module.generate_model(prefix, tmp_path / "out", quiet=True)
     assert result.report["model"]["source_format"] == "pykan"
     assert result.report["calibration"] == "pykan cached data"
-    checked = verify(tmp_path / "out", quiet=True)
-    assert checked.bit_exact and checked.inputs_checked >= 1000
+    _, qmodel = load_bundle(tmp_path / "out")
+    calibration = np.load(tmp_path / "out" / "calibration.npy")  # pykan's cached inputs, kept by generate
+    assert_c_equals_reference(tmp_path / "out", verification_codes(qmodel, calibration), tmp_path / "build")
     x = np.random.default_rng(0).uniform(-1, 1, (500, 3)).astype(np.float32)
     with torch.no_grad():
         original = model(torch.tensor(x)).double().numpy()
@@ -108,8 +106,8 @@ def test_efficient_kan_non_uniform_checkpoint_generates_bit_exact_c(tmp_path):
     result = generate_module.generate_model(tmp_path / "ek.pt", tmp_path / "out", calibration=tmp_path / "calib.npy",
                                             quiet=True)
     assert result.report["model"]["source_format"] == "efficient-kan"
-    checked = verify(tmp_path / "out", calibration=tmp_path / "calib.npy", quiet=True)
-    assert checked.bit_exact
+    _, qmodel = load_bundle(tmp_path / "out")
+    assert_c_equals_reference(tmp_path / "out", verification_codes(qmodel, x.astype(np.float64)), tmp_path / "build")
     probe = x[:256]
     with torch.no_grad():
         original = model(torch.tensor(probe)).double().numpy()

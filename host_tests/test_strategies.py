@@ -49,7 +49,7 @@ def test_edge_table_lanes_widen_every_chunk(tmp_path):
     generate_model(checkpoint, tmp_path / "m", calibration=calibration, options=QuantOptions(act_bits=3),
                    plan=[LayerPlan("edge-table", 3)] * 2, quiet=True)
     report = json.loads((tmp_path / "m" / "report.json").read_text())
-    assert report["plan"][0] == {"strategy": "edge-table", "in_bits": 3}
+    assert report["plan"][0] == {"strategy": "edge-table", "in_bits": 3, "table_bits": 8}
     text = (tmp_path / "m" / "kan.c").read_text()
     assert "i = 257u; i < 300u" in text  # the second chunk of layer 0
     result = verify(tmp_path / "m", calibration=calibration, sanitize=True, build_dir=tmp_path / "b", quiet=True)
@@ -126,3 +126,22 @@ def test_low_bits_are_not_slower(digits_checkpoint, tmp_path, board):
     assert low_entry["check"] == high_entry["check"] == "PASS"
     assert low_entry["instructions"] <= high_entry["instructions"]
     assert low_entry["memory"]["flash"]["model_tables"] < high_entry["memory"]["flash"]["model_tables"]
+
+
+def test_two_models_in_one_build_folder(small_checkpoints, tmp_path):
+    """Regression: a second model compiled into the same build folder in the same process must run
+    its own code (dlopen hands back an already-loaded library for a path it has seen)."""
+    from kan2mcu.bundle import load_bundle
+    from kan2mcu.hostcc import HostModel
+
+    checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
+    outputs = []
+    for strategy in ("spline", "edge-table"):
+        folder = tmp_path / strategy
+        generate_model(checkpoint, folder, calibration=calibration, strategy=strategy, quiet=True, max_error=10.0)
+        _, qmodel = load_bundle(folder)
+        codes = np.random.default_rng(1).integers(0, qmodel.layers[0].codes, size=(64, qmodel.in_features))
+        c_out = HostModel(folder, tmp_path / "shared-build").infer(codes).astype(np.int64)
+        np.testing.assert_array_equal(c_out, run_model(qmodel, codes))
+        outputs.append(c_out)
+    assert not np.array_equal(outputs[0], outputs[1])

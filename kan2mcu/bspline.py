@@ -29,11 +29,49 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf  # pylint: disable=import-outside-toplevel  (scikit-learn brings scipy)
+
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+# Base functions of the IR, by name (torch's exact forms: GELU is the erf form, not tanh).
+BASE_FUNCTION_VALUES = {
+    "silu": silu,
+    "identity": lambda x: np.asarray(x, dtype=np.float64),
+    "zero": lambda x: np.zeros_like(np.asarray(x, dtype=np.float64)),
+    "gelu": _gelu,
+    "relu": lambda x: np.maximum(np.asarray(x, dtype=np.float64), 0.0),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64))),
+}
+
+# pykan's symbolic library (kan.utils.SYMBOLIC_LIB, plain forms as pykan's default forward uses them)
+SYMBOLIC_FUNCTION_VALUES = {
+    "x": lambda x: x, "x^2": lambda x: x**2, "x^3": lambda x: x**3, "x^4": lambda x: x**4, "x^5": lambda x: x**5,
+    "1/x": lambda x: 1 / x, "1/x^2": lambda x: 1 / x**2, "1/x^3": lambda x: 1 / x**3, "1/x^4": lambda x: 1 / x**4,
+    "1/x^5": lambda x: 1 / x**5, "sqrt": np.sqrt, "x^0.5": np.sqrt, "x^1.5": lambda x: np.sqrt(x) ** 3,
+    "1/sqrt(x)": lambda x: 1 / np.sqrt(x), "1/x^0.5": lambda x: 1 / np.sqrt(x), "exp": np.exp, "log": np.log,
+    "abs": np.abs, "sin": np.sin, "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "sgn": np.sign,
+    "arcsin": np.arcsin, "arccos": np.arccos, "arctan": np.arctan, "arctanh": np.arctanh, "0": lambda x: x * 0,
+    "gaussian": lambda x: np.exp(-x**2),
+}
+
+
+def symbolic_values(name: str, a: float, b: float, c: float, d: float, x: np.ndarray) -> np.ndarray:
+    """``c * f(a * x + b) + d`` for pykan's symbolic function ``name`` (NaN/Inf where f is undefined)."""
+    with np.errstate(all="ignore"):
+        return c * SYMBOLIC_FUNCTION_VALUES[name](a * np.asarray(x, dtype=np.float64) + b) + d
+
+
 def layer_forward(layer: KANLayer, x: np.ndarray) -> np.ndarray:
     """Float64 forward of one layer: [N, I] -> [N, O]."""
+    x = np.asarray(x, dtype=np.float64)
     basis = bspline_basis(x, layer.knots, layer.order)  # [N, I, M]
     spline = np.einsum("nim,oim->no", basis, layer.coef)
-    base = silu(x) @ layer.base_weight.T
+    base = BASE_FUNCTION_VALUES[layer.base_function](x) @ layer.base_weight.T
+    for edge in layer.symbolic:
+        spline[:, edge.out] += symbolic_values(edge.name, edge.a, edge.b, edge.c, edge.d, x[:, edge.inp])
     return (spline + base) * layer.out_scale[None, :] + layer.out_bias[None, :]
 
 
@@ -54,5 +92,8 @@ def edge_values(layer: KANLayer, i: int, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     basis = bspline_basis(x[:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [N, M]
     spline = basis @ layer.coef[:, i, :].T  # [N, O]
-    base = silu(x)[:, None] * layer.base_weight[None, :, i]
+    base = BASE_FUNCTION_VALUES[layer.base_function](x)[:, None] * layer.base_weight[None, :, i]
+    for edge in layer.symbolic:
+        if edge.inp == i:
+            spline[:, edge.out] += symbolic_values(edge.name, edge.a, edge.b, edge.c, edge.d, x)
     return (spline + base) * layer.out_scale[None, :]

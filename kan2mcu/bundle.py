@@ -21,7 +21,8 @@ def bundle_bytes(model: KANModel, qmodel: QuantModel | None) -> bytes:
     """Deterministic npz bytes of the float IR and (for integer models) the integer model."""
     arrays, meta = {}, {"source": model.source, "metadata": model.metadata, "layers": [], "quant": None}
     for i, layer in enumerate(model.layers):
-        meta["layers"].append({"name": layer.name, "order": int(layer.order), "base_function": layer.base_function})
+        meta["layers"].append({"name": layer.name, "order": int(layer.order), "base_function": layer.base_function,
+                               "symbolic": [e.as_list() for e in layer.symbolic]})
         for key in ("knots", "coef", "base_weight", "out_scale", "out_bias"):
             arrays[f"ir{i}.{key}"] = getattr(layer, key)
     if qmodel is not None:
@@ -62,7 +63,8 @@ def load_bundle(folder: Path) -> tuple[KANModel, QuantModel | None]:
     meta = json.loads(bytes(arrays.pop("meta")).decode())
     layers = [KANLayer(knots=arrays[f"ir{i}.knots"], order=m["order"], coef=arrays[f"ir{i}.coef"],
                        base_weight=arrays[f"ir{i}.base_weight"], out_scale=arrays[f"ir{i}.out_scale"],
-                       out_bias=arrays[f"ir{i}.out_bias"], base_function=m["base_function"], name=m["name"])
+                       out_bias=arrays[f"ir{i}.out_bias"], base_function=m["base_function"], name=m["name"],
+                       symbolic=tuple(m.get("symbolic", [])))
               for i, m in enumerate(meta["layers"])]
     model = KANModel(tuple(layers), source=meta["source"], metadata=meta["metadata"])
     qmeta = meta["quant"]

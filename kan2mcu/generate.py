@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import keyword
@@ -22,6 +23,7 @@ from kan2mcu import guard
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
+from kan2mcu.ir import BASE_FUNCTIONS
 from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
@@ -120,6 +122,17 @@ def calibration_data(imported: ImportedModel, calibration: Path | None) -> tuple
     return None, "none"
 
 
+def with_base_activation(imported: ImportedModel, name: str):
+    """The imported efficient-kan model with base function ``name`` on every layer."""
+    if name not in BASE_FUNCTIONS:
+        raise OptionError(f"--base-activation must be one of {', '.join(BASE_FUNCTIONS)}, got {name!r}")
+    if imported.format != "efficient-kan":
+        raise OptionError(f"--base-activation applies to efficient-kan state dicts; this {imported.format} "
+                          "checkpoint records its own base function")
+    layers = tuple(dataclasses.replace(layer, base_function=name) for layer in imported.model.layers)
+    return dataclasses.replace(imported.model, layers=layers)
+
+
 def _banner(name: str, imported: ImportedModel, checkpoint: Path, arith: str, options: dict, sha: str) -> str:
     opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
     return "\n".join([
@@ -130,12 +143,11 @@ def _banner(name: str, imported: ImportedModel, checkpoint: Path, arith: str, op
     ])
 
 
-def base_activation(imported: ImportedModel) -> str:
-    """The base activation of the model, and whether it was assumed rather than read from the file."""
-    names = sorted({layer.base_function for layer in imported.model.layers})
-    text = "/".join(names)
-    if imported.format == "efficient-kan":
-        text += " (assumed: efficient-kan state dicts do not record the base activation)"
+def describe_base_activation(imported: ImportedModel, model, given: str | None) -> str:
+    """The model's base activation, and whether it was assumed rather than read from the file."""
+    text = "/".join(sorted({layer.base_function for layer in model.layers}))
+    if imported.format == "efficient-kan" and given is None:
+        text += " (assumed: efficient-kan state dicts do not record it; --base-activation NAME for another)"
     return text
 
 
@@ -160,14 +172,16 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
                    quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
                    flash_budget: int | None = None, board: str | None = None,
-                   max_error: float = DEFAULT_MAX_ERROR, allow_saturation: bool = False,
-                   prefix: str | None = None) -> GenerateResult:
+                   max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
+                   allow_saturation: bool = False, prefix: str | None = None) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
     else from the planner (kan2mcu.planner): ``strategy`` "auto" weighs spline and edge-table per
     layer, ``optimize`` "speed" or "size", within ``flash_budget`` bytes (default: ``board``'s flash
     less a firmware reserve, or 64 KiB), keeping the output error under ``max_error``.
+    ``base_activation`` names the base function of an efficient-kan model (its state dict does not
+    record it; SiLU is assumed otherwise).
     The quantization guard (kan2mcu.guard) then refuses an integer model far from the float one
     unless ``allow_saturation``; ``prefix`` picks one KAN of a state dict holding several.
     """
@@ -182,7 +196,9 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     for warning in imported.warnings:
         _warn(warning)
-    activation = base_activation(imported)
+    if base_activation is not None:
+        model = with_base_activation(imported, base_activation)
+    activation = describe_base_activation(imported, model, base_activation)
     say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}, base activation {activation}")
     calib, calib_how = calibration_data(imported, calibration)
     if calib is None:
@@ -197,7 +213,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
             qmodel = quantize(model, options, calib, plan=plan)
         else:
             choice = choose(model, options, calib, strategy=strategy, objective=optimize,
-                            budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error)
+                            budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error,
+                            hard_budget=flash_budget is not None or board is not None)
             qmodel = choice.qmodel
             for line in explain(choice):
                 say(f"kan2mcu: {line}")
@@ -209,7 +226,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         guard.check(guard_report, force=allow_saturation, warn=_warn)
     opt_dict = options.as_dict() if arith == "int" else {}
     banner = _banner(name, imported, checkpoint, arith, opt_dict, sha)
-    rendered = render_int(qmodel, name, banner) if arith == "int" else render_float(model, name, banner)
+    rendered = render_int(qmodel, name, banner, input_transform=model.metadata.get("input_transform")) if arith == "int" else render_float(model, name, banner)
 
     rows = layer_report(model, qmodel, rendered)
     report = {"kan2mcu_version": __version__, "arith": arith,

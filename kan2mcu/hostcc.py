@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import re
 import shutil
 import subprocess
@@ -69,14 +70,21 @@ class HostModel:
     def __init__(self, folder: Path, build_dir: Path) -> None:
         self.manifest = load_model_folder(folder).manifest
         build_dir.mkdir(parents=True, exist_ok=True)
-        library = build_dir / f"lib{self.manifest['prefix']}.so"
         in_t, out_t = _ctypes_of(self.manifest)
-        batch = build_dir / "kan2mcu_host_batch.c"
-        batch.write_text(_BATCH.format(header=self.manifest["headers"][0], prefix=self.manifest["prefix"],
-                                       in_t=in_t, out_t=out_t, n_in=self.manifest["input_size"],
-                                       n_out=self.manifest["output_size"]))
+        batch_source = _BATCH.format(header=self.manifest["headers"][0], prefix=self.manifest["prefix"],
+                                     in_t=in_t, out_t=out_t, n_in=self.manifest["input_size"],
+                                     n_out=self.manifest["output_size"])
         sources = [str(Path(folder) / s) for s in self.manifest["sources"]]
-        _run([host_compiler(), *STRICT_FLAGS, "-fPIC", "-shared", f"-I{folder}", *sources, str(batch),
+        # named by content: dlopen returns an already-loaded library for a path it has seen, so a
+        # second model built into the same folder under the same name would silently run the first
+        digest = hashlib.sha256(batch_source.encode())
+        for name in sources + [str(Path(folder) / h) for h in self.manifest.get("headers", [])]:
+            digest.update(Path(name).read_bytes())
+        library = build_dir / f"lib{self.manifest['prefix']}-{digest.hexdigest()[:16]}.so"
+        batch = build_dir / f"kan2mcu_host_batch-{digest.hexdigest()[:16]}.c"
+        batch.write_text(batch_source)
+        api = [f"-D{self.manifest['prefix'].upper()}_WITH_FLOAT_API"]  # verify checks the float API too
+        _run([host_compiler(), *STRICT_FLAGS, *api, "-fPIC", "-shared", f"-I{folder}", *sources, str(batch),
               "-o", str(library)], "host compile")
         self._lib = ctypes.CDLL(str(library))
         self._int = self.manifest["arith"] == "int"
@@ -96,6 +104,21 @@ class HostModel:
         if len(inputs):
             self._batch(inputs, outputs, status, len(inputs))
         return outputs, status
+
+    def quantize(self, inputs: np.ndarray, raw: bool = False) -> np.ndarray:
+        """First-layer codes from the C input API: ``<prefix>_quantize_input`` (float32 rows) or,
+        with ``raw``, ``<prefix>_quantize_input_q`` (int32 rows). Integer models only."""
+        in_type = np.int32 if raw else np.float32
+        fn = getattr(self._lib, f"{self.manifest['prefix']}_quantize_input{'_q' if raw else ''}")
+        fn.argtypes = [np.ctypeslib.ndpointer(in_type, flags="C_CONTIGUOUS"),
+                       np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")]
+        fn.restype = ctypes.c_int
+        inputs = np.ascontiguousarray(inputs, dtype=in_type)
+        codes = np.zeros(inputs.shape, dtype=np.uint8)
+        for row in range(len(inputs)):
+            if fn(inputs[row], codes[row]) != 0:
+                raise VerificationError(f"{fn.__name__} returned a non-zero status")
+        return codes
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         """Run the C model on every row of ``inputs``; a non-zero status raises VerificationError."""

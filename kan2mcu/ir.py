@@ -5,8 +5,10 @@ every later pass (quantize, tables, render, reference) reads only this.
 
 A layer computes, for output ``o``::
 
-    y[o] = out_scale[o] * sum_i ( base_weight[o, i] * silu(x[i])
-                                  + sum_m coef[o, i, m] * B_m(x[i]; knots[i]) ) + out_bias[o]
+    y[o] = out_scale[o] * sum_i ( base_weight[o, i] * base_function(x[i])
+                                  + sum_m coef[o, i, m] * B_m(x[i]; knots[i])
+                                  + sum of symbolic terms c * f(a * x[i] + b) + d of edge i -> o )
+           + out_bias[o]
 
 ``B_m`` are the B-splines of order ``order`` on input ``i``'s knot vector (``n_basis = n_knots -
 order - 1``). Knots may differ per input and need not be uniform. Masked (pruned) edges have zero
@@ -21,7 +23,26 @@ import numpy as np
 
 from kan2mcu.errors import CheckpointError, UnsupportedModelError
 
-BASE_FUNCTIONS = ("silu",)
+BASE_FUNCTIONS = ("silu", "identity", "zero", "gelu", "relu", "tanh", "sigmoid")  # kan2mcu.bspline evaluates them
+SYMBOLIC_FUNCTIONS = ("x", "x^2", "x^3", "x^4", "x^5", "1/x", "1/x^2", "1/x^3", "1/x^4", "1/x^5", "sqrt", "x^0.5",
+                      "x^1.5", "1/sqrt(x)", "1/x^0.5", "exp", "log", "abs", "sin", "cos", "tan", "tanh", "sgn",
+                      "arcsin", "arccos", "arctan", "arctanh", "0", "gaussian")  # pykan's symbolic library
+
+
+@dataclass(frozen=True)
+class SymbolicEdge:
+    """A symbolic term ``c * f(a * x + b) + d`` added to edge ``inp -> out`` (pykan ``auto_symbolic``)."""
+
+    out: int
+    inp: int
+    name: str
+    a: float
+    b: float
+    c: float
+    d: float
+
+    def as_list(self) -> list:
+        return [self.out, self.inp, self.name, self.a, self.b, self.c, self.d]
 
 
 def _frozen_array(name: str, value, ndim: int, where: str) -> np.ndarray:
@@ -47,6 +68,7 @@ class KANLayer:
     out_bias: np.ndarray = None  # [O]
     base_function: str = "silu"
     name: str = "layer"
+    symbolic: tuple = ()  # SymbolicEdge terms, summed into their edges before out_scale
 
     def __post_init__(self) -> None:
         where = self.name
@@ -64,6 +86,14 @@ class KANLayer:
         if self.base_function not in BASE_FUNCTIONS:
             raise UnsupportedModelError(
                 f"{where}: base function {self.base_function!r} is not supported (only {BASE_FUNCTIONS})")
+        set_("symbolic", tuple(e if isinstance(e, SymbolicEdge) else SymbolicEdge(*e) for e in self.symbolic))
+        for edge in self.symbolic:
+            if edge.name not in SYMBOLIC_FUNCTIONS:
+                raise UnsupportedModelError(f"{where}: symbolic function {edge.name!r} is not supported")
+            if not (0 <= edge.out < n_out and 0 <= edge.inp < n_in):
+                raise CheckpointError(f"{where}: symbolic edge {edge.inp}->{edge.out} outside the layer")
+            if not all(np.isfinite([edge.a, edge.b, edge.c, edge.d])):
+                raise CheckpointError(f"{where}: symbolic edge {edge.inp}->{edge.out} has NaN/Inf parameters")
         if not isinstance(self.order, (int, np.integer)) or not 1 <= self.order <= 5:
             raise UnsupportedModelError(f"{where}: spline order {self.order} not supported (1..5)")
         n_basis = self.knots.shape[1] - self.order - 1
@@ -137,6 +167,8 @@ class KANModel:
         digest = hashlib.sha256()
         for layer in self.layers:
             digest.update(str(layer.order).encode())
+            if layer.base_function != "silu" or layer.symbolic:  # (SiLU-only models keep their old hashes)
+                digest.update(repr((layer.base_function, [e.as_list() for e in layer.symbolic])).encode())
             for array in (layer.knots, layer.coef, layer.base_weight, layer.out_scale, layer.out_bias):
                 digest.update(str(array.shape).encode())
                 digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())

@@ -21,6 +21,7 @@ from kan2mcu.errors import OptionError
 from kan2mcu.ir import KANModel
 from kan2mcu.quantize import LayerPlan, QuantModel, QuantOptions, calibrate, quantize
 from kan2mcu.reference import quantize_inputs, run_model
+from kan2mcu.strategies import get_strategy
 
 STRATEGY_CHOICES = ("auto", "spline", "edge-table")
 OBJECTIVES = ("speed", "size")
@@ -85,9 +86,13 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
     if strategy not in STRATEGY_CHOICES:
         raise OptionError(f"--strategy must be one of {', '.join(STRATEGY_CHOICES)}, got {strategy!r}")
     per_layer = []
-    for _ in model.layers:
+    for layer in model.layers:
         opts = []
-        if strategy in ("auto", "spline"):
+        why_not = get_strategy("spline").unsupported(layer)
+        if strategy == "spline" and why_not:
+            raise OptionError(f"{layer.name}: --strategy spline cannot deploy {why_not}; use --strategy edge-table "
+                              "or auto")
+        if strategy in ("auto", "spline") and not why_not:
             opts.append(LayerPlan("spline", options.act_bits))
         if strategy in ("auto", "edge-table"):
             low = min(MIN_EDGE_TABLE_BITS, options.act_bits)
@@ -107,8 +112,10 @@ def relative_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out
 
 def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | None, *, strategy: str = "auto",
            objective: str = "speed", budget: int = DEFAULT_FLASH_BUDGET, core: str = "cortex-m4",
-           max_error: float = DEFAULT_MAX_ERROR) -> Choice:
-    """The best plan under the budget (see the module docstring); OptionError when none fits."""
+           max_error: float = DEFAULT_MAX_ERROR, hard_budget: bool = True) -> Choice:
+    """The best plan under the budget (see the module docstring). When no plan fits: OptionError
+    naming the smallest model for a ``hard_budget`` (the user's or the board's), else the smallest
+    plan with a warning (the default budget is a preference, not a limit)."""
     if objective not in OBJECTIVES:
         raise OptionError(f"--optimize must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     per_layer = layer_options(model, options, strategy)
@@ -123,8 +130,13 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         predicted[combo] = (sum(c["instructions"] for c in costs) + costmodel.model_overhead(core),
                             sum(c["flash_bytes"] for c in costs), costs)
     fitting = [c for c in combos if predicted[c][1] <= budget]
+    over_budget = None
     if not fitting:
         smallest = min(combos, key=lambda c: predicted[c][1])
+        over_budget = (f"no plan fits the default flash budget of {budget} bytes; using the smallest, about "
+                       f"{predicted[smallest][1]} bytes ({_describe(smallest)}); pass --flash-budget or --board")
+        fitting = [smallest]
+    if over_budget and hard_budget:
         raise OptionError(f"no plan fits --flash-budget {budget} bytes: the smallest model possible with these bit "
                           f"widths needs about {predicted[smallest][1]} bytes ({_describe(smallest)}); raise the budget "
                           "or lower --act-bits/--coef-bits")
@@ -141,7 +153,8 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
     tolerance = max_error
     if x is not None:  # never ask for more than the user's bit widths allow: the best full-width plan sets a floor
         full_width = [tuple(LayerPlan(name, options.act_bits) for _ in model.layers)
-                      for name in ("spline", "edge-table") if strategy in ("auto", name)]
+                      for name in ("spline", "edge-table") if strategy in ("auto", name)
+                      and not any(get_strategy(name).unsupported(layer) for layer in model.layers)]
         floor = min(relative_error(model, quantize(model, options, calibration, plan=p, activations=activations),
                                    x, float_out) for p in full_width)
         tolerance = max(max_error, FLOOR_FACTOR * floor)
@@ -167,6 +180,8 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
             row["alternative"] = {**alt_step.as_dict(), "predicted_instructions": alt["instructions"],
                                   "predicted_flash_bytes": alt["flash_bytes"]}
         layers.append(row)
+    if over_budget:
+        warning = over_budget if warning is None else f"{over_budget}; {warning}"
     return Choice(tuple(combo), qmodel, instructions, flash, error, core, budget, objective, len(results),
                   tuple(layers), tolerance, warning)
 

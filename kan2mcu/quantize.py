@@ -135,9 +135,10 @@ def quantize(model: KANModel, options: QuantOptions, calibration: np.ndarray | N
     encodings = []
     for index, (layer, step) in enumerate(zip(model.layers, plan)):
         lo, hi = channel_ranges(layer, activations[index])
-        enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits)
+        enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits, activations[index])
         enc["bits"] = step.in_bits
         enc["table_bits"] = step.table_bits
+        enc["samples"] = activations[index]  # calibration activations entering the layer (or None)
         encodings.append(enc)
     if activations[-1] is not None:
         out_abs = float(np.max(np.abs(activations[-1])))

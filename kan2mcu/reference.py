@@ -35,6 +35,7 @@ def quantize_inputs(qmodel: QuantModel, x: np.ndarray) -> np.ndarray:
     """Float model inputs [N, I] -> first-layer codes, round half up, saturating at the code range."""
     first = qmodel.layers[0]
     codes = np.floor(x / first.in_scale[None, :] + first.in_zero[None, :] + 0.5)
+    codes = np.where(np.isnan(codes), 0.0, codes)  # NaN -> code 0, as the C input API
     return np.clip(codes, 0, first.codes - 1).astype(np.int64)
 
 

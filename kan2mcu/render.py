@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import jinja2
 import numpy as np
 
-from kan2mcu.errors import OptionError
+from kan2mcu.errors import OptionError, UnsupportedModelError
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
@@ -207,7 +207,18 @@ LAYER_CONTEXTS = {"spline": (_spline_context, "kernels/spline.c.j2"),
                   "edge-table": (_edge_table_context, "kernels/edge_table.c.j2")}
 
 
-def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
+def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict | None) -> dict:
+    """Template data of the input API (templates/model_api_int.c.j2), decided in kan2mcu.input_codec."""
+    from kan2mcu.input_codec import c_context
+
+    for symbol in ("input_scale", "input_zero", "count_le", "raw_thresholds", "raw_row", "raw_top",
+                   "quantize_input_q", "float_thresholds", "float_row", "float_key", "quantize_input",
+                   "dequantize_output"):
+        sym(symbol)
+    return c_context(qmodel, input_transform)
+
+
+def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict | None = None) -> RenderedModel:
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
@@ -245,6 +256,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
         "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
         "input_zero_rows": _rows(first.in_zero, 8, _float_literal),
     }
+    context.update(_input_api_context(qmodel, sym, input_transform))
     env = _environment()
     files = {f"{name}.h": env.get_template("model.h.j2").render(context),
              f"{name}.c": env.get_template("model_int.c.j2").render(context)}
@@ -253,6 +265,11 @@ def render_int(qmodel: QuantModel, name: str, banner: str) -> RenderedModel:
 
 def render_float(model: KANModel, name: str, banner: str) -> RenderedModel:
     """C sources of the float32 back end (Cox-de Boor per input, dense coefficients)."""
+    for layer in model.layers:
+        if layer.base_function != "silu" or layer.symbolic:
+            what = f"base function {layer.base_function!r}" if layer.base_function != "silu" else "symbolic edges"
+            raise UnsupportedModelError(f"{layer.name}: the float32 back end computes SiLU bases only, not {what}; "
+                                        "use --arith int (the edge-table strategy tabulates any edge function)")
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
     sym("infer"), sym("expf"), sym("silu"), sym("bsplines"), sym("ws_basis"), sym("ws_silu")

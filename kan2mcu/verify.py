@@ -41,6 +41,8 @@ class VerifyResult:
         parts = [f"{self.inputs_checked} inputs"]
         if self.bit_exact is not None:
             parts.append("C == integer reference: " + ("bit-exact" if self.bit_exact else "MISMATCH"))
+            if self.bit_exact:
+                parts.append("C input quantizers == Python quantizer")
         if self.random_checked:
             parts.append(f"{self.random_checked} random codes bit-exact in {self.random_seconds:.1f} s")
         if self.max_abs_error_vs_float is None:
@@ -114,6 +116,29 @@ def random_check(host: HostModel, qmodel: QuantModel, n: int, seed: int = 1) -> 
     return n, time.perf_counter() - start
 
 
+def _check_input_api(folder: Path, host: HostModel, model, qmodel: QuantModel, x_eval: np.ndarray | None) -> None:
+    """The C input API (``<prefix>_quantize_input`` and ``_quantize_input_q``) against the Python
+    quantizer: the evaluation inputs, stress inputs (rounding ties, NaN, +-inf) and int32 raw values."""
+    from kan2mcu.input_codec import input_codec, probe_floats, probe_raws, quantize_raw
+
+    codec = input_codec(qmodel, model.metadata.get("input_transform"))
+    rng = np.random.default_rng(1)
+    floats = probe_floats(qmodel, rng, N_RANDOM * qmodel.in_features)
+    if x_eval is not None:
+        floats = np.concatenate([np.asarray(x_eval, np.float32), floats])
+    with np.errstate(invalid="ignore"):
+        expected = quantize_inputs(qmodel, floats.astype(np.float64))
+    actual = host.quantize(floats).astype(np.int64)
+    if not np.array_equal(actual, expected):
+        raise VerificationError(f"{folder}: {host.manifest['prefix']}_quantize_input differs from the Python "
+                                "quantizer; " + _first_mismatch(actual, expected))
+    raws = probe_raws(qmodel, codec, rng, N_RANDOM * qmodel.in_features)
+    actual, expected = host.quantize(raws, raw=True).astype(np.int64), quantize_raw(qmodel, codec, raws)
+    if not np.array_equal(actual, expected):
+        raise VerificationError(f"{folder}: {host.manifest['prefix']}_quantize_input_q differs from the Python "
+                                "quantizer; " + _first_mismatch(actual, expected))
+
+
 def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, build_dir: Path | None = None,
            quiet: bool = False, random: int = 0, fuzz: float = 0.0) -> VerifyResult:
     """Compile the folder's C (strict flags), run it and compare; raises VerificationError on a mismatch.
@@ -142,6 +167,7 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
                 san = run_sanitized(folder, codes, build / "sanitize").astype(np.int64)
                 if not np.array_equal(san, ref):
                     raise VerificationError(f"{folder}: sanitized C differs; " + _first_mismatch(san, ref))
+            _check_input_api(folder, host, model, qmodel, x_eval)
             checked, exact = len(codes), True
             random_n, random_s = random_check(host, qmodel, random) if random else (0, 0.0)
             if x_eval is not None:

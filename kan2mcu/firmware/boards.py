@@ -120,6 +120,7 @@ _BOARD_LIST = [
     Board("sipeed-longan-nano", "real", "riscv", "rv32imac", 128 * KIB, 32 * KIB,
           ("-march=rv32imac",), "mcycle", 108_000_000,
           pio_platform="gd32v", pio_board="sipeed-longan-nano", pio_framework="arduino",
+          extra={"platformio_ini": {"upload_protocol": "dfu"}},  # USB DFU: the board's bootloader, no probe
           description="Sipeed Longan Nano (GD32VF103, RISC-V Bumblebee rv32imac)"),
 ]
 

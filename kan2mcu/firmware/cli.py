@@ -17,6 +17,7 @@ from kan2mcu.errors import Kan2mcuError
 from kan2mcu.firmware import measure as measure_module
 from kan2mcu.firmware.boards import BOARDS, get_board
 from kan2mcu.firmware.elfinfo import read_elf
+from kan2mcu.firmware.pio import pio_main, printed_command
 from kan2mcu.firmware.project import write_project
 from kan2mcu.model_dir import load_model_folder
 
@@ -51,18 +52,25 @@ def _run_build(args: argparse.Namespace) -> int:
         elf = measure_module.firmware_elf(project_dir, board)
         info = read_elf(elf)
         print(f"firmware: {elf} (flash {info.flash_bytes} bytes, RAM {info.ram_bytes} bytes)")
-        print(f"run it: pio run -d {project_dir} -e {board.name} -t upload")
+        print(f"run it: {printed_command(project_dir, board.name, ('upload',))}")
     else:
-        print(f"build and flash it (network needed once): pio run -d {project_dir} -e {board.name} -t upload")
+        print(f"build and flash it (network needed once for the {board.pio_platform} platform): "
+              f"{printed_command(project_dir, board.name, ('upload',))} --upload-port PORT")
     return 0
+
+
+def _run_pio(args: argparse.Namespace) -> int:
+    return pio_main(list(args.pio_args))
 
 
 def _run_measure(args: argparse.Namespace) -> int:
     report = measure([Path(d) for d in args.model_dirs], args.board,
                      Path(args.output) if args.output else None, args.port)
-    print(report["markdown"])
-    if args.json:
+    if args.json:  # stdout is pure JSON; the table goes to stderr
+        print(report["markdown"], file=sys.stderr)
         print(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2))
+    else:
+        print(report["markdown"])
     failed = [m["model"] for m in report["models"] if m["check"] != "PASS"]
     if failed:
         print(f"self-check FAILED for: {', '.join(failed)}", file=sys.stderr)
@@ -85,8 +93,15 @@ def register(subparsers) -> None:
     measure_parser.add_argument("--board", required=True, help=boards_help)
     measure_parser.add_argument("-o", "--output", metavar="OUT", help="folder for the projects, measure.json and measure.md")
     measure_parser.add_argument("--port", help="serial port of a real board (flash with pio, read the result line)")
-    measure_parser.add_argument("--json", action="store_true", help="also print the JSON report")
+    measure_parser.add_argument("--json", action="store_true",
+                                help="print the report as JSON on stdout (the table goes to stderr)")
     measure_parser.set_defaults(func=_run_measure)
+
+    pio_parser = subparsers.add_parser(
+        "pio", help="run PlatformIO offline with kan2mcu's core folder and platform: kan2mcu pio -- run -d PROJECT")
+    pio_parser.add_argument("pio_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                            help="arguments for PlatformIO, after --")
+    pio_parser.set_defaults(func=_run_pio)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,14 +74,14 @@ def check_fits(info: ElfInfo, board: Board, model_name: str) -> None:
 
 
 def build_firmware(model_dir: Path, board: str, project_dir: Path,
-                   vectors_override: dict | None = None) -> Path:
+                   vectors_override: dict | None = None, stream=None) -> Path:
     """Write the project and build it with ``pio run``; returns the ELF. BoardError when the
     model does not fit, ToolchainError when a tool is missing or the build fails."""
     board_info = get_board(board)
     require_build_tools(board_info)
     model = load_model_folder(model_dir)
     project_dir = write_project(model_dir, board, project_dir, vectors_override=vectors_override)
-    completed = run_pio(project_dir, board_info.name)
+    completed = run_pio(project_dir, board_info.name, stream=stream)
     if completed.returncode != 0:
         overflow = _overflow_error(completed.stdout or "", board_info, model.name)
         if overflow is not None:
@@ -116,7 +117,11 @@ def measure_model(model_dir: Path, board: str, project_dir: Path, port: str | No
     """Report entry of one model on one board (see the module docstring for the keys)."""
     board_info = get_board(board)
     model = load_model_folder(model_dir)
-    elf = build_firmware(model_dir, board, project_dir)
+    if not board_info.is_qemu:  # port, platform and toolchain before a long build
+        from kan2mcu.firmware.serial_measure import require_real_board  # pylint: disable=import-outside-toplevel
+
+        require_real_board(board_info, port)
+    elf = build_firmware(model_dir, board, project_dir, stream=None if board_info.is_qemu else sys.stderr)
     info = read_elf(elf)
     entry = {
         "model": model.name, "arith": model.arith, "model_dir": str(model.path), "board": board_info.name,
@@ -146,8 +151,6 @@ def measure_model(model_dir: Path, board: str, project_dir: Path, port: str | No
     else:
         from kan2mcu.firmware.serial_measure import flash_and_read  # pylint: disable=import-outside-toplevel
 
-        if port is None:
-            raise BoardError(f"board {board_info.name} is a real board: give --port PORT to flash and measure it")
         result = flash_and_read(Path(project_dir), board_info, port)
     if result is not None:
         entry["firmware_result"] = result

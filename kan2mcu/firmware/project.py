@@ -2,12 +2,14 @@
 
 Layout of the project folder::
 
-    platformio.ini             all emulated and real-board environments; default_envs = the board
+    platformio.ini             the one environment of the board (no absolute paths; emulated
+                               boards use the platform "kan2mcu-qemu" that `kan2mcu pio` installs)
     kan2mcu_project.json       what was built (board, model, files) for `measure`
     src/main.c                 self-check firmware (templates/firmware/main.c.j2)
     src/kan2mcu_test_vectors.h the model's test vectors (templates/firmware/test_vectors.h.j2)
     src/kan2mcu_port.h         board port interface (firmware/port)
     src/port_arduino.cpp       the real-board port (excluded from emulated builds)
+    src/kan2mcu_counter.[ch]   wrap-safe cycle counter arithmetic of the real-board port
     src/<model files>          copied from the model folder
 
 Numbers are prepared here (float vectors as IEEE-754 binary32 bit patterns); the templates only
@@ -22,7 +24,7 @@ import jinja2
 import numpy as np
 
 from kan2mcu.errors import OptionError
-from kan2mcu.firmware.boards import BOARDS, QEMU_BOARDS, REAL_BOARDS, Board, get_board
+from kan2mcu.firmware.boards import Board, get_board
 from kan2mcu.model_dir import ModelFolder, load_model_folder
 from kan2mcu.paths import firmware_dir, templates_dir
 
@@ -96,21 +98,26 @@ def _board_context(board: Board) -> dict:
         "name": board.name, "description": board.description, "counter": board.counter,
         "pio_platform": board.pio_platform, "pio_board": board.pio_board,
         "pio_framework": board.pio_framework,
+        "ini_extra": sorted(board.extra.get("platformio_ini", {}).items()),
     }
 
 
 def ini_context(model: ModelFolder, board: Board) -> dict:
-    """Template data of ``platformio.ini``: every emulated and real board, ``board`` the default."""
+    """Template data of ``platformio.ini``: the environment of ``board`` only."""
+    from kan2mcu.firmware.pio import PLATFORM_NAME, printed_command  # pylint: disable=import-outside-toplevel
+
+    targets = ("upload",)
     return {
         "model_name": model.name,
         "arith": model.arith,
         "model_sha256": model.manifest.get("model_sha256", "unknown"),
         "default_env": board.name,
-        "platform_dir": str(firmware_dir().resolve()),
+        "qemu_platform": PLATFORM_NAME,
         "monitor_speed": MONITOR_SPEED,
         "common_defines": [f"KAN2MCU_MODEL_{model.prefix.upper()}"],
-        "qemu_envs": [_board_context(BOARDS[name]) for name in QEMU_BOARDS],
-        "real_envs": [_board_context(BOARDS[name]) for name in REAL_BOARDS],
+        "command": printed_command(Path("."), board.name, targets),
+        "qemu_envs": [_board_context(board)] if board.is_qemu else [],
+        "real_envs": [] if board.is_qemu else [_board_context(board)],
     }
 
 
@@ -152,7 +159,7 @@ def write_project(model_dir: Path, board: str, project_dir: Path,
     _write_if_changed(src_dir / "kan2mcu_test_vectors.h",
                       templates.get_template("test_vectors.h.j2").render(vector_header_context(model)))
     port_dir = firmware_dir() / "port"
-    for name in ("kan2mcu_port.h", "port_arduino.cpp"):
+    for name in ("kan2mcu_port.h", "port_arduino.cpp", "kan2mcu_counter.h", "kan2mcu_counter.c"):
         _write_if_changed(src_dir / name, (port_dir / name).read_text())
     model_files = list(model.manifest["sources"]) + list(model.manifest["headers"])
     for name in model_files:

@@ -12,6 +12,8 @@ import shutil
 from kan2mcu.errors import ToolchainError
 from kan2mcu.firmware.boards import Board
 
+PLATFORMIO_SPEC = "platformio>=6.1,<7"
+
 APT_PACKAGES = {
     "arm-none-eabi-gcc": "gcc-arm-none-eabi",
     "arm-none-eabi-size": "binutils-arm-none-eabi",
@@ -45,7 +47,7 @@ def require_python_module(module: str, pip_spec: str) -> None:
 
 def require_build_tools(board: Board) -> None:
     """Everything ``pio run`` needs for an emulated board: cross gcc, size, PlatformIO, SCons."""
-    require_python_module("platformio", "platformio==6.2.0")
+    require_python_module("platformio", PLATFORMIO_SPEC)
     require_python_module("SCons", "scons==4.11.1")
     if board.is_qemu:
         find_tool(board.gcc_prefix + "gcc")

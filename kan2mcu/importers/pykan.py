@@ -20,9 +20,11 @@ Without multiplication nodes and with the symbolic branch off, this folds exactl
     out_scale[o]      = node_scale[o] * subnode_scale[o]
     out_bias[o]       = node_scale[o] * subnode_bias[o] + node_bias[o]
 
-Refused, with :class:`UnsupportedModelError` naming the layer and the feature: an active symbolic
-branch (``symbolic_enabled`` and a non-zero symbolic mask), multiplication nodes, a base function
-other than SiLU (or pykan's ``'zero'``), and knot vectors that repeat a knot without being fully
+Active symbolic edges (``auto_symbolic`` / ``fix_symbolic``: ``c * f(a * x + b) + d`` weighted by the
+symbolic mask) become IR symbolic terms, and base functions other than SiLU (identity, GELU, ...)
+the IR's ``base_function``: the edge-table strategy deploys both. Refused, with
+:class:`UnsupportedModelError` naming the layer and the feature: multiplication nodes, a function
+outside pykan's symbolic library or the IR's base functions, and knot vectors that repeat a knot without being fully
 degenerate. A fully degenerate knot vector (all knots equal) gives an identically zero spline in
 pykan (``nan_to_num``), so its coefficients fold to zero.
 """
@@ -34,14 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from kan2mcu.errors import CheckpointError, UnsupportedModelError
-from kan2mcu.ir import KANLayer, KANModel
+from kan2mcu.bspline import BASE_FUNCTION_VALUES
+from kan2mcu.ir import BASE_FUNCTIONS, SYMBOLIC_FUNCTIONS, KANLayer, KANModel, SymbolicEdge
 
 CONFIG_SUFFIX = "_config.yml"
 STATE_SUFFIX = "_state"
 CACHE_SUFFIX = "_cache_data"
 _SUFFIXES = (CONFIG_SUFFIX, STATE_SUFFIX, CACHE_SUFFIX)
 _CONFIG_MARKERS = ("width", "base_fun_name")  # keys every pykan saveckpt config carries
-_MAX_EDGES_NAMED = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +181,7 @@ def _ir_from_pykan_state(state: dict, config: dict, where: str) -> KANModel:
         return array
 
     base = config.get("base_fun_name", "silu")
-    base_kind = base if base in ("silu", "zero") else None
+    base_kind = base if base in BASE_FUNCTIONS else None
     symbolic_enabled = bool(config.get("symbolic_enabled", True))
     width = config.get("width")
     layers = []
@@ -187,8 +189,7 @@ def _ir_from_pykan_state(state: dict, config: dict, where: str) -> KANModel:
         name = f"act_fun.{l}"
         if base_kind is None:
             raise UnsupportedModelError(
-                f"{name}: pykan base function {base!r} is not supported (kan2mcu deploys SiLU; pykan's "
-                "'silu' default and 'zero' fold, others cannot)")
+                f"{name}: pykan base function {base!r} is not supported (kan2mcu knows {', '.join(BASE_FUNCTIONS)})")
         node_scale, subnode_scale = get(f"node_scale_{l}", 1), get(f"subnode_scale_{l}", 1)
         n_mult = _mult_nodes_from_width(width, l + 1)
         if n_mult or node_scale.shape != subnode_scale.shape:
@@ -196,14 +197,16 @@ def _ir_from_pykan_state(state: dict, config: dict, where: str) -> KANModel:
                 f"{name}: multiplication nodes ({n_mult or 'implied by the node/subnode shapes'}) after this "
                 "layer are not supported (kan2mcu deploys sum nodes only)")
         symbolic_mask = get(f"symbolic_fun.{l}.mask", 2) if f"symbolic_fun.{l}.mask" in state else None
-        if symbolic_enabled and symbolic_mask is not None:
+        symbolic = ()
+        if symbolic_enabled and symbolic_mask is not None and np.any(symbolic_mask != 0):
             names = config.get(f"symbolic.funs_name.{l}")
-            _refuse_active_symbolic(name, symbolic_mask, lambda j, i, n=names: _fun_name(n, j, i))
+            symbolic = _symbolic_edges(name, symbolic_mask, get(f"symbolic_fun.{l}.affine", 3),
+                                       lambda j, i, n=names: _fun_name(n, j, i))
         layers.append(_fold_layer(
             name, grid=get(f"{name}.grid", 2), coef=get(f"{name}.coef", 3), mask=get(f"{name}.mask", 2),
             scale_base=get(f"{name}.scale_base", 2), scale_sp=get(f"{name}.scale_sp", 2),
             subnode_scale=subnode_scale, subnode_bias=get(f"subnode_bias_{l}", 1),
-            node_scale=node_scale, node_bias=get(f"node_bias_{l}", 1), base_kind=base_kind))
+            node_scale=node_scale, node_bias=get(f"node_bias_{l}", 1), base_kind=base_kind, symbolic=symbolic))
     return KANModel(tuple(layers), source="pykan", metadata={"pykan": _config_summary(config)})
 
 
@@ -268,14 +271,15 @@ def ir_from_pykan(model, *, n_inputs: int | None = None) -> KANModel:
                 f"{name}: multiplication nodes ({n_mult or 'implied by the node/subnode sizes'}, mult_arity "
                 f"{getattr(model, 'mult_arity', '?')}) after this layer are not supported "
                 "(kan2mcu deploys sum nodes only)")
-        if symbolic_enabled and l < len(symbolic_fun):
+        symbolic = ()
+        if symbolic_enabled and l < len(symbolic_fun) and np.any(_np(symbolic_fun[l].mask) != 0):
             sym = symbolic_fun[l]
             names = getattr(sym, "funs_name", None)
-            _refuse_active_symbolic(name, _np(sym.mask), lambda j, i, n=names: _fun_name(n, j, i))
+            symbolic = _symbolic_edges(name, _np(sym.mask), _np(sym.affine), lambda j, i, n=names: _fun_name(n, j, i))
         layers.append(_fold_layer(
             name, grid=_np(spb.grid), coef=_np(spb.coef), mask=_np(spb.mask), scale_base=_np(spb.scale_base),
             scale_sp=_np(spb.scale_sp), subnode_scale=_np(subnode_scale[l]), subnode_bias=_np(subnode_bias[l]),
-            node_scale=_np(node_scale[l]), node_bias=_np(node_bias[l]), base_kind=base_kind))
+            node_scale=_np(node_scale[l]), node_bias=_np(node_bias[l]), base_kind=base_kind, symbolic=symbolic))
 
     metadata = {"pykan": {"width": _plain(width), "k": _plain(getattr(model, "k", None)),
                           "grid": _plain(getattr(model, "grid", None)),
@@ -307,13 +311,14 @@ def _np(tensor) -> np.ndarray:
 
 
 def classify_base_function(fun, where: str) -> str:
-    """``'silu'`` or ``'zero'`` for pykan base functions kan2mcu can fold; else UnsupportedModelError.
+    """The IR name (kan2mcu.ir.BASE_FUNCTIONS) of a pykan base function; else UnsupportedModelError.
 
     Known SiLU objects (``torch.nn.SiLU`` instances that do not override ``forward``,
     ``torch.nn.functional.silu``, ``torch.silu``) are accepted directly. Any other callable is probed
     in float64 on 2,001 points over [-40, 40]: it is SiLU when it matches ``x * sigmoid(x)`` to
-    1e-9 relative (so e.g. ``lambda x: x * torch.sigmoid(x)`` is accepted), and pykan's ``'zero'``
-    (``x * 0``) when it is exactly zero (its base weights then fold to zero).
+    1e-9 relative (so e.g. ``lambda x: x * torch.sigmoid(x)`` is accepted), pykan's ``'zero'``
+    (``x * 0``) when it is exactly zero (its base weights then fold to zero), and likewise identity,
+    GELU, ReLU, tanh and sigmoid (deployed by the edge-table strategy).
     """
     import torch
 
@@ -333,14 +338,13 @@ def classify_base_function(fun, where: str) -> str:
         out = None
     if out is not None and out.shape == tuple(probe.shape) and np.all(np.isfinite(out)):
         x = probe.numpy()
-        silu = x / (1.0 + np.exp(-x))
         if np.all(out == 0.0):
             return "zero"
-        if np.allclose(out, silu, rtol=1e-9, atol=1e-12):
-            return "silu"
+        for kind in BASE_FUNCTIONS:  # the first that matches to 1e-9 relative
+            if np.allclose(out, BASE_FUNCTION_VALUES[kind](x), rtol=1e-9, atol=1e-12):
+                return kind
     raise UnsupportedModelError(
-        f"{where}: pykan base function {described} is not supported (kan2mcu deploys SiLU, pykan's default; "
-        "'zero' folds too)")
+        f"{where}: pykan base function {described} is not supported (kan2mcu knows {', '.join(BASE_FUNCTIONS)})")
 
 
 def _describe(fun) -> str:
@@ -353,20 +357,27 @@ def _describe(fun) -> str:
 # Folding
 # --------------------------------------------------------------------------------------------
 
-def _refuse_active_symbolic(name: str, symbolic_mask: np.ndarray, fun_name) -> None:
-    """UnsupportedModelError when any edge of the symbolic branch (mask [O, I]) is switched on."""
-    active = np.argwhere(symbolic_mask != 0)
-    if active.size == 0:
-        return
-    edges = ", ".join(f"in {i} -> out {j} ({fun_name(j, i)!s})" for j, i in active[:_MAX_EDGES_NAMED])
-    more = f" and {len(active) - _MAX_EDGES_NAMED} more" if len(active) > _MAX_EDGES_NAMED else ""
-    raise UnsupportedModelError(
-        f"{name}: active symbolic branch on {len(active)} edge(s): {edges}{more}; kan2mcu deploys the "
-        "numeric (spline + SiLU) branch only (unfix_symbolic those edges, or retrain them as splines)")
+def _symbolic_edges(name: str, symbolic_mask: np.ndarray, affine: np.ndarray, fun_name) -> tuple:
+    """The active symbolic terms of a layer (mask [O, I], affine [O, I, 4] = a, b, c, d) as IR edges;
+    the mask weight folds into c and d. UnsupportedModelError for a function kan2mcu cannot evaluate."""
+    if affine.shape != symbolic_mask.shape + (4,):
+        raise CheckpointError(f"{name}: symbolic affine shape {affine.shape}, expected {symbolic_mask.shape + (4,)}")
+    edges = []
+    for j, i in np.argwhere(symbolic_mask != 0):
+        fname = fun_name(j, i)
+        if fname == "0":
+            continue
+        if fname not in SYMBOLIC_FUNCTIONS:
+            raise UnsupportedModelError(f"{name}: symbolic function {fname!r} on edge in {i} -> out {j} is not "
+                                        f"supported (kan2mcu evaluates pykan's library: {', '.join(SYMBOLIC_FUNCTIONS)})")
+        a, b, c, d = (float(v) for v in affine[j, i])
+        weight = float(symbolic_mask[j, i])
+        edges.append(SymbolicEdge(int(j), int(i), fname, a, b, c * weight, d * weight))
+    return tuple(edges)
 
 
 def _fold_layer(name: str, *, grid, coef, mask, scale_base, scale_sp, subnode_scale, subnode_bias,
-                node_scale, node_bias, base_kind: str) -> KANLayer:
+                node_scale, node_bias, base_kind: str, symbolic: tuple = ()) -> KANLayer:
     """One pykan KANLayer plus its node affine terms -> one IR layer (arrays in pykan's layout)."""
     if coef.ndim != 3:
         raise CheckpointError(f"{name}: coef must be [in, out, G+k], got shape {coef.shape}")
@@ -408,7 +419,8 @@ def _fold_layer(name: str, *, grid, coef, mask, scale_base, scale_sp, subnode_sc
     out_scale = node_scale * subnode_scale
     out_bias = node_scale * subnode_bias + node_bias
     return KANLayer(knots=knots, order=int(order), coef=folded_coef, base_weight=base_weight,
-                    out_scale=out_scale, out_bias=out_bias, name=name)
+                    out_scale=out_scale, out_bias=out_bias, name=name, symbolic=symbolic,
+                    base_function="silu" if base_kind == "zero" else base_kind)
 
 
 def _short(row: np.ndarray) -> str:
@@ -430,8 +442,10 @@ def _widen_inputs(layer: KANLayer, input_id: list[int], n_inputs: int | None) ->
         knots[source] = layer.knots[column]
         coef[:, source] = layer.coef[:, column]
         base_weight[:, source] = layer.base_weight[:, column]
+    symbolic = tuple(SymbolicEdge(e.out, input_id[e.inp], e.name, e.a, e.b, e.c, e.d) for e in layer.symbolic)
     return KANLayer(knots=knots, order=layer.order, coef=coef, base_weight=base_weight,
-                    out_scale=layer.out_scale, out_bias=layer.out_bias, name=layer.name)
+                    out_scale=layer.out_scale, out_bias=layer.out_bias, name=layer.name,
+                    base_function=layer.base_function, symbolic=symbolic)
 
 
 __all__ = ["checkpoint_prefix", "classify_base_function", "ir_from_pykan", "is_pykan_checkpoint",

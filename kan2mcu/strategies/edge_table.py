@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kan2mcu.bspline import edge_values
-from kan2mcu.errors import OptionError
+from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.fixedpoint import requant_int32
 from kan2mcu.ir import KANLayer
 
@@ -57,6 +57,7 @@ class EdgeTableLayer:
     is_last: bool
     out_max: int
     entry_scale: np.ndarray  # float64 [O], for reports
+    clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
     strategy: str = NAME
 
     @property
@@ -83,12 +84,50 @@ class EdgeTableLayer:
         return (grouped << shifts).sum(axis=3).reshape(-1)
 
 
-def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int) -> dict:
-    """Affine codes over the calibrated range: code 0 at ``lo``, the last code at ``hi``."""
+def unsupported(layer: KANLayer) -> str | None:  # pylint: disable=unused-argument
+    """Why this strategy cannot compute ``layer``: never (any edge function can be tabulated)."""
+    return None
+
+
+def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
+                   samples: np.ndarray | None = None) -> dict:
+    """Affine codes per input. With calibration data the codes span the data's range (the table
+    needs no grid alignment), and an input whose calibration values are few levels on a common
+    step (pixel values, ADC counts) gets codes that land exactly on those levels."""
     qmax = (1 << bits) - 1
-    width = np.maximum(hi - lo, 1e-12)
-    scale = width / qmax
-    return {"mode": "affine", "scale": scale, "zero": -lo / scale}
+    scale, zero = np.empty(layer.in_features), np.empty(layer.in_features)
+    on_levels = np.zeros(layer.in_features, dtype=bool)
+    for i in range(layer.in_features):
+        low, high = lo[i], hi[i]
+        if samples is not None and len(samples):
+            low, high = float(samples[:, i].min()), float(samples[:, i].max())
+            aligned = _level_aligned(samples[:, i], qmax)
+            if aligned is not None:
+                scale[i], zero[i] = aligned
+                on_levels[i] = True
+                continue
+        scale[i] = max(high - low, 1e-12) / qmax
+        zero[i] = -low / scale[i]
+    return {"mode": "affine", "scale": scale, "zero": zero, "on_levels": on_levels}
+
+
+def _level_aligned(values: np.ndarray, qmax: int, max_levels: int = 256) -> tuple[float, float] | None:
+    """``(scale, zero)`` putting every distinct value of ``values`` exactly on a code, when they are
+    at most ``qmax + 1`` levels on one step and fit; None otherwise."""
+    levels = np.unique(values)
+    if len(levels) < 2 or len(levels) > min(qmax + 1, max_levels):
+        return None
+    step = float(np.min(np.diff(levels)))
+    ratios = (levels - levels[0]) / step
+    if step <= 0 or np.max(np.abs(ratios - np.round(ratios))) > 1e-6:
+        return None
+    span = int(round(ratios[-1]))
+    per_step = qmax // span
+    if per_step < 1:
+        return None
+    scale = step / per_step
+    spare = qmax - span * per_step  # unused codes, split around the levels
+    return scale, -levels[0] / scale + spare // 2
 
 
 def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
@@ -101,14 +140,25 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     codes = np.arange(q_count, dtype=np.float64)
     values = np.empty((n_in, q_count, n_out))
     for i in range(n_in):  # one input at a time: memory O(Q * O)
-        values[i] = edge_values(layer, i, enc["scale"][i] * (codes - enc["zero"][i]))
-    # centre every edge on its own mid-range (the centres go into the bias): half the range to cover
-    centre = (values.max(axis=1) + values.min(axis=1)) / 2  # [I, O]
+        x = enc["scale"][i] * (codes - enc["zero"][i])
+        values[i] = edge_values(layer, i, x)
+        if not np.all(np.isfinite(values[i])):
+            q, o = np.argwhere(~np.isfinite(values[i]))[0]
+            raise QuantizationError(f"{layer.name}: edge {i}->{o} is not finite at x = {x[q]:.6g} (input code {q}), "
+                                    "inside the calibrated input range; a symbolic function undefined there?")
+    # The range each edge must cover is what the calibration data reaches (codes it hits, +-1 for the
+    # integer model's own rounding): splines refit by update_grid can swing far between data points,
+    # and such swings must not set the step of every other edge. Unreached codes saturate (counted).
+    seen = observed_codes(enc, q_count, n_in)  # [I, Q] bool
+    observed = np.where(seen[:, :, None], values, np.nan)
+    centre = (np.nanmax(observed, axis=1) + np.nanmin(observed, axis=1)) / 2  # [I, O], into the bias
     centred = values - centre[:, None, :]
     half = (1 << (tbits - 1)) - 1
-    peak = np.abs(centred).max(axis=(0, 1))  # [O]
+    peak = np.nanmax(np.abs(np.where(seen[:, :, None], centred, np.nan)), axis=(0, 1))  # [O]
     entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
-    signed = np.clip(np.round(centred / entry_scale[None, None, :]), -half, half).astype(np.int64)
+    scaled = np.round(centred / entry_scale[None, None, :])
+    clipped = int(np.count_nonzero(np.abs(scaled) > half))
+    signed = np.clip(scaled, -half, half).astype(np.int64)
     bias_code = 1 << (tbits - 1)
     table = np.zeros((n_in, q_count, out_pad), np.int64)
     table[:, :, :n_out] = signed + bias_code
@@ -122,7 +172,23 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
                           in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
-                          entry_scale=entry_scale)
+                          entry_scale=entry_scale, clipped_entries=clipped)
+
+
+def observed_codes(enc: dict, q_count: int, n_in: int) -> np.ndarray:
+    """Per input, the codes the calibration activations reach, widened by one code each way unless
+    the input's codes sit exactly on its levels (every code when there is no calibration data)."""
+    samples = enc.get("samples")
+    if samples is None or not len(samples):
+        return np.ones((n_in, q_count), dtype=bool)
+    codes = np.clip(np.floor(samples / enc["scale"][None, :] + enc["zero"][None, :] + 0.5), 0, q_count - 1)
+    codes = codes.astype(np.int64)
+    seen = np.zeros((n_in, q_count), dtype=bool)
+    widen = ~enc.get("on_levels", np.zeros(n_in, dtype=bool))
+    for delta in (-1, 0, 1):
+        moved = np.clip(codes + delta * widen[None, :], 0, q_count - 1)
+        seen[np.arange(n_in)[None, :], moved] = True
+    return seen
 
 
 def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
@@ -152,21 +218,18 @@ def check_options(options) -> None:
 # Cost-model entry. Instructions of one layer = layer + input_pass * I * passes + word * I * row_words
 # + output * O (+ clamp_pass * I * passes for a first layer with fewer than 8 code bits, + last_output * O
 # for the last layer), where passes = ceil(row_words / words per pass on that core). Fitted on QEMU
-# counts by benchmarks/calibrate_costs.py (worst fit error 9.5% on M0, under 5% elsewhere).
+# counts by benchmarks/calibrate_costs.py (byte and nibble entries; worst fit error 23% on M0 and 13%
+# on RV32 for the smallest layers, 6% on M4/M7; the digits layers within 3% everywhere).
 WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
 CODE_BYTES = 240  # one edge-table kernel at -O2, about
-_M0 = {"nibble_word": 4.0, "layer": -94.39, "input_pass": 9.72, "word": 6.44, "output": 32.18, "clamp_pass": 7.95, "last_output": 5.67}
+_M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41, "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
-    "cortex-m3": {"nibble_word": 3.0, "layer": 3.23, "input_pass": 1.01, "word": 6.76, "output": 7.97, "clamp_pass": 8.2,
-                  "last_output": 7.15},
-    "cortex-m4": {"nibble_word": 3.0, "layer": -7.71, "input_pass": 2.16, "word": 3.09, "output": 15.53, "clamp_pass": 4.99,
-                  "last_output": 1.8},
-    "cortex-m7": {"nibble_word": 3.0, "layer": -16.0, "input_pass": 3.02, "word": 2.74, "output": 15.51, "clamp_pass": 5.7,
-                  "last_output": 3.01},
-    "rv32imac": {"nibble_word": 3.0, "layer": -39.83, "input_pass": 7.09, "word": 5.02, "output": 32.07, "clamp_pass": 3.12,
-                 "last_output": -3.61},
+    "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39, "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17},
+    "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9, "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21},
+    "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16, "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13},
+    "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16, "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01},
 }
 
 

@@ -83,11 +83,21 @@ class SplineLayer:
         return 1 << self.act_bits
 
 
+def unsupported(layer: KANLayer) -> str | None:
+    """Why this strategy cannot compute ``layer`` (None when it can)."""
+    if layer.base_function != "silu":
+        return f"base function {layer.base_function!r} (the spline kernel tabulates SiLU only)"
+    if layer.symbolic:
+        return f"{len(layer.symbolic)} symbolic edge(s) (the spline kernel has no symbolic terms)"
+    return None
+
+
 def _largest_pow2_at_most(value: float) -> int:
     return 1 << max(0, int(math.floor(math.log2(value)))) if value >= 1 else 1
 
 
-def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int) -> dict:
+def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
+                   samples: np.ndarray | None = None) -> dict:  # pylint: disable=unused-argument
     """Code alignment of every input channel (cardinal when the grid is uniform and shared)."""
     qmax = (1 << bits) - 1
     uniform = layer.uniform_grid()

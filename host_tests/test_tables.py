@@ -1,0 +1,148 @@
+"""The quantized tables against independent float64 values (scipy B-splines, SiLU, the IR weights).
+
+Bit-exact tests compare the C with a Python mirror built from the same tables, so a wrong table is
+invisible to them. Here every table value is checked against the float it stands for: each must
+be within half a quantization step (round to nearest) of an independent evaluation, for every code
+of every input. The B-spline check goes through ``decode_inputs`` (which the bit-exact tests tie
+to the C), so it covers the cardinal tables, code alignment (offset, positions per interval,
+limits) and edge normalization, as well as the per-input tables.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import independent
+from kan2mcu.bundle import load_bundle
+from kan2mcu.generate import generate_model
+from kan2mcu.quantize import QuantOptions, decode_inputs
+
+# knots are float32 values in the checkpoint: a cardinal table built on one input's knots may be
+# off by float32 round-off on another input's; this slack is far below any table step (>= 1e-3).
+SLACK = 1e-6
+OPTIONS = {"8-8-8": QuantOptions(), "8-3-8": QuantOptions(spline_bits=3), "4-2-4": QuantOptions(4, 2, 4),
+           "6-5-6": QuantOptions(6, 5, 6)}
+
+
+@pytest.fixture(scope="module")
+def models(small_checkpoints, nonuniform_checkpoint, digits_checkpoint, tmp_path_factory) -> dict:
+    """(fixture, options id) -> (float IR, integer model), generated once per module."""
+    base = tmp_path_factory.mktemp("tables")
+    cases = dict(small_checkpoints)
+    cases["nonuniform-5x4x3"] = nonuniform_checkpoint
+    cases["digits"] = (digits_checkpoint, None)
+    out = {}
+    for name, (checkpoint, calibration) in cases.items():
+        for key, options in OPTIONS.items():
+            folder = base / f"{name}-{key}"
+            generate_model(checkpoint, folder, options=options, calibration=calibration, quiet=True, strategy="spline")
+            out[name, key] = load_bundle(folder)
+    return out
+
+
+CASES = [(name, key) for name in ("8x5x3-G5-k3", "6x4x4x2-G3-k2", "nonuniform-5x4x3", "digits") for key in OPTIONS]
+
+
+def _code_values(qlayer) -> tuple[np.ndarray, np.ndarray]:
+    """Every code [Q, I] and the float input it stands for."""
+    codes = np.repeat(np.arange(qlayer.codes)[:, None], qlayer.in_features, axis=1)
+    return codes, qlayer.in_scale[None, :] * (codes - qlayer.in_zero[None, :])
+
+
+@pytest.mark.parametrize("name,key", CASES)
+def test_basis_tables_approximate_the_bsplines(models, name, key):
+    model, qmodel = models[name, key]
+    expected_modes = {"nonuniform-5x4x3": "per_input"}
+    for layer, qlayer in zip(model.layers, qmodel.layers):
+        assert qlayer.mode == expected_modes.get(name, "cardinal")
+        codes, x = _code_values(qlayer)
+        first, basis, _ = decode_inputs(qlayer, codes)  # [Q, I], [Q, I, K1]
+        for i in range(qlayer.in_features):
+            dense = np.zeros((qlayer.codes, qlayer.n_basis))
+            rows = np.arange(qlayer.codes)[:, None]
+            np.add.at(dense, (rows, first[:, i, None] + np.arange(qlayer.k1)[None, :]), basis[:, i, :])
+            truth = independent.bsplines(layer.knots[i], layer.order, x[:, i])
+            error = np.abs(dense * qlayer.basis_scale - truth).max()
+            assert error <= qlayer.basis_scale / 2 + SLACK, (layer.name, i, error, qlayer.basis_scale)
+        assert basis.max() == (1 << qlayer.spline_bits) - 1  # the largest value lands on the largest code
+
+
+@pytest.mark.parametrize("name,key", CASES)
+def test_silu_tables_approximate_silu(models, name, key):
+    model, qmodel = models[name, key]
+    for qlayer in qmodel.layers:
+        codes, x = _code_values(qlayer)
+        _, _, silu_q = decode_inputs(qlayer, codes)
+        error = np.abs(silu_q * qlayer.silu_scale - independent.silu(x)).max()
+        assert error <= qlayer.silu_scale / 2 * (1 + 1e-9), (qlayer.name, error, qlayer.silu_scale)
+
+
+@pytest.mark.parametrize("name,key", CASES)
+def test_weights_round_to_nearest(models, name, key):
+    """Spline coefficients and SiLU-branch weights: per output channel, within half a step."""
+    model, qmodel = models[name, key]
+    for layer, qlayer in zip(model.layers, qmodel.layers):
+        coef_step = qlayer.coef_scale[:, None, None]
+        assert np.all(np.abs(qlayer.coef * coef_step - layer.coef) <= coef_step / 2 * (1 + 1e-9))
+        base_step = qlayer.base_scale[:, None]
+        assert np.all(np.abs(qlayer.base_weight * base_step - layer.base_weight) <= base_step / 2 * (1 + 1e-9))
+        # the scale is set by the largest weight: it lands on the largest code
+        assert np.abs(qlayer.coef).max() == (1 << (qlayer.coef_bits - 1)) - 1
+
+
+@pytest.mark.parametrize("name,key", CASES)
+def test_requantization_constants_follow_the_spec(models, name, key):
+    """docs/arithmetic.md section 4, recomputed here: M = round(A * 2^shift), |M| < 2^30,
+    R = round((bias / s_next + z_next) * 2^shift) + 2^(shift-1)."""
+    model, qmodel = models[name, key]
+    for index, (layer, qlayer) in enumerate(zip(model.layers, qmodel.layers)):
+        if qlayer.is_last:
+            s_next, z_next = np.full(qlayer.out_features, qmodel.output_scale), np.zeros(qlayer.out_features)
+        else:
+            s_next, z_next = qmodel.layers[index + 1].in_scale, qmodel.layers[index + 1].in_zero
+        for o in range(qlayer.out_features):
+            shift = int(qlayer.shift[o])
+            a_spline = layer.out_scale[o] * qlayer.basis_scale * qlayer.coef_scale[o] / s_next[o]
+            a_base = layer.out_scale[o] * qlayer.base_scale[o] * qlayer.silu_scale / s_next[o]
+            assert int(qlayer.mult_spline[o]) == round(a_spline * 2.0 ** shift)
+            assert int(qlayer.mult_base[o]) == round(a_base * 2.0 ** shift)
+            assert max(abs(int(qlayer.mult_spline[o])), abs(int(qlayer.mult_base[o]))) < 2 ** 30
+            assert max(abs(int(qlayer.mult_spline[o])), abs(int(qlayer.mult_base[o]))) >= 2 ** 28  # precision kept
+            bias = layer.out_bias[o] / s_next[o] + z_next[o]
+            assert int(qlayer.rounding[o]) == round(bias * 2.0 ** shift) + (1 << (shift - 1))
+
+
+# ---- edge-table strategy: every entry against the independent edge function ---------------------
+
+def _edge_functions(layer, i: int, x: np.ndarray) -> np.ndarray:
+    """Float64 value of every edge i -> o at ``x`` [N] ([N, O]), from scipy B-splines and expit:
+    out_scale * (base weight * silu(x) + sum of coefficients x B-splines)."""
+    basis = independent.bsplines(layer.knots[i], layer.order, x)
+    return (basis @ layer.coef[:, i, :].T + independent.silu(x)[:, None] * layer.base_weight[None, :, i]) \
+        * layer.out_scale[None, :]
+
+
+@pytest.mark.parametrize("name", ["8x5x3-G5-k3", "6x4x4x2-G3-k2", "nonuniform-5x4x3"])
+@pytest.mark.parametrize("bits", [(8, 8), (6, 4), (4, 6)], ids=lambda b: f"codes{b[0]}-entries{b[1]}")
+def test_edge_table_entries_approximate_the_edge_functions(small_checkpoints, nonuniform_checkpoint, tmp_path,
+                                                          name, bits):
+    """Entry differences along the codes of one edge equal the edge function's differences within
+    one entry step (each entry rounds to nearest; the edge's own offset cancels)."""
+    from kan2mcu.importers import load_checkpoint
+    from kan2mcu.quantize import LayerPlan
+
+    checkpoint, calibration = {**small_checkpoints, "nonuniform-5x4x3": nonuniform_checkpoint}[name]
+    n_layers = len(load_checkpoint(checkpoint).model.layers)
+    generate_model(checkpoint, tmp_path / "m", options=QuantOptions(act_bits=bits[0], table_bits=bits[1]),
+                   calibration=calibration, plan=[LayerPlan("edge-table", bits[0])] * n_layers, quiet=True)
+    model, qmodel = load_bundle(tmp_path / "m")
+    for layer, qlayer in zip(model.layers, qmodel.layers):
+        assert qlayer.strategy == "edge-table" and qlayer.table.min() >= 0
+        assert qlayer.table.max() < (1 << qlayer.table_bits)
+        assert np.all(qlayer.table[:, :, qlayer.out_features:] == 0)  # padding lanes add nothing
+        codes, x = _code_values(qlayer)
+        for i in range(qlayer.in_features):
+            truth = _edge_functions(layer, i, x[:, i])  # [Q, O]
+            entries = qlayer.table[i, :, :qlayer.out_features].astype(np.float64) * qlayer.entry_scale[None, :]
+            error = np.abs((entries - entries[:1]) - (truth - truth[:1])) / qlayer.entry_scale[None, :]
+            assert error.max() <= 1 + 1e-6, (layer.name, i, float(error.max()))

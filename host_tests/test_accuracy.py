@@ -99,7 +99,8 @@ def test_float_model_equals_torch_forward(fixtures, name):
                          ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v)))
 def test_small_models_track_torch_float64(fixtures, tmp_path, name, bits):
     checkpoint, calibration, probe = fixtures[name]
-    generate_model(checkpoint, tmp_path / "m", options=QuantOptions(*bits), calibration=calibration, quiet=True, strategy="spline")
+    generate_model(checkpoint, tmp_path / "m", options=QuantOptions(*bits), calibration=calibration, quiet=True, strategy="spline",
+                   allow_saturation=True)  # the test bounds the error itself; low-bit random models trip the guard
     worst, rms = _logit_errors(_quantized_logits(tmp_path / "m", probe), torch_forward(checkpoint, probe))
     bound_max, bound_rms = SMALL_BOUNDS[name][bits]
     print(f"{name} {bits}: max {worst:.4f} (bound {bound_max}), rms {rms:.4f} (bound {bound_rms})")

@@ -108,11 +108,11 @@ def random_check(host: HostModel, qmodel: QuantModel, n: int, seed: int = 1) -> 
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                 initargs=(qmodel,)) as pool:
-        for chunk_seed, codes, ref in pool.map(_reference_chunk, jobs, chunksize=4):
-            c_out = host.infer(codes).astype(np.int64)
-            if not np.array_equal(c_out, ref):
+        for chunk_seed, codes, expected in pool.map(_reference_chunk, jobs, chunksize=4):
+            actual = host.infer(codes).astype(np.int64)
+            if not np.array_equal(actual, expected):
                 raise VerificationError(f"C differs from the integer reference on random codes (chunk seed "
-                                        f"{chunk_seed}); " + _first_mismatch(c_out, ref))
+                                        f"{chunk_seed}); " + _first_mismatch(actual, expected))
     return n, time.perf_counter() - start
 
 

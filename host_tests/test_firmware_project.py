@@ -190,6 +190,20 @@ def test_arm_costs(text, core, expected):
     assert cycles.estimate_cycles([ExecutedInsn(0, 2, text, count=1)], core, "arm")["cycles_estimate"] == expected
 
 
+def test_m4_pipelined_loads_and_single_cycle_macs():
+    """Cortex-M4 TRM 3.3: MLA and SMLAD take 1 cycle; neighbouring independent loads pipeline
+    (N loads: N + 1 cycles); a load whose address is the previous load's result does not; LDRD 3."""
+    seq = [ExecutedInsn(0x200, 2, "ldr r3, [r0]", count=4), ExecutedInsn(0x202, 2, "ldr r4, [r0, #4]", count=4),
+           ExecutedInsn(0x204, 2, "ldr r5, [r1, #8]", count=4), ExecutedInsn(0x206, 4, "mla r2, r3, r4, r2", count=4),
+           ExecutedInsn(0x20a, 4, "smlad r2, r3, r5, r2", count=4)]
+    assert cycles.estimate_cycles(seq, "cortex-m4", "arm")["cycles_estimate"] == 4 * (2 + 1 + 1 + 1 + 1)
+    assert cycles.estimate_cycles(seq, "cortex-m3", "arm")["cycles_estimate"] == 4 * (2 + 1 + 1 + 2 + 1)
+    assert cycles.estimate_cycles(seq, "cortex-m0", "arm")["cycles_estimate"] == 4 * (2 + 2 + 2 + 1 + 1)
+    dependent = [ExecutedInsn(0x300, 2, "ldr r3, [r0]", count=1), ExecutedInsn(0x302, 2, "ldr r4, [r3, #4]", count=1),
+                 ExecutedInsn(0x304, 4, "ldrd r6, r7, [r1]", count=1)]
+    assert cycles.estimate_cycles(dependent, "cortex-m4", "arm")["cycles_estimate"] == 2 + 2 + 3
+
+
 def test_riscv_disassembly_and_costs():
     assert cycles.split_disassembly("02000693          addi   a3,zero,32") == ("addi", "a3,zero,32")
     insns = [ExecutedInsn(0, 4, "e80706e3  beqz  a4,-372", count=4, taken=1),

@@ -61,8 +61,10 @@ def test_planner_respects_budget_and_error(digits_checkpoint, tmp_path):
     planner = result.report["planner"]
     assert planner["predicted_flash_bytes"] <= 48 * 1024
     assert planner["calibration_error"] <= 0.02
-    # the table bytes actually emitted stay within the prediction's table part
-    assert result.report["totals"]["flash_bytes"] <= planner["predicted_flash_bytes"]
+    # the bytes actually emitted stay within the prediction (which leaves out the optional input API's
+    # tables: they are linked only when the firmware calls kan_quantize_input_q)
+    totals = result.report["totals"]
+    assert totals["flash_bytes"] - totals["input_api_bytes"] <= planner["predicted_flash_bytes"]
     size = generate_model(digits_checkpoint, tmp_path / "s", quiet=True, optimize="size")
     assert size.report["totals"]["flash_bytes"] < result.report["totals"]["flash_bytes"]
 

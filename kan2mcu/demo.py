@@ -26,7 +26,8 @@ def run_demo(out: Path, *, board: str = DEFAULT_BOARD, retrain: bool = False) ->
         print(f"float accuracy: test {result.test_accuracy:.4f}", file=sys.stderr)
     else:
         print(f"== 1/5 reuse {checkpoint} (pass --retrain to train again)", file=sys.stderr)
-    print("== 2/5 quantize and generate C (integer 8/8/8 and float32)", file=sys.stderr)
+    print("== 2/5 quantize and generate C (integer: the planner picks each layer's strategy; and float32)",
+          file=sys.stderr)
     int_dir, float_dir = out / "kan_int", out / "kan_float"
     generate_model(checkpoint, int_dir, name="kan", arith="int")
     generate_model(checkpoint, float_dir, name="kan", arith="float", quiet=True)

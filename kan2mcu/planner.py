@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kan2mcu import costmodel
-from kan2mcu.errors import OptionError
+from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.ir import KANModel
 from kan2mcu.quantize import LayerPlan, QuantModel, QuantOptions, calibrate, quantize
 from kan2mcu.reference import quantize_inputs, run_model
@@ -143,9 +143,13 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
     activations = calibrate(model, calibration)
     x = calibration
     float_out = activations[-1]
-    results = []
+    results, refused = [], []
     for combo in sorted(fitting, key=lambda c: _rank(predicted[c], objective)):
-        qmodel = quantize(model, options, calibration, plan=combo, activations=activations)
+        try:
+            qmodel = quantize(model, options, calibration, plan=combo, activations=activations)
+        except QuantizationError as exc:  # this combination cannot be built (e.g. a requantization
+            refused.append(str(exc))      # that fits no int32): weigh the others
+            continue
         error = relative_error(model, qmodel, x, float_out) if x is not None else None
         results.append((combo, qmodel, error))
         if x is None:
@@ -158,6 +162,8 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         floor = min(relative_error(model, quantize(model, options, calibration, plan=p, activations=activations),
                                    x, float_out) for p in full_width)
         tolerance = max(max_error, FLOOR_FACTOR * floor)
+    if not results:
+        raise QuantizationError(f"no plan can be quantized ({len(refused)} tried); first reason: {refused[0]}")
     acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
     warning = None
     if acceptable:

@@ -77,12 +77,10 @@ def _spline_edges(qlayer, float_layer) -> np.ndarray:
 
 def _edge_table_edges(qlayer, float_layer) -> np.ndarray:
     """An edge-table entry is ``round((edge - centre) / entry_scale) + 2^(table_bits-1)``; the
-    edge's centre (mid-range of its float values at the codes) went into the output's bias, so it
-    is recomputed here the same way and added back."""
+    edge's centre went into the output's bias: the quantizer keeps it (``centre``), added back here."""
     entries = qlayer.table[:, :, : qlayer.out_features].astype(np.float64)  # [I, Q, O]
     signed = entries - (1 << (qlayer.table_bits - 1))
-    at_codes = float_edges(float_layer, code_inputs(qlayer))  # [O, Q, I]
-    centre = (at_codes.max(axis=1) + at_codes.min(axis=1)) / 2  # [O, I]
+    centre = qlayer.centre.T  # [O, I]
     return qlayer.entry_scale[:, None, None] * signed.transpose(2, 1, 0) + centre[:, None, :]
 
 

@@ -74,6 +74,7 @@ class RenderedModel:
     table_bytes: int
     workspace_bytes: int
     layer_bytes: list  # per layer: {"tables": {...name: bytes}, ...}
+    input_api_bytes: int = 0  # the integer input API's threshold tables (always linked with the model)
 
 
 def _table(symbols: _Symbols, name: str, values, ctype: str, comment: str, fmt=str, per_line: int = 16) -> dict:
@@ -256,11 +257,15 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
         "input_zero_rows": _rows(first.in_zero, 8, _float_literal),
     }
-    context.update(_input_api_context(qmodel, sym, input_transform))
+    api = _input_api_context(qmodel, sym, input_transform)
+    context.update(api)
+    api_bytes = (api["raw_threshold_count"] * (first.codes - 1) * 4 + api["raw_threshold_count"]
+                 + qmodel.in_features * (1 if api["raw_row_ctype"] == "uint8_t" else 2))
+    context["table_bytes"] = table_bytes + api_bytes
     env = _environment()
     files = {f"{name}.h": env.get_template("model.h.j2").render(context),
              f"{name}.c": env.get_template("model_int.c.j2").render(context)}
-    return RenderedModel(files, table_bytes, workspace, layer_bytes)
+    return RenderedModel(files, table_bytes + api_bytes, workspace, layer_bytes, api_bytes)
 
 
 def render_float(model: KANModel, name: str, banner: str) -> RenderedModel:

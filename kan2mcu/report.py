@@ -58,6 +58,8 @@ def totals(rows: list[dict], rendered: RenderedModel) -> dict:
     """Sums over layers, plus the BitOps reduction against float32."""
     keys = ("edges", "table_bytes", "coef_bytes", "flash_bytes", "macs", "bitops", "bitops_float32")
     out = {k: sum(r.get(k, 0) for r in rows) for k in keys}
+    out["input_api_bytes"] = rendered.input_api_bytes  # raw-input thresholds, linked with every integer model
+    out["flash_bytes"] += rendered.input_api_bytes
     out["workspace_bytes"] = rendered.workspace_bytes
     out["bitops_reduction"] = round(out["bitops_float32"] / max(out["bitops"], 1), 2)
     return out

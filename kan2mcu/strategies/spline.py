@@ -113,9 +113,32 @@ def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
         log2p[i] = int(math.log2(p))
         s = h / p
         offset[i] = int(round(((lo[i] + hi[i]) / 2 - t0) / s - qmax / 2))  # centre the code window
+    too_far = np.flatnonzero(np.abs(offset) + (1 << bits) > INT32_MAX >> 1)
+    if too_far.size:
+        i = int(too_far[0])
+        raise QuantizationError(f"{layer.name}: input {i} ranges over [{lo[i]:.6g}, {hi[i]:.6g}], {abs(offset[i]):.3g} "
+                                f"code steps from the grid at {t0:.6g}: its code offset does not fit the C tables "
+                                "(int32); rescale the inputs, or use --strategy edge-table")
     scale = h / (1 << log2p)
     return {"mode": "cardinal", "scale": scale, "zero": -offset - t0 / scale, "t0": t0, "h": h,
             "log2p": log2p, "offset": offset, "limit": n_intervals << log2p}
+
+
+def _overlapping_windows(members: np.ndarray, offset: np.ndarray, width: int) -> list[np.ndarray]:
+    """Channels grouped so that each group's code windows ``[offset, offset + width)`` chain into
+    one another (a group's table is never longer than its channels' windows laid end to end)."""
+    order = members[np.argsort(offset[members], kind="stable")]
+    groups, current, reach = [], [], None
+    for channel in order:
+        if current and offset[channel] > reach:
+            groups.append(np.array(sorted(current)))
+            current = []
+        current.append(int(channel))
+        reach = max(reach if reach is not None and len(current) > 1 else offset[channel] + width,
+                    offset[channel] + width)
+    if current:
+        groups.append(np.array(sorted(current)))
+    return groups
 
 
 def _normalize_edges(first: np.ndarray, basis: np.ndarray, n_basis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,13 +208,15 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         # SiLU tables shared by channels with the same code step: index by knot-relative position u
         silu_chunks, silu_start, cursor = [], np.zeros(n_in, np.int64), 0
         for lp in sorted(set(enc["log2p"].tolist())):
-            members = np.flatnonzero(enc["log2p"] == lp)
-            u_lo = int(enc["offset"][members].min())
-            u_hi = int(enc["offset"][members].max()) + q_count - 1
-            u = np.arange(u_lo, u_hi + 1)
-            silu_chunks.append(silu(enc["t0"] + u * (enc["h"] / (1 << lp))))
-            silu_start[members] = cursor + enc["offset"][members] - u_lo
-            cursor += len(u)
+            # one chunk per cluster of overlapping code windows: channels far apart get their own
+            # chunks instead of one table spanning the gap between them
+            for members in _overlapping_windows(np.flatnonzero(enc["log2p"] == lp), enc["offset"], q_count):
+                u_lo = int(enc["offset"][members].min())
+                u_hi = int(enc["offset"][members].max()) + q_count - 1
+                u = np.arange(u_lo, u_hi + 1)
+                silu_chunks.append(silu(enc["t0"] + u * (enc["h"] / (1 << lp))))
+                silu_start[members] = cursor + enc["offset"][members] - u_lo
+                cursor += len(u)
         float_silu = np.concatenate(silu_chunks)
     else:
         x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q] inputs

@@ -13,9 +13,22 @@ from kan2mcu.strategies import get_strategy
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
+ELEMENTS_PER_CHUNK = 1 << 23  # rows are processed in chunks of about this many gathered int64 elements
+
+
 def run_layer(layer, codes: np.ndarray) -> np.ndarray:
-    """Integer output of one layer: next-layer codes, or int32 outputs for the last layer."""
-    shifted = get_strategy(layer.strategy).run_layer(layer, codes)
+    """Integer output of one layer: next-layer codes, or int32 outputs for the last layer.
+
+    Rows go through the strategy in chunks: its gathers grow as rows x outputs x inputs, which
+    for a [784, 256] layer would otherwise take gigabytes."""
+    per_row = max(1, layer.in_features * layer.out_features * 4)
+    step = max(1, ELEMENTS_PER_CHUNK // per_row)
+    strategy = get_strategy(layer.strategy)
+    if len(codes) <= step:
+        shifted = strategy.run_layer(layer, codes)
+    else:
+        shifted = np.concatenate([strategy.run_layer(layer, codes[start:start + step])
+                                  for start in range(0, len(codes), step)])
     low = INT32_MIN if layer.is_last else 0
     return np.clip(shifted, low, layer.out_max)
 

@@ -49,7 +49,7 @@ class EdgeTableLayer:
     table_bits: int
     in_scale: np.ndarray  # float64 [I]: x = in_scale * (q - in_zero)
     in_zero: np.ndarray  # float64 [I]
-    table: np.ndarray  # int64 [I, Q, out_pad], 0..2^table_bits-1
+    table: np.ndarray  # uint8 [I, Q, out_pad], 0..2^table_bits-1
     chunk: int
     mult: np.ndarray  # int64 [O]: y = (acc * mult + rounding) >> shift, all in int32
     rounding: np.ndarray  # int64 [O]
@@ -80,7 +80,7 @@ class EdgeTableLayer:
     def words(self) -> np.ndarray:
         """The table as uint32 words, ``[I * Q * row_words]``: entry ``n*w + j`` of a row in bits
         ``b*j .. b*j+b-1`` of word ``w`` (``n`` entries of ``b = 32 / n`` bits per word)."""
-        grouped = self.table.reshape(self.in_features, self.codes, self.row_words, self.per_word)
+        grouped = self.table.astype(np.int64).reshape(self.in_features, self.codes, self.row_words, self.per_word)
         shifts = np.arange(self.per_word, dtype=np.int64) * (32 // self.per_word)
         return (grouped << shifts).sum(axis=3).reshape(-1)
 
@@ -138,34 +138,39 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     q_count = 1 << bits
     out_pad = padded_outputs(n_out, tbits)
     codes = np.arange(q_count, dtype=np.float64)
-    values = np.empty((n_in, q_count, n_out))
-    for i in range(n_in):  # one input at a time: memory O(Q * O)
+
+    def edge_rows(i: int) -> np.ndarray:  # [Q, O] float values of input i's edges at every code
         x = enc["scale"][i] * (codes - enc["zero"][i])
-        values[i] = edge_values(layer, i, x)
-        if not np.all(np.isfinite(values[i])):
-            q, o = np.argwhere(~np.isfinite(values[i]))[0]
+        values = edge_values(layer, i, x)
+        if not np.all(np.isfinite(values)):
+            q, o = np.argwhere(~np.isfinite(values))[0]
             raise QuantizationError(f"{layer.name}: edge {i}->{o} is not finite at x = {x[q]:.6g} (input code {q}), "
                                     "inside the calibrated input range; a symbolic function undefined there?")
+        return values
+
     # The range each edge must cover: on level-aligned inputs only the levels' codes (splines refit by
     # update_grid can swing far between data levels, and such swings must not set the step of every
-    # other edge); the codes between levels saturate, and are counted.
+    # other edge); the codes between levels saturate, and are counted. Two passes over the inputs
+    # (centres and steps, then entries) keep memory at one input's rows plus the uint8 table.
     seen = observed_codes(enc, q_count, n_in)  # [I, Q] bool
-    observed = np.where(seen[:, :, None], values, np.nan)
-    centre = (np.nanmax(observed, axis=1) + np.nanmin(observed, axis=1)) / 2  # [I, O], into the bias
-    centred = values - centre[:, None, :]
+    centre, peak = np.zeros((n_in, n_out)), np.zeros(n_out)
+    for i in range(n_in):
+        observed = edge_rows(i)[seen[i]]
+        centre[i] = (observed.max(axis=0) + observed.min(axis=0)) / 2  # into the bias
+        peak = np.maximum(peak, np.abs(observed - centre[i]).max(axis=0))
     half = (1 << (tbits - 1)) - 1
-    peak = np.nanmax(np.abs(np.where(seen[:, :, None], centred, np.nan)), axis=(0, 1))  # [O]
     entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
-    scaled = np.round(centred / entry_scale[None, None, :])
-    clipped = int(np.count_nonzero(np.abs(scaled) > half))
-    signed = np.clip(scaled, -half, half).astype(np.int64)
     bias_code = 1 << (tbits - 1)
-    table = np.zeros((n_in, q_count, out_pad), np.int64)
-    table[:, :, :n_out] = signed + bias_code
+    table = np.zeros((n_in, q_count, out_pad), np.uint8)
+    clipped = 0
+    for i in range(n_in):
+        scaled = np.round((edge_rows(i) - centre[i]) / entry_scale[None, :])
+        clipped += int(np.count_nonzero(np.abs(scaled) > half))
+        table[i, :, :n_out] = np.clip(scaled, -half, half).astype(np.int64) + bias_code
     largest = max(int(table.max()), 1)
     chunk = min(n_in, LANE_MAX // largest)
-    acc_low = table[:, :, :n_out].min(axis=1).sum(axis=0)
-    acc_high = table[:, :, :n_out].max(axis=1).sum(axis=0)
+    acc_low = table[:, :, :n_out].min(axis=1).sum(axis=0, dtype=np.int64)
+    acc_high = table[:, :, :n_out].max(axis=1).sum(axis=0, dtype=np.int64)
     gain = entry_scale / next_scale
     offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - n_in * bias_code * gain
     mult, rounding, shift = requant_int32(gain, offset, acc_low, acc_high, layer.name)
@@ -195,7 +200,7 @@ def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
     """The sum of table entries per output: [N, I] codes -> [N, O] (exact, as the lanes hold it)."""
     codes = np.minimum(codes.astype(np.int64), layer.codes - 1)
     rows = layer.table[np.arange(layer.in_features)[None, :], codes]  # [N, I, out_pad]
-    return rows.sum(axis=1)[:, : layer.out_features]
+    return rows.sum(axis=1, dtype=np.int64)[:, : layer.out_features]
 
 
 def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:

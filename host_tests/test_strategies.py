@@ -30,7 +30,7 @@ def test_edge_table_entries_track_the_float_layer(small_checkpoints):
     codes = rng.integers(0, ql.codes, size=(200, ql.in_features))
     x = ql.in_scale[None, :] * (codes - ql.in_zero[None, :])
     float_out = layer_forward(layer, x)
-    entries = ql.table[np.arange(ql.in_features)[None, :], codes][:, :, : ql.out_features]  # [N, I, O]
+    entries = ql.table[np.arange(ql.in_features)[None, :], codes][:, :, : ql.out_features].astype(np.int64)  # [N, I, O]
     signed = entries - (1 << (ql.table_bits - 1))
     # the centres folded into the bias: recover them from the float forward at code 0 is circular, so
     # compare differences between samples instead (the constant cancels)

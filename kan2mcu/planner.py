@@ -6,8 +6,9 @@ speed). The cost model (kan2mcu.costmodel) predicts each option's instructions a
 combination within the flash budget is quantized for real and its output error against the
 float model measured on the calibration data; the fastest (``--optimize speed``) or smallest
 (``--optimize size``) combination whose error stays within ``max_error`` (or, when the user's bit
-widths cannot reach that, within 1.25x the error of the best full-width plan) wins. With a handful of layers and options the search is exhaustive (per-layer
-quantizations are cached), so the choice is exact, not greedy.
+widths cannot reach that, within 1.25x the error of the best full-width plan) wins. With a
+handful of layers and options the search is exhaustive (each fitting combination is quantized
+whole: 1-3 s for the digits model), so the choice is exact, not greedy.
 """
 from __future__ import annotations
 

@@ -227,14 +227,19 @@ def check_options(options) -> None:
 # on RV32 for the smallest layers, 6% on M4/M7; the digits layers within 3% everywhere).
 WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
 CODE_BYTES = 240  # one edge-table kernel at -O2, about
-_M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41, "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65}
+_M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41,
+       "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39, "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17},
-    "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9, "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21},
-    "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16, "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13},
-    "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16, "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01},
+    "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39,
+                  "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17},
+    "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9,
+                  "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21},
+    "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16,
+                  "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13},
+    "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16,
+                 "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01},
 }
 
 

@@ -268,8 +268,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     files["test_vectors.json"] = json.dumps(vectors, sort_keys=True) + "\n"
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    files["report.md"] = markdown(report) + f"\nBase activation: {activation}.\n" + (
-        guard.markdown(report["guard"]) if guard_report is not None else "")
+    files["report.md"] = markdown(report)
     files[BUNDLE] = bundle_bytes(model, qmodel)
     if calib is not None and not imported.dataset:  # `verify` checks on the same data by default
         buffer = io.BytesIO()

@@ -131,43 +131,6 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
                       raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1])
 
 
-def c_context(qmodel: QuantModel, input_transform: dict | None) -> dict:
-    """Template data of the input API (templates/model_api_int.c.j2 and model.h.j2)."""
-    codec = input_codec(qmodel, input_transform)
-    first = qmodel.layers[0]
-
-    def rows(values, per_line=8, fmt=str):
-        items = [fmt(v) for v in np.asarray(values).reshape(-1)]
-        return [", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line)]
-
-    def hexu(v):
-        return f"0x{int(v):08X}u"
-
-    return {
-        "raw_kind": codec.raw_kind,
-        "raw_scale": repr(codec.raw_scale), "raw_offset": repr(codec.raw_offset),
-        "input_scale_rows": rows(first.in_scale, fmt=_float_literal),
-        "input_zero_rows": rows(first.in_zero, fmt=_float_literal),
-        "float_threshold_count": int(codec.float_keys.shape[0]),
-        "float_threshold_rows": [rows(r, fmt=hexu) for r in codec.float_keys],
-        "float_channel_row": rows(codec.channel_row, per_line=16),
-        "float_row_ctype": "uint8_t" if codec.float_keys.shape[0] <= 256 else "uint16_t",
-        "raw_threshold_count": int(codec.raw_keys.shape[0]),
-        "raw_threshold_rows": [rows(r, fmt=hexu) for r in codec.raw_keys],
-        "raw_channel_row": rows(codec.raw_row, per_line=16),
-        "raw_row_ctype": "uint8_t" if codec.raw_keys.shape[0] <= 256 else "uint16_t",
-        "raw_top_rows": rows(codec.raw_top, per_line=16),
-        "input_threshold_bytes": 4 * (codec.float_keys.size + codec.raw_keys.size),
-    }
-
-
-def _float_literal(value: float) -> str:
-    text = f"{float(value):.9g}"
-    if not any(c in text for c in ".eEn"):
-        text += ".0"
-    return text + "f"
-
-
 def probe_floats(qmodel: QuantModel, rng: np.random.Generator, n_values: int) -> np.ndarray:
     """[N, I] float32 inputs that stress the float quantizer: uniform over the calibrated range and
     beyond, exact rounding ties (x / scale + zero = k + 0.5) and their float32 neighbours, and the

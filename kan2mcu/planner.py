@@ -123,27 +123,23 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
     combos = list(itertools.product(*per_layer))
     if len(combos) > MAX_COMBINATIONS:
         raise OptionError(f"{len(combos)} plans to weigh; pass --strategy spline or edge-table")
-    predicted = {}
-    for combo in combos:
-        n = len(model.layers)
-        costs = [costmodel.layer_cost(layer, step, options, core, i == 0, i == n - 1)
-                 for i, (layer, step) in enumerate(zip(model.layers, combo))]
-        predicted[combo] = (sum(c["instructions"] for c in costs) + costmodel.model_overhead(core),
-                            sum(c["flash_bytes"] for c in costs), costs)
-    fitting = [c for c in combos if predicted[c][1] <= budget]
+    predicted = {combo: costmodel.plan_cost(model, combo, options, core) for combo in combos}
+    fitting = [c for c in combos if predicted[c]["flash_bytes"] <= budget]
     over_budget = None
     if not fitting:
-        smallest = min(combos, key=lambda c: predicted[c][1])
+        smallest = min(combos, key=lambda c: predicted[c]["flash_bytes"])
         over_budget = (f"no plan fits the default flash budget of {budget} bytes; using the smallest, about "
-                       f"{predicted[smallest][1]} bytes ({_describe(smallest)}); pass --flash-budget or --board")
+                       f"{predicted[smallest]['flash_bytes']} bytes ({_describe(smallest)}); pass --flash-budget "
+                       "or --board")
         fitting = [smallest]
     if over_budget and hard_budget:
         raise OptionError(f"no plan fits --flash-budget {budget} bytes: the smallest model possible with these bit "
-                          f"widths needs about {predicted[smallest][1]} bytes ({_describe(smallest)}); raise the budget "
-                          "or lower --act-bits/--coef-bits")
+                          f"widths needs about {predicted[smallest]['flash_bytes']} bytes ({_describe(smallest)}); "
+                          "raise the budget or lower --act-bits/--coef-bits")
     activations = calibrate(model, calibration)
     x = calibration
     float_out = activations[-1]
+    errors = {}  # combination -> relative error on the calibration data: none is quantized twice
     results, refused = [], []
     for combo in sorted(fitting, key=lambda c: _rank(predicted[c], objective)):
         try:
@@ -151,17 +147,21 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         except QuantizationError as exc:  # this combination cannot be built (e.g. a requantization
             refused.append(str(exc))      # that fits no int32): weigh the others
             continue
-        error = relative_error(model, qmodel, x, float_out) if x is not None else None
-        results.append((combo, qmodel, error))
+        if x is not None:
+            errors[combo] = relative_error(model, qmodel, x, float_out)
+        results.append((combo, qmodel, errors.get(combo)))
         if x is None:
             break  # without data nothing can tell the plans' accuracy apart: take the best-ranked one
     tolerance = max_error
     if x is not None:  # never ask for more than the user's bit widths allow: the best full-width plan sets a floor
-        full_width = [tuple(LayerPlan(name, options.act_bits) for _ in model.layers)
+        full_width = [tuple(_full_width_step(name, options) for _ in model.layers)
                       for name in ("spline", "edge-table") if strategy in ("auto", name)
                       and not any(get_strategy(name).unsupported(layer) for layer in model.layers)]
-        floor = min(relative_error(model, quantize(model, options, calibration, plan=p, activations=activations),
-                                   x, float_out) for p in full_width)
+        for plan in full_width:
+            if plan not in errors:
+                errors[plan] = relative_error(
+                    model, quantize(model, options, calibration, plan=plan, activations=activations), x, float_out)
+        floor = min(errors[plan] for plan in full_width)
         tolerance = max(max_error, FLOOR_FACTOR * floor)
     if not results:
         raise QuantizationError(f"no plan can be quantized ({len(refused)} tried); first reason: {refused[0]}")
@@ -174,9 +174,9 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         warning = (f"no plan within the flash budget of {budget} bytes keeps the relative output error under "
                    f"{tolerance:.3g}; the most accurate one within it has {error:.3g} ({_describe(combo)}); "
                    "check the accuracy in the report, or raise the budget")
-    instructions, flash, costs = predicted[combo]
+    instructions, flash = predicted[combo]["instructions"], predicted[combo]["flash_bytes"]
     layers = []
-    for index, (step, cost) in enumerate(zip(combo, costs)):
+    for index, (step, cost) in enumerate(zip(combo, predicted[combo]["layers"])):
         row = {"layer": index, **step.as_dict(), "predicted_instructions": cost["instructions"],
                "predicted_flash_bytes": cost["flash_bytes"]}
         position = (index == 0, index == len(combo) - 1)
@@ -193,9 +193,16 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                   tuple(layers), tolerance, warning)
 
 
-def _rank(prediction: tuple, objective: str) -> tuple:
-    instructions, flash, _ = prediction
+def _rank(prediction: dict, objective: str) -> tuple:
+    instructions, flash = prediction["instructions"], prediction["flash_bytes"]
     return (instructions, flash) if objective == "speed" else (flash, instructions)
+
+
+def _full_width_step(strategy: str, options: QuantOptions) -> LayerPlan:
+    """A layer at the user's own widths, spelled as layer_options spells it."""
+    if strategy == "edge-table":
+        return LayerPlan(strategy, options.act_bits, options.table_bits)
+    return LayerPlan(strategy, options.act_bits)
 
 
 def _describe(combo) -> str:

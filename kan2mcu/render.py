@@ -8,10 +8,12 @@ import jinja2
 import numpy as np
 
 from kan2mcu.errors import OptionError, UnsupportedModelError
+from kan2mcu.input_codec import input_codec
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quantize import QuantModel
+from kan2mcu.strategies import get_strategy
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 
@@ -116,7 +118,7 @@ class TableEmitter:
         return self.table(key, packed.data, packed.ctype, comment)
 
 
-def _spline_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> dict:
+def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     """Render data of a spline-strategy layer (kernel: templates/kernels/spline.c.j2)."""
     if ql.n_basis - ql.k1 > 255:
         raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
@@ -164,7 +166,7 @@ def _spline_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> dict:
 EDGE_TABLE_PAIRS_PER_PASS = {"narrow": 2, "wide": 4}
 
 
-def _edge_table_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> dict:
+def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
     """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2).
 
     A table word holds 4 byte entries (one part: even/odd lanes) or 8 nibble entries (two parts,
@@ -204,19 +206,44 @@ def _edge_table_context(ql, index: int, emit: TableEmitter, sym: _Symbols) -> di
     return L
 
 
-LAYER_CONTEXTS = {"spline": (_spline_context, "kernels/spline.c.j2"),
-                  "edge-table": (_edge_table_context, "kernels/edge_table.c.j2")}
+# render data per strategy; the kernel template is the strategy's own (kan2mcu.strategies.<name>.TEMPLATE)
+LAYER_CONTEXTS = {"spline": _spline_context, "edge-table": _edge_table_context}
 
 
-def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict | None) -> dict:
-    """Template data of the input API (templates/model_api_int.c.j2), decided in kan2mcu.input_codec."""
-    from kan2mcu.input_codec import c_context
-
+def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict | None) -> tuple[dict, int]:
+    """Template data of the input API (templates/model_api_int.c.j2, model.h.j2), whose thresholds
+    kan2mcu.input_codec decides, and the bytes of the tables always linked with it (the raw API)."""
     for symbol in ("input_scale", "input_zero", "count_le", "raw_thresholds", "raw_row", "raw_top",
                    "quantize_input_q", "float_thresholds", "float_row", "float_key", "quantize_input",
                    "dequantize_output"):
         sym(symbol)
-    return c_context(qmodel, input_transform)
+    codec = input_codec(qmodel, input_transform)
+    first = qmodel.layers[0]
+
+    def hexu(v):
+        return f"0x{int(v):08X}u"
+
+    def row_ctype(keys):
+        return "uint8_t" if keys.shape[0] <= 256 else "uint16_t"
+
+    context = {
+        "raw_kind": codec.raw_kind,
+        "raw_scale": repr(codec.raw_scale), "raw_offset": repr(codec.raw_offset),
+        "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
+        "input_zero_rows": _rows(first.in_zero, 8, _float_literal),
+        "float_threshold_count": int(codec.float_keys.shape[0]),
+        "float_threshold_rows": [_rows(r, 8, hexu) for r in codec.float_keys],
+        "float_channel_row": _rows(codec.channel_row),
+        "float_row_ctype": row_ctype(codec.float_keys),
+        "raw_threshold_count": int(codec.raw_keys.shape[0]),
+        "raw_threshold_rows": [_rows(r, 8, hexu) for r in codec.raw_keys],
+        "raw_channel_row": _rows(codec.raw_row),
+        "raw_row_ctype": row_ctype(codec.raw_keys),
+        "raw_top_rows": _rows(codec.raw_top),
+    }
+    raw_api_bytes = 4 * codec.raw_keys.size + codec.raw_top.size + codec.raw_row.size * (
+        1 if context["raw_row_ctype"] == "uint8_t" else 2)
+    return context, raw_api_bytes
 
 
 def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict | None = None) -> RenderedModel:
@@ -230,9 +257,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
                    for i, layer in enumerate(qmodel.layers[:-1])]
     for index, ql in enumerate(qmodel.layers):
         emit = TableEmitter(sym, index)
-        context_of, template = LAYER_CONTEXTS[ql.strategy]
-        L = context_of(ql, index, emit, sym)
-        L.update(fn=sym(f"layer{index}"), template=template, strategy=ql.strategy, n_in=ql.in_features,
+        L = LAYER_CONTEXTS[ql.strategy](ql, index, emit)
+        L.update(fn=sym(f"layer{index}"), template=get_strategy(ql.strategy).TEMPLATE, strategy=ql.strategy, n_in=ql.in_features,
                  n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
                  clamp_input=index == 0 and ql.codes < 256, is_last=ql.is_last, out_code_max=ql.out_max,
                  in_ctype="uint8_t", out_ctype="int32_t" if ql.is_last else "uint8_t", tables=emit.tables)
@@ -254,13 +280,9 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
         "max_in": max_in, "k1_max": k1_max, "act_buffers": act_buffers, "layers": layers, "calls": calls,
-        "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
-        "input_zero_rows": _rows(first.in_zero, 8, _float_literal),
     }
-    api = _input_api_context(qmodel, sym, input_transform)
+    api, api_bytes = _input_api_context(qmodel, sym, input_transform)
     context.update(api)
-    api_bytes = (api["raw_threshold_count"] * (first.codes - 1) * 4 + api["raw_threshold_count"]
-                 + qmodel.in_features * (1 if api["raw_row_ctype"] == "uint8_t" else 2))
     context["table_bytes"] = table_bytes + api_bytes
     env = _environment()
     files = {f"{name}.h": env.get_template("model.h.j2").render(context),

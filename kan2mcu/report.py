@@ -1,6 +1,7 @@
 """The per-layer cost report of a generated model (keys documented in docs/report-keys.md)."""
 from __future__ import annotations
 
+from kan2mcu import guard
 from kan2mcu.ir import KANModel
 from kan2mcu.quantize import QuantModel
 from kan2mcu.render import RenderedModel
@@ -107,7 +108,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
                       f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
                       f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + f"\nBase activation: {report['model']['base_activation']}.\n"
+    return text + (guard.markdown(report["guard"]) if report.get("guard") else "")
 
 
 def _fmt(value) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kan2mcu.bspline import edge_values
-from kan2mcu.errors import OptionError, QuantizationError
+from kan2mcu.errors import QuantizationError
 from kan2mcu.fixedpoint import requant_int32
 from kan2mcu.ir import KANLayer
 
@@ -213,11 +213,6 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
     """Flash bytes of the table of a layer with these sizes (the cost model's figure)."""
     words = padded_outputs(out_features, table_bits) // entries_per_word(table_bits)
     return in_features * (1 << act_bits) * words * 4
-
-
-def check_options(options) -> None:
-    if not 2 <= options.table_bits <= 8:
-        raise OptionError(f"--table-bits must be an integer in 2..8, got {options.table_bits!r}")
 
 
 # Cost-model entry. Instructions of one layer = layer + input_pass * I * passes + word * I * row_words

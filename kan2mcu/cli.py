@@ -143,15 +143,66 @@ def _add_train(sub) -> None:
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--qat", action="store_true",
+                   help="then fine-tune for the bit widths below with quantization-aware training (as `finetune`)")
+    _add_qat_knobs(p, epochs_flag="--qat-epochs")
+
+
+def _add_qat_knobs(p, epochs_flag: str) -> None:
+    p.add_argument("--act-bits", type=_bits, help="QAT: input code bits per layer, 2..8 (default 8)")
+    p.add_argument("--spline-bits", type=_bits, help="QAT: B-spline table value bits, 2..8 (default 8)")
+    p.add_argument("--coef-bits", type=_bits, help="QAT: spline coefficient bits, 2..8 (default 8)")
+    p.add_argument("--base-bits", type=_bits, help="QAT: SiLU-branch weight bits, 4..16 (default 12)")
+    p.add_argument("--silu-bits", type=_bits, help="QAT: SiLU table value bits, 4..16 (default 12)")
+    p.add_argument(epochs_flag, dest="qat_epochs", type=int, default=None, help="QAT epochs (default 10)")
+
+
+_QAT_KNOBS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits")
+
+
+def _qat_options(args):
+    from kan2mcu.quantize import QuantOptions
+
+    return QuantOptions(**{k: getattr(args, k) for k in _QAT_KNOBS if getattr(args, k) is not None})
 
 
 def _run_train(args) -> int:
     from kan2mcu.train import train
 
+    given = [f"--{k.replace('_', '-')}" for k in _QAT_KNOBS + ("qat_epochs",) if getattr(args, k) is not None]
+    if given and not args.qat:
+        raise OptionError(f"{', '.join(given)}: bit widths of quantization-aware training; add --qat")
+    qat = _qat_options(args) if args.qat else None  # bits checked before training
     result = train(args.output, hidden=tuple(args.hidden), grid_size=args.grid_size, order=args.order,
-                   epochs=args.epochs, seed=args.seed)
+                   epochs=args.epochs, seed=args.seed, qat=qat, qat_epochs=args.qat_epochs)
     print(f"kan2mcu: saved {result.checkpoint} (float accuracy: train {result.train_accuracy:.4f}, "
           f"test {result.test_accuracy:.4f})")
+    return 0
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="quantization-aware fine-tuning for the spline strategy at given bit widths")
+    p.add_argument("checkpoint", type=Path, help="kan2mcu checkpoint, efficient-kan state dict, or pykan saveckpt prefix")
+    p.add_argument("-o", "--output", type=Path, required=True, help="kan2mcu checkpoint file to write")
+    _add_qat_knobs(p, epochs_flag="--epochs")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", default=None,
+                   help="data set to fine-tune on (default: the checkpoint's own; efficient-kan and pykan "
+                        "checkpoints name none: e.g. digits)")
+    p.add_argument("--prefix", help="which KAN of a state dict holding several (module path before layers.N)")
+
+
+def _run_finetune(args) -> int:
+    from kan2mcu.qat import DEFAULT_EPOCHS, DEFAULT_LR, finetune
+
+    options = _qat_options(args)
+    result = finetune(args.checkpoint, args.output, options, dataset=args.dataset,
+                      epochs=DEFAULT_EPOCHS if args.qat_epochs is None else args.qat_epochs,
+                      lr=DEFAULT_LR if args.lr is None else args.lr, seed=args.seed, prefix=args.prefix)
+    print(f"kan2mcu: saved {result.checkpoint} ({result.summary(options)}); deploy it with: kan2mcu generate "
+          f"{result.checkpoint} -o DIR --strategy spline --act-bits {options.act_bits} --spline-bits "
+          f"{options.spline_bits} --coef-bits {options.coef_bits}")
     return 0
 
 
@@ -181,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     runners = {}
     for add, run, name in ((_add_train, _run_train, "train"), (_add_generate, _run_generate, "generate"),
-                           (_add_verify, _run_verify, "verify"), (_add_plot, _run_plot, "plot"),
+                           (_add_finetune, _run_finetune, "finetune"), (_add_verify, _run_verify, "verify"), (_add_plot, _run_plot, "plot"),
                            (_add_sweep, _run_sweep, "sweep")):
         add(sub)
         runners[name] = run

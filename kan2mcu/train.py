@@ -22,8 +22,10 @@ class TrainResult:
 
 def train(output: Path, *, dataset: str = "digits", hidden: tuple[int, ...] = (16,), grid_size: int = 5,
           order: int = 3, epochs: int = 60, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
-          progress: bool = True) -> TrainResult:
-    """Train a KAN ``[inputs, *hidden, classes]`` with Adam and cross-entropy; save it to ``output``."""
+          progress: bool = True, qat=None, qat_epochs: int | None = None) -> TrainResult:
+    """Train a KAN ``[inputs, *hidden, classes]`` with Adam and cross-entropy; save it to ``output``.
+
+    ``qat`` (QuantOptions): then fine-tune it for those bit widths (kan2mcu.qat) before saving."""
     import torch
     from tqdm import tqdm
 
@@ -61,12 +63,18 @@ def train(output: Path, *, dataset: str = "digits", hidden: tuple[int, ...] = (1
             optimizer.step()
         scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    extra = {}
+    if qat is not None:  # quantization-aware fine-tuning at qat's widths (kan2mcu/qat.py)
+        from kan2mcu.qat import DEFAULT_EPOCHS, qat_after_training
+
+        extra["qat"] = qat_after_training(model, data, qat, epochs=qat_epochs or DEFAULT_EPOCHS, seed=seed,
+                                          progress=progress)
     model.eval()
     with torch.no_grad():
         train_acc = float((model(x_train).argmax(1) == y_train).float().mean())
         test_acc = float((model(torch.tensor(data.x_test, dtype=torch.float32)).argmax(1).numpy()
                           == data.y_test).mean())
     path = save_checkpoint(model, Path(output), dataset=dataset, input_transform=data.input_transform,
-                           metrics={"train_accuracy": train_acc, "test_accuracy": test_acc})
+                           metrics={"train_accuracy": train_acc, "test_accuracy": test_acc, **extra})
     return TrainResult(path, train_acc, test_acc)
 

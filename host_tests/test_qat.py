@@ -263,3 +263,11 @@ def test_train_qat(tmp_path, capsys):
     assert (qat["act_bits"], qat["spline_bits"], qat["coef_bits"], qat["epochs"]) == (4, 3, 3, 1)
     report = generate_spline(capsys, tmp_path / "t.pt", tmp_path / "m", (4, 3, 3))
     assert report["accuracy"]["quantized"] == qat["quantized_after"]
+    assert report["model"]["qat"] == {"strategy": "spline", "act_bits": 4, "spline_bits": 3, "coef_bits": 3,
+                                      "base_bits": 12, "silu_bits": 12}
+    assert "fine-tuned (QAT)" not in capsys.readouterr().err
+    # deployed otherwise (the planner's default: 8 bits, edge-table layers): a warning says so
+    status, err = run_cli(capsys, "generate", tmp_path / "t.pt", "-o", tmp_path / "auto", "-q")
+    assert status == 0, err
+    warning = [line for line in err.splitlines() if "fine-tuned (QAT)" in line]
+    assert len(warning) == 1 and "--act-bits 8 here" in warning[0] and "edge-table layers" in warning[0], err

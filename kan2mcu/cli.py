@@ -203,6 +203,10 @@ def _run_finetune(args) -> int:
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary(options)}); deploy it with: kan2mcu generate "
           f"{result.checkpoint} -o DIR --strategy spline --act-bits {options.act_bits} --spline-bits "
           f"{options.spline_bits} --coef-bits {options.coef_bits}")
+    if result.quantized_after < result.ptq_before:
+        print(f"kan2mcu: warning: the fine-tuned integer model scores lower than PTQ of the original "
+              f"({result.quantized_after:.4f} < {result.ptq_before:.4f}); keep the original, or try other --epochs/--lr",
+              file=sys.stderr)
     return 0
 
 

@@ -220,6 +220,13 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                 say(f"kan2mcu: {line}")
             if choice.warning:
                 _warn(choice.warning)
+    trained_for = model.metadata.get("qat")  # kan2mcu finetune / train --qat
+    if trained_for and qmodel is not None:
+        from kan2mcu.qat import deployment_warning
+
+        mismatch = deployment_warning(trained_for, options, qmodel.plan)
+        if mismatch:
+            _warn(mismatch)
     guard_report = None
     if qmodel is not None:
         guard_report = guard.measure(model, qmodel, calib)
@@ -233,6 +240,9 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
               "model": {"name": name, "source_format": imported.format, "widths": model.widths, "sha256": sha,
                         "base_activation": activation},
               "options": opt_dict, "calibration": calib_how, "layers": rows, "totals": totals(rows, rendered)}
+    if trained_for:
+        report["model"]["qat"] = {k: trained_for.get(k) for k in ("strategy", "act_bits", "spline_bits", "coef_bits",
+                                                                   "base_bits", "silu_bits")}
     if qmodel is not None:
         report["plan"] = [step.as_dict() for step in qmodel.plan]
     if choice is not None:

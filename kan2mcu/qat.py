@@ -1,29 +1,28 @@
-"""Quantization-aware training: fine-tune a KAN through a fake-quantized forward that mirrors the
-integer arithmetic of the ``spline`` strategy (docs/arithmetic.md), so that ``generate --strategy
-spline`` at the same bit widths deploys a model trained for them.
+"""Quantization-aware training: fine-tune a KAN through a forward that computes exactly what the
+integer model of the ``spline`` strategy computes (docs/arithmetic.md), so that ``generate
+--strategy spline`` at the same bit widths deploys a model trained for them.
 
-What the forward mirrors, layer by layer, and where each number comes from:
+Every training step quantizes the current weights with ``kan2mcu.quantize.quantize`` (the spline
+strategy's own basis and SiLU tables, coefficient and base-weight scales and rounding,
+requantization constants: nothing re-derived here, so changes to those rules carry over) and runs
+the integer reference (``reference.quantize_inputs``, ``reference.run_layer``: the same rounding
+and saturation as the C). The forward's values are the integer model's outputs, dequantized.
 
-- input codes: ``q = clamp(floor(x / in_scale + in_zero + 0.5), 0, QMAX)`` with the encoding that
-  ``kan2mcu.quantize`` calibrates (min/max of the float activations on the calibration data,
-  widened to the grid), exactly as ``reference.quantize_inputs`` rounds and saturates; inner
-  layers' codes are the same rounding of the previous layer's output (the integer requantization
-  computes it with ``|M| < 2^30`` multipliers: equal up to ~1e-9 relative, so a code can differ
-  when a value sits on a rounding boundary);
-- B-spline and SiLU values: the integer tables of ``strategies.spline.quantize_layer``, read back
-  code by code with ``strategies.spline.decode_inputs`` (edge normalization included), times
-  ``basis_scale`` / ``silu_scale``;
-- spline coefficients and SiLU-branch weights: ``strategies.spline.quantize_weights`` (the scale
-  and rounding rule of PTQ), re-applied to the current weights at every step;
-- the last layer's int32 output grid (``output_scale``).
+Gradients are straight-through, through a float surrogate of each layer built from the same
+integer tables and quantized weights: basis and SiLU values are the table entries of each input's
+code, with the gradient of the float B-splines and SiLU at the layer's float input clamped to its
+code window (zero where codes saturate); coefficients and base weights are their quantized values
+with the gradient of the float weight (zero where a weight is clipped). The surrogate differs
+from the integer output by the rounding to codes and by the rounding of the requantization
+multipliers to integers (host_tests/test_qat.py bounds both).
 
-Gradients are straight-through: the value is the quantized one, the gradient that of the float
-function at the input clamped to the layer's code window (zero where codes saturate), and of the
-weights themselves (zero where a weight is clipped). Ranges and tables are recalibrated with the
-float model at the start of every epoch and once more at the end (what ``generate`` will compute
-from the saved weights); within an epoch they are held. QAT cannot match PTQ exactly where
-``generate`` calibrates on other data than the fine-tuning set (``--calibration``), or where the
-weights moved after the last recalibration step (the final one is measured: see ``FinetuneResult``).
+Activation ranges are calibrated as ``generate`` calibrates them (min/max of the float model's
+activations on the training split, widened to the grid) at the start of every epoch and held
+within it; the ranges ``generate`` derives from the final weights can differ slightly from the
+last epoch's, so the result is measured again through the real pipeline (``FinetuneResult``).
+Where QAT and PTQ cannot match: ``generate --calibration`` on other data than the training split
+gives other ranges; ``--strategy auto`` may pick edge-table layers (spline/coef bits do not apply
+there, and QAT did not train for them).
 """
 from __future__ import annotations
 
@@ -110,7 +109,7 @@ def ir_from_kan(kan, metadata: dict | None = None) -> KANModel:
 
 @dataclass(frozen=True, eq=False)
 class _Tables:
-    """One layer's dequantized tables, fixed between recalibrations (torch float64)."""
+    """One layer's dequantized tables (torch float64)."""
 
     basis: object  # [I, Q, NB]: value of B-spline m at code q of input i (edge-normalized), as the C reads it
     silu: object  # [I, Q]: SiLU table value at code q of input i
@@ -158,15 +157,12 @@ class FakeQuantKAN:
         self.kan, self.options, self.calibration = kan, options, np.asarray(calibration, np.float64)
         self.plan = tuple(LayerPlan(STRATEGY, options.act_bits) for _ in kan.layers)
         self.activations: list | None = None
-        self.tables: list[_Tables] = []
 
     def recalibrate(self):
         """Activation ranges from the float model as it is now (what ``generate`` computes from the
         saved weights); returns the integer model of the current weights."""
         self.activations = calibrate(ir_from_kan(self.kan), self.calibration)
-        qmodel = self.quantized()
-        self.tables = [_tables(layer) for layer in qmodel.layers]
-        return qmodel
+        return self.quantized()
 
     def quantized(self):
         """The integer model (QuantModel) of the current weights at the calibrated ranges."""
@@ -187,7 +183,8 @@ class FakeQuantKAN:
         qmodel = self.quantized()
         codes = quantize_inputs(qmodel, x.detach().numpy())
         surrogate = x.double()  # float value carrying the gradient
-        for torch_layer, ql, tab in zip(self.kan.layers, qmodel.layers, self.tables):
+        for torch_layer, ql in zip(self.kan.layers, qmodel.layers):
+            tab = _tables(ql)
             xg = torch.maximum(torch.minimum(surrogate, tab.high), tab.low)  # no gradient where codes saturate
             rows, q = torch.arange(ql.in_features)[None, :], torch.from_numpy(codes)
             basis_float, silu_float = torch_layer.b_splines(xg), F.silu(xg)
@@ -330,3 +327,20 @@ def qat_after_training(kan, data: Dataset, options: QuantOptions, *, epochs: int
     """``kan2mcu train --qat``: fine-tune the freshly trained ``kan`` in place; its ``metrics.qat`` entry."""
     result = finetune_kan(kan, data, options, epochs=epochs, seed=seed, progress=progress)
     return qat_metrics(options, result, epochs=epochs, lr=DEFAULT_LR, seed=seed, source="kan2mcu train")
+
+
+def deployment_warning(trained_for: dict, options: QuantOptions, plan) -> str | None:
+    """Why an integer model (``options``, ``plan``) does not deploy the widths a checkpoint was
+    fine-tuned for (its ``metrics.qat``), or None when it does."""
+    knobs = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits")
+    flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
+    why = [f"{flag(k)} {getattr(options, k)} here" for k in knobs
+           if trained_for.get(k) is not None and trained_for[k] != getattr(options, k)]
+    other = sorted({step.strategy for step in plan if step.strategy != STRATEGY})
+    if other:
+        why.append(f"{'/'.join(other)} layers in the plan (spline and coefficient bits do not apply there)")
+    if not why:
+        return None
+    trained = " ".join(f"{flag(k)} {trained_for[k]}" for k in knobs if trained_for.get(k) is not None)
+    return (f"the checkpoint was fine-tuned (QAT) for --strategy spline {trained}, but {', '.join(why)}; "
+            "generate with its options to deploy what it was trained for")

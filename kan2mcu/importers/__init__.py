@@ -74,10 +74,12 @@ def load_checkpoint(path, prefix: str | None = None) -> ImportedModel:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint")
     payload = _torch_load(path)
     if isinstance(payload, dict) and payload.get("format") == OWN_FORMAT:
+        metadata = {"dataset": payload.get("dataset"), "input_transform": payload.get("input_transform")}
+        trained_for = (payload.get("metrics") or {}).get("qat")
+        if trained_for:  # the widths `kan2mcu finetune` / `train --qat` trained for (kan2mcu.qat)
+            metadata["qat"] = trained_for
         try:
-            model = ir_from_state_dict(payload["state_dict"], source="kan2mcu",
-                                       metadata={"dataset": payload.get("dataset"),
-                                                 "input_transform": payload.get("input_transform")})
+            model = ir_from_state_dict(payload["state_dict"], source="kan2mcu", metadata=metadata)
         except KeyError as exc:
             raise CheckpointError(f"{path}: kan2mcu checkpoint lacks {exc}") from None
         return ImportedModel(model, "kan2mcu", payload.get("dataset"))

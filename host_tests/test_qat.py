@@ -140,6 +140,21 @@ def test_fake_quant_forward_is_the_integer_model(digits_checkpoint, bits):
     surrogate_matches(fake, data.x_test)
 
 
+def test_no_gradient_where_codes_saturate(digits_checkpoint):
+    """Inputs beyond a layer's code window saturate in the integer model: no gradient flows to them."""
+    data = load_dataset("digits")
+    fake = FakeQuantKAN(kan_from_ir(load_checkpoint(digits_checkpoint).model),
+                        QuantOptions(act_bits=4, spline_bits=2, coef_bits=3), data.x_train)
+    fake.recalibrate()
+    x = torch.tensor(data.x_test[:32].copy(), requires_grad=True)
+    with torch.no_grad():
+        x[:, :8] = 5.0  # far above every calibrated input range: code 15
+        x[:, 8:16] = -5.0  # far below: code 0
+    fake(x).sum().backward()
+    assert torch.all(x.grad[:, :16] == 0)
+    assert torch.count_nonzero(x.grad[:, 16:]) > 0
+
+
 def test_fake_quant_per_input_tables(digits_checkpoint):
     data = load_dataset("digits")
     kan = KAN([64, 16, 10])

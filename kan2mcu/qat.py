@@ -27,6 +27,7 @@ there, and QAT did not train for them).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,6 +327,8 @@ def qat_after_training(kan, data: Dataset, options: QuantOptions, *, epochs: int
                        progress: bool = True) -> dict:
     """``kan2mcu train --qat``: fine-tune the freshly trained ``kan`` in place; its ``metrics.qat`` entry."""
     result = finetune_kan(kan, data, options, epochs=epochs, seed=seed, progress=progress)
+    if progress:
+        print(f"kan2mcu: {result.summary(options)}", file=sys.stderr)
     return qat_metrics(options, result, epochs=epochs, lr=DEFAULT_LR, seed=seed, source="kan2mcu train")
 
 

@@ -155,6 +155,17 @@ MUTANTS = (
            (("kan2mcu/importers/pykan.py", "folded_coef = (coef * (edge * scale_sp)[:, :, None])",
              "folded_coef = (coef * edge[:, :, None])"),),
            (T + "test_import_pykan.py::test_fit_then_convert_matches_pykan",), fast=False),
+    # --- quantization-aware training (qat.py): the forward's values come from the integer reference,
+    #     so these bugs only bend the gradients' float surrogate ---
+    Mutant("qat-surrogate-basis-unscaled",
+           "QAT's float surrogate reads the integer basis table without its scale",
+           (("kan2mcu/qat.py", "t(dense * qlayer.basis_scale)", "t(dense)"),),
+           (T + "test_qat.py::test_fake_quant_forward_is_the_integer_model[bits0]",
+            T + "test_qat.py::test_fake_quant_per_input_tables")),
+    Mutant("qat-gradient-through-saturated-codes",
+           "QAT passes gradients to inputs whose codes saturate",
+           (("kan2mcu/qat.py", "xg = torch.maximum(torch.minimum(surrogate, tab.high), tab.low)", "xg = surrogate"),),
+           (T + "test_qat.py::test_no_gradient_where_codes_saturate",)),
     # --- verification and firmware result handling ---
     Mutant("verify-never-compares",
            "kan2mcu verify reports success without comparing C and reference",

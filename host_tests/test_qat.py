@@ -32,7 +32,6 @@ from kan2mcu.strategies import spline
 from kan2mcu.torch_kan import KAN
 from kan2mcu.verify import verify
 
-QAT_EPOCHS = 5  # enough on digits (about 1 s an epoch); the default is 10
 TARGETS = {(4, 2, 3): 1.0, (4, 3, 3): 0.5}  # (act, spline, coef) bits -> allowed points below float
 
 
@@ -62,8 +61,7 @@ def qat_digits(digits_checkpoint, tmp_path_factory):
     for bits in TARGETS:
         tag = "a{}s{}c{}".format(*bits)
         ckpt = base / f"{tag}.pt"
-        assert cli.main(["finetune", str(digits_checkpoint), "-o", str(ckpt), "--epochs", str(QAT_EPOCHS),
-                         *map(str, widths_args(*bits))]) == 0
+        assert cli.main(["finetune", str(digits_checkpoint), "-o", str(ckpt), *map(str, widths_args(*bits))]) == 0
         ptq_dir, qat_dir = base / f"ptq_{tag}", base / f"qat_{tag}"
         for src, folder in ((digits_checkpoint, ptq_dir), (ckpt, qat_dir)):
             assert cli.main(["generate", str(src), "-o", str(folder), "--strategy", "spline", "-q",
@@ -90,7 +88,7 @@ def test_qat_digits_accuracy_and_bit_exact(qat_digits, digits_checkpoint, bits):
     recorded = torch.load(entry["checkpoint"], weights_only=True)["metrics"]["qat"]
     assert recorded["quantized_after"] == qat["accuracy"]["quantized"]
     assert recorded["ptq_before"] == ptq["accuracy"]["quantized"]
-    assert (recorded["act_bits"], recorded["spline_bits"], recorded["coef_bits"]) == bits
+    assert (recorded["act_bits"], recorded["spline_bits"], recorded["coef_bits"], recorded["epochs"]) == bits + (10,)
     result = verify(entry["folder"], quiet=True)
     assert result.bit_exact and result.inputs_checked >= 1000
 
@@ -224,6 +222,19 @@ def test_same_seed_same_checkpoint(digits_checkpoint, tmp_path):
     assert paths[0].read_bytes() == paths[1].read_bytes()
     weights = [torch.load(p, weights_only=True)["state_dict"] for p in paths]
     assert not torch.equal(weights[0]["layers.0.spline_weight"], weights[2]["layers.0.spline_weight"])
+
+
+def test_a_run_that_only_hurts_keeps_the_original_weights(digits_checkpoint, tmp_path):
+    """A learning rate that wrecks the model: the best integer model on the training split is the original."""
+    options = QuantOptions(act_bits=4, spline_bits=3, coef_bits=3)
+    result = finetune(digits_checkpoint, tmp_path / "new.pt", options, epochs=1, lr=10.0, progress=False)
+    assert result.best_epoch == 0 and result.quantized_after == result.ptq_before
+    original = torch.load(digits_checkpoint, weights_only=True)["state_dict"]
+    kept = torch.load(tmp_path / "new.pt", weights_only=True)["state_dict"]
+    for key in ("layers.0.base_weight", "layers.1.grid"):
+        assert torch.equal(original[key], kept[key])
+    torch.testing.assert_close(kept["layers.1.spline_weight"],
+                               original["layers.1.spline_weight"] * original["layers.1.spline_scaler"][..., None])
 
 
 def test_conversion_folds_output_scale():

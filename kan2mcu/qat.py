@@ -17,15 +17,19 @@ from the integer output by the rounding to codes and by the rounding of the requ
 multipliers to integers (host_tests/test_qat.py bounds both).
 
 Activation ranges are calibrated as ``generate`` calibrates them (min/max of the float model's
-activations on the training split, widened to the grid) at the start of every epoch and held
-within it; the ranges ``generate`` derives from the final weights can differ slightly from the
-last epoch's, so the result is measured again through the real pipeline (``FinetuneResult``).
+activations on the training split, widened to the grid) before the first epoch and after every
+epoch, and held within it. After every epoch the integer model ``generate`` would make of the
+weights is scored on the training split (accuracy or R2, then loss); the best epoch's weights are
+kept (epoch 0: the original ones), since at the lowest widths a step can make the integer model
+worse (the per-output coefficient scale follows the largest weight). The result is measured
+again through the real pipeline (``FinetuneResult``).
 Where QAT and PTQ cannot match: ``generate --calibration`` on other data than the training split
 gives other ranges; ``--strategy auto`` may pick edge-table layers (spline/coef bits do not apply
 there, and QAT did not train for them).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -57,12 +61,14 @@ class FinetuneResult:
     ptq_before: float
     float_after: float
     quantized_after: float
+    best_epoch: int = 0  # the epoch whose weights were kept (0: the original ones)
 
     def summary(self, options: QuantOptions) -> str:
         """One line for the user."""
         return (f"test score at act {options.act_bits} / spline {options.spline_bits} / coef {options.coef_bits} "
                 f"(--strategy spline): {self.ptq_before:.4f} before QAT (PTQ), {self.quantized_after:.4f} after; "
-                f"float {self.float_before:.4f} before, {self.float_after:.4f} after")
+                f"float {self.float_before:.4f} before, {self.float_after:.4f} after; kept the weights of epoch "
+                f"{self.best_epoch} (best integer model on the training split)")
 
 
 def check_supported(model: KANModel) -> None:
@@ -271,9 +277,8 @@ def _finetune(kan, data: Dataset, options: QuantOptions, epochs: int, lr: float,
     loss_fn = torch.nn.functional.cross_entropy if classify else torch.nn.functional.mse_loss
     bar = tqdm(range(epochs), desc=f"QAT a{options.act_bits}/s{options.spline_bits}/c{options.coef_bits}",
                disable=not progress, unit="epoch")
+    best = (_training_fit(qmodel, data), 0, copy.deepcopy(kan.state_dict()))
     for epoch in bar:
-        if epoch:
-            fake.recalibrate()
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
@@ -282,10 +287,26 @@ def _finetune(kan, data: Dataset, options: QuantOptions, epochs: int, lr: float,
             loss.backward()
             optimizer.step()
         scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        fit = _training_fit(fake.recalibrate(), data)  # the integer model generate would make now
+        if fit > best[0]:
+            best = (fit, epoch + 1, copy.deepcopy(kan.state_dict()))
+        bar.set_postfix(loss=f"{loss.item():.3f}", train=f"{fit[0]:.4f}")
+    kan.load_state_dict(best[2])  # the weights whose integer model fits the training split best
     model = ir_from_kan(kan)
     return FinetuneResult(None, float_before, ptq_before, _float_score(model, data),
-                          quantized_score(model, options, data))
+                          quantized_score(model, options, data), best[1])
+
+
+def _training_fit(qmodel, data: Dataset) -> tuple[float, float]:
+    """(score, -loss) of the integer model on the training split: how epochs are compared."""
+    outputs = run_model(qmodel, quantize_inputs(qmodel, data.x_train)) * qmodel.output_scale
+    if _is_classification(data.y_train):
+        shifted = outputs - outputs.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = -float(log_p[np.arange(len(outputs)), data.y_train].mean())
+    else:
+        loss = float(((outputs - np.asarray(data.y_train, np.float64).reshape(len(outputs), -1)) ** 2).mean())
+    return score(outputs, data.y_train), -loss
 
 
 def finetune(checkpoint, output, options: QuantOptions, *, dataset: str | None = None, epochs: int = DEFAULT_EPOCHS,
@@ -320,7 +341,8 @@ def qat_metrics(options: QuantOptions, result: FinetuneResult, **how) -> dict:
     """The checkpoint's ``metrics.qat`` entry: the widths trained for and the measured scores."""
     return {"strategy": STRATEGY, **{k: v for k, v in options.as_dict().items() if k != "table_bits"}, **how,
             "float_before": result.float_before, "ptq_before": result.ptq_before,
-            "float_after": result.float_after, "quantized_after": result.quantized_after}
+            "float_after": result.float_after, "quantized_after": result.quantized_after,
+            "best_epoch": result.best_epoch}
 
 
 def qat_after_training(kan, data: Dataset, options: QuantOptions, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0,

@@ -19,7 +19,7 @@ from kan2mcu import __version__
 from kan2mcu.bundle import BUNDLE, bundle_bytes
 from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
-from kan2mcu import guard
+from kan2mcu import coverage, guard
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
@@ -204,6 +204,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     if calib is None:
         _warn("no calibration data: activation ranges come from the grids only; "
               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
+    elif arith == "int" and coverage.small_calibration(len(calib)):
+        _warn(coverage.small_calibration(len(calib)))
     sha = model.sha256()
     choice = None
     with _numeric_errors(model):
@@ -237,6 +239,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         report["plan"] = [step.as_dict() for step in qmodel.plan]
     if choice is not None:
         report["planner"] = choice.as_dict()
+    if qmodel is not None:
+        report["calibration_rows"] = None if calib is None else int(len(calib))
     if guard_report is not None:
         report["guard"] = guard_report.as_dict()
     vectors_x = None
@@ -253,6 +257,11 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
             acc["quantized"] = acc["float"]
             acc["max_abs_logit_error"] = 0.0
         report["accuracy"] = acc
+        if qmodel is not None:
+            held_out = coverage.measure(model, qmodel, data.x_test, f"{imported.dataset} test split")
+            report["coverage"] = held_out.as_dict()
+            if held_out.warning():
+                _warn(held_out.warning())
         vectors_x = data.x_test[:N_TEST_VECTORS]
     elif calib is not None:
         vectors_x = calib[:N_TEST_VECTORS]

@@ -210,6 +210,18 @@ def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
 LAYER_CONTEXTS = {"spline": _spline_context, "edge-table": _edge_table_context}
 
 
+def _feature_columns(codec, names) -> list[str]:
+    """Header comment lines, one per column, of a per-column input scaling (own data)."""
+    if not codec.per_column:
+        return []
+    names = list(names or [])
+    lines = []
+    for i, (scale, offset) in enumerate(zip(codec.float_scale, codec.float_offset)):
+        name = re.sub(r"[^A-Za-z0-9_.()\[\] -]", "?", str(names[i]))[:40] if i < len(names) else f"x{i}"
+        lines.append(f"{i:3d} {name}: x = f * {float(scale)!r} + ({float(offset)!r})")
+    return lines
+
+
 def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict | None) -> tuple[dict, int]:
     """Template data of the input API (templates/model_api_int.c.j2, model.h.j2), whose thresholds
     kan2mcu.input_codec decides, and the bytes of the tables always linked with it (the raw API)."""
@@ -228,7 +240,8 @@ def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict 
 
     context = {
         "raw_kind": codec.raw_kind,
-        "raw_scale": repr(codec.raw_scale), "raw_offset": repr(codec.raw_offset),
+        "raw_scale": repr(float(codec.raw_scale[0])), "raw_offset": repr(float(codec.raw_offset[0])),
+        "feature_columns": _feature_columns(codec, (input_transform or {}).get("columns")),
         "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
         "input_zero_rows": _rows(first.in_zero, 8, _float_literal),
         "float_threshold_count": int(codec.float_keys.shape[0]),

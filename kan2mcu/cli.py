@@ -169,6 +169,7 @@ def _add_train(sub) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="with --data: the share of rows held out for evaluation (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, shuffling and split (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_train(args) -> int:
@@ -179,14 +180,15 @@ def _run_train(args) -> int:
             if value is not None:
                 raise OptionError(f"{option} needs --data FILE (without --data, train uses digits)")
         result = train(args.output, hidden=tuple(args.hidden), grid_size=args.grid_size, order=args.order,
-                       epochs=60 if args.epochs is None else args.epochs, seed=args.seed)
+                       epochs=60 if args.epochs is None else args.epochs, seed=args.seed,
+                       progress=not args.no_progress)
     else:
         if args.target is None and args.data.suffix.lower() != ".npz":
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
         result = train_on_data(args.output, args.data, target=args.target, task=args.task or "classify",
                                widths=parse_widths(args.widths) if args.widths else None, grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
-                               test_fraction=args.test_fraction)
+                               test_fraction=args.test_fraction, progress=not args.no_progress)
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary()})")
     return 0
 

@@ -153,6 +153,9 @@ def train_on_data(output: Path, data: Path, *, target: str, task: str, widths: t
     check_options(epochs=epochs, batch_size=batch_size, lr=lr, grid_size=grid_size, order=order)
     check_checkpoint_path(Path(output))
     table = tabular.read_table(data, target)
+    if len(table.x) < 2:
+        raise OptionError(f"--data {table.source}: {len(table.x)} data row; need at least 2 data rows "
+                          "(training and held-out)")
     encoded = tabular.encode_target(table, task)
     n_features = table.x.shape[1]
     n_outputs = len(encoded.classes) if task == "classify" else 1

@@ -210,6 +210,14 @@ def test_training_is_deterministic_and_npz_npy_formats_agree(tmp_path):
     states = [torch.load(tmp_path / f"{n}.pt", weights_only=True)["state_dict"] for n in "abc"]
     for other in states[1:]:
         assert all(torch.equal(states[0][k], other[k]) for k in states[0])
+    # evaluation from a .npz and from a FEATURES.npy,LABELS.npy pair: the same figures
+    reports = []
+    for name, data in (("npz", tmp_path / "d.npz"), ("pair", f"{tmp_path / 'x.npy'},{tmp_path / 'y.npy'}")):
+        assert cli.main(["generate", str(tmp_path / "a.pt"), "-o", str(tmp_path / name), "-q",
+                         "--eval-data", str(data)]) == 0
+        reports.append(_report(tmp_path / name)["evaluation"])
+    assert reports[0]["samples"] == reports[1]["samples"] == 120
+    assert reports[0]["float"] == reports[1]["float"] and reports[0]["quantized"] == reports[1]["quantized"]
 
 
 def test_eval_data_on_a_checkpoint_without_a_task_infers_it(small_checkpoints, tmp_path):
@@ -300,3 +308,19 @@ def test_bad_eval_data_gives_one_line(capsys, cancer, cancer_model, tmp_path, ed
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not (tmp_path / "kan").exists()
+
+
+def test_eval_data_on_a_one_output_checkpoint_reports_regression(tmp_path):
+    """No task recorded and one output: regression metrics (R2, max |error|), not accuracy."""
+    from conftest import make_random_checkpoint
+
+    checkpoint, calibration = make_random_checkpoint(tmp_path / "r.pt", (4, 3, 1), 5, 3, seed=4)
+    x = np.load(calibration)[:60]
+    np.savez(tmp_path / "ev.npz", x=x, y=x[:, 0] - x[:, 1])
+    assert cli.main(["generate", str(checkpoint), "-o", str(tmp_path / "kan"), "-q", "--calibration",
+                     str(calibration), "--eval-data", str(tmp_path / "ev.npz")]) == 0
+    report = _report(tmp_path / "kan")
+    ev = report["evaluation"]
+    assert ev["task"] == "regress" and ev["task_inferred"] is True and ev["metric"] == "r2"
+    assert set(ev["quantized"]) == {"r2", "max_abs_error"} and "accuracy" not in report
+    assert "task regress (inferred from the output width)" in (tmp_path / "kan" / "report.md").read_text()

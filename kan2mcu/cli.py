@@ -49,7 +49,7 @@ def _add_generate(sub) -> None:
                    help=".npy or .csv of model inputs for range calibration (a model trained with `train --data`: "
                         "raw feature rows in --data's formats; default: the training rows its checkpoint keeps)")
     p.add_argument("--eval-data", type=Path, metavar="FILE",
-                   help="labelled rows (.csv with header, .npz x/y, .npy + --target of train) to report accuracy, or "
+                   help="labelled rows (.csv with header, .npz x/y, or FEATURES.npy,LABELS.npy) to report accuracy, or "
                         "R2 and max |error| for regression, of the float and the generated model on; the target "
                         "column is the one named at training (else a CSV's last column)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")

@@ -46,7 +46,12 @@ def read_rows(path, model, *, option: str, need_target: bool) -> tuple[np.ndarra
     meta = model.metadata
     n_in = model.layers[0].in_features
     columns = meta.get("columns")
-    if Path(path).suffix.lower() == ".csv" and not meta.get("target"):
+    features, _, labels = str(path).partition(",")
+    if labels and features.lower().endswith(".npy") and labels.lower().endswith(".npy"):
+        table = tabular.read_table(features, labels, option=option, need_target=need_target)  # a .npy pair
+    elif Path(path).suffix.lower() == ".npy" and need_target:
+        raise OptionError(f"{option} {path}: give a .npy of features with its labels as FEATURES.npy,LABELS.npy")
+    elif Path(path).suffix.lower() == ".csv" and not meta.get("target"):
         table = tabular.read_table(path, None, option=option, need_target=False)
         if need_target:  # a checkpoint that does not name its target: the last column is the target
             if table.x.shape[1] < 2:

@@ -135,9 +135,8 @@ def read_table(path, target: str | None = None, *, option: str = "--data", need_
         if target is not None and str(target).lower().endswith(".npy"):
             label_path = Path(target) if Path(target).is_absolute() or Path(target).exists() else path.parent / target
             if not label_path.is_file():
-                raise OptionError(f"--target {target}: no such file (with a .npy of features, --target names the "
-                                  "labels .npy)")
-            labels = _load_array(label_path, "--target")
+                raise OptionError(f"{target}: no such labels file (beside a .npy of features, the labels .npy)")
+            labels = _load_array(label_path, option)
         elif need_target:
             raise OptionError(f"{option} {path}: with a .npy of features, --target must name the labels .npy file")
         table = _from_arrays(_load_array(path, option), labels, path, option)

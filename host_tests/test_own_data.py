@@ -190,6 +190,8 @@ def test_float_backend_reports_only_the_float_model(regression, regression_model
                      "--arith", "float", "--eval-data", str(regression["eval"])]) == 0
     ev = _report(tmp_path / "f")["evaluation"]
     assert ev["quantized"] is None and ev["max_abs_output_error"] is None and ev["float"]["r2"] > 0.95
+    header = (tmp_path / "f" / "kan.h").read_text()
+    assert "kan_infer takes x" in header and "  2 temp: x = f * " in header
 
 
 def test_training_is_deterministic_and_npz_npy_formats_agree(tmp_path):

@@ -161,8 +161,8 @@ def _add_train(sub) -> None:
                         "mapping kept) or regress (MSE, R2); default classify")
     p.add_argument("--widths", default=None, metavar="I,H,...,O",
                    help="with --data: layer widths, inputs first and outputs last, e.g. 8,16,3 "
-                        "(default: features,16,classes or features,16,1)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[16], help="digits: hidden widths (default: 16)")
+                        "(default: features,HIDDEN,classes or features,HIDDEN,1)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[16], help="hidden widths when --widths is not given (default: 16)")
     p.add_argument("--grid-size", type=int, default=5, help="grid intervals per input (default 5)")
     p.add_argument("--order", type=int, default=3, help="B-spline order k (default 3, cubic)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 60 on digits, 100 with --data)")
@@ -186,7 +186,8 @@ def _run_train(args) -> int:
         if args.target is None and args.data.suffix.lower() != ".npz":
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
         result = train_on_data(args.output, args.data, target=args.target, task=args.task or "classify",
-                               widths=parse_widths(args.widths) if args.widths else None, grid_size=args.grid_size,
+                               widths=parse_widths(args.widths) if args.widths else None,
+                               hidden=tuple(args.hidden), grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
                                test_fraction=args.test_fraction, progress=not args.no_progress)
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary()})")

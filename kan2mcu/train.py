@@ -134,7 +134,7 @@ def parse_widths(text: str) -> tuple[int, ...]:
 
 
 def train_on_data(output: Path, data: Path, *, target: str, task: str, widths: tuple[int, ...] | None = None,
-                  grid_size: int = 5, order: int = 3, epochs: int = 100, batch_size: int = 64, lr: float = 1e-2,
+                  hidden: tuple[int, ...] = (16,), grid_size: int = 5, order: int = 3, epochs: int = 100, batch_size: int = 64, lr: float = 1e-2,
                   seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION, progress: bool = True) -> TrainResult:
     """Train a KAN on your own table ``data`` (kan2mcu.tabular.read_table) and save it to ``output``.
 
@@ -160,7 +160,9 @@ def train_on_data(output: Path, data: Path, *, target: str, task: str, widths: t
     n_features = table.x.shape[1]
     n_outputs = len(encoded.classes) if task == "classify" else 1
     if widths is None:
-        widths = (n_features, 16, n_outputs)
+        if not hidden or any(h < 1 for h in hidden):
+            raise OptionError(f"--hidden widths must be positive integers, got {list(hidden)}")
+        widths = (n_features, *hidden, n_outputs)
     if widths[0] != n_features or widths[-1] != n_outputs:
         what = f"{n_outputs} classes" if task == "classify" else "1 output (regression)"
         raise OptionError(f"--widths {','.join(map(str, widths))}: {Path(data).name} has {n_features} feature "

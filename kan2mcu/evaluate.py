@@ -15,7 +15,7 @@ import numpy as np
 from kan2mcu import tabular
 from kan2mcu.bspline import model_forward
 from kan2mcu.errors import OptionError
-from kan2mcu.input_codec import float_api_transform
+from kan2mcu.input_codec import float_api_inputs, float_api_transform
 from kan2mcu.reference import quantize_inputs, run_model
 
 
@@ -75,8 +75,8 @@ def model_inputs(model, raw: np.ndarray) -> np.ndarray:
 def api_codes(model, qmodel, raw: np.ndarray) -> np.ndarray:
     """First-layer codes of raw rows as the C float input API computes them (float32 in)."""
     scale, offset = float_api_transform(model.metadata.get("input_transform"), model.layers[0].in_features)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return quantize_inputs(qmodel, np.asarray(raw, np.float32).astype(np.float64) * scale + offset)
+    with np.errstate(invalid="ignore"):
+        return quantize_inputs(qmodel, float_api_inputs(raw, scale, offset))
 
 
 def evaluate(model, qmodel, raw: np.ndarray, y, *, source: str, target: str | None) -> dict:

@@ -49,11 +49,6 @@ class InputCodec:
     float_scale: np.ndarray  # [I] float API: x = f * float_scale + float_offset (identity but for "features")
     float_offset: np.ndarray  # [I]
 
-    @property
-    def per_column(self) -> bool:
-        """True when the inputs are raw feature values with one scale and offset per column."""
-        return self.raw_kind == "features"
-
 
 def float_order_key(x: np.ndarray) -> np.ndarray:
     """uint32 keys of float32 values that sort like the values (-0 == +0); C: <prefix>_float_key."""
@@ -78,12 +73,18 @@ def quantize_raw(qmodel: QuantModel, codec: InputCodec, raw: np.ndarray) -> np.n
     return quantize_inputs(qmodel, raw_to_model_input(raw, codec))
 
 
-def float_to_model_input(values: np.ndarray, codec: InputCodec) -> np.ndarray:
-    """Model inputs (float64) of what the float API takes: float32 values, times float_scale plus
-    float_offset per column (the identity unless the checkpoint scales each column)."""
+def float_api_inputs(values: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Model inputs (float64) of what the float API takes: the values as float32, then times
+    ``scale`` plus ``offset`` per column in float64 (see :func:`float_api_transform`)."""
     values = np.asarray(values, dtype=np.float32).astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        return values * codec.float_scale + codec.float_offset
+        return values * scale + offset
+
+
+def float_to_model_input(values: np.ndarray, codec: InputCodec) -> np.ndarray:
+    """Model inputs (float64) of what ``codec``'s float API takes (the identity unless the
+    checkpoint scales each column)."""
+    return float_api_inputs(values, codec.float_scale, codec.float_offset)
 
 
 def quantize_float(qmodel: QuantModel, codec: InputCodec, values: np.ndarray) -> np.ndarray:

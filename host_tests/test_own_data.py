@@ -185,6 +185,16 @@ def test_calibration_file_of_raw_rows(regression, regression_model, tmp_path):
     assert report["calibration"] == "file calib.csv" and report["guard"]["samples"] == 400
 
 
+def test_calibration_file_with_other_columns_is_refused(capsys, regression, regression_model, tmp_path):
+    rows = [r[1:] for r in csv.reader(open(regression["train"]))][:50]  # no "speed" column
+    calib = _write_csv(tmp_path / "calib.csv", rows[0], rows[1:])
+    status, err = _run(capsys, "generate", regression_model["checkpoint"], "-o", tmp_path / "kan", "-q",
+                       "--calibration", calib)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 1 and lines == ["kan2mcu: error: --calibration calib.csv: lacks 'speed'"], err
+    assert not (tmp_path / "kan").exists()
+
+
 def test_float_backend_reports_only_the_float_model(regression, regression_model, tmp_path):
     assert cli.main(["generate", str(regression_model["checkpoint"]), "-o", str(tmp_path / "f"), "-q",
                      "--arith", "float", "--eval-data", str(regression["eval"])]) == 0

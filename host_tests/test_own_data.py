@@ -166,6 +166,27 @@ def test_regression_report_carries_r2_and_max_error(regression, regression_model
     assert "accuracy" not in _report(regression_model["folder"])  # no digits-style accuracy on regression
 
 
+def test_regression_metrics_match_scikit_learn():
+    from sklearn.metrics import max_error, r2_score
+
+    from kan2mcu.train import regression_metrics
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(3.0, 2.0, 200)
+    pred = y + rng.normal(0.0, 0.7, 200)
+    figures = regression_metrics(pred, y)
+    assert figures["r2"] == pytest.approx(r2_score(y, pred), rel=1e-12)
+    assert figures["max_abs_error"] == pytest.approx(max_error(y, pred), rel=1e-12)
+
+
+def test_scaling_maps_the_training_range_onto_the_grid():
+    from kan2mcu.tabular import apply_transform, grid_scaling
+
+    x = np.array([[0.0, 100.0, 5.0], [2.0, 300.0, 5.0], [1.0, 200.0, 5.0]])
+    scaled = apply_transform(x, grid_scaling(x))
+    assert np.allclose(scaled.min(0), [-1, -1, 0]) and np.allclose(scaled.max(0), [1, 1, 0])  # constant -> 0
+
+
 def test_without_eval_data_the_held_out_split_is_evaluated(regression_model, tmp_path):
     assert cli.main(["generate", str(regression_model["checkpoint"]), "-o", str(tmp_path / "kan"), "-q"]) == 0
     report = _report(tmp_path / "kan")

@@ -166,6 +166,8 @@ def _add_train(sub) -> None:
     p.add_argument("--grid-size", type=int, default=5, help="grid intervals per input (default 5)")
     p.add_argument("--order", type=int, default=3, help="B-spline order k (default 3, cubic)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 60 on digits, 100 with --data)")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01, cosine schedule)")
+    p.add_argument("--batch-size", type=int, default=64, help="mini-batch rows (default 64)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="with --data: the share of rows held out for evaluation (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, shuffling and split (default 0)")
@@ -180,8 +182,8 @@ def _run_train(args) -> int:
             if value is not None:
                 raise OptionError(f"{option} needs --data FILE (without --data, train uses digits)")
         result = train(args.output, hidden=tuple(args.hidden), grid_size=args.grid_size, order=args.order,
-                       epochs=60 if args.epochs is None else args.epochs, seed=args.seed,
-                       progress=not args.no_progress)
+                       epochs=60 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
+                       batch_size=args.batch_size, progress=not args.no_progress)
     else:
         if args.target is None and args.data.suffix.lower() != ".npz":
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
@@ -189,6 +191,7 @@ def _run_train(args) -> int:
                                widths=parse_widths(args.widths) if args.widths else None,
                                hidden=tuple(args.hidden), grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
+                               lr=args.lr, batch_size=args.batch_size,
                                test_fraction=args.test_fraction, progress=not args.no_progress)
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary()})")
     return 0

@@ -108,6 +108,10 @@ def markdown(report: dict) -> str:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
                       f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
                       f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]
+    if report.get("evaluation"):
+        from kan2mcu.evaluate import markdown as evaluation_markdown
+
+        lines += ["", evaluation_markdown(report["evaluation"])]
     text = "\n".join(lines) + "\n" + f"\nBase activation: {report['model']['base_activation']}.\n"
     if "calibration_rows" in report:
         text += coverage.markdown(report["calibration_rows"], report.get("coverage"))

@@ -53,6 +53,35 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def update_grid_checkpoint(digits_checkpoint, tmp_path_factory) -> tuple[Path, Path, float]:
+    """The default digits KAN after efficient-kan's ``update_grid`` on the training split (knots at
+    data quantiles, per input; coefficients refit by least squares, some at 1e6 on B-splines the
+    pixels barely reach), saved as an efficient-kan state dict; with calibration inputs (the
+    training split) and its float test accuracy."""
+    import torch
+
+    from kan2mcu.datasets import load_dataset
+    from kan2mcu.torch_kan import KAN
+
+    payload = torch.load(digits_checkpoint, weights_only=True)
+    cfg = payload["config"]
+    model = KAN(cfg["widths"], cfg["grid_size"], cfg["spline_order"])
+    model.load_state_dict(payload["state_dict"])
+    model = model.double()
+    data = load_dataset("digits")
+    with torch.no_grad():
+        h = torch.tensor(data.x_train)
+        for layer in model.layers:
+            layer.update_grid(h)
+            h = layer(h)
+        accuracy = float((model(torch.tensor(data.x_test)).argmax(1).numpy() == data.y_test).mean())
+    base = tmp_path_factory.mktemp("update_grid")
+    torch.save(model.float().state_dict(), base / "ek.pt")
+    np.save(base / "calib.npy", data.x_train)
+    return base / "ek.pt", base / "calib.npy", accuracy
+
+
 def make_random_checkpoint(path: Path, widths, grid_size: int, order: int, seed: int) -> tuple[Path, Path]:
     """A randomly initialised KAN (no data set) and a .npy of calibration inputs for it."""
     import torch

@@ -31,26 +31,16 @@ def digits_model(digits_checkpoint) -> KAN:
     return model
 
 
-def test_efficient_kan_after_update_grid(digits_checkpoint, tmp_path):
+def test_efficient_kan_after_update_grid(update_grid_checkpoint, tmp_path):
     data = load_dataset("digits")
-    model = digits_model(digits_checkpoint).double()
-    with torch.no_grad():
-        h = torch.tensor(data.x_train)
-        for layer in model.layers:
-            layer.update_grid(h)  # knots to data quantiles: non-uniform, per input
-            h = layer(h)
-        float_acc = float((model(torch.tensor(data.x_test)).argmax(1).numpy() == data.y_test).mean())
-    torch.save(model.float().state_dict(), tmp_path / "ek.pt")
-    np.save(tmp_path / "calib.npy", data.x_train)
-    result = generate_model(tmp_path / "ek.pt", tmp_path / "m", calibration=tmp_path / "calib.npy",
-                            strategy="edge-table", quiet=True)
+    checkpoint, calib, float_acc = update_grid_checkpoint
+    result = generate_model(checkpoint, tmp_path / "m", calibration=calib, strategy="edge-table", quiet=True)
     assert all(step["strategy"] == "edge-table" for step in result.report["plan"])
-    assert verify(tmp_path / "m", calibration=tmp_path / "calib.npy", quiet=True).inputs_checked >= 1000
+    assert verify(tmp_path / "m", calibration=calib, quiet=True).inputs_checked >= 1000
     acc = float((integer_outputs(tmp_path / "m", data.x_test).argmax(1) == data.y_test).mean())
     assert acc >= float_acc - 0.005, (acc, float_acc)
     # the spline kernel's per-input tables cost far more flash for the same model
-    spline = generate_model(tmp_path / "ek.pt", tmp_path / "s", calibration=tmp_path / "calib.npy",
-                            strategy="spline", quiet=True)
+    spline = generate_model(checkpoint, tmp_path / "s", calibration=calib, strategy="spline", quiet=True)
     assert spline.report["totals"]["flash_bytes"] > result.report["totals"]["flash_bytes"]
 
 
@@ -77,7 +67,7 @@ def test_efficient_kan_gelu_base(tmp_path):
                        base_activation="gelu", strategy="spline", quiet=True)
     generate_model(tmp_path / "gelu.pt", tmp_path / "m", calibration=tmp_path / "calib.npy", base_activation="gelu",
                    quiet=True, max_error=0.01)
-    assert verify(tmp_path / "m", calibration=tmp_path / "calib.npy", quiet=True).inputs_checked >= 1000
+    assert verify(tmp_path / "m", calibration=calib, quiet=True).inputs_checked >= 1000
     ours = integer_outputs(tmp_path / "m", x)
     span = float(original.max() - original.min())
     assert np.abs(ours - original).max() <= 0.01 * span

@@ -3,7 +3,7 @@
 Bit-exact tests compare the C with a Python mirror built from the same tables, so a wrong table is
 invisible to them. Here every table value is checked against the float it stands for: each must
 be within half a quantization step (round to nearest) of an independent evaluation, for every code
-of every input. The B-spline check goes through ``decode_inputs`` (which the bit-exact tests tie
+of every input (B-spline tables: within one step, rows keeping the partition of unity). The B-spline check goes through ``decode_inputs`` (which the bit-exact tests tie
 to the C), so it covers the cardinal tables, code alignment (offset, positions per interval,
 limits) and edge normalization, as well as the per-input tables.
 """
@@ -15,7 +15,9 @@ import pytest
 import independent
 from kan2mcu.bundle import load_bundle
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import QuantOptions, decode_inputs
+from kan2mcu.datasets import load_dataset
+from kan2mcu.fixedpoint import quantize_symmetric
+from kan2mcu.quantize import QuantOptions, calibrate, decode_inputs
 
 # knots are float32 values in the checkpoint: a cardinal table built on one input's knots may be
 # off by float32 round-off on another input's; this slack is far below any table step (>= 1e-3).
@@ -41,6 +43,15 @@ def models(small_checkpoints, nonuniform_checkpoint, digits_checkpoint, tmp_path
     return out
 
 
+@pytest.fixture(scope="module")
+def calibration_inputs(small_checkpoints, nonuniform_checkpoint) -> dict:
+    """The calibration inputs each model was generated with (digits: its training split)."""
+    out = {name: np.load(calibration) for name, (_, calibration) in small_checkpoints.items()}
+    out["nonuniform-5x4x3"] = np.load(nonuniform_checkpoint[1])
+    out["digits"] = load_dataset("digits").x_train
+    return out
+
+
 CASES = [(name, key) for name in ("8x5x3-G5-k3", "6x4x4x2-G3-k2", "nonuniform-5x4x3", "digits") for key in OPTIONS]
 
 
@@ -58,14 +69,21 @@ def test_basis_tables_approximate_the_bsplines(models, name, key):
         assert qlayer.mode == expected_modes.get(name, "cardinal")
         codes, x = _code_values(qlayer)
         first, basis, _ = decode_inputs(qlayer, codes)  # [Q, I], [Q, I, K1]
+        inside_codes = 0
         for i in range(qlayer.in_features):
             dense = np.zeros((qlayer.codes, qlayer.n_basis))
             rows = np.arange(qlayer.codes)[:, None]
             np.add.at(dense, (rows, first[:, i, None] + np.arange(qlayer.k1)[None, :]), basis[:, i, :])
             truth = independent.bsplines(layer.knots[i], layer.order, x[:, i])
             error = np.abs(dense * qlayer.basis_scale - truth).max()
-            assert error <= qlayer.basis_scale / 2 + SLACK, (layer.name, i, error, qlayer.basis_scale)
-        assert basis.max() == (1 << qlayer.spline_bits) - 1  # the largest value lands on the largest code
+            # largest-remainder rounding: every value within one step, and the partition of unity exact
+            assert error <= qlayer.basis_scale + SLACK, (layer.name, i, error, qlayer.basis_scale)
+            inside = np.abs(truth.sum(axis=1) - 1.0) < 1e-9
+            inside_codes += int(inside.sum())  # hidden layers: a code window may lie beyond the grid
+            assert np.all(dense[inside].sum(axis=1) == round(1 / qlayer.basis_scale)), (layer.name, i)
+        assert inside_codes > 0
+        top = (1 << qlayer.spline_bits) - 1
+        assert top - 1 <= basis.max() <= top  # the table's one is as large as the width allows
 
 
 @pytest.mark.parametrize("name,key", CASES)
@@ -79,16 +97,37 @@ def test_silu_tables_approximate_silu(models, name, key):
 
 
 @pytest.mark.parametrize("name,key", CASES)
-def test_weights_round_to_nearest(models, name, key):
-    """Spline coefficients and SiLU-branch weights: per output channel, within half a step."""
+def test_base_weights_round_to_nearest(models, name, key):
+    """SiLU-branch weights: per output channel, within half a step; the largest on the largest code."""
     model, qmodel = models[name, key]
     for layer, qlayer in zip(model.layers, qmodel.layers):
-        coef_step = qlayer.coef_scale[:, None, None]
-        assert np.all(np.abs(qlayer.coef * coef_step - layer.coef) <= coef_step / 2 * (1 + 1e-9))
         base_step = qlayer.base_scale[:, None]
         assert np.all(np.abs(qlayer.base_weight * base_step - layer.base_weight) <= base_step / 2 * (1 + 1e-9))
-        # the scale is set by the largest weight: it lands on the largest code
-        assert np.abs(qlayer.coef).max() == (1 << (qlayer.coef_bits - 1)) - 1
+
+
+@pytest.mark.parametrize("name,key", CASES)
+def test_coefficients_fit_the_edges_better_than_rounding(models, calibration_inputs, name, key):
+    """The spline coefficients are fit to the quantized tables on the calibration codes
+    (docs/arithmetic.md section 3): on those codes, every layer's edge functions come out closer
+    to the float ones (independent scipy B-splines) than with plain round-to-nearest coefficients
+    at the per-channel max|c| scale."""
+    model, qmodel = models[name, key]
+    activations = calibrate(model, calibration_inputs[name])
+    for layer, qlayer, values in zip(model.layers, qmodel.layers, activations):
+        codes = np.clip(np.floor(values / qlayer.in_scale + qlayer.in_zero + 0.5), 0, qlayer.codes - 1).astype(np.int64)
+        x = qlayer.in_scale[None, :] * (codes - qlayer.in_zero[None, :])
+        first, basis, _ = decode_inputs(qlayer, codes)  # [N, I], [N, I, K1]
+        rounded, step = quantize_symmetric(layer.coef, qlayer.coef_bits, np.abs(layer.coef).max(axis=(1, 2)))
+        errors = {}
+        for label, ints, scale in (("fit", qlayer.coef, qlayer.coef_scale), ("rounded", rounded, step)):
+            total = 0.0
+            for i in range(qlayer.in_features):
+                truth = independent.bsplines(layer.knots[i], layer.order, x[:, i]) @ layer.coef[:, i, :].T  # [N, O]
+                live = ints[:, i, :][:, first[:, i, None] + np.arange(qlayer.k1)[None, :]]  # [O, N, K1]
+                ours = np.einsum("onk,nk->no", live, basis[:, i, :]) * qlayer.basis_scale * scale[None, :]
+                total += float(((ours - truth) ** 2).sum())
+            errors[label] = total
+        assert errors["fit"] <= errors["rounded"] * (1 + 1e-9), (layer.name, errors)
 
 
 @pytest.mark.parametrize("name,key", CASES)

@@ -19,8 +19,12 @@ def check_checkpoint_path(path: Path) -> None:
 
 
 def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: dict | None,
-                    metrics: dict | None = None) -> Path:
-    """Write ``model`` (a :class:`kan2mcu.torch_kan.KAN`) and what it was trained on to ``path``."""
+                    metrics: dict | None = None, data: dict | None = None) -> Path:
+    """Write ``model`` (a :class:`kan2mcu.torch_kan.KAN`) and what it was trained on to ``path``.
+
+    ``input_transform``: x_model = raw * scale + offset, scale and offset scalars (digits) or one per
+    column (own data). ``data`` (own data, kan2mcu.train.train_on_data): task, target, columns,
+    classes, target_transform, source, and tensors calibration, heldout_x, heldout_y."""
     import torch
 
     path = Path(path)
@@ -38,6 +42,8 @@ def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: 
         "input_transform": input_transform,
         "metrics": metrics or {},
     }
+    if data is not None:
+        payload["data"] = data
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save(payload, tmp)

@@ -45,7 +45,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--base-activation", default=None, metavar="NAME",
                    help="base function of an efficient-kan model (its state dict does not record it): silu "
                         "(assumed), gelu, relu, tanh, sigmoid, identity; non-SiLU bases deploy as edge tables")
-    p.add_argument("--calibration", type=Path, help=".npy or .csv of model inputs for range calibration")
+    p.add_argument("--calibration", type=Path,
+                   help=".npy or .csv of model inputs for range calibration (a model trained with `train --data`: "
+                        "raw feature rows in --data's formats; default: the training rows its checkpoint keeps)")
+    p.add_argument("--eval-data", type=Path, metavar="FILE",
+                   help="labelled rows (.csv with header, .npz x/y, or FEATURES.npy,LABELS.npy) to report accuracy, or "
+                        "R2 and max |error| for regression, of the float and the generated model on; the target "
+                        "column is the one named at training (else a CSV's last column)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report")
     p.add_argument("--plots", action="store_true", help="also draw the edge functions (see `kan2mcu plot`)")
     p.add_argument("--allow-saturation", "--force", dest="allow_saturation", action="store_true",
@@ -67,7 +73,7 @@ def _run_generate(args) -> int:
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
                             max_error=args.max_error, base_activation=args.base_activation,
-                            allow_saturation=args.allow_saturation, prefix=args.prefix)
+                            allow_saturation=args.allow_saturation, prefix=args.prefix, eval_data=args.eval_data)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)
     if args.plots:
         _plot_folder(result.folder)
@@ -136,13 +142,36 @@ def _run_sweep(args) -> int:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train kan2mcu's KAN on the embedded default data set (digits)")
+    p = sub.add_parser("train", help="train kan2mcu's KAN on your own data (--data) or the default data set (digits)",
+                       description="Train kan2mcu's own KAN and save a checkpoint for `generate`. Without --data it "
+                                   "trains on scikit-learn's digits; with --data on your table: rows are split "
+                                   "deterministically (--seed) into training and held-out rows, each input column "
+                                   "is scaled so its training min..max spans the grid [-1, 1] (the scaling is stored "
+                                   "and the generated C applies it to raw feature values), classification trains "
+                                   "with cross-entropy and regression with MSE on the standardized target.")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint file to write")
-    p.add_argument("--hidden", type=int, nargs="+", default=[16], help="hidden widths (default: 16)")
-    p.add_argument("--grid-size", type=int, default=5)
-    p.add_argument("--order", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", type=Path, metavar="FILE",
+                   help="your data: .csv with a header row, .npz with arrays x [N, F] and y [N], or a .npy of "
+                        "features [N, F] (then --target names the labels .npy)")
+    p.add_argument("--target", metavar="COLUMN",
+                   help="with --data: the target column of the CSV (every other column is a feature), or the "
+                        "labels .npy beside a .npy of features; ignored for .npz (y)")
+    p.add_argument("--task", choices=("classify", "regress"), default=None,
+                   help="with --data: classify (cross-entropy, accuracy; text labels are mapped to classes and the "
+                        "mapping kept) or regress (MSE, R2); default classify")
+    p.add_argument("--widths", default=None, metavar="I,H,...,O",
+                   help="with --data: layer widths, inputs first and outputs last, e.g. 8,16,3 "
+                        "(default: features,HIDDEN,classes or features,HIDDEN,1)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[16], help="hidden widths when --widths is not given (default: 16)")
+    p.add_argument("--grid-size", type=int, default=5, help="grid intervals per input (default 5)")
+    p.add_argument("--order", type=int, default=3, help="B-spline order k (default 3, cubic)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 60 on digits, 100 with --data)")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01, cosine schedule)")
+    p.add_argument("--batch-size", type=int, default=64, help="mini-batch rows (default 64)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="with --data: the share of rows held out for evaluation (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, shuffling and split (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--qat", action="store_true",
                    help="then fine-tune for the bit widths below with quantization-aware training (as `finetune`)")
     _add_qat_knobs(p, epochs_flag="--qat-epochs")
@@ -167,16 +196,33 @@ def _qat_options(args):
 
 
 def _run_train(args) -> int:
-    from kan2mcu.train import train
+    from kan2mcu.train import parse_widths, train, train_on_data
 
     given = [f"--{k.replace('_', '-')}" for k in _QAT_KNOBS + ("qat_epochs",) if getattr(args, k) is not None]
     if given and not args.qat:
         raise OptionError(f"{', '.join(given)}: bit widths of quantization-aware training; add --qat")
     qat = _qat_options(args) if args.qat else None  # bits checked before training
-    result = train(args.output, hidden=tuple(args.hidden), grid_size=args.grid_size, order=args.order,
-                   epochs=args.epochs, seed=args.seed, qat=qat, qat_epochs=args.qat_epochs)
-    print(f"kan2mcu: saved {result.checkpoint} (float accuracy: train {result.train_accuracy:.4f}, "
-          f"test {result.test_accuracy:.4f})")
+    if args.data is None:
+        for option, value in (("--target", args.target), ("--task", args.task), ("--widths", args.widths)):
+            if value is not None:
+                raise OptionError(f"{option} needs --data FILE (without --data, train uses digits)")
+        result = train(args.output, hidden=tuple(args.hidden), grid_size=args.grid_size, order=args.order,
+                       epochs=60 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
+                       batch_size=args.batch_size, progress=not args.no_progress, qat=qat,
+                       qat_epochs=args.qat_epochs)
+    else:
+        if qat is not None:
+            raise OptionError("--qat trains on digits only for now; train with --data, then fine-tune the "
+                              "checkpoint for your widths when `kan2mcu finetune` reads your data")
+        if args.target is None and args.data.suffix.lower() != ".npz":
+            raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
+        result = train_on_data(args.output, args.data, target=args.target, task=args.task or "classify",
+                               widths=parse_widths(args.widths) if args.widths else None,
+                               hidden=tuple(args.hidden), grid_size=args.grid_size,
+                               order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
+                               lr=args.lr, batch_size=args.batch_size,
+                               test_fraction=args.test_fraction, progress=not args.no_progress)
+    print(f"kan2mcu: saved {result.checkpoint} ({result.summary()})")
     return 0
 
 
@@ -191,6 +237,7 @@ def _add_finetune(sub) -> None:
                    help="data set to fine-tune on (default: the checkpoint's own; efficient-kan and pykan "
                         "checkpoints name none: e.g. digits)")
     p.add_argument("--prefix", help="which KAN of a state dict holding several (module path before layers.N)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_finetune(args) -> int:
@@ -199,7 +246,8 @@ def _run_finetune(args) -> int:
     options = _qat_options(args)
     result = finetune(args.checkpoint, args.output, options, dataset=args.dataset,
                       epochs=DEFAULT_EPOCHS if args.qat_epochs is None else args.qat_epochs,
-                      lr=DEFAULT_LR if args.lr is None else args.lr, seed=args.seed, prefix=args.prefix)
+                      lr=DEFAULT_LR if args.lr is None else args.lr, seed=args.seed, prefix=args.prefix,
+                      progress=not args.no_progress)
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary(options)}); deploy it with: kan2mcu generate "
           f"{result.checkpoint} -o DIR --strategy spline --act-bits {options.act_bits} --spline-bits "
           f"{options.spline_bits} --coef-bits {options.coef_bits}")

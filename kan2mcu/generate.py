@@ -19,8 +19,9 @@ from kan2mcu import __version__
 from kan2mcu.bundle import BUNDLE, bundle_bytes
 from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
-from kan2mcu import guard
+from kan2mcu import coverage, guard
 from kan2mcu.errors import OptionError, QuantizationError
+from kan2mcu.evaluate import evaluation, held_out_inputs, model_inputs, read_rows
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
@@ -111,14 +112,21 @@ def load_calibration(path: Path, n_inputs: int) -> np.ndarray:
 
 
 def calibration_data(imported: ImportedModel, calibration: Path | None) -> tuple[np.ndarray | None, str]:
-    """Pick calibration inputs: an explicit file, the checkpoint's data set, pykan's cache, or none."""
+    """Pick calibration inputs: an explicit file, the checkpoint's data set, the rows the checkpoint
+    carries (pykan's cache; the training rows of a model trained on your own data), or none.
+
+    For a checkpoint trained on your own data ``--calibration`` takes the formats of ``--data``
+    (raw feature values, CSV columns matched by name, the target column optional)."""
     n_inputs = imported.model.layers[0].in_features
     if calibration is not None:
+        if imported.model.metadata.get("columns"):
+            raw, _ = read_rows(calibration, imported.model, option="--calibration", need_target=False)
+            return model_inputs(imported.model, raw), f"file {Path(calibration).name}"
         return load_calibration(calibration, n_inputs), f"file {Path(calibration).name}"
     if imported.dataset:
         return load_dataset(imported.dataset).x_train, f"{imported.dataset} training split"
     if imported.calibration is not None:
-        return np.asarray(imported.calibration, dtype=np.float64), "pykan cached data"
+        return np.asarray(imported.calibration, dtype=np.float64), imported.calibration_source
     return None, "none"
 
 
@@ -173,7 +181,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
                    flash_budget: int | None = None, board: str | None = None,
                    max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
-                   allow_saturation: bool = False, prefix: str | None = None) -> GenerateResult:
+                   allow_saturation: bool = False, prefix: str | None = None,
+                   eval_data: Path | None = None) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
@@ -184,6 +193,9 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     record it; SiLU is assumed otherwise).
     The quantization guard (kan2mcu.guard) then refuses an integer model far from the float one
     unless ``allow_saturation``; ``prefix`` picks one KAN of a state dict holding several.
+    ``eval_data`` (kan2mcu.evaluate): labelled rows whose accuracy, or R2 and max |error|, the
+    report gives for the float and the generated model (own-data checkpoints: their held-out rows
+    by default).
     """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
@@ -201,9 +213,13 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     activation = describe_base_activation(imported, model, base_activation)
     say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}, base activation {activation}")
     calib, calib_how = calibration_data(imported, calibration)
+    if eval_data is not None:  # read before the slow work, so a bad file fails fast
+        read_rows(eval_data, model, option="--eval-data", need_target=True)
     if calib is None:
         _warn("no calibration data: activation ranges come from the grids only; "
               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
+    elif arith == "int" and coverage.small_calibration(len(calib)):
+        _warn(coverage.small_calibration(len(calib)))
     sha = model.sha256()
     choice = None
     with _numeric_errors(model):
@@ -247,8 +263,13 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         report["plan"] = [step.as_dict() for step in qmodel.plan]
     if choice is not None:
         report["planner"] = choice.as_dict()
+    if qmodel is not None:
+        report["calibration_rows"] = None if calib is None else int(len(calib))
     if guard_report is not None:
         report["guard"] = guard_report.as_dict()
+    evaluated = evaluation(imported, model, qmodel, eval_data)
+    if evaluated is not None:
+        report["evaluation"] = evaluated
     vectors_x = None
     if imported.dataset:
         data = load_dataset(imported.dataset)
@@ -266,6 +287,13 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         vectors_x = data.x_test[:N_TEST_VECTORS]
     elif calib is not None:
         vectors_x = calib[:N_TEST_VECTORS]
+    held_out = ((data.x_test, f"{imported.dataset} test split") if imported.dataset
+                else held_out_inputs(imported, model, eval_data))
+    if qmodel is not None and held_out is not None:
+        covered = coverage.measure(model, qmodel, *held_out)
+        report["coverage"] = covered.as_dict()
+        if covered.warning():
+            _warn(covered.warning())
     vectors = _test_vectors(model, qmodel, vectors_x)
     manifest = {"format": "kan2mcu-model", "format_version": 1, "name": name, "prefix": name, "arith": arith,
                 "input_size": model.layers[0].in_features, "output_size": model.layers[-1].out_features,
@@ -274,6 +302,10 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                 "sources": [f"{name}.c"], "headers": [f"{name}.h"], "options": opt_dict,
                 "source_format": imported.format, "dataset": imported.dataset, "model_sha256": sha,
                 "kan2mcu_version": __version__}
+    own = {k: model.metadata[k] for k in ("task", "target", "columns", "classes", "target_transform")
+           if model.metadata.get(k) is not None}
+    if own:  # a checkpoint trained on your own data: what its inputs and outputs mean
+        manifest["data"] = own
     files = dict(rendered.files)
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     files["test_vectors.json"] = json.dumps(vectors, sort_keys=True) + "\n"

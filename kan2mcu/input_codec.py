@@ -11,6 +11,9 @@ is monotone, so ``code = number of thresholds <= input`` is the same function on
 * raw integers (``<prefix>_quantize_input_q``): x = raw * raw_scale + raw_offset, with the
   checkpoint's input transform (digits: raw pixels 0..16, x = raw / 8 - 1) or, without one,
   Q15.16 fixed point (x = raw / 2^16). Thresholds are int32, keyed the same way.
+* checkpoints trained on your own data carry one scale and offset per column (kan2mcu.tabular):
+  there both APIs take the raw feature values, the float API as they are
+  (x = f * scale[i] + offset[i]) and the integer API in Q15.16 (x = raw * 2^-16 * scale[i] + offset[i]).
 
 Channels with the same thresholds share one row (digits: 64 pixels, a few distinct ranges).
 """
@@ -35,14 +38,16 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 class InputCodec:
     """Everything the C input API needs, as data."""
 
-    raw_scale: float  # x = raw * raw_scale + raw_offset
-    raw_offset: float
-    raw_kind: str  # "checkpoint" (the checkpoint's input transform) or "q16" (Q15.16 fixed point)
+    raw_scale: np.ndarray  # [I] x = raw * raw_scale + raw_offset
+    raw_offset: np.ndarray  # [I]
+    raw_kind: str  # "checkpoint" (its scalar input transform), "q16" (Q15.16 x) or "features" (per column)
     channel_row: np.ndarray  # [I] row of each channel in the threshold tables
     float_keys: np.ndarray  # [R, max] uint32 order keys of the float32 thresholds
     raw_keys: np.ndarray  # [R', max] uint32 keys (raw ^ 0x80000000) of the int32 thresholds
     raw_row: np.ndarray  # [I] row of each channel in raw_keys
     raw_top: np.ndarray  # [R'] highest code an int32 raw value reaches
+    float_scale: np.ndarray  # [I] float API: x = f * float_scale + float_offset (identity but for "features")
+    float_offset: np.ndarray  # [I]
 
 
 def float_order_key(x: np.ndarray) -> np.ndarray:
@@ -66,6 +71,56 @@ def raw_to_model_input(raw: np.ndarray, codec: InputCodec) -> np.ndarray:
 def quantize_raw(qmodel: QuantModel, codec: InputCodec, raw: np.ndarray) -> np.ndarray:
     """The Python quantizer on raw integer inputs: what ``<prefix>_quantize_input_q`` computes."""
     return quantize_inputs(qmodel, raw_to_model_input(raw, codec))
+
+
+def float_api_inputs(values: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Model inputs (float64) of what the float API takes: the values as float32, then times
+    ``scale`` plus ``offset`` per column in float64 (see :func:`float_api_transform`)."""
+    values = np.asarray(values, dtype=np.float32).astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return values * scale + offset
+
+
+def float_to_model_input(values: np.ndarray, codec: InputCodec) -> np.ndarray:
+    """Model inputs (float64) of what ``codec``'s float API takes (the identity unless the
+    checkpoint scales each column)."""
+    return float_api_inputs(values, codec.float_scale, codec.float_offset)
+
+
+def quantize_float(qmodel: QuantModel, codec: InputCodec, values: np.ndarray) -> np.ndarray:
+    """The Python quantizer on float API inputs: what ``<prefix>_quantize_input`` computes."""
+    with np.errstate(invalid="ignore"):
+        return quantize_inputs(qmodel, float_to_model_input(values, codec))
+
+
+def model_input_to_float(x: np.ndarray, codec: InputCodec) -> np.ndarray:
+    """float32 values for the float API that stand for model inputs ``x`` (the inverse transform)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ((np.asarray(x, np.float64) - codec.float_offset) / codec.float_scale).astype(np.float32)
+
+
+def float_api_transform(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale [I], offset [I]) the float API applies to its inputs: the checkpoint's per-column
+    scaling (own data), else the identity (the float API then takes model inputs x)."""
+    columns = _columns(input_transform, n_in)
+    if columns is not None and columns[2]:
+        return columns[0], columns[1]
+    return np.ones(n_in), np.zeros(n_in)
+
+
+def _columns(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """(scale [I], offset [I], per column?) of a checkpoint's input transform, or None without one."""
+    if not input_transform or input_transform.get("scale") is None:
+        return None
+    scale, offset = input_transform["scale"], input_transform["offset"]
+    per_column = isinstance(scale, (list, tuple, np.ndarray))
+    scale = np.broadcast_to(np.asarray(scale, np.float64), (n_in,)).copy()
+    offset = np.broadcast_to(np.asarray(offset, np.float64), (n_in,)).copy()
+    if not np.all(scale > 0):
+        if per_column:
+            raise QuantizationError("the checkpoint's input scaling must be positive in every column")
+        return None
+    return scale, offset, per_column
 
 
 def _smallest_reaching(evaluate, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -110,13 +165,21 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
     first = qmodel.layers[0]
     if not np.all(first.in_scale > 0):
         raise QuantizationError("input scales must be positive for the C input quantizer")
-    if input_transform and float(input_transform.get("scale", 0.0)) > 0:
-        raw_scale, raw_offset, kind = float(input_transform["scale"]), float(input_transform["offset"]), "checkpoint"
+    n_in = qmodel.in_features
+    ones, zeros = np.ones(n_in), np.zeros(n_in)
+    columns = _columns(input_transform, n_in)
+    float_scale, float_offset = ones, zeros
+    if columns is None:
+        raw_scale, raw_offset, kind = ones * Q16_SCALE, zeros, "q16"
+    elif columns[2]:
+        raw_scale, raw_offset, kind = columns[0] * Q16_SCALE, columns[1], "features"
+        float_scale, float_offset = columns[0], columns[1]
     else:
-        raw_scale, raw_offset, kind = Q16_SCALE, 0.0, "q16"
+        raw_scale, raw_offset, kind = columns[0], columns[1], "checkpoint"
 
     def float_input(keys):
-        return _float_from_key(keys).astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return _float_from_key(keys).astype(np.float64) * float_scale + float_offset
 
     def raw_input(keys):
         return keys.astype(np.float64) * raw_scale + raw_offset
@@ -128,22 +191,26 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
     tops = quantize_inputs(qmodel, raw_input(np.full((1, qmodel.in_features), _INT32_MAX)))[0]
     raw_rows, raw_index = _rows(np.concatenate([raw_keys, tops[:, None]], axis=1))  # same keys and top
     return InputCodec(raw_scale, raw_offset, kind, float_index.astype(np.int64), float_rows,
-                      raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1])
+                      raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1],
+                      float_scale, float_offset)
 
 
-def probe_floats(qmodel: QuantModel, rng: np.random.Generator, n_values: int) -> np.ndarray:
+def probe_floats(qmodel: QuantModel, rng: np.random.Generator, n_values: int,
+                 codec: InputCodec | None = None) -> np.ndarray:
     """[N, I] float32 inputs that stress the float quantizer: uniform over the calibrated range and
     beyond, exact rounding ties (x / scale + zero = k + 0.5) and their float32 neighbours, and the
-    specials (NaN, +-inf, +-0, denormals, +-FLT_MAX); at least ``n_values`` values."""
+    specials (NaN, +-inf, +-0, denormals, +-FLT_MAX); at least ``n_values`` values. With a
+    per-column ``codec`` the values are raw features (the ties then only near ties)."""
     first = qmodel.layers[0]
     n_in, top = first.in_features, first.codes - 1
     rows = -(-n_values // n_in)
-    lo = first.in_scale * (0 - first.in_zero)
-    hi = first.in_scale * (top - first.in_zero)
+    scale, offset = (1.0, 0.0) if codec is None else (codec.float_scale, codec.float_offset)
+    lo = (first.in_scale * (0 - first.in_zero) - offset) / scale
+    hi = (first.in_scale * (top - first.in_zero) - offset) / scale
     span = hi - lo
     uniform = rng.uniform(lo - 0.25 * span, hi + 0.25 * span, size=(rows, n_in))
     k = rng.integers(-2, top + 2, size=(rows, n_in)) + 0.5
-    ties = ((k - first.in_zero) * first.in_scale).astype(np.float32)  # nearest float32 to a tie
+    ties = (((k - first.in_zero) * first.in_scale - offset) / scale).astype(np.float32)  # nearest float32 to a tie
     step = rng.integers(-2, 3, size=(rows, n_in)).astype(np.int32)
     near = (ties.view(np.int32) + step).view(np.float32)  # a few ulps around the ties
     specials = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1.17549435e-38,

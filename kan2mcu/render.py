@@ -8,7 +8,7 @@ import jinja2
 import numpy as np
 
 from kan2mcu.errors import OptionError, UnsupportedModelError
-from kan2mcu.input_codec import input_codec
+from kan2mcu.input_codec import float_api_transform, input_codec
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
@@ -210,6 +210,19 @@ def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
 LAYER_CONTEXTS = {"spline": _spline_context, "edge-table": _edge_table_context}
 
 
+def _feature_columns(input_transform: dict | None, n_in: int) -> list[str]:
+    """Header comment lines, one per column, of a per-column input scaling (own data), else []."""
+    if not input_transform or not isinstance(input_transform.get("scale"), (list, tuple)):
+        return []
+    scales, offsets = float_api_transform(input_transform, n_in)
+    names = list(input_transform.get("columns") or [])
+    lines = []
+    for i, (scale, offset) in enumerate(zip(scales, offsets)):
+        name = re.sub(r"[^A-Za-z0-9_.()\[\] -]", "?", str(names[i]))[:40] if i < len(names) else f"x{i}"
+        lines.append(f"{i:3d} {name}: x = f * {float(scale)!r} + ({float(offset)!r})")
+    return lines
+
+
 def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict | None) -> tuple[dict, int]:
     """Template data of the input API (templates/model_api_int.c.j2, model.h.j2), whose thresholds
     kan2mcu.input_codec decides, and the bytes of the tables always linked with it (the raw API)."""
@@ -228,7 +241,8 @@ def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict 
 
     context = {
         "raw_kind": codec.raw_kind,
-        "raw_scale": repr(codec.raw_scale), "raw_offset": repr(codec.raw_offset),
+        "raw_scale": repr(float(codec.raw_scale[0])), "raw_offset": repr(float(codec.raw_offset[0])),
+        "feature_columns": _feature_columns(input_transform, qmodel.in_features),
         "input_scale_rows": _rows(first.in_scale, 8, _float_literal),
         "input_zero_rows": _rows(first.in_zero, 8, _float_literal),
         "float_threshold_count": int(codec.float_keys.shape[0]),
@@ -326,7 +340,8 @@ def render_float(model: KANModel, name: str, banner: str) -> RenderedModel:
     context = {"banner": banner, "name": name, "prefix": prefix, "P": prefix.upper(), "arith": "float",
                "input_size": model.layers[0].in_features, "output_size": model.layers[-1].out_features,
                "workspace_bytes": workspace, "table_bytes": table_bytes, "max_in": max_in, "max_knots": max_knots,
-               "act_buffers": act_buffers, "layers": layers, "calls": calls}
+               "act_buffers": act_buffers, "layers": layers, "calls": calls,
+               "feature_columns": _feature_columns(model.metadata.get("input_transform"), model.layers[0].in_features)}
     env = _environment()
     files = {f"{name}.h": env.get_template("model.h.j2").render(context),
              f"{name}.c": env.get_template("model_float.c.j2").render(context)}

@@ -1,7 +1,7 @@
 """The per-layer cost report of a generated model (keys documented in docs/report-keys.md)."""
 from __future__ import annotations
 
-from kan2mcu import guard
+from kan2mcu import coverage, guard
 from kan2mcu.ir import KANModel
 from kan2mcu.quantize import QuantModel
 from kan2mcu.render import RenderedModel
@@ -108,7 +108,13 @@ def markdown(report: dict) -> str:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
                       f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
                       f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]
+    if report.get("evaluation"):
+        from kan2mcu.evaluate import markdown as evaluation_markdown
+
+        lines += ["", evaluation_markdown(report["evaluation"])]
     text = "\n".join(lines) + "\n" + f"\nBase activation: {report['model']['base_activation']}.\n"
+    if "calibration_rows" in report:
+        text += coverage.markdown(report["calibration_rows"], report.get("coverage"))
     return text + (guard.markdown(report["guard"]) if report.get("guard") else "")
 
 

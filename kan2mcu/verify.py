@@ -119,15 +119,15 @@ def random_check(host: HostModel, qmodel: QuantModel, n: int, seed: int = 1) -> 
 def _check_input_api(folder: Path, host: HostModel, model, qmodel: QuantModel, x_eval: np.ndarray | None) -> None:
     """The C input API (``<prefix>_quantize_input`` and ``_quantize_input_q``) against the Python
     quantizer: the evaluation inputs, stress inputs (rounding ties, NaN, +-inf) and int32 raw values."""
-    from kan2mcu.input_codec import input_codec, probe_floats, probe_raws, quantize_raw
+    from kan2mcu.input_codec import (input_codec, model_input_to_float, probe_floats, probe_raws, quantize_float,
+                                     quantize_raw)
 
     codec = input_codec(qmodel, model.metadata.get("input_transform"))
     rng = np.random.default_rng(1)
-    floats = probe_floats(qmodel, rng, N_RANDOM * qmodel.in_features)
-    if x_eval is not None:
-        floats = np.concatenate([np.asarray(x_eval, np.float32), floats])
-    with np.errstate(invalid="ignore"):
-        expected = quantize_inputs(qmodel, floats.astype(np.float64))
+    floats = probe_floats(qmodel, rng, N_RANDOM * qmodel.in_features, codec)
+    if x_eval is not None:  # as the float API takes them (raw feature values for own-data models)
+        floats = np.concatenate([model_input_to_float(x_eval, codec), floats])
+    expected = quantize_float(qmodel, codec, floats)
     actual = host.quantize(floats).astype(np.int64)
     if not np.array_equal(actual, expected):
         raise VerificationError(f"{folder}: {host.manifest['prefix']}_quantize_input differs from the Python "

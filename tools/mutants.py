@@ -155,6 +155,17 @@ MUTANTS = (
            (("kan2mcu/importers/pykan.py", "folded_coef = (coef * (edge * scale_sp)[:, :, None])",
              "folded_coef = (coef * edge[:, :, None])"),),
            (T + "test_import_pykan.py::test_fit_then_convert_matches_pykan",), fast=False),
+    # --- your own data (train --data, generate --eval-data) ---
+    Mutant("feature-scaling-ignored-by-c-float-api",
+           "the C float input API's thresholds forget the checkpoint's per-column feature scaling",
+           (("kan2mcu/input_codec.py", "return _float_from_key(keys).astype(np.float64) * float_scale + float_offset",
+             "return _float_from_key(keys).astype(np.float64)"),),
+           (T + "test_own_data.py::test_c_float_api_on_raw_csv_values_gives_the_reported_accuracy",
+            T + "test_own_data.py::test_own_data_models_are_bit_exact")),
+    Mutant("r2-not-centred",
+           "R2 divides by the sum of squares of the targets instead of their variance",
+           (("kan2mcu/train.py", "total = float(np.sum((y - y.mean()) ** 2))", "total = float(np.sum(y ** 2))"),),
+           (T + "test_own_data.py::test_regression_metrics_match_scikit_learn",)),
     # --- quantization-aware training (qat.py): the forward's values come from the integer reference,
     #     so these bugs only bend the gradients' float surrogate ---
     Mutant("qat-surrogate-basis-unscaled",

@@ -25,6 +25,9 @@ def _environment() -> jinja2.Environment:
 
 def _raw_doc(model: ModelFolder) -> str:
     text = (model.path / model.manifest["headers"][0]).read_text()
+    if "_INPUT_RAW_FEATURES 1" in text:
+        return ("the feature values in Q15.16 fixed point (raw = value * 65536), scaled per column as in "
+                "training (the header lists the scaling)")
     if "_INPUT_RAW_Q16 1" in text:
         return "the model inputs x in Q15.16 fixed point (x = raw / 65536)"
     return (f"raw values as the model was trained on them, x = raw * {model.prefix.upper()}_INPUT_RAW_SCALE"

@@ -13,6 +13,10 @@ from kan2mcu.errors import CheckpointError
 from kan2mcu.importers.efficient_kan import ir_from_state_dict, looks_like_efficient_kan, select_kan
 from kan2mcu.ir import KANModel
 
+# What a checkpoint trained on your own data records about it (kan2mcu.train.train_on_data); kept
+# in the IR's metadata (and so in the model folder's bundle).
+OWN_DATA_KEYS = ("task", "target", "columns", "classes", "target_transform", "source")
+
 
 @dataclass(frozen=True, eq=False)
 class ImportedModel:
@@ -21,8 +25,16 @@ class ImportedModel:
     model: KANModel
     format: str  # "kan2mcu" | "efficient-kan" | "pykan"
     dataset: str | None = None  # a name load_dataset() knows, when the checkpoint carries one
-    calibration: np.ndarray | None = None  # model inputs shipped with the checkpoint (pykan cache)
+    calibration: np.ndarray | None = None  # model inputs shipped with the checkpoint (pykan cache, own data)
     warnings: tuple = ()  # what the importer left out or assumed, for the user
+    heldout: tuple | None = None  # own data: (raw features [N, I], targets [N]) of the held-out rows
+
+    @property
+    def calibration_source(self) -> str:
+        """Where ``calibration`` came from, for the report."""
+        if self.format == "pykan":
+            return "pykan cached data"
+        return f"the checkpoint's training rows ({len(self.calibration)})"
 
 
 def _load_error_reason(exc: BaseException) -> str:
@@ -74,7 +86,9 @@ def load_checkpoint(path, prefix: str | None = None) -> ImportedModel:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint")
     payload = _torch_load(path)
     if isinstance(payload, dict) and payload.get("format") == OWN_FORMAT:
+        own = payload.get("data") or {}
         metadata = {"dataset": payload.get("dataset"), "input_transform": payload.get("input_transform")}
+        metadata.update({k: own[k] for k in OWN_DATA_KEYS if k in own})
         trained_for = (payload.get("metrics") or {}).get("qat")
         if trained_for:  # the widths `kan2mcu finetune` / `train --qat` trained for (kan2mcu.qat)
             metadata["qat"] = trained_for
@@ -82,7 +96,11 @@ def load_checkpoint(path, prefix: str | None = None) -> ImportedModel:
             model = ir_from_state_dict(payload["state_dict"], source="kan2mcu", metadata=metadata)
         except KeyError as exc:
             raise CheckpointError(f"{path}: kan2mcu checkpoint lacks {exc}") from None
-        return ImportedModel(model, "kan2mcu", payload.get("dataset"))
+        calibration = own.get("calibration")
+        heldout = (own["heldout_x"].double().numpy(), own["heldout_y"].numpy()) if "heldout_x" in own else None
+        return ImportedModel(model, "kan2mcu", payload.get("dataset"),
+                             calibration=None if calibration is None else calibration.double().numpy(),
+                             heldout=heldout)
     if isinstance(payload, dict):
         for nested in ("state_dict", "model_state_dict", "model"):
             if isinstance(payload.get(nested), dict) and looks_like_efficient_kan(payload[nested]):

@@ -17,6 +17,7 @@ from kan2mcu.bspline import edge_values
 from kan2mcu.errors import QuantizationError
 from kan2mcu.fixedpoint import requant_int32
 from kan2mcu.ir import KANLayer
+from kan2mcu.strategies.levels import level_aligned
 
 NAME = "edge-table"
 TEMPLATE = "kernels/edge_table.c.j2"
@@ -101,7 +102,7 @@ def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
     for i in range(layer.in_features):
         low, high = lo[i], hi[i]
         if samples is not None and len(samples):
-            aligned = _level_aligned(samples[:, i], qmax)
+            aligned = level_aligned(samples[:, i], qmax, lo[i], hi[i])
             if aligned is not None:
                 scale[i], zero[i] = aligned
                 on_levels[i] = True
@@ -109,25 +110,6 @@ def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
         scale[i] = max(high - low, 1e-12) / qmax
         zero[i] = -low / scale[i]
     return {"mode": "affine", "scale": scale, "zero": zero, "on_levels": on_levels}
-
-
-def _level_aligned(values: np.ndarray, qmax: int, max_levels: int = 256) -> tuple[float, float] | None:
-    """``(scale, zero)`` putting every distinct value of ``values`` exactly on a code, when they are
-    at most ``qmax + 1`` levels on one step and fit; None otherwise."""
-    levels = np.unique(values)
-    if len(levels) < 2 or len(levels) > min(qmax + 1, max_levels):
-        return None
-    step = float(np.min(np.diff(levels)))
-    ratios = (levels - levels[0]) / step
-    if step <= 0 or np.max(np.abs(ratios - np.round(ratios))) > 1e-6:
-        return None
-    span = int(round(ratios[-1]))
-    per_step = qmax // span
-    if per_step < 1:
-        return None
-    scale = step / per_step
-    spare = qmax - span * per_step  # unused codes, split around the levels
-    return scale, -levels[0] / scale + spare // 2
 
 
 def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,

@@ -15,6 +15,9 @@ from kan2mcu.bspline import bspline_basis, silu
 from kan2mcu.errors import QuantizationError
 from kan2mcu.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
 from kan2mcu.ir import KANLayer
+from kan2mcu.strategies.levels import level_aligned
+from kan2mcu.strategies.spline_fit import (choose_coefficients, code_weights, dense_basis, fit_coefficients,
+                                           round_rows, table_one)
 
 NAME = "spline"
 TEMPLATE = "kernels/spline.c.j2"
@@ -97,13 +100,21 @@ def _largest_pow2_at_most(value: float) -> int:
 
 
 def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
-                   samples: np.ndarray | None = None) -> dict:  # pylint: disable=unused-argument
-    """Code alignment of every input channel (cardinal when the grid is uniform and shared)."""
+                   samples: np.ndarray | None = None) -> dict:
+    """Code alignment of every input channel (cardinal when the grid is uniform and shared).
+
+    Per-input mode evaluates its tables at each code, so an input whose calibration values are a
+    few levels on one step (pixels) gets codes exactly on those levels, as edge-table does."""
     qmax = (1 << bits) - 1
     uniform = layer.uniform_grid()
     if uniform is None:
         scale = (hi - lo) / qmax
-        return {"mode": "per_input", "scale": scale, "zero": -lo / scale, "lo": lo}
+        zero = -lo / scale
+        for i in range(layer.in_features if samples is not None and len(samples) else 0):
+            aligned = level_aligned(samples[:, i], qmax, lo[i], hi[i])
+            if aligned is not None:
+                scale[i], zero[i] = aligned
+        return {"mode": "per_input", "scale": scale, "zero": zero}
     t0, h = uniform
     n_intervals = layer.knots.shape[1] - 1
     log2p = np.zeros(layer.in_features, np.int64)
@@ -200,8 +211,9 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
             tables[lp] = (sum(len(r) for r in card_rows), values)
             card_rows.append(values)
         float_card = np.concatenate(card_rows, axis=0)
-        basis_scale = float(float_card.max()) / spline_max
-        card = np.clip(np.round(float_card / basis_scale), 0, spline_max).astype(np.int64)
+        one = table_one(float(float_card.max()), spline_max)
+        basis_scale = 1.0 / one
+        card = round_rows(float_card, one)  # every row sums to `one`: the partition of unity holds
         for i in range(n_in):
             card_start[i] = tables[int(enc["log2p"][i])][0]
         first_table, basis_table = np.zeros(0, np.int64), np.zeros((0, k1), np.int64)
@@ -235,8 +247,9 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
             first_rows.append(first)
             basis_rows.append(live)
         float_basis = np.concatenate(basis_rows, axis=0)
-        basis_scale = max(float(float_basis.max()), 1e-12) / spline_max
-        basis_table = np.clip(np.round(float_basis / basis_scale), 0, spline_max).astype(np.int64)
+        one = table_one(float(float_basis.max()), spline_max)
+        basis_scale = 1.0 / one
+        basis_table = round_rows(float_basis, one)  # rows keep their float sums (1 inside the grid)
         first_table = np.concatenate(first_rows).astype(np.int64)
         card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
         float_silu = silu(x_codes).reshape(-1)
@@ -246,7 +259,6 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     silu_scale = max(float(np.max(np.abs(float_silu))), 1e-12) / silu_qmax
     silu_table = np.clip(np.round(float_silu / silu_scale), -silu_qmax, silu_qmax).astype(np.int64)
 
-    coef_q, coef_scale = quantize_symmetric(layer.coef, options.coef_bits, np.abs(layer.coef).max(axis=(1, 2)))
     base_q, base_scale = quantize_symmetric(layer.base_weight, options.base_bits,
                                             np.abs(layer.base_weight).max(axis=1))
 
@@ -258,9 +270,10 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         in_offset=enc.get("offset", np.zeros(n_in, np.int64)), in_log2p=enc.get("log2p", np.zeros(n_in, np.int64)),
         in_limit=enc.get("limit", np.zeros(n_in, np.int64)), card=card, card_start=card_start,
         first_table=first_table, basis_table=basis_table, silu_table=silu_table, silu_start=silu_start,
-        coef=coef_q, base_weight=base_q, basis_scale=basis_scale, silu_scale=silu_scale,
-        coef_scale=coef_scale, base_scale=base_scale, is_last=is_last, out_max=out_max,
+        base_weight=base_q, basis_scale=basis_scale, silu_scale=silu_scale,
+        base_scale=base_scale, is_last=is_last, out_max=out_max,
     )
+    qlayer_args["coef"], qlayer_args["coef_scale"] = _quantize_coefficients(layer, enc, options, qlayer_args)
     # exact worst-case accumulators over every code of every input (inputs vary independently)
     draft = SplineLayer(**qlayer_args, mult_spline=np.zeros(n_out, np.int64), mult_base=np.zeros(n_out, np.int64),
                         rounding=np.zeros(n_out, np.int64), shift=np.zeros(n_out, np.int64))
@@ -270,12 +283,31 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         raise QuantizationError(
             f"{where}: an int32 accumulator could overflow (spline bound {int(bound_sp.max())}, base bound "
             f"{int(bound_b.max())}); lower --base-bits/--silu-bits or --coef-bits")
-    a_spline = layer.out_scale * basis_scale * coef_scale / next_scale
+    a_spline = layer.out_scale * basis_scale * qlayer_args["coef_scale"] / next_scale
     a_base = layer.out_scale * base_scale * silu_scale / next_scale
     bias = layer.out_bias / next_scale + next_zero
     m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, where)
     return SplineLayer(**qlayer_args, mult_spline=m1, mult_base=m2, rounding=r, shift=sh,
                        acc_bounds={"spline": int(bound_sp.max()), "base": int(bound_b.max())})
+
+
+def _quantize_coefficients(layer: KANLayer, enc: dict, options, args: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Integer coefficients [O, I, NB] and their per-output scales, fit to the quantized tables
+    and the calibration codes (kan2mcu/strategies/spline_fit.py)."""
+    q_count = 1 << enc["bits"]
+    codes = np.arange(q_count)
+    probe = SplineLayer(**args, coef=np.zeros((0, 0, 0), np.int64), coef_scale=np.zeros(0),
+                        mult_spline=np.zeros(0, np.int64), mult_base=np.zeros(0, np.int64),
+                        rounding=np.zeros(0, np.int64), shift=np.zeros(0, np.int64))
+    first, basis, _ = decode_inputs(probe, np.broadcast_to(codes[:, None], (q_count, layer.in_features)))
+    x_codes = enc["scale"][:, None] * (codes[None, :] - enc["zero"][:, None])  # [I, Q] float value of each code
+    float_basis = np.stack([bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]
+                            for i in range(layer.in_features)])  # [I, Q, NB]
+    quant_basis = np.stack([dense_basis(first[:, i], basis[:, i, :], layer.n_basis)
+                            for i in range(layer.in_features)]) * args["basis_scale"]
+    weights = code_weights(enc.get("samples"), enc["scale"], enc["zero"], q_count)
+    fitted, gram, cross = fit_coefficients(layer.coef, float_basis, quant_basis, weights)
+    return choose_coefficients((layer.coef, fitted), gram, cross, options.coef_bits)
 
 
 def decode_inputs(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

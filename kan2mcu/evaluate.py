@@ -1,0 +1,158 @@
+"""Accuracy (classification) or R2 and max |error| (regression) of the float and the generated
+integer model on labelled data: ``generate --eval-data FILE``, or the held-out rows a checkpoint
+trained on your own data keeps.
+
+The integer model is evaluated as the generated C runs it: the rows go through the float input
+API's decision (float32 values, the checkpoint's per-column scaling, kan2mcu.input_codec) and the
+Python integer reference (bit-exact with the C).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kan2mcu import tabular
+from kan2mcu.bspline import model_forward
+from kan2mcu.errors import OptionError
+from kan2mcu.input_codec import float_api_inputs, float_api_transform
+from kan2mcu.reference import quantize_inputs, run_model
+
+
+def task_of(model) -> tuple[str, bool]:
+    """(task, inferred?): the checkpoint's task, else "regress" for one output, "classify" otherwise."""
+    task = model.metadata.get("task")
+    if task in tabular.TASKS:
+        return task, False
+    return ("regress" if model.layers[-1].out_features == 1 else "classify"), True
+
+
+def _match_columns(table: tabular.Table, columns: list, option: str) -> np.ndarray:
+    """The table's features in the checkpoint's column order (CSV: by name)."""
+    if table.columns == tuple(f"x{i}" for i in range(table.x.shape[1])) and len(table.columns) == len(columns):
+        return table.x  # arrays carry no names: positional
+    missing = [c for c in columns if c not in table.columns]
+    extra = [c for c in table.columns if c not in columns]
+    if missing or extra:
+        parts = ([f"lacks {', '.join(map(repr, missing[:5]))}"] if missing else []) + (
+            [f"has columns the model was not trained on: {', '.join(map(repr, extra[:5]))}"] if extra else [])
+        raise OptionError(f"{option} {table.source}: {'; '.join(parts)}")
+    return table.x[:, [table.columns.index(c) for c in columns]]
+
+
+def read_rows(path, model, *, option: str, need_target: bool) -> tuple[np.ndarray, tabular.Table]:
+    """Raw input rows [N, I] of ``path`` for ``model`` (the columns it was trained on, in order), and
+    the table (its ``y`` is the target column: named as at training, else a CSV's last column)."""
+    meta = model.metadata
+    n_in = model.layers[0].in_features
+    columns = meta.get("columns")
+    features, _, labels = str(path).partition(",")
+    if labels and features.lower().endswith(".npy") and labels.lower().endswith(".npy"):
+        table = tabular.read_table(features, labels, option=option, need_target=need_target)  # a .npy pair
+    elif Path(path).suffix.lower() == ".npy" and need_target:
+        raise OptionError(f"{option} {path}: give a .npy of features with its labels as FEATURES.npy,LABELS.npy")
+    elif Path(path).suffix.lower() == ".csv" and not meta.get("target"):
+        table = tabular.read_table(path, None, option=option, need_target=False)
+        if need_target:  # a checkpoint that does not name its target: the last column is the target
+            if table.x.shape[1] < 2:
+                raise OptionError(f"{option} {table.source}: needs feature columns and a target column (last)")
+            table = tabular.Table(table.x[:, :-1], table.x[:, -1], table.columns[:-1], table.columns[-1],
+                                  table.source)
+    else:
+        table = tabular.read_table(path, meta.get("target"), option=option, need_target=need_target)
+    x = _match_columns(table, columns, option) if columns else table.x
+    if x.shape[1] != n_in:
+        raise OptionError(f"{option} {table.source}: {x.shape[1]} feature columns, the model takes {n_in}")
+    return x, table
+
+
+def model_inputs(model, raw: np.ndarray) -> np.ndarray:
+    """The float model's inputs for raw rows (the checkpoint's per-column scaling, if any)."""
+    return tabular.apply_transform(raw, model.metadata.get("input_transform") if model.metadata.get("columns")
+                                   else None)
+
+
+def api_codes(model, qmodel, raw: np.ndarray) -> np.ndarray:
+    """First-layer codes of raw rows as the C float input API computes them (float32 in)."""
+    scale, offset = float_api_transform(model.metadata.get("input_transform"), model.layers[0].in_features)
+    with np.errstate(invalid="ignore"):
+        return quantize_inputs(qmodel, float_api_inputs(raw, scale, offset))
+
+
+def evaluate(model, qmodel, raw: np.ndarray, y, *, source: str, target: str | None) -> dict:
+    """The report's ``evaluation`` block for raw rows ``raw`` and targets ``y`` (class labels or
+    indices, or regression values in the data's units)."""
+    from kan2mcu.train import regression_metrics
+
+    task, inferred = task_of(model)
+    meta = model.metadata
+    n_out = model.layers[-1].out_features
+    labels = tabular.Table(np.zeros((len(raw), 0)), np.asarray(y), (), target, source)
+    if task == "classify":
+        classes = meta.get("classes") or list(range(n_out))
+        encoded = tabular.encode_target(labels, task, classes=classes, option="--eval-data").y
+    else:
+        if n_out != 1:
+            raise OptionError(f"--eval-data: a regression model needs one output, this one has {n_out}")
+        encoded = tabular.encode_target(labels, task, transform={"scale": 1.0, "offset": 0.0},
+                                        option="--eval-data").y
+        if len(encoded) < 2:
+            raise OptionError(f"--eval-data {source}: R2 needs at least 2 rows, got {len(encoded)}")
+    t = meta.get("target_transform") or {"scale": 1.0, "offset": 0.0}
+    float_out = model_forward(model, model_inputs(model, raw))
+    q_out = None
+    if qmodel is not None:
+        q_out = run_model(qmodel, api_codes(model, qmodel, raw)) * qmodel.output_scale
+    if task == "regress":
+        float_out, q_out = (None if o is None else o * t["scale"] + t["offset"] for o in (float_out, q_out))
+
+    def figures(out):
+        if task == "classify":
+            return {"accuracy": float((out.argmax(1) == encoded).mean())}
+        return regression_metrics(out[:, 0], encoded)
+
+    return {"data": source, "task": task, "task_inferred": inferred, "target": target, "samples": int(len(raw)),
+            "metric": "accuracy" if task == "classify" else "r2",
+            "float": figures(float_out), "quantized": None if q_out is None else figures(q_out),
+            "max_abs_output_error": None if q_out is None else float(np.abs(q_out - float_out).max())}
+
+
+def evaluation(imported, model, qmodel, eval_data: Path | None) -> dict | None:
+    """``evaluation`` for ``--eval-data`` (any checkpoint) or, without it, the held-out rows of an
+    own-data checkpoint; None when there is neither."""
+    if eval_data is not None:
+        raw, table = read_rows(eval_data, model, option="--eval-data", need_target=True)
+        return evaluate(model, qmodel, raw, table.y, source=table.source, target=table.target)
+    if imported.heldout is not None:
+        raw, y = imported.heldout
+        if model.metadata.get("classes") is not None:
+            y = np.asarray(model.metadata["classes"], dtype=object)[np.asarray(y, np.int64)]
+        return evaluate(model, qmodel, raw, y, source="held-out split", target=model.metadata.get("target"))
+    return None
+
+
+def held_out_inputs(imported, model, eval_data: Path | None) -> tuple[np.ndarray, str] | None:
+    """The float model inputs of the rows :func:`evaluation` uses, and what they are (None: none)."""
+    if eval_data is not None:
+        raw, table = read_rows(eval_data, model, option="--eval-data", need_target=True)
+        return model_inputs(model, raw), f"{table.source}"
+    if imported.heldout is not None:
+        return model_inputs(model, imported.heldout[0]), "held-out split"
+    return None
+
+
+def markdown(ev: dict) -> str:
+    """One report.md paragraph of an ``evaluation`` block."""
+    task = ev["task"] + (" (inferred from the output width)" if ev["task_inferred"] else "")
+    if ev["task"] == "classify":
+        def fmt(f):
+            return f"accuracy {f['accuracy']:.4f}"
+    else:
+        def fmt(f):
+            return f"R2 {f['r2']:.4f}, max |error| {f['max_abs_error']:.4g}"
+    text = (f"Evaluation on {ev['data']} ({ev['samples']} rows, target {ev['target']!s}, task {task}): "
+            f"float model {fmt(ev['float'])}")
+    if ev["quantized"] is not None:
+        text += (f"; generated integer model {fmt(ev['quantized'])} (max |output difference| "
+                 f"{ev['max_abs_output_error']:.4g})")
+    return text + "."

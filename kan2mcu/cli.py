@@ -211,9 +211,6 @@ def _run_train(args) -> int:
                        batch_size=args.batch_size, progress=not args.no_progress, qat=qat,
                        qat_epochs=args.qat_epochs)
     else:
-        if qat is not None:
-            raise OptionError("--qat trains on digits only for now; train with --data, then fine-tune the "
-                              "checkpoint for your widths when `kan2mcu finetune` reads your data")
         if args.target is None and args.data.suffix.lower() != ".npz":
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
         result = train_on_data(args.output, args.data, target=args.target, task=args.task or "classify",
@@ -221,7 +218,8 @@ def _run_train(args) -> int:
                                hidden=tuple(args.hidden), grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
                                lr=args.lr, batch_size=args.batch_size,
-                               test_fraction=args.test_fraction, progress=not args.no_progress)
+                               test_fraction=args.test_fraction, progress=not args.no_progress, qat=qat,
+                               qat_epochs=args.qat_epochs)
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary()})")
     return 0
 

@@ -222,10 +222,10 @@ def score(outputs: np.ndarray, y: np.ndarray) -> float:
     return float(1.0 - ((outputs - y) ** 2).sum() / max(((y - y.mean(0)) ** 2).sum(), 1e-300))
 
 
-def quantized_score(model: KANModel, options: QuantOptions, data: Dataset) -> float:
+def quantized_score(model: KANModel, options: QuantOptions, data: Dataset, calibration: np.ndarray) -> float:
     """Test score of ``model`` through the integer reference, quantized as ``generate --strategy spline``
-    does (calibration: the training split)."""
-    qmodel = quantize(model, options, data.x_train, plan=tuple(LayerPlan(STRATEGY, options.act_bits)
+    does on ``calibration`` (the inputs generate will calibrate on)."""
+    qmodel = quantize(model, options, calibration, plan=tuple(LayerPlan(STRATEGY, options.act_bits)
                                                                for _ in model.layers))
     return score(run_model(qmodel, quantize_inputs(qmodel, data.x_test)) * qmodel.output_scale, data.y_test)
 
@@ -247,9 +247,11 @@ def check_training_options(epochs: int, lr: float, batch_size: int = 64) -> None
 
 
 def finetune_kan(kan, data: Dataset, options: QuantOptions, *, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
-                 batch_size: int = 64, seed: int = 0, progress: bool = True) -> FinetuneResult:
+                 batch_size: int = 64, seed: int = 0, progress: bool = True,
+                 calibration: np.ndarray | None = None) -> FinetuneResult:
     """Fine-tune the torch KAN ``kan`` in place through :class:`FakeQuantKAN` on ``data``'s training
-    split (calibration: the same split, as ``generate`` uses it); deterministic for a given seed."""
+    split; ``calibration``: the inputs ``generate`` will calibrate the result on (default: the
+    training split, as for a named data set). Deterministic for a given seed."""
     import torch
     from tqdm import tqdm
 
@@ -257,18 +259,19 @@ def finetune_kan(kan, data: Dataset, options: QuantOptions, *, epochs: int = DEF
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is several times faster on a shared machine, and reproducible
     try:
-        return _finetune(kan, data, options, epochs, lr, batch_size, seed, progress)
+        return _finetune(kan, data, options, epochs, lr, batch_size, seed, progress,
+                         data.x_train if calibration is None else np.asarray(calibration, np.float64))
     finally:
         torch.set_num_threads(threads)
 
 
 def _finetune(kan, data: Dataset, options: QuantOptions, epochs: int, lr: float, batch_size: int, seed: int,
-              progress: bool) -> FinetuneResult:
+              progress: bool, calibration: np.ndarray) -> FinetuneResult:
     import torch
     from tqdm import tqdm
 
     float_before = _float_score(ir_from_kan(kan), data)
-    fake = FakeQuantKAN(kan, options, data.x_train)
+    fake = FakeQuantKAN(kan, options, calibration)
     qmodel = fake.recalibrate()
     ptq_before = score(run_model(qmodel, quantize_inputs(qmodel, data.x_test)) * qmodel.output_scale, data.y_test)
     classify = _is_classification(data.y_train)
@@ -298,7 +301,7 @@ def _finetune(kan, data: Dataset, options: QuantOptions, epochs: int, lr: float,
     kan.load_state_dict(best[2])  # the weights whose integer model fits the training split best
     model = ir_from_kan(kan)
     return FinetuneResult(None, float_before, ptq_before, _float_score(model, data),
-                          quantized_score(model, options, data), best[1])
+                          quantized_score(model, options, data, calibration), best[1])
 
 
 def _training_fit(qmodel, data: Dataset) -> tuple[float, float]:
@@ -329,6 +332,9 @@ def finetune(checkpoint, output, options: QuantOptions, *, dataset: str | None =
         print("kan2mcu: warning: efficient-kan state dicts do not record the base activation: SiLU assumed "
               "(the spline strategy, which QAT mirrors, computes SiLU only)", file=sys.stderr)
     name = dataset or imported.dataset
+    if name is None and imported.model.metadata.get("columns"):
+        raise OptionError(f"{Path(checkpoint).name} was trained on your own data (--data) and keeps only some of its "
+                          "rows; fine-tune while training instead: kan2mcu train --data FILE ... --qat")
     if name is None:
         raise OptionError(f"{Path(checkpoint).name} ({imported.format}) names no data set to fine-tune on; "
                           "pass --dataset NAME (known: digits)")
@@ -355,9 +361,9 @@ def qat_metrics(options: QuantOptions, result: FinetuneResult, **how) -> dict:
 
 
 def qat_after_training(kan, data: Dataset, options: QuantOptions, *, epochs: int = DEFAULT_EPOCHS, seed: int = 0,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, calibration: np.ndarray | None = None) -> dict:
     """``kan2mcu train --qat``: fine-tune the freshly trained ``kan`` in place; its ``metrics.qat`` entry."""
-    result = finetune_kan(kan, data, options, epochs=epochs, seed=seed, progress=progress)
+    result = finetune_kan(kan, data, options, epochs=epochs, seed=seed, progress=progress, calibration=calibration)
     if progress:
         print(f"kan2mcu: {result.summary(options)}", file=sys.stderr)
     return qat_metrics(options, result, epochs=epochs, lr=DEFAULT_LR, seed=seed, source="kan2mcu train")

@@ -143,7 +143,8 @@ def parse_widths(text: str) -> tuple[int, ...]:
 
 def train_on_data(output: Path, data: Path, *, target: str, task: str, widths: tuple[int, ...] | None = None,
                   hidden: tuple[int, ...] = (16,), grid_size: int = 5, order: int = 3, epochs: int = 100, batch_size: int = 64, lr: float = 1e-2,
-                  seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION, progress: bool = True) -> TrainResult:
+                  seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION, progress: bool = True,
+                  qat=None, qat_epochs: int | None = None) -> TrainResult:
     """Train a KAN on your own table ``data`` (kan2mcu.tabular.read_table) and save it to ``output``.
 
     Rows are split deterministically (``seed``) into training and held-out rows; every input column
@@ -151,6 +152,7 @@ def train_on_data(output: Path, data: Path, *, target: str, task: str, widths: t
     (MSE loss) and classification uses cross-entropy. The checkpoint keeps the column names, the
     scaling (the generated C's float input API applies it to raw feature values), the class labels
     or target scaling, training rows for range calibration and the held-out rows for evaluation.
+    ``qat`` (QuantOptions): fine-tune for those bit widths (kan2mcu.qat) before saving.
     """
     import torch
 
@@ -185,7 +187,17 @@ def train_on_data(output: Path, data: Path, *, target: str, task: str, widths: t
     loss_fn = torch.nn.functional.cross_entropy if task == "classify" else torch.nn.functional.mse_loss
     fit(model, x[train_idx], y[train_idx], loss_fn, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         progress=progress, desc=f"train KAN {list(widths)} ({task})")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.permutation(train_idx)[:CALIBRATION_ROWS]) if len(train_idx) > CALIBRATION_ROWS else train_idx
+    calibration = torch.tensor(x[keep], dtype=torch.float32)  # what generate will calibrate on
     metrics = {}
+    if qat is not None:  # quantization-aware fine-tuning at qat's widths (kan2mcu/qat.py)
+        from kan2mcu.datasets import Dataset
+        from kan2mcu.qat import DEFAULT_EPOCHS, qat_after_training
+
+        split = Dataset(table.source, x[train_idx], y[train_idx], x[test_idx], y[test_idx], transform)
+        metrics["qat"] = qat_after_training(model, split, qat, epochs=qat_epochs or DEFAULT_EPOCHS, seed=seed,
+                                            progress=progress, calibration=calibration.double().numpy())
     for part, rows in (("train", train_idx), ("test", test_idx)):
         out = predict(model, x[rows])
         if task == "classify":
@@ -194,11 +206,9 @@ def train_on_data(output: Path, data: Path, *, target: str, task: str, widths: t
             t = encoded.transform
             figures = regression_metrics(out[:, 0] * t["scale"] + t["offset"], table.y[rows].astype(np.float64))
             metrics.update({f"{part}_{k}": v for k, v in figures.items()})
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.permutation(train_idx)[:CALIBRATION_ROWS]) if len(train_idx) > CALIBRATION_ROWS else train_idx
     own = {"task": task, "target": table.target, "columns": list(table.columns), "classes": encoded.classes,
            "target_transform": encoded.transform, "source": table.source,
-           "calibration": torch.tensor(x[keep], dtype=torch.float32),
+           "calibration": calibration,
            "heldout_x": torch.tensor(table.x[test_idx], dtype=torch.float64),  # raw feature values
            # held-out targets: class indices, or regression targets in the data's own units
            "heldout_y": torch.tensor(encoded.y[test_idx] if task == "classify" else table.y[test_idx].astype(np.float64))}

@@ -68,7 +68,7 @@ def measure(model, qmodel, x: np.ndarray, source: str) -> Coverage:
         outside_any |= outside.any(axis=1)
         layers.append({"layer": layer.name, "rows": int(outside.any(axis=1).sum()),
                        "channels": int(outside.any(axis=0).sum()),
-                       "max_excess_codes": round(float(max(excess.max(), 0.0)), 1)})
+                       "max_excess_codes": round(float(excess.max()), 1) if excess.max() > 0 else 0.0})
     return Coverage(source, len(x), int(outside_any.sum()), tuple(layers))
 
 

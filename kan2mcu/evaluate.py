@@ -79,6 +79,29 @@ def api_codes(model, qmodel, raw: np.ndarray) -> np.ndarray:
         return quantize_inputs(qmodel, float_api_inputs(raw, scale, offset))
 
 
+def encoded_targets(model, y, *, source: str, target: str | None) -> np.ndarray:
+    """Targets as the model's class indices (classification) or values (regression); OptionError
+    for labels the model does not know, or a regression set too small for R2."""
+    task, _ = task_of(model)
+    n_out = model.layers[-1].out_features
+    labels = tabular.Table(np.zeros((len(y), 0)), np.asarray(y), (), target, source)
+    if task == "classify":
+        classes = model.metadata.get("classes") or list(range(n_out))
+        return tabular.encode_target(labels, task, classes=classes, option="--eval-data").y
+    if n_out != 1:
+        raise OptionError(f"--eval-data: a regression model needs one output, this one has {n_out}")
+    encoded = tabular.encode_target(labels, task, transform={"scale": 1.0, "offset": 0.0}, option="--eval-data").y
+    if len(encoded) < 2:
+        raise OptionError(f"--eval-data {source}: R2 needs at least 2 rows, got {len(encoded)}")
+    return encoded
+
+
+def check_eval_data(model, eval_data: Path) -> None:
+    """Read and check ``--eval-data`` (columns, cells, labels) before the slow work: OptionError."""
+    _, table = read_rows(eval_data, model, option="--eval-data", need_target=True)
+    encoded_targets(model, table.y, source=table.source, target=table.target)
+
+
 def evaluate(model, qmodel, raw: np.ndarray, y, *, source: str, target: str | None) -> dict:
     """The report's ``evaluation`` block for raw rows ``raw`` and targets ``y`` (class labels or
     indices, or regression values in the data's units)."""
@@ -86,18 +109,7 @@ def evaluate(model, qmodel, raw: np.ndarray, y, *, source: str, target: str | No
 
     task, inferred = task_of(model)
     meta = model.metadata
-    n_out = model.layers[-1].out_features
-    labels = tabular.Table(np.zeros((len(raw), 0)), np.asarray(y), (), target, source)
-    if task == "classify":
-        classes = meta.get("classes") or list(range(n_out))
-        encoded = tabular.encode_target(labels, task, classes=classes, option="--eval-data").y
-    else:
-        if n_out != 1:
-            raise OptionError(f"--eval-data: a regression model needs one output, this one has {n_out}")
-        encoded = tabular.encode_target(labels, task, transform={"scale": 1.0, "offset": 0.0},
-                                        option="--eval-data").y
-        if len(encoded) < 2:
-            raise OptionError(f"--eval-data {source}: R2 needs at least 2 rows, got {len(encoded)}")
+    encoded = encoded_targets(model, y, source=source, target=target)
     t = meta.get("target_transform") or {"scale": 1.0, "offset": 0.0}
     float_out = model_forward(model, model_inputs(model, raw))
     q_out = None

@@ -21,7 +21,7 @@ from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
 from kan2mcu import coverage, guard
 from kan2mcu.errors import OptionError, QuantizationError
-from kan2mcu.evaluate import evaluation, held_out_inputs, model_inputs, read_rows
+from kan2mcu.evaluate import check_eval_data, evaluation, held_out_inputs, model_inputs, read_rows
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
@@ -214,7 +214,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}, base activation {activation}")
     calib, calib_how = calibration_data(imported, calibration)
     if eval_data is not None:  # read before the slow work, so a bad file fails fast
-        read_rows(eval_data, model, option="--eval-data", need_target=True)
+        check_eval_data(model, eval_data)
     if calib is None:
         _warn("no calibration data: activation ranges come from the grids only; "
               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")

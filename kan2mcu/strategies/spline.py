@@ -364,3 +364,104 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     silu_table = 2 * (codes + n_in) + 2 * n_in
     flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}
+
+
+# --- kernel layout (the C's view of the coefficients; numbers unchanged) ---
+
+NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
+
+
+def nibble_slot(p: int) -> int:
+    """Nibble of a word holding output ``p`` of its block: outputs 2q and 2q + 1 share lane q
+    (nibbles q and q + 4), so a block of r outputs needs only ceil(r / 2) lanes."""
+    return p // 2 + 4 * (p % 2)
+LANE_MAX = 0xFFFF  # a 16-bit lane of the nibble kernel
+
+
+@dataclass(frozen=True, eq=False)
+class KernelLayout:
+    """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §6).
+
+    ``nibble`` (coefficients of 2..4 bits): word ``[block][i][k]`` holds coefficient ``k`` of input
+    ``i`` for outputs ``8 * block + p`` in nibble :func:`nibble_slot` ``(p)``, biased by ``2**bias_log2`` to be unsigned;
+    the kernel multiplies each basis value into two 16-bit lanes at once (outputs 2q and 2q + 1) and
+    widens the lanes every ``chunk`` inputs, before any lane could pass 0xFFFF. It subtracts the
+    bias times the sum of all basis values once per output. Otherwise (5..8 bits) ``coef`` is
+    ``[o][i][k]`` at byte width: no bit-field decoding anywhere in the edge loop.
+    """
+
+    nibble: bool
+    coef: np.ndarray  # nibble: uint32 [blocks, I, n_basis]; bytes: int [O, I, n_basis]
+    bias_log2: int
+    blocks: int
+    chunk: int
+    weight: np.ndarray  # [O, groups * 4] SiLU-branch weights (base_weight_groups)
+    groups: int  # inputs / 4, rounded up
+
+
+def base_weight_order(layer: SplineLayer) -> list[int]:
+    """Input order within a group of 4 SiLU-branch weights. Byte weights (--base-bits <= 8) are
+    stored as (w0, w2, w1, w3): SXTB16 of the group's word gives the lanes (w0, w1), SXTB16 with
+    ROR 8 gives (w2, w3), the pairs SMLAD multiplies with two SiLU values read as one word.
+    Halfword weights are already such pairs."""
+    return [0, 2, 1, 3] if layer.base_bits <= 8 else [0, 1, 2, 3]
+
+
+def base_weight_groups(layer: SplineLayer) -> np.ndarray:
+    """SiLU-branch weights [O, 4 * groups], inputs zero-padded to a multiple of 4, each group in
+    :func:`base_weight_order`."""
+    groups = -(-layer.in_features // 4)
+    padded = np.zeros((layer.out_features, groups * 4), np.int64)
+    padded[:, :layer.in_features] = layer.base_weight
+    order = base_weight_order(layer)
+    return padded.reshape(layer.out_features, groups, 4)[:, :, order].reshape(layer.out_features, -1)
+
+
+def kernel_layout(layer: SplineLayer) -> KernelLayout:
+    """The coefficient layout of ``layer``'s C kernel; the integer sums it computes are unchanged."""
+    weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
+    if layer.coef_bits > 4:
+        return KernelLayout(False, layer.coef, 0, 0, layer.in_features, weight, groups)
+    bias_log2 = layer.coef_bits - 1
+    n_out, n_in = layer.out_features, layer.in_features
+    blocks = -(-n_out // NIBBLE_OUTPUTS)
+    stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)
+    stored[:n_out] = layer.coef + (1 << bias_log2)  # padding outputs hold coefficient 0
+    if stored.min() < 0 or stored.max() > 15:
+        raise QuantizationError(f"{layer.name}: coefficients do not fit biased nibbles")
+    nibbles = stored.reshape(blocks, NIBBLE_OUTPUTS, n_in, layer.n_basis)
+    words = np.zeros((blocks, n_in, layer.n_basis), np.int64)
+    for p in range(NIBBLE_OUTPUTS):
+        words |= nibbles[:, p] << (4 * nibble_slot(p))
+    # a lane sums basis x stored nibble over the inputs of a chunk: bound it by each input's largest
+    # basis-row sum over all codes
+    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, n_in))
+    _, basis, _ = decode_inputs(layer, codes)
+    per_input = int(basis.sum(axis=2).max()) * 15 if basis.size else 0
+    chunk = max(1, min(n_in, LANE_MAX // max(per_input, 1)))
+    return KernelLayout(True, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups)
+
+
+def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """The spline accumulators as the nibble kernel computes them (16-bit lanes widened every chunk,
+    bias removed at the end), and the largest lane value reached: [N, I] codes -> ([N, O], int).
+    Tests compare the sums with :func:`accumulators` and the lane value with 0xFFFF."""
+    first, basis, _ = decode_inputs(layer, codes)
+    n = codes.shape[0]
+    out = np.zeros((n, layer.out_features), np.int64)
+    correction = basis.sum(axis=(1, 2)) << kl.bias_log2
+    lane_peak = 0
+    for blk in range(kl.blocks):
+        acc = np.zeros((n, NIBBLE_OUTPUTS), np.int64)
+        for start in range(0, layer.in_features, kl.chunk):
+            lanes = np.zeros((n, NIBBLE_OUTPUTS), np.int64)  # lane p: output p of the block
+            for i in range(start, min(start + kl.chunk, layer.in_features)):
+                for j in range(layer.k1):
+                    x = kl.coef[blk, i][first[:, i] + j].astype(np.int64)
+                    for p in range(NIBBLE_OUTPUTS):
+                        lanes[:, p] += basis[:, i, j] * ((x >> (4 * nibble_slot(p))) & 0xF)
+            lane_peak = max(lane_peak, int(lanes.max()))
+            acc += lanes
+        real = min(NIBBLE_OUTPUTS, layer.out_features - blk * NIBBLE_OUTPUTS)
+        out[:, blk * NIBBLE_OUTPUTS: blk * NIBBLE_OUTPUTS + real] = acc[:, :real] - correction[:, None]
+    return out, lane_peak

@@ -124,14 +124,14 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     if ql.n_basis - ql.k1 > 255:
         raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
     layout = kernel_layout(ql)
-    storage = (f"biased by {1 << layout.bias_log2} in nibbles, {NIBBLE_OUTPUTS} outputs per word" if layout.nibble
-               else "bytes")
+    storage = f"biased by {1 << layout.bias_log2} in " + (f"nibbles, {NIBBLE_OUTPUTS} outputs per word" if layout.nibble
+                                                         else "bytes")
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy spline, "
                   f"order {ql.order}, {ql.n_basis} B-splines per input, {ql.mode} basis tables",
          "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
-         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble,
+         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble, "card_words": False,
          "simd": ql.k1 == 4 and not layout.nibble,  # the SMLAD path of DSP cores (C chooses at compile time)
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
@@ -147,9 +147,17 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                                 "per input: positions inside the extended grid")
         L["card_start"] = emit.table("card_start", ql.card_start, _int_ctype(ql.card_start, False),
                                      "per input: first row of its cardinal table")
-        # a few rows per layer: bytes at every --spline-bits (read without unpacking, a few bytes of flash)
-        L["card"] = emit.table("card", ql.card, "uint8_t", f"cardinal B-spline rows of {ql.k1} values, "
-                                                          f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
+        # a few rows per layer, at byte width for every --spline-bits (read without unpacking); cubic
+        # rows are one word each (value j in byte j), shifted as a whole at the grid's edges
+        L["card_words"] = ql.k1 == 4
+        if L["card_words"]:
+            words = (ql.card.astype(np.int64) << (8 * np.arange(4))[None, :]).sum(axis=1)
+            L["card"] = emit.table("card", words, "uint32_t", f"cardinal B-spline rows: 4 values of {ql.spline_bits} "
+                                                               f"bit, value j in byte j, scale {ql.basis_scale:.6g}",
+                                   hex_words=True)
+        else:
+            L["card"] = emit.table("card", ql.card, "uint8_t", f"cardinal B-spline rows of {ql.k1} values, "
+                                                              f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
     else:
         basis = pack(ql.basis_table, ql.spline_bits, signed=False)
         L["first"] = emit.table("first", ql.first_table, "uint8_t", "per input and code: first coefficient")
@@ -162,8 +170,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                                f"coefficient of output {NIBBLE_OUTPUTS} * block + p, {ql.coef_bits} bit + {1 << layout.bias_log2}",
                                hex_words=True, aligned=True)
     else:
-        L["coef"] = emit.table("coef", layout.coef, "int8_t", f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] "
-                               f"coefficients, {ql.coef_bits} bit, per-output scale")
+        L["coef"] = emit.table("coef", layout.coef, "uint8_t", f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] "
+                               f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale")
     L["weight_ctype"] = _int_ctype(layout.weight)
     L["groups"] = layout.groups
     order = base_weight_order(ql)
@@ -289,7 +297,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     max_in = max((4 * -(-l.in_features // 4) for l in splines), default=0)  # SiLU values read 4 at a time
     k1_max = max((l.k1 for l in splines), default=0)
     max_out = max((l.out_features for l in splines), default=0)
-    workspace = (max_in + 2 * max_in * k1_max + 2 * max_in + 8 * max_out) + sum(b["size"] for b in act_buffers)
+    workspace = (max_in + 4 * max_in * k1_max + 4 * max_in + 8 * max_out) + sum(b["size"] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {
         "banner": banner, "name": name, "prefix": prefix, "P": prefix.upper(), "arith": "int",

@@ -375,6 +375,8 @@ def nibble_slot(p: int) -> int:
     """Nibble of a word holding output ``p`` of its block: outputs 2q and 2q + 1 share lane q
     (nibbles q and q + 4), so a block of r outputs needs only ceil(r / 2) lanes."""
     return p // 2 + 4 * (p % 2)
+
+
 LANE_MAX = 0xFFFF  # a 16-bit lane of the nibble kernel
 
 
@@ -383,15 +385,17 @@ class KernelLayout:
     """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §6).
 
     ``nibble`` (coefficients of 2..4 bits): word ``[block][i][k]`` holds coefficient ``k`` of input
-    ``i`` for outputs ``8 * block + p`` in nibble :func:`nibble_slot` ``(p)``, biased by ``2**bias_log2`` to be unsigned;
-    the kernel multiplies each basis value into two 16-bit lanes at once (outputs 2q and 2q + 1) and
-    widens the lanes every ``chunk`` inputs, before any lane could pass 0xFFFF. It subtracts the
-    bias times the sum of all basis values once per output. Otherwise (5..8 bits) ``coef`` is
-    ``[o][i][k]`` at byte width: no bit-field decoding anywhere in the edge loop.
+    ``i`` for outputs ``8 * block + p`` in nibble :func:`nibble_slot` ``(p)``, biased by
+    ``2**bias_log2`` to be unsigned; the kernel multiplies each basis value into two 16-bit lanes
+    at once (outputs 2q and 2q + 1) and widens the lanes every ``chunk`` inputs, before any lane
+    could pass 0xFFFF. Otherwise (5..8 bits)
+    ``coef`` is ``[o][i][k]`` in bytes, biased the same way. Either way the kernel subtracts the
+    bias times the sum of all basis values once per output (exact: unsigned sums wrap modulo 2**32
+    at worst and the true sum fits int32), and no bit field is decoded in the edge loop.
     """
 
     nibble: bool
-    coef: np.ndarray  # nibble: uint32 [blocks, I, n_basis]; bytes: int [O, I, n_basis]
+    coef: np.ndarray  # nibble: uint32 [blocks, I, n_basis]; bytes: uint8 values [O, I, n_basis]
     bias_log2: int
     blocks: int
     chunk: int
@@ -420,9 +424,9 @@ def base_weight_groups(layer: SplineLayer) -> np.ndarray:
 def kernel_layout(layer: SplineLayer) -> KernelLayout:
     """The coefficient layout of ``layer``'s C kernel; the integer sums it computes are unchanged."""
     weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
+    bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
     if layer.coef_bits > 4:
-        return KernelLayout(False, layer.coef, 0, 0, layer.in_features, weight, groups)
-    bias_log2 = layer.coef_bits - 1
+        return KernelLayout(False, layer.coef + (1 << bias_log2), bias_log2, 0, layer.in_features, weight, groups)
     n_out, n_in = layer.out_features, layer.in_features
     blocks = -(-n_out // NIBBLE_OUTPUTS)
     stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)

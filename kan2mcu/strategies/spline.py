@@ -326,46 +326,6 @@ def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
     return total >> layer.shift[None, :]  # arithmetic shift: floor division by 2^shift
 
 
-# Cost-model entry. Instructions of one layer = layer + input * I + edge * I * O (packed_edge instead
-# when coefficients are bit-packed) + output * O (+ last_output * O for the last layer). Fitted on
-# QEMU counts by benchmarks/calibrate_costs.py (worst fit error 14% on M0, under 5% elsewhere).
-CODE_BYTES = 800  # one spline kernel at -O2, about
-_M0 = {"layer": 1460.49, "input": -13.92, "edge": 55.27, "packed_edge": 119.65, "output": -88.94,
-       "last_output": -18.93}
-COSTS = {
-    "cortex-m0": _M0,
-    "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": 104.06, "input": 58.42, "edge": 22.46, "packed_edge": 49.53, "output": 37.92,
-                  "last_output": -6.42},
-    "cortex-m4": {"layer": 258.96, "input": 47.98, "edge": 18.93, "packed_edge": 56.35, "output": 20.44,
-                  "last_output": -8.69},
-    "cortex-m7": {"layer": 165.15, "input": 59.05, "edge": 17.35, "packed_edge": 61.59, "output": 33.33,
-                  "last_output": -8.82},
-    "rv32imac": {"layer": 176.69, "input": 60.42, "edge": 29.67, "packed_edge": 72.72, "output": 34.99,
-                 "last_output": -2.17},
-}
-
-
-def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
-    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
-    c = COSTS[core]
-    n_in, n_out = layer.in_features, layer.out_features
-    edges = n_in * n_out
-    packed = options.coef_bits != 8
-    instructions = (c["layer"] + c["input"] * n_in + (c["packed_edge"] if packed else c["edge"]) * edges
-                    + c["output"] * n_out + c["last_output"] * n_out * last)
-    k1, codes = layer.order + 1, 1 << step.in_bits
-    coef = (edges * layer.n_basis * options.coef_bits + 7) // 8 + (0 if options.coef_bits == 8 else 1)
-    weights = edges * (1 if options.base_bits <= 8 else 2)
-    if layer.uniform_grid() is None:  # per-input tables: first index + K1 packed values per code
-        basis = n_in * codes * (1 + k1 * options.spline_bits / 8)
-    else:
-        basis = codes * k1 * options.spline_bits / 8 + 4 * n_in
-    silu_table = 2 * (codes + n_in) + 2 * n_in
-    flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
-    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}
-
-
 # --- kernel layout (the C's view of the coefficients; numbers unchanged) ---
 
 NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
@@ -469,3 +429,57 @@ def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tupl
         real = min(NIBBLE_OUTPUTS, layer.out_features - blk * NIBBLE_OUTPUTS)
         out[:, blk * NIBBLE_OUTPUTS: blk * NIBBLE_OUTPUTS + real] = acc[:, :real] - correction[:, None]
     return out, lane_peak
+
+
+# Cost-model entry. Instructions of one layer = sum over the terms of cost_terms() of COSTS[core][term]
+# x term. Fitted on QEMU counts by benchmarks/calibrate_costs.py.
+CODE_BYTES = 1400  # one spline kernel at -O2, about
+# Worst fit error 8% (M0, M7), under 6% elsewhere, on 4 shapes x 4 bit settings.
+_M0 = {"layer": -327.77, "input": 109.4, "edge": 0.04, "byte_edge": 30.59,
+       "nibble_lane": 37.57, "nibble_pass": 16.15, "output": 142.52, "last_output": -24.11}
+COSTS = {
+    "cortex-m0": _M0,
+    "cortex-m0plus": _M0,
+    "cortex-m3": {"layer": 56.61, "input": 47.0, "edge": 1.27, "byte_edge": 17.1,
+                  "nibble_lane": 11.63, "nibble_pass": 19.59, "output": 46.29, "last_output": 0.96},
+    "cortex-m4": {"layer": -0.22, "input": 50.96, "edge": -4.62, "byte_edge": 15.45,
+                  "nibble_lane": 21.03, "nibble_pass": 16.59, "output": 54.82, "last_output": 1.13},
+    "cortex-m7": {"layer": 33.32, "input": 45.62, "edge": -6.36, "byte_edge": 17.41,
+                  "nibble_lane": 24.69, "nibble_pass": 18.7, "output": 50.01, "last_output": 1.47},
+    "rv32imac": {"layer": 46.93, "input": 58.99, "edge": 5.01, "byte_edge": 16.73,
+                 "nibble_lane": 14.55, "nibble_pass": 13.25, "output": 54.75, "last_output": 1.07},
+}
+
+
+def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool) -> dict:
+    """The terms of the spline kernel's cost formula: decode per input, SiLU branch per edge, byte
+    coefficients per edge, or nibble lanes (per input: 4 per full block of 8 outputs, one per two
+    outputs of the tail block) and nibble blocks per input, requantization per output."""
+    nibble = coef_bits <= 4
+    full, tail = divmod(n_out, NIBBLE_OUTPUTS)
+    edges = n_in * n_out
+    return {"layer": 1.0, "input": float(n_in), "edge": float(edges), "byte_edge": 0.0 if nibble else float(edges),
+            "nibble_lane": float(n_in * (4 * full + (tail + 1) // 2)) if nibble else 0.0,
+            "nibble_pass": float(n_in * (full + (tail > 0))) if nibble else 0.0,
+            "output": float(n_out), "last_output": float(n_out * last)}
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
+    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
+    c = COSTS[core]
+    n_in, n_out = layer.in_features, layer.out_features
+    terms = cost_terms(n_in, n_out, options.coef_bits, last)
+    instructions = sum(c[key] * value for key, value in terms.items())
+    k1, codes = layer.order + 1, 1 << step.in_bits
+    if options.coef_bits <= 4:  # words of 8 nibbles per block of 8 outputs
+        coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
+    else:
+        coef = n_out * n_in * layer.n_basis
+    weights = n_out * 4 * -(-n_in // 4) * (1 if options.base_bits <= 8 else 2)
+    if layer.uniform_grid() is None:  # per-input tables: first index + K1 packed values per code
+        basis = n_in * codes * (1 + k1 * options.spline_bits / 8)
+    else:  # one row of K1 bytes per position (at most one per code) + per-input offsets
+        basis = codes * k1 + 6 * n_in
+    silu_table = 2 * (codes + n_in) + 2 * n_in
+    flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
+    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

@@ -21,6 +21,7 @@ from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
 from kan2mcu import guard
 from kan2mcu.errors import OptionError, QuantizationError
+from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
@@ -173,7 +174,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
                    flash_budget: int | None = None, board: str | None = None,
                    max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
-                   allow_saturation: bool = False, prefix: str | None = None) -> GenerateResult:
+                   allow_saturation: bool = False, prefix: str | None = None, fold_silu: bool = False) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
@@ -184,6 +185,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     record it; SiLU is assumed otherwise).
     The quantization guard (kan2mcu.guard) then refuses an integer model far from the float one
     unless ``allow_saturation``; ``prefix`` picks one KAN of a state dict holding several.
+    ``fold_silu`` (spline layers only) refits SiLU branches into the splines (kan2mcu.foldsilu); the
+    float model the report, the guard and ``verify`` compare with stays the unfolded one.
     """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
@@ -206,13 +209,27 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
     sha = model.sha256()
     choice = None
+    fold_report, target = None, model  # target: the float model the integer one is quantized from
+    if fold_silu:
+        if arith != "int" or strategy != "spline" or (plan is not None and any(s.strategy != "spline" for s in plan)):
+            raise OptionError("--fold-silu folds the SiLU branch of spline layers: use it with --arith int "
+                              "--strategy spline")
+        target, fold_report = fold_silu_model(model, calib)
+        for row in fold_report["layers"]:
+            if row["folded"]:
+                say(f"kan2mcu: --fold-silu: {row['layer']} folded (its outputs change by "
+                    f"{100 * row["rms_error"]:.3g}% RMS of their range)")
+            else:
+                _warn(f"--fold-silu: {row['layer']} keeps its SiLU branch: the refit would change its outputs by "
+                      f"{100 * row['rms_error']:.2f}% RMS of their range ({100 * row['inside_grid']:.0f}% of its "
+                      f"inputs inside the grid)")
     with _numeric_errors(model):
         if arith != "int":
             qmodel = None
         elif plan is not None:
-            qmodel = quantize(model, options, calib, plan=plan)
+            qmodel = quantize(target, options, calib, plan=plan)
         else:
-            choice = choose(model, options, calib, strategy=strategy, objective=optimize,
+            choice = choose(target, options, calib, strategy=strategy, objective=optimize,
                             budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error,
                             hard_budget=flash_budget is not None or board is not None)
             qmodel = choice.qmodel
@@ -239,6 +256,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         report["planner"] = choice.as_dict()
     if guard_report is not None:
         report["guard"] = guard_report.as_dict()
+    if fold_report is not None:
+        report["fold_silu"] = fold_report
     vectors_x = None
     if imported.dataset:
         data = load_dataset(imported.dataset)

@@ -137,9 +137,12 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
          "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1}
-    L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
-    L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
-                                 "per input: index of code 0 in the SiLU table")
+    # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
+    L["has_base"] = bool(np.any(ql.base_weight))
+    if L["has_base"]:
+        L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
+        L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
+                                     "per input: index of code 0 in the SiLU table")
     if ql.mode == "cardinal":
         L["offset"] = emit.table("offset", ql.in_offset, None, "per input: knot-relative position of code 0")
         L["log2p"] = emit.table("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval")
@@ -172,16 +175,19 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     else:
         L["coef"] = emit.table("coef", layout.coef, "uint8_t", f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] "
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale")
-    L["weight_ctype"] = _int_ctype(layout.weight)
-    L["groups"] = layout.groups
-    order = base_weight_order(ql)
-    L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
-    L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
-                             f"[{ql.out_features}][{4 * layout.groups}] SiLU-branch weights, {ql.base_bits} bit, "
-                             f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
+    if L["has_base"]:
+        L["weight_ctype"] = _int_ctype(layout.weight)
+        L["groups"] = layout.groups
+        order = base_weight_order(ql)
+        L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
+        L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
+                                 f"[{ql.out_features}][{4 * layout.groups}] SiLU-branch weights, {ql.base_bits} bit, "
+                                 f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")
-    L["mult_base"] = emit.table("mult_base", ql.mult_base, "int32_t", "requantization multiplier of the SiLU accumulator")
+    if L["has_base"]:
+        L["mult_base"] = emit.table("mult_base", ql.mult_base, "int32_t",
+                                    "requantization multiplier of the SiLU accumulator")
     L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
     L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L

@@ -218,7 +218,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         for row in fold_report["layers"]:
             if row["folded"]:
                 say(f"kan2mcu: --fold-silu: {row['layer']} folded (its outputs change by "
-                    f"{100 * row["rms_error"]:.3g}% RMS of their range)")
+                    f"{100 * row['rms_error']:.3g}% RMS of their range)")
             else:
                 _warn(f"--fold-silu: {row['layer']} keeps its SiLU branch: the refit would change its outputs by "
                       f"{100 * row['rms_error']:.2f}% RMS of their range ({100 * row['inside_grid']:.0f}% of its "

@@ -174,7 +174,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
                    flash_budget: int | None = None, board: str | None = None,
                    max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
-                   allow_saturation: bool = False, prefix: str | None = None, fold_silu: bool = False) -> GenerateResult:
+                   allow_saturation: bool = False, prefix: str | None = None,
+                   fold_silu: bool = False) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,

@@ -169,8 +169,9 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["basis_direct"] = basis.direct
     if layout.nibble:
         L["coef"] = emit.table("coef", layout.coef, "uint32_t",
-                               f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) = "
-                               f"coefficient of output {NIBBLE_OUTPUTS} * block + p, {ql.coef_bits} bit + {1 << layout.bias_log2}",
+                               f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) "
+                               f"= coefficient of output {NIBBLE_OUTPUTS} * block + p, {ql.coef_bits} bit "
+                               f"+ {1 << layout.bias_log2}",
                                hex_words=True, aligned=True)
     else:
         L["coef"] = emit.table("coef", layout.coef, "uint8_t", f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] "
@@ -281,7 +282,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
-    sym("ws_first"), sym("ws_basis"), sym("ws_silu"), sym("ws_base"), sym("ws_spline"), sym("field"), sym("sfield"), sym("infer")
+    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "field", "sfield", "infer"):
+        sym(symbol)
     layers, layer_bytes, calls = [], [], []
     n_layers = len(qmodel.layers)
     act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features}
@@ -311,7 +313,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "input_code_max": first.codes - 1, "output_scale": f"{qmodel.output_scale:.9g}",
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
-        "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers, "calls": calls,
+        "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers,
+        "calls": calls,
     }
     api, api_bytes = _input_api_context(qmodel, sym, input_transform)
     context.update(api)

@@ -386,7 +386,10 @@ def kernel_layout(layer: SplineLayer) -> KernelLayout:
     weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
     bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
     if layer.coef_bits > 4:
-        return KernelLayout(False, layer.coef + (1 << bias_log2), bias_log2, 0, layer.in_features, weight, groups)
+        stored = layer.coef + (1 << bias_log2)
+        if stored.min() < 0 or stored.max() > 255:
+            raise QuantizationError(f"{layer.name}: coefficients do not fit biased bytes")
+        return KernelLayout(False, stored, bias_log2, 0, layer.in_features, weight, groups)
     n_out, n_in = layer.out_features, layer.in_features
     blocks = -(-n_out // NIBBLE_OUTPUTS)
     stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)

@@ -342,16 +342,16 @@ LANE_MAX = 0xFFFF  # a 16-bit lane of the nibble kernel
 
 @dataclass(frozen=True, eq=False)
 class KernelLayout:
-    """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §6).
+    """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §5).
 
-    ``nibble`` (coefficients of 2..4 bits): word ``[block][i][k]`` holds coefficient ``k`` of input
-    ``i`` for outputs ``8 * block + p`` in nibble :func:`nibble_slot` ``(p)``, biased by
-    ``2**bias_log2`` to be unsigned; the kernel multiplies each basis value into two 16-bit lanes
-    at once (outputs 2q and 2q + 1) and widens the lanes every ``chunk`` inputs, before any lane
-    could pass 0xFFFF. Otherwise (5..8 bits)
-    ``coef`` is ``[o][i][k]`` in bytes, biased the same way. Either way the kernel subtracts the
-    bias times the sum of all basis values once per output (exact: unsigned sums wrap modulo 2**32
-    at worst and the true sum fits int32), and no bit field is decoded in the edge loop.
+    ``nibble`` (:func:`uses_nibbles`: 2..4-bit coefficients, 4 outputs or more): word
+    ``[block][i][k]`` holds coefficient ``k`` of input ``i`` for outputs ``8 * block + p`` in nibble
+    :func:`nibble_slot` ``(p)``, biased by ``2**bias_log2`` to be unsigned; the kernel multiplies
+    each basis value into two 16-bit lanes at once (outputs 2q and 2q + 1) and widens the lanes
+    every ``chunk`` inputs, before any lane could pass 0xFFFF. Otherwise ``coef`` is ``[o][i][k]``
+    in bytes, biased the same way. Either way the kernel subtracts the bias times the sum of all
+    basis values once per output (exact: unsigned sums wrap modulo 2**32 at worst and the true sum
+    fits int32), and no bit field is decoded in the edge loop.
     """
 
     nibble: bool
@@ -361,6 +361,12 @@ class KernelLayout:
     chunk: int
     weight: np.ndarray  # [O, groups * 4] SiLU-branch weights (base_weight_groups)
     groups: int  # inputs / 4, rounded up
+
+
+def uses_nibbles(coef_bits: int, out_features: int) -> bool:
+    """Nibble words for 2..4-bit coefficients, unless the layer has fewer than 4 outputs: then a
+    word would hold mostly padding, bigger than bytes and, for one output, slower."""
+    return coef_bits <= 4 and out_features >= 4
 
 
 def base_weight_order(layer: SplineLayer) -> list[int]:
@@ -385,7 +391,7 @@ def kernel_layout(layer: SplineLayer) -> KernelLayout:
     """The coefficient layout of ``layer``'s C kernel; the integer sums it computes are unchanged."""
     weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
     bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
-    if layer.coef_bits > 4:
+    if not uses_nibbles(layer.coef_bits, layer.out_features):
         stored = layer.coef + (1 << bias_log2)
         if stored.min() < 0 or stored.max() > 255:
             raise QuantizationError(f"{layer.name}: coefficients do not fit biased bytes")
@@ -458,7 +464,7 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool) -> dict:
     """The terms of the spline kernel's cost formula: decode per input, SiLU branch per edge, byte
     coefficients per edge, or nibble lanes (per input: 4 per full block of 8 outputs, one per two
     outputs of the tail block) and nibble blocks per input, requantization per output."""
-    nibble = coef_bits <= 4
+    nibble = uses_nibbles(coef_bits, n_out)
     full, tail = divmod(n_out, NIBBLE_OUTPUTS)
     edges = n_in * n_out
     return {"layer": 1.0, "input": float(n_in), "edge": float(edges), "byte_edge": 0.0 if nibble else float(edges),
@@ -474,7 +480,7 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     terms = cost_terms(n_in, n_out, options.coef_bits, last)
     instructions = sum(c[key] * value for key, value in terms.items())
     k1, codes = layer.order + 1, 1 << step.in_bits
-    if options.coef_bits <= 4:  # words of 8 nibbles per block of 8 outputs
+    if uses_nibbles(options.coef_bits, n_out):  # words of 8 nibbles per block of 8 outputs
         coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
     else:
         coef = n_out * n_in * layer.n_basis

@@ -443,20 +443,20 @@ def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tupl
 # Cost-model entry. Instructions of one layer = sum over the terms of cost_terms() of COSTS[core][term]
 # x term. Fitted on QEMU counts by benchmarks/calibrate_costs.py.
 CODE_BYTES = 1400  # one spline kernel at -O2, about
-# Worst fit error 8% (M0, M7), under 6% elsewhere, on 4 shapes x 4 bit settings.
-_M0 = {"layer": -327.77, "input": 109.4, "edge": 0.04, "byte_edge": 30.59,
-       "nibble_lane": 37.57, "nibble_pass": 16.15, "output": 142.52, "last_output": -24.11}
+# Worst fit error 7.8% (M0, M7), under 6.5% elsewhere, on 4 shapes x 4 bit settings.
+_M0 = {"layer": -329.92, "input": 109.41, "edge": 17.65, "byte_edge": 12.98,
+       "nibble_lane": 2.34, "nibble_pass": 16.15, "output": 142.71, "last_output": -24.1}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": 56.61, "input": 47.0, "edge": 1.27, "byte_edge": 17.1,
-                  "nibble_lane": 11.63, "nibble_pass": 19.59, "output": 46.29, "last_output": 0.96},
-    "cortex-m4": {"layer": -0.22, "input": 50.96, "edge": -4.62, "byte_edge": 15.45,
-                  "nibble_lane": 21.03, "nibble_pass": 16.59, "output": 54.82, "last_output": 1.13},
-    "cortex-m7": {"layer": 33.32, "input": 45.62, "edge": -6.36, "byte_edge": 17.41,
-                  "nibble_lane": 24.69, "nibble_pass": 18.7, "output": 50.01, "last_output": 1.47},
-    "rv32imac": {"layer": 46.93, "input": 58.99, "edge": 5.01, "byte_edge": 16.73,
-                 "nibble_lane": 14.55, "nibble_pass": 13.25, "output": 54.75, "last_output": 1.07},
+    "cortex-m3": {"layer": 70.19, "input": 46.92, "edge": 7.8, "byte_edge": 10.59,
+                  "nibble_lane": -1.4, "nibble_pass": 19.6, "output": 45.06, "last_output": 0.89},
+    "cortex-m4": {"layer": 5.0, "input": 50.93, "edge": 5.74, "byte_edge": 5.09,
+                  "nibble_lane": 0.32, "nibble_pass": 16.59, "output": 54.35, "last_output": 1.1},
+    "cortex-m7": {"layer": 36.23, "input": 45.61, "edge": 5.83, "byte_edge": 5.22,
+                  "nibble_lane": 0.31, "nibble_pass": 18.7, "output": 49.75, "last_output": 1.46},
+    "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
+                 "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97},
 }
 
 

@@ -35,6 +35,8 @@ VARIANTS = {  # name: (strategy, options)
     "edge-table-nibbles": ("edge-table", QuantOptions(act_bits=4, table_bits=4)),
     "spline8": ("spline", QuantOptions()),
     "spline4": ("spline", QuantOptions(coef_bits=4)),
+    "spline434": ("spline", QuantOptions(act_bits=4, spline_bits=3, coef_bits=4)),
+    "spline685": ("spline", QuantOptions(act_bits=6, spline_bits=8, coef_bits=5)),
 }
 
 
@@ -50,10 +52,7 @@ def features(strategy: str, n_in: int, n_out: int, core: str, options: QuantOpti
         # layer, input_pass, word, output, clamp_pass, last_output, nibble_word
         return [1.0, n_in * passes, n_in * row_words * (2 if nibbles else 1), n_out, n_in * passes * clamp,
                 n_out * last, n_in * row_words * nibbles]
-    edges = n_in * n_out
-    packed = options.coef_bits != 8
-    # layer, input, edge, packed_edge, output, last_output
-    return [1.0, n_in, 0.0 if packed else edges, edges if packed else 0.0, n_out, n_out * last]
+    return list(spline.cost_terms(n_in, n_out, options.coef_bits, last).values())
 
 
 def main() -> int:

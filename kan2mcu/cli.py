@@ -45,6 +45,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--base-activation", default=None, metavar="NAME",
                    help="base function of an efficient-kan model (its state dict does not record it): silu "
                         "(assumed), gelu, relu, tanh, sigmoid, identity; non-SiLU bases deploy as edge tables")
+    p.add_argument("--fold-silu", action="store_true",
+                   help="with --strategy spline: refit each layer's SiLU branch into its spline coefficients "
+                        "(no SiLU table, weights or accumulator) where that changes the layer's float outputs by "
+                        "at most 1%% RMS; the report states the error")
     p.add_argument("--calibration", type=Path,
                    help=".npy or .csv of model inputs for range calibration (a model trained with `train --data`: "
                         "raw feature rows in --data's formats; default: the training rows its checkpoint keeps)")
@@ -73,7 +77,8 @@ def _run_generate(args) -> int:
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
                             max_error=args.max_error, base_activation=args.base_activation,
-                            allow_saturation=args.allow_saturation, prefix=args.prefix, eval_data=args.eval_data)
+                            allow_saturation=args.allow_saturation, prefix=args.prefix, eval_data=args.eval_data,
+                            fold_silu=args.fold_silu)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)
     if args.plots:
         _plot_folder(result.folder)

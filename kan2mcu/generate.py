@@ -22,6 +22,7 @@ from kan2mcu.datasets import load_dataset
 from kan2mcu import coverage, guard
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.evaluate import check_eval_data, evaluation, held_out_inputs, model_inputs, read_rows
+from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
@@ -182,7 +183,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    flash_budget: int | None = None, board: str | None = None,
                    max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
                    allow_saturation: bool = False, prefix: str | None = None,
-                   eval_data: Path | None = None) -> GenerateResult:
+                   eval_data: Path | None = None, fold_silu: bool = False) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
@@ -196,6 +197,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     ``eval_data`` (kan2mcu.evaluate): labelled rows whose accuracy, or R2 and max |error|, the
     report gives for the float and the generated model (own-data checkpoints: their held-out rows
     by default).
+    ``fold_silu`` (spline layers only) refits SiLU branches into the splines (kan2mcu.foldsilu); the
+    float model the report, the guard and ``verify`` compare with stays the unfolded one.
     """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
@@ -222,13 +225,27 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         _warn(coverage.small_calibration(len(calib)))
     sha = model.sha256()
     choice = None
+    fold_report, target = None, model  # target: the float model the integer one is quantized from
+    if fold_silu:
+        if arith != "int" or strategy != "spline" or (plan is not None and any(s.strategy != "spline" for s in plan)):
+            raise OptionError("--fold-silu folds the SiLU branch of spline layers: use it with --arith int "
+                              "--strategy spline")
+        target, fold_report = fold_silu_model(model, calib)
+        for row in fold_report["layers"]:
+            if row["folded"]:
+                say(f"kan2mcu: --fold-silu: {row['layer']} folded (its outputs change by "
+                    f"{100 * row['rms_error']:.3g}% RMS of their range)")
+            else:
+                _warn(f"--fold-silu: {row['layer']} keeps its SiLU branch: the refit would change its outputs by "
+                      f"{100 * row['rms_error']:.2f}% RMS of their range ({100 * row['inside_grid']:.0f}% of its "
+                      f"inputs inside the grid)")
     with _numeric_errors(model):
         if arith != "int":
             qmodel = None
         elif plan is not None:
-            qmodel = quantize(model, options, calib, plan=plan)
+            qmodel = quantize(target, options, calib, plan=plan)
         else:
-            choice = choose(model, options, calib, strategy=strategy, objective=optimize,
+            choice = choose(target, options, calib, strategy=strategy, objective=optimize,
                             budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error,
                             hard_budget=flash_budget is not None or board is not None)
             qmodel = choice.qmodel
@@ -270,6 +287,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     evaluated = evaluation(imported, model, qmodel, eval_data)
     if evaluated is not None:
         report["evaluation"] = evaluated
+    if fold_report is not None:
+        report["fold_silu"] = fold_report
     vectors_x = None
     if imported.dataset:
         data = load_dataset(imported.dataset)

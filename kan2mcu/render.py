@@ -14,6 +14,7 @@ from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quantize import QuantModel
 from kan2mcu.strategies import get_strategy
+from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 
@@ -122,41 +123,72 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     """Render data of a spline-strategy layer (kernel: templates/kernels/spline.c.j2)."""
     if ql.n_basis - ql.k1 > 255:
         raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
-    coef = pack(ql.coef, ql.coef_bits, signed=True)
+    layout = kernel_layout(ql)
+    storage = f"biased by {1 << layout.bias_log2} in " + (f"nibbles, {NIBBLE_OUTPUTS} outputs per word" if layout.nibble
+                                                         else "bytes")
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy spline, "
                   f"order {ql.order}, {ql.n_basis} B-splines per input, {ql.mode} basis tables",
          "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
-                        f"(packed), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
+                        f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
-         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "coef_direct": coef.direct,
-         "simd": ql.k1 == 4 and coef.direct}  # the SMLAD path of DSP cores (C chooses at compile time)
-    L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
-    L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
-                                 "per input: index of code 0 in the SiLU table")
+         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble, "card_words": False,
+         "simd": ql.k1 == 4 and not layout.nibble,  # the SMLAD path of DSP cores (C chooses at compile time)
+         "chunk": layout.chunk, "bias_log2": layout.bias_log2,
+         # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
+         "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
+         "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1}
+    # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
+    L["has_base"] = bool(np.any(ql.base_weight))
+    if L["has_base"]:
+        L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
+        L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
+                                     "per input: index of code 0 in the SiLU table")
     if ql.mode == "cardinal":
-        card = pack(ql.card, ql.spline_bits, signed=False)
         L["offset"] = emit.table("offset", ql.in_offset, None, "per input: knot-relative position of code 0")
         L["log2p"] = emit.table("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval")
         L["limit"] = emit.table("limit", ql.in_limit, _int_ctype(ql.in_limit, False),
                                 "per input: positions inside the extended grid")
         L["card_start"] = emit.table("card_start", ql.card_start, _int_ctype(ql.card_start, False),
                                      "per input: first row of its cardinal table")
-        L["card"] = emit.packed("card", card, f"cardinal B-spline rows of {ql.k1} values, {ql.spline_bits} bit, "
-                                              f"scale {ql.basis_scale:.6g}")
-        L["card_direct"] = card.direct
+        # a few rows per layer, at byte width for every --spline-bits (read without unpacking); cubic
+        # rows are one word each (value j in byte j), shifted as a whole at the grid's edges
+        L["card_words"] = ql.k1 == 4
+        if L["card_words"]:
+            words = (ql.card.astype(np.int64) << (8 * np.arange(4))[None, :]).sum(axis=1)
+            L["card"] = emit.table("card", words, "uint32_t", f"cardinal B-spline rows: 4 values of {ql.spline_bits} "
+                                                               f"bit, value j in byte j, scale {ql.basis_scale:.6g}",
+                                   hex_words=True)
+        else:
+            L["card"] = emit.table("card", ql.card, "uint8_t", f"cardinal B-spline rows of {ql.k1} values, "
+                                                              f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
     else:
         basis = pack(ql.basis_table, ql.spline_bits, signed=False)
         L["first"] = emit.table("first", ql.first_table, "uint8_t", "per input and code: first coefficient")
         L["basis"] = emit.packed("basis", basis, f"per input and code: {ql.k1} basis values, "
                                                  f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
         L["basis_direct"] = basis.direct
-    L["coef"] = emit.packed("coef", coef, f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] coefficients, "
-                                          f"{ql.coef_bits} bit, per-output scale")
-    L["weight"] = emit.table("weight", ql.base_weight, None,
-                             f"[{ql.out_features}][{ql.in_features}] SiLU-branch weights, {ql.base_bits} bit")
+    if layout.nibble:
+        L["coef"] = emit.table("coef", layout.coef, "uint32_t",
+                               f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) "
+                               f"= coefficient of output {NIBBLE_OUTPUTS} * block + p, {ql.coef_bits} bit "
+                               f"+ {1 << layout.bias_log2}",
+                               hex_words=True, aligned=True)
+    else:
+        L["coef"] = emit.table("coef", layout.coef, "uint8_t", f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] "
+                               f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale")
+    if L["has_base"]:
+        L["weight_ctype"] = _int_ctype(layout.weight)
+        L["groups"] = layout.groups
+        order = base_weight_order(ql)
+        L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
+        L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
+                                 f"[{ql.out_features}][{4 * layout.groups}] SiLU-branch weights, {ql.base_bits} bit, "
+                                 f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")
-    L["mult_base"] = emit.table("mult_base", ql.mult_base, "int32_t", "requantization multiplier of the SiLU accumulator")
+    if L["has_base"]:
+        L["mult_base"] = emit.table("mult_base", ql.mult_base, "int32_t",
+                                    "requantization multiplier of the SiLU accumulator")
     L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
     L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L
@@ -264,7 +296,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
-    sym("ws_first"), sym("ws_basis"), sym("ws_silu"), sym("field"), sym("sfield"), sym("infer")
+    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "field", "sfield", "infer"):
+        sym(symbol)
     layers, layer_bytes, calls = [], [], []
     n_layers = len(qmodel.layers)
     act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features}
@@ -283,9 +316,10 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         calls.append({"fn": L["fn"], "src": src, "dst": dst})
     first = qmodel.layers[0]
     splines = [l for l in qmodel.layers if l.strategy == "spline"]
-    max_in = max((l.in_features for l in splines), default=0)
+    max_in = max((4 * -(-l.in_features // 4) for l in splines), default=0)  # SiLU values read 4 at a time
     k1_max = max((l.k1 for l in splines), default=0)
-    workspace = (max_in + 2 * max_in * k1_max + 2 * max_in) + sum(b["size"] for b in act_buffers)
+    max_out = max((l.out_features for l in splines), default=0)
+    workspace = (max_in + 4 * max_in * k1_max + 4 * max_in + 8 * max_out) + sum(b["size"] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {
         "banner": banner, "name": name, "prefix": prefix, "P": prefix.upper(), "arith": "int",
@@ -293,7 +327,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "input_code_max": first.codes - 1, "output_scale": f"{qmodel.output_scale:.9g}",
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
-        "max_in": max_in, "k1_max": k1_max, "act_buffers": act_buffers, "layers": layers, "calls": calls,
+        "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers,
+        "calls": calls,
     }
     api, api_bytes = _input_api_context(qmodel, sym, input_transform)
     context.update(api)

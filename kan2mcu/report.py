@@ -112,6 +112,14 @@ def markdown(report: dict) -> str:
         from kan2mcu.evaluate import markdown as evaluation_markdown
 
         lines += ["", evaluation_markdown(report["evaluation"])]
+    fold = report.get("fold_silu")
+    if fold:
+        parts = [f"{r['layer']} {'folded' if r['folded'] else 'kept (over the limit)'}, "
+                 f"{100 * r['rms_error']:.3g}% RMS / {100 * r['max_error']:.3g}% max" for r in fold["layers"]]
+        lines += ["", f"--fold-silu (SiLU branches refit into the splines; float outputs change, as a share of "
+                      f"their range, on {fold['samples']} samples; limit {100 * fold['limit']:.2f}% RMS): "
+                      + "; ".join(parts) + f"; whole model {100 * fold['model']['rms_error']:.3g}% RMS / "
+                      f"{100 * fold['model']['max_error']:.3g}% max."]
     text = "\n".join(lines) + "\n" + f"\nBase activation: {report['model']['base_activation']}.\n"
     if "calibration_rows" in report:
         text += coverage.markdown(report["calibration_rows"], report.get("coverage"))

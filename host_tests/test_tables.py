@@ -75,9 +75,14 @@ def test_basis_tables_approximate_the_bsplines(models, name, key):
             rows = np.arange(qlayer.codes)[:, None]
             np.add.at(dense, (rows, first[:, i, None] + np.arange(qlayer.k1)[None, :]), basis[:, i, :])
             truth = independent.bsplines(layer.knots[i], layer.order, x[:, i])
-            error = np.abs(dense * qlayer.basis_scale - truth).max()
-            # largest-remainder rounding: every value within one step, and the partition of unity exact
-            assert error <= qlayer.basis_scale + SLACK, (layer.name, i, error, qlayer.basis_scale)
+            error = np.abs(dense * qlayer.basis_scale - truth)
+            # largest-remainder rounding: every value within one step, and the partition of unity exact.
+            # Per-input tables may pick a larger one and clip a few values near 1 to the width's top
+            # (their excess moved within the row): the rows without a clipped value keep the step bound
+            top = (1 << qlayer.spline_bits) - 1
+            clipped = (truth * round(1 / qlayer.basis_scale) > top + 0.5).any(axis=1)
+            assert qlayer.mode == "per_input" or not clipped.any()
+            assert error[~clipped].max() <= qlayer.basis_scale + SLACK, (layer.name, i, error, qlayer.basis_scale)
             inside = np.abs(truth.sum(axis=1) - 1.0) < 1e-9
             inside_codes += int(inside.sum())  # hidden layers: a code window may lie beyond the grid
             assert np.all(dense[inside].sum(axis=1) == round(1 / qlayer.basis_scale)), (layer.name, i)

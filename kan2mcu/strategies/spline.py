@@ -17,7 +17,8 @@ from kan2mcu.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
 from kan2mcu.ir import KANLayer
 from kan2mcu.strategies.levels import level_aligned
 from kan2mcu.strategies.spline_fit import (choose_coefficients, code_weights, dense_basis, fit_coefficients,
-                                           round_rows, table_one)
+                                           fit_residual, round_rows, round_rows_capped, table_one,
+                                           table_one_candidates)
 
 NAME = "spline"
 TEMPLATE = "kernels/spline.c.j2"
@@ -247,10 +248,10 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
             first_rows.append(first)
             basis_rows.append(live)
         float_basis = np.concatenate(basis_rows, axis=0)
-        one = table_one(float(float_basis.max()), spline_max)
-        basis_scale = 1.0 / one
-        basis_table = round_rows(float_basis, one)  # rows keep their float sums (1 inside the grid)
         first_table = np.concatenate(first_rows).astype(np.int64)
+        one = _best_table_one(layer, enc, first_table, float_basis, spline_max)
+        basis_scale = 1.0 / one
+        basis_table = round_rows_capped(float_basis, one, spline_max)  # rows keep their float sums
         card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
         float_silu = silu(x_codes).reshape(-1)
         silu_start = np.arange(n_in, dtype=np.int64) * q_count
@@ -289,6 +290,28 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, where)
     return SplineLayer(**qlayer_args, mult_spline=m1, mult_base=m2, rounding=r, shift=sh,
                        acc_bounds={"spline": int(bound_sp.max()), "base": int(bound_b.max())})
+
+
+def _best_table_one(layer: KANLayer, enc: dict, first_table: np.ndarray, float_rows: np.ndarray,
+                    spline_max: int) -> int:
+    """Per-input mode: of :func:`table_one_candidates`, the table's one whose tables let the fitted
+    coefficients reproduce the float edge functions best on the calibration codes."""
+    candidates = table_one_candidates(float_rows, spline_max)
+    if len(candidates) == 1:
+        return candidates[0]
+    q_count, n_in = 1 << enc["bits"], layer.in_features
+    x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])
+    float_basis = np.stack([bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]
+                            for i in range(n_in)])  # [I, Q, NB]
+    weights = code_weights(enc.get("samples"), enc["scale"], enc["zero"], q_count)
+    first = first_table.reshape(n_in, q_count)
+    scores = []
+    for one in candidates:
+        rows = (round_rows_capped(float_rows, one, spline_max) / one).reshape(n_in, q_count, -1)
+        quant_basis = np.stack([dense_basis(first[i], rows[i], layer.n_basis) for i in range(n_in)])
+        fitted, gram, cross = fit_coefficients(layer.coef, float_basis, quant_basis, weights)
+        scores.append(fit_residual(fitted, gram, cross))
+    return candidates[int(np.argmin(scores))]
 
 
 def _quantize_coefficients(layer: KANLayer, enc: dict, options, args: dict) -> tuple[np.ndarray, np.ndarray]:

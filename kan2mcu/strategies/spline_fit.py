@@ -3,7 +3,8 @@
 Three decisions, all made against the integer tables the C really reads (docs/arithmetic.md §2-3):
 
 - :func:`round_rows`: B-spline table rows rounded so that each row keeps its partition of unity
-  exactly (largest-remainder rounding to a fixed integer row sum), at every width.
+  exactly (largest-remainder rounding to a fixed integer row sum), at every width; per-input
+  tables may take a larger one and clip their few values near 1 (:func:`round_rows_capped`).
 - :func:`fit_coefficients`: per edge, the coefficients refit by weighted least squares so that the
   QUANTIZED basis reproduces the float edge function at the input codes, each code weighted by
   how often the calibration data lands on it. Table rounding error is compensated, and
@@ -38,6 +39,41 @@ def round_rows(values: np.ndarray, one: int) -> np.ndarray:
     order = np.argsort(-remainder, axis=-1, kind="stable")  # largest fraction first, lower index on ties
     rank = np.argsort(order, axis=-1, kind="stable")  # each entry's place in that order
     return (floors + (rank < missing[:, None])).astype(np.int64)
+
+
+def round_rows_capped(values: np.ndarray, one: int, cap: int) -> np.ndarray:
+    """:func:`round_rows`, then every entry above ``cap`` (the table width's largest value) clipped
+    and its excess moved, unit by unit, to the live entries (exact value above 0) of its row furthest
+    below their exact value:
+    rows still sum to ``round(row_sum * one)`` (needs ``K1 * cap >= one``)."""
+    rows = round_rows(values, one)
+    excess = np.maximum(rows - cap, 0).sum(axis=-1)
+    rows = np.minimum(rows, cap)
+    exact = np.asarray(values, np.float64) * one
+    while excess.any():
+        deficit = np.where((rows < cap) & (exact > 0), np.round(exact - rows, 9), -np.inf)
+        deficit = np.where(np.isinf(deficit).all(axis=-1, keepdims=True) & (rows < cap), 0.0, deficit)
+        pick = np.argmax(deficit, axis=-1)  # lowest index among equals: deterministic
+        give = excess > 0
+        rows[np.flatnonzero(give), pick[give]] += 1
+        excess -= give
+    return rows
+
+
+def table_one_candidates(values: np.ndarray, cap: int) -> list[int]:
+    """Integers to try as the table's one: from the largest that needs no clipping up to ``2 *
+    cap`` (per-input tables of clustered knots hold a few values near 1; clipping them, with the
+    row sums kept by :func:`round_rows_capped`, buys resolution for every other value)."""
+    smallest = table_one(float(values.max()), cap)
+    largest = min(max(smallest, 2 * cap), values.shape[-1] * cap)
+    return sorted({smallest, *np.linspace(smallest, largest, 5).round().astype(int).tolist()})
+
+
+def fit_residual(coef: np.ndarray, gram: np.ndarray, cross: np.ndarray) -> float:
+    """Data-weighted squared error of fitted float coefficients [O, I, NB], up to a constant that
+    does not depend on the basis: ``sum_i c^T G_i c - 2 c . b_i`` (:func:`fit_coefficients`)."""
+    values = coef.transpose(1, 0, 2)  # [I, O, NB]
+    return float(((values @ gram) * values).sum() - 2.0 * np.einsum("iok,iko->", values, cross))
 
 
 def table_one(float_max: float, value_max: int) -> int:

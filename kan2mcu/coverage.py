@@ -56,19 +56,28 @@ class Coverage:
                 f"({where}); those values saturate. Pass --calibration with more rows covering such inputs")
 
 
-def measure(model, qmodel, x: np.ndarray, source: str) -> Coverage:
-    """Float activations of ``x`` [N, I] through ``model`` against each quantized layer's code range."""
+def measure(model, qmodel, x: np.ndarray, source: str, calibration: np.ndarray | None = None) -> Coverage:
+    """Float activations of ``x`` [N, I] through ``model`` against each layer's calibrated range
+    (the min/max of ``calibration``'s activations; without calibration data, the code window).
+    A value counts when it lies more than half a code step beyond: it would take another code."""
     _, activations = model_forward(model, np.asarray(x, np.float64), return_all=True)
+    calibrated = None
+    if calibration is not None and len(calibration):
+        _, calibrated = model_forward(model, np.asarray(calibration, np.float64), return_all=True)
     outside_any = np.zeros(len(x), dtype=bool)
     layers = []
-    for layer, values in zip(qmodel.layers, activations):
-        codes = values / layer.in_scale[None, :] + layer.in_zero[None, :]  # before rounding and saturation
-        excess = np.maximum(codes - (layer.codes - 1), -codes)  # codes beyond the range (<= 0 inside)
-        outside = excess > 0.5  # would round to a code that does not exist
+    for index, (layer, values) in enumerate(zip(qmodel.layers, activations)):
+        if calibrated is not None:
+            low, high = calibrated[index].min(axis=0), calibrated[index].max(axis=0)
+        else:  # the code window: codes 0 .. codes - 1
+            low, high = -layer.in_zero * layer.in_scale, (layer.codes - 1 - layer.in_zero) * layer.in_scale
+        excess = np.maximum(values - high[None, :], low[None, :] - values) / layer.in_scale[None, :]  # in codes
+        outside = excess > 0.5
         outside_any |= outside.any(axis=1)
+        worst = float(excess.max())
         layers.append({"layer": layer.name, "rows": int(outside.any(axis=1).sum()),
                        "channels": int(outside.any(axis=0).sum()),
-                       "max_excess_codes": round(float(excess.max()), 1) if excess.max() > 0 else 0.0})
+                       "max_excess_codes": round(worst, 1) if worst > 0 else 0.0})
     return Coverage(source, len(x), int(outside_any.sum()), tuple(layers))
 
 

@@ -309,7 +309,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     held_out = ((data.x_test, f"{imported.dataset} test split") if imported.dataset
                 else held_out_inputs(imported, model, eval_data))
     if qmodel is not None and held_out is not None:
-        covered = coverage.measure(model, qmodel, *held_out)
+        covered = coverage.measure(model, qmodel, *held_out, calibration=calib)
         report["coverage"] = covered.as_dict()
         if covered.warning():
             _warn(covered.warning())

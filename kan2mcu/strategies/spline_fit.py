@@ -1,6 +1,6 @@
 """Post-training quantization passes of the spline strategy that keep accuracy at 2-4 bits.
 
-Three decisions, all made against the integer tables the C really reads (docs/arithmetic.md §2-3):
+Decisions made against the integer tables the C really reads (docs/arithmetic.md §2-3):
 
 - :func:`round_rows`: B-spline table rows rounded so that each row keeps its partition of unity
   exactly (largest-remainder rounding to a fixed integer row sum), at every width; per-input
@@ -10,9 +10,10 @@ Three decisions, all made against the integer tables the C really reads (docs/ar
   how often the calibration data lands on it. Table rounding error is compensated, and
   coefficients of B-splines the data never reaches (``update_grid`` leaves them at 1e6, their
   B-splines peaking at 1e-4 on the data) no longer matter: a small ridge pulls them to zero.
-- :func:`choose_scales`: per output channel, the coefficient scale that minimizes the weighted
-  error those coefficients cause on the calibration codes (clipping an outlier is chosen when it
-  pays), not the one set by the largest coefficient.
+- :func:`choose_coefficients`: per output channel, the coefficients (as trained, or refit) and the
+  scale (a clip ratio of their max) that minimize the weighted error on the calibration codes
+  (clipping an outlier is chosen when it pays), then :func:`refine_rounding`, error-minimizing
+  rounding of the integers.
 """
 from __future__ import annotations
 

@@ -70,10 +70,13 @@ def test_basis_tables_approximate_the_bsplines(models, name, key):
         codes, x = _code_values(qlayer)
         first, basis, _ = decode_inputs(qlayer, codes)  # [Q, I], [Q, I, K1]
         inside_codes = 0
+        shifts = qlayer.basis_shift if qlayer.basis_shift.size else np.zeros(qlayer.in_features, np.int64)
+        assert shifts.max() <= 8 - qlayer.spline_bits  # shifted rows still fit the byte tables
         for i in range(qlayer.in_features):
             dense = np.zeros((qlayer.codes, qlayer.n_basis))
             rows = np.arange(qlayer.codes)[:, None]
             np.add.at(dense, (rows, first[:, i, None] + np.arange(qlayer.k1)[None, :]), basis[:, i, :])
+            dense /= 2 ** shifts[i]  # cardinal rows read by input i may be scaled by a power of two
             truth = independent.bsplines(layer.knots[i], layer.order, x[:, i])
             error = np.abs(dense * qlayer.basis_scale - truth)
             # largest-remainder rounding: every value within one step, and the partition of unity exact.
@@ -88,7 +91,9 @@ def test_basis_tables_approximate_the_bsplines(models, name, key):
             assert np.all(dense[inside].sum(axis=1) == round(1 / qlayer.basis_scale)), (layer.name, i)
         assert inside_codes > 0
         top = (1 << qlayer.spline_bits) - 1
-        assert top - 1 <= basis.max() <= top  # the table's one is as large as the width allows
+        unshifted = basis >> shifts[None, :, None]
+        assert np.all(unshifted << shifts[None, :, None] == basis)
+        assert top - 1 <= unshifted.max() <= top  # the table's one is as large as the width allows
 
 
 @pytest.mark.parametrize("name,key", CASES)

@@ -17,8 +17,8 @@ from kan2mcu.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
 from kan2mcu.ir import KANLayer
 from kan2mcu.strategies.levels import level_aligned
 from kan2mcu.strategies.spline_fit import (choose_coefficients, code_weights, dense_basis, fit_coefficients,
-                                           fit_residual, round_rows, round_rows_capped, table_one,
-                                           table_one_candidates)
+                                           fit_residual, round_rows, round_rows_capped, shift_candidates,
+                                           table_one, table_one_candidates)
 
 NAME = "spline"
 TEMPLATE = "kernels/spline.c.j2"
@@ -76,6 +76,8 @@ class SplineLayer:
     coef_scale: np.ndarray  # [O]
     base_scale: np.ndarray  # [O]
     acc_bounds: dict = field(default_factory=dict)  # worst-case |accumulator| per kind
+    # cardinal mode: input i reads its table rows scaled by 2**basis_shift[i] (finer coefficient steps)
+    basis_shift: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     strategy: str = NAME
 
     @property
@@ -274,7 +276,10 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         base_weight=base_q, basis_scale=basis_scale, silu_scale=silu_scale,
         base_scale=base_scale, is_last=is_last, out_max=out_max,
     )
-    qlayer_args["coef"], qlayer_args["coef_scale"] = _quantize_coefficients(layer, enc, options, qlayer_args)
+    qlayer_args["coef"], qlayer_args["coef_scale"], shifts = _quantize_coefficients(layer, enc, options, qlayer_args)
+    if shifts.any():  # cardinal rows per (positions per interval, shift): copies of the rows, shifted
+        card, card_start = _shifted_tables(card, card_start, shifts, layer.order + 1, enc)
+        qlayer_args.update(card=card, card_start=card_start, basis_shift=shifts)
     # exact worst-case accumulators over every code of every input (inputs vary independently)
     draft = SplineLayer(**qlayer_args, mult_spline=np.zeros(n_out, np.int64), mult_base=np.zeros(n_out, np.int64),
                         rounding=np.zeros(n_out, np.int64), shift=np.zeros(n_out, np.int64))
@@ -330,7 +335,37 @@ def _quantize_coefficients(layer: KANLayer, enc: dict, options, args: dict) -> t
                             for i in range(layer.in_features)]) * args["basis_scale"]
     weights = code_weights(enc.get("samples"), enc["scale"], enc["zero"], q_count)
     fitted, gram, cross = fit_coefficients(layer.coef, float_basis, quant_basis, weights)
-    return choose_coefficients((layer.coef, fitted), gram, cross, options.coef_bits)
+    # per-input shifts of the cardinal rows (room: 8 - spline_bits bits in a byte), kept when they
+    # lower the error on the calibration codes
+    max_shift = 8 - options.spline_bits if enc["mode"] == "cardinal" else 0
+    best = None
+    for shifts in shift_candidates(fitted, max_shift):
+        factor = (2.0 ** shifts)[None, :, None]
+        candidates = (layer.coef / factor, fitted / factor)
+        gram_s, cross_s = gram * (4.0 ** shifts)[:, None, None], cross * (2.0 ** shifts)[:, None, None]
+        q, scale = choose_coefficients(candidates, gram_s, cross_s, options.coef_bits)
+        error = fit_residual(q * scale[:, None, None], gram_s, cross_s)
+        if best is None or error < best[0] - 1e-12 * abs(best[0]):
+            best = (error, q, scale, shifts)
+    return best[1], best[2], best[3]
+
+
+def _shifted_tables(card: np.ndarray, card_start: np.ndarray, shifts: np.ndarray, k1: int,
+                    enc: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The cardinal rows with one copy per (positions per interval, shift) in use; row starts per input."""
+    rows, starts, placed = [card], card_start.copy(), {}
+    cursor = len(card)
+    for i in range(len(shifts)):
+        if shifts[i] == 0:
+            continue
+        key = (int(enc["log2p"][i]), int(shifts[i]))
+        if key not in placed:
+            p = 1 << key[0]
+            rows.append(card[card_start[i]:card_start[i] + p] << key[1])
+            placed[key] = cursor
+            cursor += p
+        starts[i] = placed[key]
+    return np.concatenate(rows, axis=0).reshape(-1, k1), starts
 
 
 def decode_inputs(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

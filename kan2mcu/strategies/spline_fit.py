@@ -194,3 +194,21 @@ def refine_rounding(q: np.ndarray, scale: np.ndarray, gram: np.ndarray, cross: n
         if not moved:
             break
     return q.transpose(1, 0, 2).astype(np.int64)
+
+
+def shift_candidates(fitted: np.ndarray, max_shift: int) -> list[np.ndarray]:
+    """Per-input power-of-two shifts of the basis values to try (each a vector [I]): none, and
+    for reference levels at quantiles of the inputs' largest |coefficient|, the shifts that bring
+    every louder input down to that level. A shifted input's coefficients take steps 2^s times
+    finer relative to its basis, so the channel scale can follow the quieter inputs."""
+    loudness = np.abs(fitted).max(axis=(0, 2))  # [I]
+    out = [np.zeros(len(loudness), np.int64)]
+    live = loudness[loudness > 0]
+    if max_shift < 1 or not live.size:
+        return out
+    for quantile in (0.5, 0.75, 0.9):
+        level = float(np.quantile(live, quantile))
+        shifts = np.clip(np.ceil(np.log2(np.maximum(loudness, 1e-300) / level) - 1e-9), 0, max_shift).astype(np.int64)
+        if not any(np.array_equal(shifts, seen) for seen in out):
+            out.append(shifts)
+    return out

@@ -54,12 +54,14 @@ def test_header_and_report(digits_checkpoint, tmp_path):
         (1024, 5120, 245760, 16515072), (160, 800, 38400, 3244032)]
     assert report["totals"]["bitops"] == 284160
     assert report["totals"]["bitops_reduction"] == round(19759104 / 284160, 2)  # 69.54
-    # 3-bit cardinal tables: one row per position (P per distinct code step), 4 values in the bytes
+    # 3-bit cardinal tables: one row per position (P per distinct code step and basis shift), 4 values in the bytes
     # of one word (spline.c.j2 reads a row whole)
     assert [l["basis_mode"] for l in report["layers"]] == ["cardinal", "cardinal"]
     _, qmodel = load_bundle(tmp_path / "m")
     for index, qlayer in enumerate(qmodel.layers):
-        rows = sum(1 << int(lp) for lp in set(qlayer.in_log2p.tolist()))
+        shifts = qlayer.basis_shift if qlayer.basis_shift.size else [0] * qlayer.in_features
+        # plus a shifted copy per (code step, basis shift) in use (finer coefficient steps)
+        rows = sum(1 << lp for lp, _ in set(zip(qlayer.in_log2p.tolist(), list(shifts))))
         assert qlayer.card.shape == (rows, 4)
         assert f"static const uint32_t kan_l{index}_card[{rows}]" in source
     assert result.report["accuracy"]["samples"] == 450

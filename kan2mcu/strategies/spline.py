@@ -202,6 +202,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     bits = enc["bits"]
     q_count = 1 << bits
     spline_max = (1 << options.spline_bits) - 1
+    view = _code_view(layer, enc)  # computed once: the table-one choice and the coefficient fit share it
 
     if enc["mode"] == "cardinal":
         # one table per distinct positions-per-interval: rows = positions, columns = the K1 live B-splines
@@ -251,7 +252,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
             basis_rows.append(live)
         float_basis = np.concatenate(basis_rows, axis=0)
         first_table = np.concatenate(first_rows).astype(np.int64)
-        one = _best_table_one(layer, enc, first_table, float_basis, spline_max)
+        one = _best_table_one(layer, enc, view, first_table, float_basis, spline_max)
         basis_scale = 1.0 / one
         basis_table = round_rows_capped(float_basis, one, spline_max)  # rows keep their float sums
         card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
@@ -276,7 +277,8 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         base_weight=base_q, basis_scale=basis_scale, silu_scale=silu_scale,
         base_scale=base_scale, is_last=is_last, out_max=out_max,
     )
-    qlayer_args["coef"], qlayer_args["coef_scale"], shifts = _quantize_coefficients(layer, enc, options, qlayer_args)
+    qlayer_args["coef"], qlayer_args["coef_scale"], shifts = _quantize_coefficients(layer, enc, view, options,
+                                                                                   qlayer_args)
     if shifts.any():  # cardinal rows per (positions per interval, shift): copies of the rows, shifted
         card, card_start = _shifted_tables(card, card_start, shifts, layer.order + 1, enc)
         qlayer_args.update(card=card, card_start=card_start, basis_shift=shifts)
@@ -297,7 +299,17 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                        acc_bounds={"spline": int(bound_sp.max()), "base": int(bound_b.max())})
 
 
-def _best_table_one(layer: KANLayer, enc: dict, first_table: np.ndarray, float_rows: np.ndarray,
+def _code_view(layer: KANLayer, enc: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The exact B-splines at every code's float value [I, Q, NB] and how often the calibration
+    data lands on each code [I, Q]: what the table and coefficient fits measure against."""
+    q_count = 1 << enc["bits"]
+    x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q]
+    float_basis = np.stack([bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]
+                            for i in range(layer.in_features)])
+    return float_basis, code_weights(enc.get("samples"), enc["scale"], enc["zero"], q_count)
+
+
+def _best_table_one(layer: KANLayer, enc: dict, view: tuple, first_table: np.ndarray, float_rows: np.ndarray,
                     spline_max: int) -> int:
     """Per-input mode: of :func:`table_one_candidates`, the table's one whose tables let the fitted
     coefficients reproduce the float edge functions best on the calibration codes."""
@@ -305,10 +317,7 @@ def _best_table_one(layer: KANLayer, enc: dict, first_table: np.ndarray, float_r
     if len(candidates) == 1:
         return candidates[0]
     q_count, n_in = 1 << enc["bits"], layer.in_features
-    x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])
-    float_basis = np.stack([bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]
-                            for i in range(n_in)])  # [I, Q, NB]
-    weights = code_weights(enc.get("samples"), enc["scale"], enc["zero"], q_count)
+    float_basis, weights = view
     first = first_table.reshape(n_in, q_count)
     scores = []
     for one in candidates:
@@ -319,21 +328,19 @@ def _best_table_one(layer: KANLayer, enc: dict, first_table: np.ndarray, float_r
     return candidates[int(np.argmin(scores))]
 
 
-def _quantize_coefficients(layer: KANLayer, enc: dict, options, args: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Integer coefficients [O, I, NB] and their per-output scales, fit to the quantized tables
-    and the calibration codes (kan2mcu/strategies/spline_fit.py)."""
+def _quantize_coefficients(layer: KANLayer, enc: dict, view: tuple, options,
+                           args: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer coefficients [O, I, NB], their per-output scales and the per-input basis shifts,
+    fit to the quantized tables and the calibration codes (kan2mcu/strategies/spline_fit.py)."""
     q_count = 1 << enc["bits"]
     codes = np.arange(q_count)
     probe = SplineLayer(**args, coef=np.zeros((0, 0, 0), np.int64), coef_scale=np.zeros(0),
                         mult_spline=np.zeros(0, np.int64), mult_base=np.zeros(0, np.int64),
                         rounding=np.zeros(0, np.int64), shift=np.zeros(0, np.int64))
     first, basis, _ = decode_inputs(probe, np.broadcast_to(codes[:, None], (q_count, layer.in_features)))
-    x_codes = enc["scale"][:, None] * (codes[None, :] - enc["zero"][:, None])  # [I, Q] float value of each code
-    float_basis = np.stack([bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]
-                            for i in range(layer.in_features)])  # [I, Q, NB]
+    float_basis, weights = view
     quant_basis = np.stack([dense_basis(first[:, i], basis[:, i, :], layer.n_basis)
                             for i in range(layer.in_features)]) * args["basis_scale"]
-    weights = code_weights(enc.get("samples"), enc["scale"], enc["zero"], q_count)
     fitted, gram, cross = fit_coefficients(layer.coef, float_basis, quant_basis, weights)
     # per-input shifts of the cardinal rows (room: 8 - spline_bits bits in a byte), kept when they
     # lower the error on the calibration codes

@@ -6,7 +6,7 @@ fits the linear cost formula of each strategy per core by least squares and prin
 coefficients and the relative error of every prediction. Not a test: run it after changing a
 kernel, then paste the printed COSTS into the strategy module.
 
-    .venv/bin/python benchmarks/calibrate_costs.py [-o OUT_DIR]
+    .venv/bin/python benchmarks/calibrate_costs.py [-o OUT_DIR] [--strategy edge-table]
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12)]
 VARIANTS = {  # name: (strategy, options)
     "edge-table": ("edge-table", QuantOptions(act_bits=4)),
     "edge-table-nibbles": ("edge-table", QuantOptions(act_bits=4, table_bits=4)),
+    "edge-table-halfwords": ("edge-table", QuantOptions(act_bits=4, table_bits=12)),
     "spline8": ("spline", QuantOptions()),
     "spline4": ("spline", QuantOptions(coef_bits=4)),
     "spline434": ("spline", QuantOptions(act_bits=4, spline_bits=3, coef_bits=4)),
@@ -44,21 +45,19 @@ def features(strategy: str, n_in: int, n_out: int, core: str, options: QuantOpti
              last: bool) -> list[float]:
     """The terms of a strategy's cost formula, in the order of its COSTS keys."""
     if strategy == "edge-table":
-        nibbles = edge_table.entries_per_word(options.table_bits) == 8
-        row_words = edge_table.padded_outputs(n_out, options.table_bits) // edge_table.entries_per_word(
-            options.table_bits)
-        passes = -(-row_words // (edge_table.WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
-        clamp = first and options.act_bits < 8
-        # layer, input_pass, word, output, clamp_pass, last_output, nibble_word
-        return [1.0, n_in * passes, n_in * row_words * (2 if nibbles else 1), n_out, n_in * passes * clamp,
-                n_out * last, n_in * row_words * nibbles]
+        return list(edge_table.cost_terms(n_in, n_out, options.table_bits, options.act_bits, core, first,
+                                          last).values())
     return list(spline.cost_terms(n_in, n_out, options.coef_bits, last).values())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=None)
+    parser.add_argument("--strategy", choices=("edge-table", "spline"), default=None,
+                        help="refit one strategy only (after changing its kernel)")
     args = parser.parse_args()
+    strategies = (args.strategy,) if args.strategy else ("edge-table", "spline")
+    variants = {name: v for name, v in VARIANTS.items() if v[0] in strategies}
     work = Path(args.output or tempfile.mkdtemp(prefix="kan2mcu-costs-"))
     work.mkdir(parents=True, exist_ok=True)
     samples = []  # (variant, n_in, n_out, model_dir, layer index)
@@ -66,7 +65,7 @@ def main() -> int:
     for shape in SHAPES:
         ckpt, calib = make_random_checkpoint(work / f"{'x'.join(map(str, shape))}.pt", shape, 5, 3, seed=7)
         model = load_checkpoint(ckpt).model
-        for variant, (strategy, options) in VARIANTS.items():
+        for variant, (strategy, options) in variants.items():
             out = work / f"{variant}-{'x'.join(map(str, shape))}"
             plan = [LayerPlan(strategy, options.act_bits) for _ in model.layers]
             generate_model(ckpt, out, options=options, calibration=calib, plan=plan, quiet=True)
@@ -85,7 +84,7 @@ def main() -> int:
     fitted = {}
     for board in QEMU_BOARDS:
         core = get_board(board).core
-        for strategy in ("edge-table", "spline"):
+        for strategy in strategies:
             rows, targets, names = [], [], []
             for variant, n_in, n_out, model_dir, index, first, last in samples:
                 if VARIANTS[variant][0] != strategy:
@@ -96,8 +95,9 @@ def main() -> int:
             coef, *_ = np.linalg.lstsq(np.array(rows), np.array(targets, float), rcond=None)
             predicted = np.array(rows) @ coef
             worst = float(np.max(np.abs(predicted - targets) / np.array(targets)))
-            fitted[(core, strategy)] = [round(float(c), 2) for c in coef]
-            print(f"{core:10s} {strategy:10s} coefficients {fitted[(core, strategy)]} worst error {worst:.1%}")
+            keys = (edge_table.COSTS if strategy == "edge-table" else spline.COSTS)[core].keys()
+            fitted[(core, strategy)] = dict(zip(keys, (round(float(c), 2) for c in coef)))
+            print(f"{core:10s} {strategy:10s} worst error {worst:.1%} COSTS {fitted[(core, strategy)]}")
             for name, p, t in zip(names, predicted, targets):
                 print(f"    {name:22s} measured {t:7d} predicted {p:9.1f}")
     (work / "fitted.json").write_text(json.dumps({f"{c}/{s}": v for (c, s), v in fitted.items()}, indent=1))

@@ -32,6 +32,29 @@ def test_small_models_bit_exact(small_checkpoints, tmp_path, shape, bits, strate
     assert_c_equals_reference(tmp_path / "m", codes, tmp_path / "build")
 
 
+@pytest.mark.parametrize("table_bits", [9, 12, 16])
+@pytest.mark.parametrize("shape", ["8x5x3-G5-k3", "6x4x4x2-G3-k2"])
+def test_halfword_edge_tables_bit_exact(small_checkpoints, tmp_path, shape, table_bits):
+    """Entries of 9..16 bits (halfwords, two per word, 32-bit sums with the low halves recovered
+    from whole-word sums): C == reference on every code of every input, under ASan + UBSan; odd
+    output counts exercise the padded tail word."""
+    from kan2mcu.quantize import LayerPlan
+
+    checkpoint, calibration = small_checkpoints[shape]
+    n_layers = shape.count("x")
+    plan = [LayerPlan("edge-table", bits, table_bits) for bits in (8, 6, 5)[:n_layers]]
+    generate_model(checkpoint, tmp_path / "m", options=QuantOptions(table_bits=table_bits), calibration=calibration,
+                   quiet=True, plan=plan, max_error=10.0, allow_saturation=True)
+    _, qmodel = load_bundle(tmp_path / "m")
+    assert all(layer.per_word == 2 and layer.table.dtype == np.uint16 for layer in qmodel.layers)
+    assert max(int(layer.table.max()) for layer in qmodel.layers) > 255  # really wider than a byte
+    codes = verification_codes(qmodel, np.load(calibration))
+    _assert_every_code_on_every_input(codes, qmodel)
+    assert_c_equals_reference(tmp_path / "m", codes, tmp_path / "build")
+    sanitized = run_sanitized(tmp_path / "m", codes[:400], tmp_path / "build-san")
+    np.testing.assert_array_equal(sanitized.astype(np.int64), run_model(qmodel, codes[:400]))
+
+
 def _assert_every_code_on_every_input(codes: np.ndarray, qmodel) -> None:
     """The checked codes reach every code of every input, and codes above the maximum."""
     top = qmodel.layers[0].codes - 1

@@ -53,7 +53,8 @@ def test_bad_checkpoints(tmp_path, case):
 
 
 @pytest.mark.parametrize("option,value", [("--act-bits", 1), ("--spline-bits", 9), ("--coef-bits", 0),
-                                          ("--base-bits", 17), ("--act-bits", "x")])
+                                          ("--base-bits", 17), ("--act-bits", "x"), ("--table-bits", 1),
+                                          ("--table-bits", 17)])
 def test_bits_out_of_range(small_checkpoints, tmp_path, option, value):
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     out = tmp_path / "out"

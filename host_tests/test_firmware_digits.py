@@ -92,6 +92,22 @@ def test_generated_small_model_on_firmware(small_checkpoints, board, strategy, t
         assert (result["first_mismatch"]["vector"], result["first_mismatch"]["index"]) == (123, 2)
 
 
+@pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-cortex-m7", "qemu-rv32imac"])
+def test_halfword_edge_tables_on_firmware(small_checkpoints, board, tmp_path):
+    """Halfword edge-table entries, 12 bits in layer 0 (5 outputs: a padded tail word) and 16 bits
+    in layer 1 (on M0 the narrow pass): 300 random codes and every code of every input, run by the
+    firmware, equal the Python integer reference's outputs."""
+    from kan2mcu.quantize import LayerPlan
+
+    checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True,
+                   plan=[LayerPlan("edge-table", 8, 12), LayerPlan("edge-table", 6, 16)])
+    rng = np.random.default_rng(4)
+    codes = np.concatenate([rng.integers(0, 256, size=(300, 8)), np.repeat(np.arange(256)[:, None], 8, axis=1)])
+    result = _run_vectors(tmp_path / "m", board, _reference_vectors(tmp_path / "m", codes), tmp_path / "p")
+    assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, len(codes))
+
+
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
 def test_low_bit_spline_kernel_on_firmware(small_checkpoints, board, tmp_path):
     """The spline kernel's nibble path (4-bit coefficients, tail blocks of 5 and 3 outputs) and the

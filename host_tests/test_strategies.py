@@ -43,6 +43,63 @@ def test_edge_table_entries_track_the_float_layer(small_checkpoints):
     assert np.abs(diff_float).max() > 20 * np.abs(diff_float - diff_table).max()
 
 
+def test_wider_entries_track_the_float_edges_closer(small_checkpoints):
+    """12-bit entries (halfwords) follow the float edges more closely than 8-bit ones, and 16-bit
+    still more closely: the dequantized table against the float64 edge functions at every code, and
+    the last layer's integer output against the float64 layer forward on random codes."""
+    from kan2mcu.bspline import edge_values
+    from kan2mcu.strategies.edge_table import run_layer
+
+    checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
+    model = load_checkpoint(checkpoint).model
+    calib = np.load(calibration)
+    table_error, output_error = {}, {}
+    for bits in (8, 12, 16):
+        qmodel = quantize(model, QuantOptions(table_bits=bits), calib, plan=[LayerPlan("edge-table", 6)] * 2)
+        ql, layer = qmodel.layers[-1], model.layers[-1]
+        worst = 0.0
+        for i in range(ql.in_features):
+            x = ql.in_scale[i] * (np.arange(ql.codes) - ql.in_zero[i])
+            entries = ql.table[i, :, : ql.out_features].astype(np.float64) - (1 << (bits - 1))
+            worst = max(worst, float(np.abs(entries * ql.entry_scale + ql.centre[i] - edge_values(layer, i, x)).max()))
+        table_error[bits] = worst
+        codes = np.random.default_rng(0).integers(0, ql.codes, size=(2000, ql.in_features))
+        x = ql.in_scale[None, :] * (codes - ql.in_zero[None, :])
+        integer = run_layer(ql, codes) * qmodel.output_scale
+        output_error[bits] = float(np.abs(integer - layer_forward(layer, x)).max())
+    # a step 16x finer per 4 bits: the table error shrinks about 16x (allow 8x), the layer's about as
+    # much until the int32 output's own step (2^-14 of the calibrated max) takes over
+    assert table_error[12] < table_error[8] / 8 and table_error[16] < table_error[12] / 8, table_error
+    assert output_error[12] < output_error[8] / 4 and output_error[16] < output_error[12], output_error
+
+
+def test_table_bits_range_is_checked():
+    """--table-bits takes 2..16; outside, one clear error naming the range."""
+    assert QuantOptions(table_bits=16).table_bits == 16 and LayerPlan("edge-table", 8, 9).table_bits == 9
+    for bad in (1, 17):
+        with pytest.raises(OptionError, match=rf"^--table-bits must be an integer in 2\.\.16, got {bad}$"):
+            QuantOptions(table_bits=bad)
+        with pytest.raises(OptionError, match=r"table bits must be an integer in 2\.\.16"):
+            LayerPlan("edge-table", 8, bad)
+
+
+def test_planner_weighs_halfword_and_nibble_entries(small_checkpoints):
+    """--table-bits 12: the planner weighs 12-bit (halfword) and 4-bit (nibble) entries; halfword
+    tables are predicted at twice the flash of byte tables."""
+    from kan2mcu.costmodel import layer_cost
+    from kan2mcu.planner import layer_options
+
+    checkpoint, _ = small_checkpoints["8x5x3-G5-k3"]
+    model = load_checkpoint(checkpoint).model
+    options = QuantOptions(act_bits=6, table_bits=12)
+    per_layer = layer_options(model, options, "edge-table")
+    assert {step.table_bits for step in per_layer[0]} == {12, 4}
+    layer = model.layers[0]  # 8 -> 5: 6 halfwords (3 words) or 8 bytes (2 words) per row
+    wide = layer_cost(layer, LayerPlan("edge-table", 6, 12), options, "cortex-m4")["flash_bytes"]
+    byte = layer_cost(layer, LayerPlan("edge-table", 6, 8), options, "cortex-m4")["flash_bytes"]
+    assert wide - byte == 8 * 64 * 4  # one more word per row
+
+
 def test_edge_table_lanes_widen_every_chunk(tmp_path):
     """A layer with more inputs than one 16-bit lane can sum (300 > 257) takes the chunked path."""
     checkpoint, calibration = make_random_checkpoint(tmp_path / "wide.pt", (300, 5, 2), 3, 3, seed=5)
@@ -87,7 +144,7 @@ def test_default_digits_model_is_fast_and_accurate(digits_checkpoint, tmp_path):
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
 def test_cost_model_matches_qemu(digits_checkpoint, tmp_path, board):
     """Per-layer predicted instructions within 15% of QEMU's exact counts, for both strategies
-    (spline with byte and with nibble coefficients)."""
+    (edge-table with byte and halfword entries, spline with byte and with nibble coefficients)."""
     from kan2mcu.costmodel import layer_cost
     from kan2mcu.firmware.boards import get_board
     from kan2mcu.firmware.measure import measure
@@ -97,10 +154,11 @@ def test_cost_model_matches_qemu(digits_checkpoint, tmp_path, board):
     require_tool(info.qemu_system)
     model = load_checkpoint(digits_checkpoint).model
     dirs = []
-    for strategy, bits, options in (("edge-table", 5, QuantOptions()), ("spline", 8, QuantOptions()),
+    for strategy, bits, options in (("edge-table", 5, QuantOptions()), ("edge-table", 5, QuantOptions(table_bits=12)),
+                                    ("spline", 8, QuantOptions()),
                                     ("spline", 4, QuantOptions(act_bits=4, spline_bits=3, coef_bits=4))):
         plan = [LayerPlan(strategy, bits)] * 2
-        folder = tmp_path / f"{strategy}{bits}"
+        folder = tmp_path / f"{strategy}{bits}-{options.table_bits}"
         generate_model(digits_checkpoint, folder, plan=plan, options=options, quiet=True, max_error=1.0)
         dirs.append((folder, plan, options))
     report = measure([d for d, _, _ in dirs], board, tmp_path / "measure")

@@ -29,7 +29,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--coef-bits", type=_bits, default=8, help="spline coefficient bits, 2..8 (default 8)")
     p.add_argument("--base-bits", type=_bits, default=12, help="SiLU-branch weight bits, 4..16 (default 12)")
     p.add_argument("--silu-bits", type=_bits, default=12, help="SiLU table value bits, 4..16 (default 12)")
-    p.add_argument("--table-bits", type=_bits, default=8, help="edge-table entry bits, 2..8 (default 8)")
+    p.add_argument("--table-bits", type=_bits, default=8, help="edge-table entry bits, 2..16 (default 8; 2..4 are nibbles, "
+                        "9..16 halfwords: twice the flash of bytes, finer steps)")
     p.add_argument("--strategy", default="auto", choices=("auto", "spline", "edge-table"),
                    help="per-layer kernel: auto (default: the planner weighs both per layer), spline (B-spline "
                         "tables + coefficients, small) or edge-table (whole-edge tables, fastest, bigger)")

@@ -22,9 +22,20 @@ OUTPUT_FRACTION_BITS = 14  # calibrated max |logit| maps to 2^14 output units
 QuantLayer = SplineLayer | EdgeTableLayer
 
 
+TABLE_BITS_RANGE = (2, 16)  # edge-table entries: nibbles (2..4), bytes (5..8), halfwords (9..16)
+
+
+def check_table_bits(value, what: str) -> None:
+    """Refuse an edge-table entry width outside 2..16 in one line."""
+    low, high = TABLE_BITS_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise OptionError(f"{what} must be an integer in {low}..{high}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class QuantOptions:
-    """The precision knobs. act/spline/coef are the KANtize knobs (2..8 bits)."""
+    """The precision knobs. act/spline/coef are the KANtize knobs (2..8 bits); edge-table entries
+    take 2..16 bits (9..16: halfword entries)."""
 
     act_bits: int = 8  # unsigned input codes of every layer (a plan may lower it per layer)
     spline_bits: int = 8  # unsigned B-spline table values
@@ -34,7 +45,8 @@ class QuantOptions:
     table_bits: int = 8  # edge-table entries
 
     def __post_init__(self) -> None:
-        for name in ("act_bits", "spline_bits", "coef_bits", "table_bits"):
+        check_table_bits(self.table_bits, "--table-bits")
+        for name in ("act_bits", "spline_bits", "coef_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 2 <= value <= 8:
                 raise OptionError(f"--{name.replace('_', '-')} must be an integer in 2..8, got {value!r}")
@@ -60,8 +72,8 @@ class LayerPlan:
         get_strategy(self.strategy)
         if not isinstance(self.in_bits, int) or not 2 <= self.in_bits <= 8:
             raise OptionError(f"input code bits must be in 2..8, got {self.in_bits!r}")
-        if self.table_bits is not None and not 2 <= self.table_bits <= 8:
-            raise OptionError(f"table bits must be in 2..8, got {self.table_bits!r}")
+        if self.table_bits is not None:
+            check_table_bits(self.table_bits, "table bits")
 
     def as_dict(self) -> dict:
         out = {"strategy": self.strategy, "in_bits": self.in_bits}

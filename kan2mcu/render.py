@@ -201,16 +201,20 @@ EDGE_TABLE_PAIRS_PER_PASS = {"narrow": 2, "wide": 4}
 def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
     """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2).
 
-    A table word holds 4 byte entries (one part: even/odd lanes) or 8 nibble entries (two parts,
-    the low and high nibbles, each then split into even/odd lanes like a byte word)."""
-    nibbles = ql.per_word == 8
+    A table word holds 4 byte entries (one part: even/odd lanes), 8 nibble entries (two parts,
+    the low and high nibbles, each then split into even/odd lanes like a byte word) or 2 halfword
+    entries (one part, no lanes: `even` sums whole words, `odd` the high halfwords, and the low
+    halfwords' sum is `even - (odd << 16)` modulo 2^32, exact since it fits int32)."""
+    nibbles, halfwords = ql.per_word == 8, ql.per_word == 2
     parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
         if nibbles else [{"id": 0, "shift": 0, "mask": None}]
+    summed = (f"halfwords summed in 32-bit accumulators over all {ql.in_features} inputs" if halfwords
+              else f"lanes widened every {ql.chunk} inputs")
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy edge-table",
          "description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
-                        f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; lanes widened "
-                        f"every {ql.chunk} inputs",
-         "codes": ql.codes, "row_words": ql.row_words, "parts": parts}
+                        f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; {summed}",
+         "codes": ql.codes, "row_words": ql.row_words, "parts": parts,
+         "add": "HALVES_ADD" if halfwords else "LANES_ADD"}
     L["table"] = emit.table("table", ql.words(), "uint32_t",
                             f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
                             hex_words=True, aligned=True)
@@ -223,16 +227,22 @@ def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
         per_pass = max(pairs // len(parts), 1)
         L[f"blocks_{kind}"] = [{"first": w, "words": list(range(w, min(w + per_pass, ql.row_words)))}
                                for w in range(0, ql.row_words, per_pass)]
-    # entry j of a word -> (part, lane): a part's byte k holds entry len(parts) * k + part
+    # entry j of a word -> the C expression of its sum. Bytes and nibbles: (part, lane), a part's
+    # byte k holds entry len(parts) * k + part, in 16-bit lane k // 2 of `even` (k even) or `odd`
     lanes = []
     for w in range(ql.row_words):
         word_lanes = []
         for j in range(ql.per_word):
-            part, byte = j % len(parts), j // len(parts)
             output = ql.per_word * w + j
-            if output < ql.out_features:
-                word_lanes.append({"output": output, "part": part, "var": "even" if byte % 2 == 0 else "odd",
-                                   "high": byte >= 2})
+            if output >= ql.out_features:
+                continue
+            if halfwords:  # a last word whose high entry is padding (zero) needs no correction
+                value = f"odd{w}_0" if j == 1 else (
+                    f"even{w}_0" if output + 1 >= ql.out_features else f"even{w}_0 - (odd{w}_0 << 16)")
+            else:
+                part, byte = j % len(parts), j // len(parts)
+                value = f"{'even' if byte % 2 == 0 else 'odd'}{w}_{part}{' >> 16' if byte >= 2 else ' & 0xFFFFu'}"
+            word_lanes.append({"output": output, "value": value})
         lanes.append(word_lanes)
     L["lanes"] = lanes
     return L
@@ -327,6 +337,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "input_code_max": first.codes - 1, "output_scale": f"{qmodel.output_scale:.9g}",
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
+        "has_halfword_table": any(l.strategy == "edge-table" and l.per_word == 2 for l in qmodel.layers),
         "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers,
         "calls": calls,
     }

@@ -3,9 +3,10 @@
 For input ``i`` and code ``q``, one row of the table holds the quantized value of every edge
 ``i -> o`` (base branch, spline and scales included), so a layer is a sum of table reads: per
 input one code load and ``ceil(O / 4)`` word loads, each word adding four outputs at once
-(UXTAB16 on DSP cores, masked SWAR adds elsewhere). Because it only evaluates the float edge
+(UXTAB16 on DSP cores, masked SWAR adds elsewhere; entries wider than 8 bits are halfwords, two
+per word, added straight into 32-bit sums). Because it only evaluates the float edge
 function at each code, it works for any grid (uniform or not), any spline order and any base
-function. Cost: ``I * 2^act_bits * O`` bytes of flash. Arithmetic: docs/arithmetic.md, section 7.
+function. Cost: ``I * 2^act_bits * O`` bytes of flash (twice that for halfword entries). Arithmetic: docs/arithmetic.md, section 7.
 """
 from __future__ import annotations
 
@@ -15,18 +16,27 @@ import numpy as np
 
 from kan2mcu.bspline import edge_values
 from kan2mcu.errors import QuantizationError
-from kan2mcu.fixedpoint import requant_int32
+from kan2mcu.fixedpoint import INT32_MAX, requant_int32
 from kan2mcu.ir import KANLayer
 from kan2mcu.strategies.levels import level_aligned
 
 NAME = "edge-table"
 TEMPLATE = "kernels/edge_table.c.j2"
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
+HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
 
 
 def entries_per_word(table_bits: int) -> int:
-    """Entries in one 32-bit table word: bytes (5..8 bits) or nibbles (2..4 bits, half the flash)."""
+    """Entries in one 32-bit table word: nibbles (2..4 bits, half the flash of bytes), bytes
+    (5..8 bits) or halfwords (9..16 bits, twice the flash of bytes)."""
+    if table_bits >= HALFWORD_MIN_BITS:
+        return 2
     return 8 if table_bits <= 4 else 4
+
+
+def entry_dtype(table_bits: int):
+    """numpy type of the entries: uint8 up to 8 bits (as before halfwords existed), else uint16."""
+    return np.uint8 if table_bits <= 8 else np.uint16
 
 
 def padded_outputs(out_features: int, table_bits: int) -> int:
@@ -39,9 +49,10 @@ def padded_outputs(out_features: int, table_bits: int) -> int:
 class EdgeTableLayer:
     """One edge-table layer. ``table[i, q, o]`` is the biased entry (``round(edge / entry_scale[o])
     + 2^(table_bits-1)``, unsigned) of edge ``i -> o`` at input code ``q``; outputs are padded
-    with zero entries to ``out_pad`` (whole words: 4 byte entries, or 8 nibble entries when
-    ``table_bits <= 4``). ``chunk`` inputs at most are summed in 16-bit lanes before the lanes are
-    widened (no lane can overflow)."""
+    with zero entries to ``out_pad`` (whole words: 4 byte entries, 8 nibble entries when
+    ``table_bits <= 4``, 2 halfword entries when ``table_bits >= 9``). ``chunk`` inputs at most are
+    summed in 16-bit lanes before the lanes are widened (no lane can overflow); halfword layers
+    have no lanes and one chunk of every input."""
 
     name: str
     in_features: int
@@ -50,7 +61,7 @@ class EdgeTableLayer:
     table_bits: int
     in_scale: np.ndarray  # float64 [I]: x = in_scale * (q - in_zero)
     in_zero: np.ndarray  # float64 [I]
-    table: np.ndarray  # uint8 [I, Q, out_pad], 0..2^table_bits-1
+    table: np.ndarray  # uint8 (uint16 above 8 bits) [I, Q, out_pad], 0..2^table_bits-1
     chunk: int
     mult: np.ndarray  # int64 [O]: y = (acc * mult + rounding) >> shift, all in int32
     rounding: np.ndarray  # int64 [O]
@@ -143,16 +154,24 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     half = (1 << (tbits - 1)) - 1
     entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
     bias_code = 1 << (tbits - 1)
-    table = np.zeros((n_in, q_count, out_pad), np.uint8)
+    table = np.zeros((n_in, q_count, out_pad), entry_dtype(tbits))
     clipped = 0
     for i in range(n_in):
         scaled = np.round((edge_rows(i) - centre[i]) / entry_scale[None, :])
         clipped += int(np.count_nonzero(np.abs(scaled) > half))
         table[i, :, :n_out] = np.clip(scaled, -half, half).astype(np.int64) + bias_code
     largest = max(int(table.max()), 1)
-    chunk = min(n_in, LANE_MAX // largest)
     acc_low = table[:, :, :n_out].min(axis=1).sum(axis=0, dtype=np.int64)
     acc_high = table[:, :, :n_out].max(axis=1).sum(axis=0, dtype=np.int64)
+    if entries_per_word(tbits) == 2:
+        # halfwords go straight into 32-bit sums: one chunk, as long as every sum fits int32 (the
+        # requantization's (int32_t) cast; requant_int32 checks acc * M too)
+        chunk = n_in
+        if int(acc_high.max(initial=0)) > INT32_MAX:
+            raise QuantizationError(f"{layer.name}: sums of {tbits}-bit entries over {n_in} inputs could exceed "
+                                    "int32; use fewer --table-bits")
+    else:
+        chunk = min(n_in, LANE_MAX // largest)
     gain = entry_scale / next_scale
     offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - n_in * bias_code * gain
     mult, rounding, shift = requant_int32(gain, offset, acc_low, acc_high, layer.name)
@@ -197,40 +216,47 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
     return in_features * (1 << act_bits) * words * 4
 
 
-# Cost-model entry. Instructions of one layer = layer + input_pass * I * passes + word * I * row_words
-# + output * O (+ clamp_pass * I * passes for a first layer with fewer than 8 code bits, + last_output * O
-# for the last layer), where passes = ceil(row_words / words per pass on that core). Fitted on QEMU
-# counts by benchmarks/calibrate_costs.py (byte and nibble entries; worst fit error 23% on M0 and 13%
-# on RV32 for the smallest layers, 6% on M4/M7; the digits layers within 3% everywhere).
+# Cost-model entry. Instructions of one layer = the sum of COSTS[core][term] * cost_terms(...)[term]:
+# layer + input_pass * I * passes + word * I * row_words + output * O (+ nibble_word or halfword_word
+# * I * row_words, + clamp_pass * I * passes for a first layer with fewer than 8 code bits, + last_output
+# * O for the last layer), where passes = ceil(row_words / words per pass on that core) and nibble
+# words count twice in `word` (two parts). Fitted on QEMU counts by benchmarks/calibrate_costs.py
+# (byte, nibble and halfword entries; FIT_NOTE below).
 WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
 CODE_BYTES = 240  # one edge-table kernel at -O2, about
+FIT_NOTE = ""
 _M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41,
-       "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65}
+       "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65, "halfword_word": 0.0}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
     "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39,
-                  "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17},
+                  "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17, "halfword_word": 0.0},
     "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9,
-                  "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21},
+                  "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21, "halfword_word": 0.0},
     "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16,
-                  "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13},
+                  "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13, "halfword_word": 0.0},
     "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16,
-                 "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01},
+                 "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01, "halfword_word": 0.0},
 }
+
+
+def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, first: bool, last: bool) -> dict:
+    """The terms of the edge-table kernel's cost formula (the keys of COSTS[core])."""
+    per_word = entries_per_word(table_bits)
+    nibbles, halfwords = per_word == 8, per_word == 2
+    row_words = padded_outputs(n_out, table_bits) // per_word
+    passes = -(-row_words // (WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
+    clamp = first and in_bits < 8
+    return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
+            "output": float(n_out), "clamp_pass": float(n_in * passes * clamp), "last_output": float(n_out * last),
+            "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords)}
 
 
 def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
     """Predicted instructions and flash bytes of this layer as an edge-table layer on ``core``."""
-    c = COSTS[core]
-    n_in, n_out = layer.in_features, layer.out_features
     tbits = getattr(step, "table_bits", None) or options.table_bits
-    nibbles = entries_per_word(tbits) == 8
-    row_words = padded_outputs(n_out, tbits) // entries_per_word(tbits)
-    passes = -(-row_words // (WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
-    clamp = first and step.in_bits < 8
-    instructions = (c["layer"] + c["input_pass"] * n_in * passes + c["word"] * n_in * row_words * (2 if nibbles else 1)
-                    + c["nibble_word"] * n_in * row_words * nibbles
-                    + c["output"] * n_out + c["clamp_pass"] * n_in * passes * clamp + c["last_output"] * n_out * last)
-    flash = table_bytes(n_in, n_out, step.in_bits, tbits) + 9 * n_out + CODE_BYTES
+    terms = cost_terms(layer.in_features, layer.out_features, tbits, step.in_bits, core, first, last)
+    instructions = sum(COSTS[core][key] * value for key, value in terms.items())
+    flash = table_bytes(layer.in_features, layer.out_features, step.in_bits, tbits) + 9 * layer.out_features + CODE_BYTES
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

@@ -6,7 +6,10 @@ fits the linear cost formula of each strategy per core by least squares and prin
 coefficients and the relative error of every prediction. Not a test: run it after changing a
 kernel, then paste the printed COSTS into the strategy module.
 
-    .venv/bin/python benchmarks/calibrate_costs.py [-o OUT_DIR] [--strategy edge-table]
+    .venv/bin/python benchmarks/calibrate_costs.py [-o OUT_DIR] [--strategy edge-table] [--term NAME ...]
+
+``--term`` fits only the named terms and holds the others at their current COSTS (a new kernel
+variant gets its own term without moving the fit of the existing ones).
 """
 from __future__ import annotations
 
@@ -55,6 +58,8 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, default=None)
     parser.add_argument("--strategy", choices=("edge-table", "spline"), default=None,
                         help="refit one strategy only (after changing its kernel)")
+    parser.add_argument("--term", action="append", default=[], metavar="NAME",
+                        help="fit only this COSTS term (repeatable); the others keep their current values")
     args = parser.parse_args()
     strategies = (args.strategy,) if args.strategy else ("edge-table", "spline")
     variants = {name: v for name, v in VARIANTS.items() if v[0] in strategies}
@@ -92,11 +97,15 @@ def main() -> int:
                 rows.append(features(strategy, n_in, n_out, core, VARIANTS[variant][1], first, last))
                 targets.append(counts[(board, str(model_dir), index)])
                 names.append(f"{variant} {n_in}->{n_out}")
-            coef, *_ = np.linalg.lstsq(np.array(rows), np.array(targets, float), rcond=None)
+            current = (edge_table.COSTS if strategy == "edge-table" else spline.COSTS)[core]
+            free = [k in args.term for k in current] if args.term else [True] * len(current)
+            coef = np.array([float(v) for v in current.values()])
+            held = np.array(rows)[:, ~np.array(free)] @ coef[~np.array(free)]
+            coef[np.array(free)], *_ = np.linalg.lstsq(np.array(rows)[:, np.array(free)],
+                                                     np.array(targets, float) - held, rcond=None)
             predicted = np.array(rows) @ coef
             worst = float(np.max(np.abs(predicted - targets) / np.array(targets)))
-            keys = (edge_table.COSTS if strategy == "edge-table" else spline.COSTS)[core].keys()
-            fitted[(core, strategy)] = dict(zip(keys, (round(float(c), 2) for c in coef)))
+            fitted[(core, strategy)] = dict(zip(current, (round(float(c), 2) for c in coef)))
             print(f"{core:10s} {strategy:10s} worst error {worst:.1%} COSTS {fitted[(core, strategy)]}")
             for name, p, t in zip(names, predicted, targets):
                 print(f"    {name:22s} measured {t:7d} predicted {p:9.1f}")

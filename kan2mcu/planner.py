@@ -97,7 +97,8 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
             opts.append(LayerPlan("spline", options.act_bits))
         if strategy in ("auto", "edge-table"):
             low = min(MIN_EDGE_TABLE_BITS, options.act_bits)
-            # byte entries at --table-bits, and nibble entries (half the flash) when that is narrower
+            # entries at --table-bits (bytes, or halfwords above 8 bits), and nibble entries (half the
+            # flash of bytes) when that is narrower
             widths = [options.table_bits] + ([NIBBLE_TABLE_BITS] if options.table_bits > NIBBLE_TABLE_BITS else [])
             opts += [LayerPlan("edge-table", b, t) for t in widths for b in range(options.act_bits, low - 1, -1)]
         per_layer.append(opts)

@@ -27,7 +27,7 @@ from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
 from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
-from kan2mcu.quantize import QuantOptions, quantize
+from kan2mcu.quantize import QuantOptions, code_ctype, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
 from kan2mcu.report import layer_report, markdown, totals
@@ -316,7 +316,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     vectors = _test_vectors(model, qmodel, vectors_x)
     manifest = {"format": "kan2mcu-model", "format_version": 1, "name": name, "prefix": name, "arith": arith,
                 "input_size": model.layers[0].in_features, "output_size": model.layers[-1].out_features,
-                "input_ctype": "uint8_t" if arith == "int" else "float",
+                "input_ctype": code_ctype(qmodel.layers[0].act_bits) if arith == "int" else "float",
                 "output_ctype": "int32_t" if arith == "int" else "float",
                 "sources": [f"{name}.c"], "headers": [f"{name}.h"], "options": opt_dict,
                 "source_format": imported.format, "dataset": imported.dataset, "model_sha256": sha,

@@ -21,6 +21,7 @@ from kan2mcu.strategies.levels import level_aligned
 
 NAME = "edge-table"
 TEMPLATE = "kernels/edge_table.c.j2"
+MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
 
 

@@ -142,3 +142,25 @@ def test_wide_codes_run_bit_exact_on_qemu(regression_checkpoint, small_checkpoin
                    plan=[LayerPlan("spline", 8), LayerPlan("edge-table", 10)], flash_budget=BIG_BUDGET)
     report = measure([tmp_path / "wide", tmp_path / "mixed"], board, tmp_path / "measure")
     assert [entry["check"] for entry in report["models"]] == ["PASS", "PASS"]
+
+
+def test_wide_code_library_selftest_passes(regression_checkpoint, tmp_path):
+    """The exported CMake library of a 10-bit-code model: its hosted self-check (test vectors and
+    the raw-input quantizer against Python's codes) builds warning-free and passes."""
+    import subprocess
+
+    from kan2mcu.export import export_library
+
+    require_tool("cmake")
+    require_tool("gcc")
+    checkpoint, calibration = regression_checkpoint
+    generate_model(checkpoint, tmp_path / "kan", calibration=calibration, quiet=True, max_error=1.0,
+                   plan=[LayerPlan("edge-table", 10)] * 2, flash_budget=BIG_BUDGET)
+    src, build = export_library(tmp_path / "kan", ["cmake"], tmp_path / "libs")["cmake"], tmp_path / "build"
+    assert "static const uint16_t kan_selftest_raw_codes" in (src / "test" / "kan_selftest_vectors.h").read_text()
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DKAN_BUILD_SELFTEST=ON", "-DKAN_WITH_FLOAT_API=ON",
+                    "-DCMAKE_C_COMPILER=gcc", "-DCMAKE_C_FLAGS=-Wall -Wextra -Wconversion -Werror"],
+                   check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
+    run = subprocess.run([str(build / "kan_selftest")], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("PASS:"), run.stdout

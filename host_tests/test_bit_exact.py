@@ -55,6 +55,21 @@ def test_halfword_edge_tables_bit_exact(small_checkpoints, tmp_path, shape, tabl
     np.testing.assert_array_equal(sanitized.astype(np.int64), run_model(qmodel, codes[:400]))
 
 
+def test_wide_codes_with_halfword_entries_bit_exact(tmp_path):
+    """10- and 11-bit codes (uint16) reading 12- and 16-bit entries: C == reference on every code
+    of every input and on codes the first layer clamps (verify), under ASan + UBSan."""
+    from conftest import make_random_checkpoint
+    from kan2mcu.quantize import LayerPlan
+
+    checkpoint, calibration = make_random_checkpoint(tmp_path / "r.pt", (2, 5, 1), 5, 3, seed=4)
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, max_error=1.0,
+                   plan=[LayerPlan("edge-table", 10, 12), LayerPlan("edge-table", 11, 16)])
+    _, qmodel = load_bundle(tmp_path / "m")
+    assert [(layer.act_bits, layer.per_word) for layer in qmodel.layers] == [(10, 2), (11, 2)]
+    result = verify(tmp_path / "m", calibration=calibration, sanitize=True, build_dir=tmp_path / "b", quiet=True)
+    assert result.inputs_checked >= 1024
+
+
 def _assert_every_code_on_every_input(codes: np.ndarray, qmodel) -> None:
     """The checked codes reach every code of every input, and codes above the maximum."""
     top = qmodel.layers[0].codes - 1

@@ -55,7 +55,8 @@ def test_header_carries_the_transform_and_the_fixed_comment(digits_model):
     header = (digits_model / "kan.h").read_text()
     assert "#define KAN_INPUT_RAW_SCALE 0.125" in header
     assert "#define KAN_INPUT_RAW_OFFSET (-1.0)" in header
-    assert "int kan_quantize_input_q(const int32_t raw[KAN_INPUT_SIZE], uint8_t codes[KAN_INPUT_SIZE]);" in header
+    assert "typedef uint8_t kan_code_t;" in header  # 8-bit codes: byte arrays, as before
+    assert "int kan_quantize_input_q(const int32_t raw[KAN_INPUT_SIZE], kan_code_t codes[KAN_INPUT_SIZE]);" in header
     assert "KAN_quantize_input" not in header and "kan_quantize_input_q (raw integers)" in header
 
 

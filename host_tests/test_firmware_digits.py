@@ -106,6 +106,15 @@ def test_halfword_edge_tables_on_firmware(small_checkpoints, board, tmp_path):
     codes = np.concatenate([rng.integers(0, 256, size=(300, 8)), np.repeat(np.arange(256)[:, None], 8, axis=1)])
     result = _run_vectors(tmp_path / "m", board, _reference_vectors(tmp_path / "m", codes), tmp_path / "p")
     assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, len(codes))
+    # and with uint16 codes (10 and 11 bits) into halfword entries: every code, and codes above the top
+    from conftest import make_random_checkpoint
+
+    checkpoint, calibration = make_random_checkpoint(tmp_path / "r.pt", (2, 5, 1), 5, 3, seed=4)
+    generate_model(checkpoint, tmp_path / "w", calibration=calibration, quiet=True, max_error=1.0,
+                   plan=[LayerPlan("edge-table", 10, 12), LayerPlan("edge-table", 11, 16)])
+    codes = np.concatenate([np.repeat(np.arange(1024)[:, None], 2, axis=1), rng.integers(0, 2048, size=(100, 2))])
+    result = _run_vectors(tmp_path / "w", board, _reference_vectors(tmp_path / "w", codes), tmp_path / "pw")
+    assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, len(codes))
 
 
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])

@@ -23,8 +23,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--name", default="kan", help="model name and C prefix (default: kan)")
     p.add_argument("--arith", choices=("int", "float"), default="int", help="integer (default) or float32 back end")
     p.add_argument("--act-bits", type=_bits, default=8,
-                   help="input code bits per layer, 2..8 (default 8); an upper bound for edge-table layers, "
-                        "whose code width the planner picks within the flash budget")
+                   help="input code bits per layer, 2..12 (default 8; spline layers take at most 8); an upper "
+                        "bound for edge-table layers, whose code width the planner picks within the flash budget")
     p.add_argument("--spline-bits", type=_bits, default=8, help="B-spline table value bits, 2..8 (default 8)")
     p.add_argument("--coef-bits", type=_bits, default=8, help="spline coefficient bits, 2..8 (default 8)")
     p.add_argument("--base-bits", type=_bits, default=12, help="SiLU-branch weight bits, 4..16 (default 12)")
@@ -196,9 +196,15 @@ _QAT_KNOBS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits")
 
 
 def _qat_options(args):
+    from kan2mcu.errors import OptionError
     from kan2mcu.quantize import QuantOptions
+    from kan2mcu.strategies import spline
 
-    return QuantOptions(**{k: getattr(args, k) for k in _QAT_KNOBS if getattr(args, k) is not None})
+    options = QuantOptions(**{k: getattr(args, k) for k in _QAT_KNOBS if getattr(args, k) is not None})
+    if options.act_bits > spline.MAX_CODE_BITS:  # QAT trains spline layers, whose codes are bytes
+        raise OptionError(f"--act-bits must be an integer in 2..{spline.MAX_CODE_BITS}, got {options.act_bits} "
+                          "(quantization-aware training trains spline layers, whose codes are bytes)")
+    return options
 
 
 def _run_train(args) -> int:

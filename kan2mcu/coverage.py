@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kan2mcu.bspline import model_forward
+from kan2mcu.quantize import sample_ranges
 
 MIN_CALIBRATION_ROWS = 500  # below: up to 0.4% of new inputs per channel leave the calibrated range
 WARN_OUT_OF_RANGE_FRACTION = 0.05  # warn when more than 5% of held-out rows saturate somewhere
@@ -58,7 +59,8 @@ class Coverage:
 
 def measure(model, qmodel, x: np.ndarray, source: str, calibration: np.ndarray | None = None) -> Coverage:
     """Float activations of ``x`` [N, I] through ``model`` against each layer's calibrated range
-    (the min/max of ``calibration``'s activations; without calibration data, the code window).
+    (``calibration``'s activations, widened as the quantizer widens them,
+    kan2mcu.quantize.sample_ranges; without calibration data, the code window).
     A value counts when it lies more than half a code step beyond: it would take another code."""
     _, activations = model_forward(model, np.asarray(x, np.float64), return_all=True)
     calibrated = None
@@ -68,7 +70,7 @@ def measure(model, qmodel, x: np.ndarray, source: str, calibration: np.ndarray |
     layers = []
     for index, (layer, values) in enumerate(zip(qmodel.layers, activations)):
         if calibrated is not None:
-            low, high = calibrated[index].min(axis=0), calibrated[index].max(axis=0)
+            low, high = sample_ranges(calibrated[index])
         else:  # the code window: codes 0 .. codes - 1
             low, high = -layer.in_zero * layer.in_scale, (layer.codes - 1 - layer.in_zero) * layer.in_scale
         excess = np.maximum(values - high[None, :], low[None, :] - values) / layer.in_scale[None, :]  # in codes

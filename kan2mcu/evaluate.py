@@ -8,6 +8,7 @@ Python integer reference (bit-exact with the C).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,12 +97,6 @@ def encoded_targets(model, y, *, source: str, target: str | None) -> np.ndarray:
     return encoded
 
 
-def check_eval_data(model, eval_data: Path) -> None:
-    """Read and check ``--eval-data`` (columns, cells, labels) before the slow work: OptionError."""
-    _, table = read_rows(eval_data, model, option="--eval-data", need_target=True)
-    encoded_targets(model, table.y, source=table.source, target=table.target)
-
-
 def evaluate(model, qmodel, raw: np.ndarray, y, *, source: str, target: str | None) -> dict:
     """The report's ``evaluation`` block for raw rows ``raw`` and targets ``y`` (class labels or
     indices, or regression values in the data's units)."""
@@ -129,28 +124,42 @@ def evaluate(model, qmodel, raw: np.ndarray, y, *, source: str, target: str | No
             "max_abs_output_error": None if q_out is None else float(np.abs(q_out - float_out).max())}
 
 
-def evaluation(imported, model, qmodel, eval_data: Path | None) -> dict | None:
-    """``evaluation`` for ``--eval-data`` (any checkpoint) or, without it, the held-out rows of an
-    own-data checkpoint; None when there is neither."""
+@dataclass(frozen=True)
+class EvalRows:
+    """Labelled rows to evaluate on: raw feature rows, their targets, and where they come from."""
+
+    raw: np.ndarray
+    y: object  # class labels or indices, or regression values in the data's units
+    source: str
+    target: str | None
+
+
+def eval_rows(imported, model, eval_data: Path | None) -> EvalRows | None:
+    """The rows the report evaluates on, read and checked once (columns, cells, labels: OptionError),
+    so that ``generate`` fails before its slow work: ``--eval-data``, else an own-data checkpoint's
+    held-out split; None without either."""
     if eval_data is not None:
         raw, table = read_rows(eval_data, model, option="--eval-data", need_target=True)
-        return evaluate(model, qmodel, raw, table.y, source=table.source, target=table.target)
+        encoded_targets(model, table.y, source=table.source, target=table.target)
+        return EvalRows(raw, table.y, table.source, table.target)
     if imported.heldout is not None:
         raw, y = imported.heldout
         if model.metadata.get("classes") is not None:
             y = np.asarray(model.metadata["classes"], dtype=object)[np.asarray(y, np.int64)]
-        return evaluate(model, qmodel, raw, y, source="held-out split", target=model.metadata.get("target"))
+        return EvalRows(raw, y, "held-out split", model.metadata.get("target"))
     return None
 
 
-def held_out_inputs(imported, model, eval_data: Path | None) -> tuple[np.ndarray, str] | None:
-    """The float model inputs of the rows :func:`evaluation` uses, and what they are (None: none)."""
-    if eval_data is not None:
-        raw, table = read_rows(eval_data, model, option="--eval-data", need_target=True)
-        return model_inputs(model, raw), f"{table.source}"
-    if imported.heldout is not None:
-        return model_inputs(model, imported.heldout[0]), "held-out split"
-    return None
+def evaluation(model, qmodel, rows: EvalRows | None) -> dict | None:
+    """The report's ``evaluation`` block on ``rows`` (None without rows)."""
+    if rows is None:
+        return None
+    return evaluate(model, qmodel, rows.raw, rows.y, source=rows.source, target=rows.target)
+
+
+def held_out_inputs(model, rows: EvalRows | None) -> tuple[np.ndarray, str] | None:
+    """The float model inputs of ``rows`` and what they are (None: no rows)."""
+    return None if rows is None else (model_inputs(model, rows.raw), rows.source)
 
 
 def markdown(ev: dict) -> str:

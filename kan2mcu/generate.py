@@ -21,13 +21,13 @@ from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
 from kan2mcu import coverage, guard
 from kan2mcu.errors import OptionError, QuantizationError
-from kan2mcu.evaluate import check_eval_data, evaluation, held_out_inputs, model_inputs, read_rows
+from kan2mcu.evaluate import eval_rows, evaluation, held_out_inputs, model_inputs, read_rows
 from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
 from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
-from kan2mcu.quantize import QuantOptions, quantize
+from kan2mcu.quantize import QuantOptions, code_ctype, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
 from kan2mcu.report import layer_report, markdown, totals
@@ -216,8 +216,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     activation = describe_base_activation(imported, model, base_activation)
     say(f"kan2mcu: read {checkpoint.name}: {imported.format} KAN {model.widths}, base activation {activation}")
     calib, calib_how = calibration_data(imported, calibration)
-    if eval_data is not None:  # read before the slow work, so a bad file fails fast
-        check_eval_data(model, eval_data)
+    evaluated_rows = eval_rows(imported, model, eval_data)  # read before the slow work: a bad file fails fast
     if calib is None:
         _warn("no calibration data: activation ranges come from the grids only; "
               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
@@ -284,7 +283,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         report["calibration_rows"] = None if calib is None else int(len(calib))
     if guard_report is not None:
         report["guard"] = guard_report.as_dict()
-    evaluated = evaluation(imported, model, qmodel, eval_data)
+    evaluated = evaluation(model, qmodel, evaluated_rows)
     if evaluated is not None:
         report["evaluation"] = evaluated
     if fold_report is not None:
@@ -307,7 +306,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     elif calib is not None:
         vectors_x = calib[:N_TEST_VECTORS]
     held_out = ((data.x_test, f"{imported.dataset} test split") if imported.dataset
-                else held_out_inputs(imported, model, eval_data))
+                else held_out_inputs(model, evaluated_rows))
     if qmodel is not None and held_out is not None:
         covered = coverage.measure(model, qmodel, *held_out, calibration=calib)
         report["coverage"] = covered.as_dict()
@@ -316,7 +315,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     vectors = _test_vectors(model, qmodel, vectors_x)
     manifest = {"format": "kan2mcu-model", "format_version": 1, "name": name, "prefix": name, "arith": arith,
                 "input_size": model.layers[0].in_features, "output_size": model.layers[-1].out_features,
-                "input_ctype": "uint8_t" if arith == "int" else "float",
+                "input_ctype": code_ctype(qmodel.layers[0].act_bits) if arith == "int" else "float",
                 "output_ctype": "int32_t" if arith == "int" else "float",
                 "sources": [f"{name}.c"], "headers": [f"{name}.h"], "options": opt_dict,
                 "source_format": imported.format, "dataset": imported.dataset, "model_sha256": sha,

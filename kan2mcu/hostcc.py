@@ -60,8 +60,14 @@ int kan2mcu_host_batch(const {in_t} *in, {out_t} *out, int32_t *status, size_t n
 """
 
 
+_NUMPY_TYPES = {"uint8_t": np.uint8, "uint16_t": np.uint16, "int32_t": np.int32, "float": np.float32}
+
+
 def _ctypes_of(manifest: dict) -> tuple[str, str]:
-    return ("uint8_t", "int32_t") if manifest["arith"] == "int" else ("float", "float")
+    """C types of the model's inputs (codes of its width, or floats) and outputs."""
+    if manifest["arith"] == "int":
+        return manifest.get("input_ctype", "uint8_t"), "int32_t"
+    return "float", "float"
 
 
 class HostModel:
@@ -88,7 +94,7 @@ class HostModel:
               "-o", str(library)], "host compile")
         self._lib = ctypes.CDLL(str(library))
         self._int = self.manifest["arith"] == "int"
-        in_type, out_type = (np.uint8, np.int32) if self._int else (np.float32, np.float32)
+        in_type, out_type = _NUMPY_TYPES[in_t], _NUMPY_TYPES[out_t]
         self._in_type, self._out_type = in_type, out_type
         self._batch = self._lib.kan2mcu_host_batch
         self._batch.argtypes = [np.ctypeslib.ndpointer(in_type, flags="C_CONTIGUOUS"),
@@ -111,10 +117,10 @@ class HostModel:
         in_type = np.int32 if raw else np.float32
         fn = getattr(self._lib, f"{self.manifest['prefix']}_quantize_input{'_q' if raw else ''}")
         fn.argtypes = [np.ctypeslib.ndpointer(in_type, flags="C_CONTIGUOUS"),
-                       np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")]
+                       np.ctypeslib.ndpointer(self._in_type, flags="C_CONTIGUOUS")]
         fn.restype = ctypes.c_int
         inputs = np.ascontiguousarray(inputs, dtype=in_type)
-        codes = np.zeros(inputs.shape, dtype=np.uint8)
+        codes = np.zeros(inputs.shape, dtype=self._in_type)
         for row in range(len(inputs)):
             if fn(inputs[row], codes[row]) != 0:
                 raise VerificationError(f"{fn.__name__} returned a non-zero status")
@@ -150,22 +156,21 @@ int main(int argc, char **argv) {{
 def run_sanitized(folder: Path, inputs: np.ndarray, build_dir: Path) -> np.ndarray:
     """Run the model under AddressSanitizer and UndefinedBehaviorSanitizer in a separate program."""
     manifest = load_model_folder(folder).manifest
-    is_int = manifest["arith"] == "int"
+    in_t, out_t = _ctypes_of(manifest)
     build_dir.mkdir(parents=True, exist_ok=True)
     runner = build_dir / "runner.c"
-    runner.write_text(_RUNNER.format(header=manifest["headers"][0], prefix=manifest["prefix"],
-                                     in_t="uint8_t" if is_int else "float", out_t="int32_t" if is_int else "float",
+    runner.write_text(_RUNNER.format(header=manifest["headers"][0], prefix=manifest["prefix"], in_t=in_t, out_t=out_t,
                                      n_in=manifest["input_size"], n_out=manifest["output_size"]))
     exe = build_dir / "runner"
     sources = [str(Path(folder) / s) for s in manifest["sources"]]
     _run([host_compiler(), "-std=c99", "-O1", *SANITIZE_FLAGS, f"-I{folder}", str(runner), *sources, "-o", str(exe)],
          "sanitizer build")
     in_file, out_file = build_dir / "inputs.bin", build_dir / "outputs.bin"
-    np.ascontiguousarray(inputs, dtype=np.uint8 if is_int else np.float32).tofile(in_file)
+    np.ascontiguousarray(inputs, dtype=_NUMPY_TYPES[in_t]).tofile(in_file)
     result = subprocess.run([str(exe), str(in_file), str(out_file)], capture_output=True, text=True)
     if result.returncode != 0:
         raise VerificationError(f"sanitized run failed (exit {result.returncode}):\n{result.stderr[:4000]}")
-    return np.fromfile(out_file, dtype=np.int32 if is_int else np.float32).reshape(len(inputs), -1)
+    return np.fromfile(out_file, dtype=_NUMPY_TYPES[out_t]).reshape(len(inputs), -1)
 
 
 _FUZZ_TARGET = """/* libFuzzer target (or, with -DKAN2MCU_RANDOM_LOOP, a seeded random-input loop) */
@@ -216,7 +221,7 @@ int main(int argc, char **argv)
             uint32_t mode = next() % 4u;
             for (i = 0u; i < {n_in}u; ++i) {{
                 uint32_t bits = next();
-                if (sizeof in[0] == 1u) {{
+                if (sizeof in[0] != sizeof(float)) {{  /* codes: any value of their type */
                     memcpy(&in[i], &bits, sizeof in[i]);
                 }} else if (mode == 0u) {{
                     float v = special[next() % (sizeof special / sizeof special[0])];
@@ -261,7 +266,8 @@ def _seed_corpus(corpus: Path, manifest: dict) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     n = manifest["input_size"]
     if manifest["arith"] == "int":
-        seeds = [np.zeros(n, np.uint8), np.full(n, 255, np.uint8)]
+        dtype = _NUMPY_TYPES[_ctypes_of(manifest)[0]]
+        seeds = [np.zeros(n, dtype), np.full(n, np.iinfo(dtype).max, dtype)]
     else:
         seeds = [np.full(n, v, np.float32) for v in (0.0, np.nan, np.inf, -np.inf, -1.8e38, 3.4e38)]
     for index, seed in enumerate(seeds):
@@ -290,7 +296,7 @@ def fuzz(folder: Path, seconds: float, build_dir: Path, *, engine: str | None = 
         corpus = build_dir / "corpus"
         _seed_corpus(corpus, manifest)
         cmd = [str(exe), f"-max_total_time={max(1, int(round(seconds)))}", "-print_final_stats=1",
-               f"-max_len={manifest['input_size'] * (1 if in_t == 'uint8_t' else 4)}",
+               f"-max_len={manifest['input_size'] * np.dtype(_NUMPY_TYPES[in_t]).itemsize}",
                f"-artifact_prefix={build_dir}/", str(corpus)]
         name = "libFuzzer+ASan+UBSan"
     else:

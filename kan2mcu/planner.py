@@ -6,7 +6,7 @@ speed). The cost model (kan2mcu.costmodel) predicts each option's instructions a
 combination within the flash budget is quantized for real and its output error against the
 float model measured on the calibration data; the fastest (``--optimize speed``) or smallest
 (``--optimize size``) combination whose error stays within ``max_error`` (or, when the user's bit
-widths cannot reach that, within 1.25x the error of the best full-width plan) wins. With a
+widths cannot reach that, within the error of the best full-width plan) wins. With a
 handful of layers and options the search is exhaustive (each fitting combination is quantized
 whole: 1-3 s for the digits model), so the choice is exact, not greedy.
 """
@@ -31,7 +31,6 @@ NIBBLE_TABLE_BITS = 4  # edge-table entries packed 8 per word
 DEFAULT_FLASH_BUDGET = 64 * 1024  # no board given: a typical share of a small MCU's flash for a model
 FIRMWARE_RESERVE = 32 * 1024  # with --board: flash kept for the firmware around the model
 DEFAULT_MAX_ERROR = 0.02  # relative RMS output error against the float model, on the calibration data
-FLOOR_FACTOR = 1.25  # accepted error: max(max_error, 1.25 x the best error of a full-width plan)
 MAX_COMBINATIONS = 4096
 
 
@@ -86,6 +85,10 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
     """Per layer, the plans to weigh for ``strategy`` ("auto" weighs both strategies)."""
     if strategy not in STRATEGY_CHOICES:
         raise OptionError(f"--strategy must be one of {', '.join(STRATEGY_CHOICES)}, got {strategy!r}")
+    spline_top = get_strategy("spline").MAX_CODE_BITS
+    if strategy == "spline" and options.act_bits > spline_top:
+        raise OptionError(f"--strategy spline takes --act-bits up to {spline_top}, got {options.act_bits}; wider codes "
+                          "need edge-table layers (--strategy edge-table or auto)")
     per_layer = []
     for layer in model.layers:
         opts = []
@@ -94,7 +97,7 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
             raise OptionError(f"{layer.name}: --strategy spline cannot deploy {why_not}; use --strategy edge-table "
                               "or auto")
         if strategy in ("auto", "spline") and not why_not:
-            opts.append(LayerPlan("spline", options.act_bits))
+            opts.append(_full_width_step("spline", options))
         if strategy in ("auto", "edge-table"):
             low = min(MIN_EDGE_TABLE_BITS, options.act_bits)
             # entries at --table-bits (bytes, or halfwords above 8 bits), and nibble entries (half the
@@ -163,7 +166,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                 errors[plan] = relative_error(
                     model, quantize(model, options, calibration, plan=plan, activations=activations), x, float_out)
         floor = min(errors[plan] for plan in full_width)
-        tolerance = max(max_error, FLOOR_FACTOR * floor)
+        tolerance = max(max_error, floor)
     if not results:
         raise QuantizationError(f"no plan can be quantized ({len(refused)} tried); first reason: {refused[0]}")
     acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
@@ -203,7 +206,7 @@ def _full_width_step(strategy: str, options: QuantOptions) -> LayerPlan:
     """A layer at the user's own widths, spelled as layer_options spells it."""
     if strategy == "edge-table":
         return LayerPlan(strategy, options.act_bits, options.table_bits)
-    return LayerPlan(strategy, options.act_bits)
+    return LayerPlan(strategy, min(options.act_bits, get_strategy(strategy).MAX_CODE_BITS))
 
 
 def _describe(combo) -> str:

@@ -16,12 +16,22 @@ from kan2mcu.fixedpoint import INT32_MAX
 from kan2mcu.ir import KANLayer, KANModel
 from kan2mcu.strategies import get_strategy
 from kan2mcu.strategies.edge_table import EdgeTableLayer
+from kan2mcu.strategies.levels import on_levels
 from kan2mcu.strategies.spline import SplineLayer, decode_cardinal, decode_inputs, live_coefficients  # noqa: F401
 
 OUTPUT_FRACTION_BITS = 14  # calibrated max |logit| maps to 2^14 output units
+MAX_CODE_BITS = 12  # widest input codes (edge-table layers; 2^12 table rows per input at most)
+
+
+def code_ctype(bits: int) -> str:
+    """The C type holding codes of ``bits`` bits: uint8_t up to 8 bits, uint16_t above."""
+    return "uint8_t" if bits <= 8 else "uint16_t"
+
+
+def code_type_max(bits: int) -> int:
+    """The largest value the C type of ``bits``-bit codes can hold (what a caller can pass)."""
+    return 255 if bits <= 8 else 65535
 QuantLayer = SplineLayer | EdgeTableLayer
-
-
 TABLE_BITS_RANGE = (2, 16)  # edge-table entries: nibbles (2..4), bytes (5..8), halfwords (9..16)
 
 
@@ -34,8 +44,8 @@ def check_table_bits(value, what: str) -> None:
 
 @dataclass(frozen=True)
 class QuantOptions:
-    """The precision knobs. act/spline/coef are the KANtize knobs (2..8 bits); edge-table entries
-    take 2..16 bits (9..16: halfword entries)."""
+    """The precision knobs. act/spline/coef are the KANtize knobs (2..8 bits; act up to 12 for
+    edge-table layers); edge-table entries take 2..16 bits (9..16: halfword entries)."""
 
     act_bits: int = 8  # unsigned input codes of every layer (a plan may lower it per layer)
     spline_bits: int = 8  # unsigned B-spline table values
@@ -47,9 +57,9 @@ class QuantOptions:
     def __post_init__(self) -> None:
         check_table_bits(self.table_bits, "--table-bits")
         for name in ("act_bits", "spline_bits", "coef_bits"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not 2 <= value <= 8:
-                raise OptionError(f"--{name.replace('_', '-')} must be an integer in 2..8, got {value!r}")
+            value, top = getattr(self, name), MAX_CODE_BITS if name == "act_bits" else 8
+            if not isinstance(value, int) or not 2 <= value <= top:
+                raise OptionError(f"--{name.replace('_', '-')} must be an integer in 2..{top}, got {value!r}")
         for name in ("base_bits", "silu_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 4 <= value <= 16:
@@ -69,9 +79,10 @@ class LayerPlan:
     table_bits: int | None = None  # edge-table entry width (None: --table-bits)
 
     def __post_init__(self) -> None:
-        get_strategy(self.strategy)
-        if not isinstance(self.in_bits, int) or not 2 <= self.in_bits <= 8:
-            raise OptionError(f"input code bits must be in 2..8, got {self.in_bits!r}")
+        top = get_strategy(self.strategy).MAX_CODE_BITS
+        if not isinstance(self.in_bits, int) or not 2 <= self.in_bits <= top:
+            raise OptionError(f"{self.strategy} layers take input codes of 2..{top} bits, got {self.in_bits!r}"
+                              + ("; use edge-table layers for wider codes" if top < MAX_CODE_BITS else ""))
         if self.table_bits is not None:
             check_table_bits(self.table_bits, "table bits")
 
@@ -106,8 +117,9 @@ class QuantModel:
 
 
 def default_plan(model: KANModel, options: QuantOptions, strategy: str = "spline") -> tuple[LayerPlan, ...]:
-    """Every layer with ``strategy`` and ``options.act_bits`` input codes."""
-    return tuple(LayerPlan(strategy, options.act_bits) for _ in model.layers)
+    """Every layer with ``strategy`` and ``options.act_bits`` input codes (at most the strategy's widest)."""
+    bits = min(options.act_bits, get_strategy(strategy).MAX_CODE_BITS)
+    return tuple(LayerPlan(strategy, bits) for _ in model.layers)
 
 
 def calibrate(model: KANModel, calibration: np.ndarray | None) -> list:
@@ -123,12 +135,26 @@ def calibrate(model: KANModel, calibration: np.ndarray | None) -> list:
     return activations
 
 
+def sample_ranges(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``samples`` [N, C], the range new data is expected in: the sample min/max,
+    widened on continuous columns by one expected spacing ``(max - min) / (N - 1)`` per side (the
+    unbiased estimate of a uniform distribution's bounds; a fresh value lands beyond the sample
+    extremes with probability ``2 / (N + 1)``, and a thin calibration set would otherwise saturate
+    it). Columns on a few levels of one step (pixels, counts) keep their extremes: their codes sit
+    on the levels, extended on the same step (kan2mcu.strategies.levels)."""
+    lo, hi = samples.min(axis=0), samples.max(axis=0)
+    gap = (hi - lo) / max(len(samples) - 1, 1)
+    continuous = np.array([not on_levels(samples[:, c]) for c in range(samples.shape[1])], dtype=bool)
+    return np.where(continuous, lo - gap, lo), np.where(continuous, hi + gap, hi)
+
+
 def channel_ranges(layer: KANLayer, samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per input: the grid range widened to the calibration data's min/max (when there is data)."""
+    """Per input: the grid range widened to the calibration data's expected range (when there is
+    data, see :func:`sample_ranges`)."""
     lo, hi = layer.grid_range()
     if samples is not None and len(samples):
-        lo = np.minimum(lo, samples.min(axis=0))
-        hi = np.maximum(hi, samples.max(axis=0))
+        data_lo, data_hi = sample_ranges(samples)
+        lo, hi = np.minimum(lo, data_lo), np.maximum(hi, data_hi)
     return lo, hi
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kan2mcu.quantize import QuantModel
+from kan2mcu.quantize import QuantModel, code_type_max
 from kan2mcu.strategies import get_strategy
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -38,7 +38,7 @@ def run_model(qmodel: QuantModel, codes: np.ndarray) -> np.ndarray:
     x = np.asarray(codes, dtype=np.int64)
     if x.ndim != 2 or x.shape[1] != qmodel.in_features:
         raise ValueError(f"codes must be [N, {qmodel.in_features}], got {x.shape}")
-    x = np.clip(x, 0, 255)  # the C API takes uint8_t codes
+    x = np.clip(x, 0, code_type_max(qmodel.layers[0].act_bits))  # what the C API's code type can hold
     for layer in qmodel.layers:
         x = run_layer(layer, x)
     return x

@@ -12,7 +12,7 @@ from kan2mcu.input_codec import float_api_transform, input_codec
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
-from kan2mcu.quantize import QuantModel
+from kan2mcu.quantize import QuantModel, code_ctype, code_type_max
 from kan2mcu.strategies import get_strategy
 from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
@@ -310,15 +310,19 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         sym(symbol)
     layers, layer_bytes, calls = [], [], []
     n_layers = len(qmodel.layers)
-    act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features}
-                   for i, layer in enumerate(qmodel.layers[:-1])]
+    # codes between layers: the consumer's width decides the buffer's type (uint8_t or uint16_t)
+    act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features, "ctype": code_ctype(consumer.act_bits)}
+                   for i, (layer, consumer) in enumerate(zip(qmodel.layers[:-1], qmodel.layers[1:]))]
     for index, ql in enumerate(qmodel.layers):
         emit = TableEmitter(sym, index)
         L = LAYER_CONTEXTS[ql.strategy](ql, index, emit)
+        out_ctype = "int32_t" if ql.is_last else act_buffers[index]["ctype"]
+        # only the caller's codes can exceed the code range (a layer's outputs are clamped to it)
+        clamp = index == 0 and ql.codes - 1 < code_type_max(ql.act_bits)
         L.update(fn=sym(f"layer{index}"), template=get_strategy(ql.strategy).TEMPLATE, strategy=ql.strategy, n_in=ql.in_features,
                  n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
-                 clamp_input=index == 0 and ql.codes < 256, is_last=ql.is_last, out_code_max=ql.out_max,
-                 in_ctype="uint8_t", out_ctype="int32_t" if ql.is_last else "uint8_t", tables=emit.tables)
+                 clamp_input=clamp, is_last=ql.is_last, out_code_max=ql.out_max,
+                 in_ctype=code_ctype(ql.act_bits), out_ctype=out_ctype, tables=emit.tables)
         layers.append(L)
         layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in emit.tables})
         src = "input" if index == 0 else act_buffers[index - 1]["symbol"]
@@ -329,12 +333,14 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     max_in = max((4 * -(-l.in_features // 4) for l in splines), default=0)  # SiLU values read 4 at a time
     k1_max = max((l.k1 for l in splines), default=0)
     max_out = max((l.out_features for l in splines), default=0)
-    workspace = (max_in + 4 * max_in * k1_max + 4 * max_in + 8 * max_out) + sum(b["size"] for b in act_buffers)
+    workspace = (max_in + 4 * max_in * k1_max + 4 * max_in + 8 * max_out) + sum(
+        b["size"] * _CTYPE_BYTES[b["ctype"]] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {
         "banner": banner, "name": name, "prefix": prefix, "P": prefix.upper(), "arith": "int",
         "input_size": qmodel.in_features, "output_size": qmodel.out_features,
-        "input_code_max": first.codes - 1, "output_scale": f"{qmodel.output_scale:.9g}",
+        "input_code_max": first.codes - 1, "code_ctype": code_ctype(first.act_bits),
+        "output_scale": f"{qmodel.output_scale:.9g}",
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
         "has_halfword_table": any(l.strategy == "edge-table" and l.per_word == 2 for l in qmodel.layers),

@@ -16,7 +16,7 @@ from kan2mcu.generate import CALIBRATION_FILE, load_calibration
 from kan2mcu.model_dir import load_model_folder
 from kan2mcu import guard
 from kan2mcu.hostcc import FuzzResult, HostModel, fuzz as fuzz_c, run_sanitized
-from kan2mcu.quantize import QuantModel
+from kan2mcu.quantize import QuantModel, code_type_max
 from kan2mcu.reference import quantize_inputs, run_model
 
 N_RANDOM = 1000
@@ -66,7 +66,8 @@ def verification_codes(qmodel: QuantModel, x_float: np.ndarray | None, seed: int
     n_in, top = first.in_features, first.codes - 1
     rng = np.random.default_rng(seed)
     parts = [rng.integers(0, top + 1, size=(N_RANDOM, n_in)),
-             np.zeros((1, n_in), np.int64), np.full((1, n_in), top), np.full((1, n_in), 255),
+             np.zeros((1, n_in), np.int64), np.full((1, n_in), top),
+             np.full((1, n_in), code_type_max(first.act_bits)),
              rng.choice([0, top], size=(32, n_in)),
              np.repeat(np.arange(top + 1)[:, None], n_in, axis=1)]  # every code on every input
     if x_float is not None:
@@ -87,15 +88,22 @@ def _init_worker(qmodel: QuantModel) -> None:
     _WORKER_QMODEL = qmodel
 
 
+def random_code_limit(qmodel: QuantModel) -> int:
+    """Random codes are drawn from ``0 .. limit - 1``: every value of a byte code, else twice the
+    code range (half of them above the top code, which the kernel must clamp)."""
+    bits = qmodel.layers[0].act_bits
+    return code_type_max(bits) + 1 if bits <= 8 else 2 << bits
+
+
 def _reference_chunk(args: tuple[int, int, int]) -> tuple[int, np.ndarray, np.ndarray]:
     seed, rows, n_in = args
-    codes = np.random.default_rng(seed).integers(0, 256, size=(rows, n_in))
+    codes = np.random.default_rng(seed).integers(0, random_code_limit(_WORKER_QMODEL), size=(rows, n_in))
     return seed, codes, run_model(_WORKER_QMODEL, codes)
 
 
 def random_check(host: HostModel, qmodel: QuantModel, n: int, seed: int = 1) -> tuple[int, float]:
-    """Compare the C with the integer reference on ``n`` seeded random input codes (0..255, so codes
-    above the maximum are exercised too); returns (n, seconds). The reference, the slow side, runs
+    """Compare the C with the integer reference on ``n`` seeded random input codes (see
+    :func:`random_code_limit`: codes above the maximum are exercised too); returns (n, seconds). The reference, the slow side, runs
     in chunks on every core; the C runs batched through ctypes."""
     import concurrent.futures
     import multiprocessing

@@ -217,6 +217,17 @@ MUTANTS = (
            "QAT passes gradients to inputs whose codes saturate",
            (("kan2mcu/qat.py", "xg = torch.maximum(torch.minimum(surrogate, tab.high), tab.low)", "xg = surrogate"),),
            (T + "test_qat.py::test_no_gradient_where_codes_saturate",)),
+    # --- code widths and ranges ---
+    Mutant("layer-buffer-always-bytes",
+           "codes between layers kept in bytes although the next layer takes wider codes",
+           (("kan2mcu/render.py", '"ctype": code_ctype(consumer.act_bits)}', '"ctype": "uint8_t"}'),),
+           (T + "test_wide_codes.py::test_wide_codes_are_uint16_and_bit_exact",
+            T + "test_wide_codes.py::test_spline_layer_feeds_wide_codes")),
+    Mutant("range-margin-dropped",
+           "calibrated ranges stop at the sample extremes: fresh data beyond a thin calibration saturates",
+           (("kan2mcu/quantize.py", "gap = (hi - lo) / max(len(samples) - 1, 1)", "gap = 0.0 * (hi - lo)"),),
+           (T + "test_wide_codes.py::test_continuous_ranges_widen_by_one_sample_spacing",
+            T + "test_wide_codes.py::test_thin_calibration_ranges_reach_past_the_samples")),
     # --- verification and firmware result handling ---
     Mutant("verify-never-compares",
            "kan2mcu verify reports success without comparing C and reference",

@@ -3,6 +3,7 @@
 Each strategy is one module with the same surface, so adding one touches one place:
 
 ``NAME``, ``TEMPLATE``       its name and its C kernel template (templates/kernels/)
+``MAX_CODE_BITS``            the widest input codes its kernel takes
 ``input_encoding``           how the layer's input codes map to floats (decided by the consumer)
 ``quantize_layer``           the numeric pass: tables, scales, requantization constants
 ``run_layer``                the bit-exact integer reference of the kernel

@@ -22,6 +22,7 @@ from kan2mcu.strategies.levels import level_aligned
 
 NAME = "edge-table"
 TEMPLATE = "kernels/edge_table.c.j2"
+MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
 HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
 
@@ -218,7 +219,7 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 
 # Cost-model entry. Instructions of one layer = the sum of COSTS[core][term] * cost_terms(...)[term]:
 # layer + input_pass * I * passes + word * I * row_words + output * O (+ nibble_word or halfword_word
-# * I * row_words, + clamp_pass * I * passes for a first layer with fewer than 8 code bits, + last_output
+# * I * row_words, + clamp_pass * I * passes for a first layer whose codes do not fill their C type, + last_output
 # * O for the last layer), where passes = ceil(row_words / words per pass on that core) and nibble
 # words count twice in `word` (two parts). Fitted on QEMU counts by benchmarks/calibrate_costs.py:
 # byte and nibble entries (worst fit error 23% on M0, 13% on RV32 and 12% on M3 for the smallest
@@ -249,7 +250,7 @@ def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, 
     nibbles, halfwords = per_word == 8, per_word == 2
     row_words = padded_outputs(n_out, table_bits) // per_word
     passes = -(-row_words // (WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
-    clamp = first and in_bits < 8
+    clamp = first and in_bits % 8 != 0  # the caller's codes fill their C type (uint8_t/uint16_t) only at 8 bits
     return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
             "output": float(n_out), "clamp_pass": float(n_in * passes * clamp), "last_output": float(n_out * last),
             "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords)}

@@ -22,6 +22,7 @@ from kan2mcu.strategies.spline_fit import (choose_coefficients, code_weights, de
 
 NAME = "spline"
 TEMPLATE = "kernels/spline.c.j2"
+MAX_CODE_BITS = 8  # its kernel and decode tables take byte codes
 
 
 @dataclass(frozen=True, eq=False)

@@ -49,6 +49,7 @@ from kan2mcu.ir import KANModel
 from kan2mcu.quantize import LayerPlan, QuantOptions, calibrate, quantize
 from kan2mcu.reference import quantize_inputs, run_layer, run_model
 from kan2mcu.strategies import spline
+from kan2mcu.train import fit as train_fit
 
 STRATEGY = "spline"  # the strategy whose arithmetic the fake quantization mirrors
 DEFAULT_EPOCHS = 10
@@ -253,7 +254,6 @@ def finetune_kan(kan, data: Dataset, options: QuantOptions, *, epochs: int = DEF
     split; ``calibration``: the inputs ``generate`` will calibrate the result on (default: the
     training split, as for a named data set). Deterministic for a given seed."""
     import torch
-    from tqdm import tqdm
 
     check_training_options(epochs, lr, batch_size)
     threads = torch.get_num_threads()
@@ -268,36 +268,27 @@ def finetune_kan(kan, data: Dataset, options: QuantOptions, *, epochs: int = DEF
 def _finetune(kan, data: Dataset, options: QuantOptions, epochs: int, lr: float, batch_size: int, seed: int,
               progress: bool, calibration: np.ndarray) -> FinetuneResult:
     import torch
-    from tqdm import tqdm
 
     float_before = _float_score(ir_from_kan(kan), data)
     fake = FakeQuantKAN(kan, options, calibration)
     qmodel = fake.recalibrate()
     ptq_before = score(run_model(qmodel, quantize_inputs(qmodel, data.x_test)) * qmodel.output_scale, data.y_test)
     classify = _is_classification(data.y_train)
-    x_train = torch.tensor(data.x_train, dtype=torch.float64)
-    y_train = torch.tensor(data.y_train if classify else np.asarray(data.y_train, np.float64).reshape(len(x_train), -1))
+    y_train = data.y_train if classify else np.asarray(data.y_train, np.float64).reshape(len(data.x_train), -1)
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(kan.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    loss_fn = torch.nn.functional.cross_entropy if classify else torch.nn.functional.mse_loss
-    bar = tqdm(range(epochs), desc=f"QAT a{options.act_bits}/s{options.spline_bits}/c{options.coef_bits}",
-               disable=not progress, unit="epoch")
     best = (_training_fit(qmodel, data), 0, copy.deepcopy(kan.state_dict()))
-    for epoch in bar:
-        order = torch.randperm(len(x_train), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            loss = loss_fn(fake(x_train[batch]), y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
+
+    def keep_best(epoch: int) -> dict:
+        nonlocal best
         fit = _training_fit(fake.recalibrate(), data)  # the integer model generate would make now
         if fit > best[0]:
             best = (fit, epoch + 1, copy.deepcopy(kan.state_dict()))
-        bar.set_postfix(loss=f"{loss.item():.3f}", train=f"{fit[0]:.4f}")
+        return {"train": f"{fit[0]:.4f}"}
+
+    train_fit(kan, data.x_train, y_train, torch.nn.functional.cross_entropy if classify else torch.nn.functional.mse_loss,
+              epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+              desc=f"QAT a{options.act_bits}/s{options.spline_bits}/c{options.coef_bits}", forward=fake,
+              dtype=torch.float64, after_epoch=keep_best)
     kan.load_state_dict(best[2])  # the weights whose integer model fits the training split best
     model = ir_from_kan(kan)
     return FinetuneResult(None, float_before, ptq_before, _float_score(model, data),

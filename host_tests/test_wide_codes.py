@@ -164,3 +164,15 @@ def test_wide_code_library_selftest_passes(regression_checkpoint, tmp_path):
     subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
     run = subprocess.run([str(build / "kan_selftest")], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.startswith("PASS:"), run.stdout
+
+
+def test_unreachable_max_error_is_said(regression_checkpoint, tmp_path):
+    """--max-error tighter than the bit widths can reach: the most accurate plan, and a warning that
+    names the best error and the wider widths edge-table layers take."""
+    checkpoint, calibration = regression_checkpoint
+    result = generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, max_error=1e-6,
+                            strategy="edge-table")
+    planner = result.report["planner"]
+    assert planner["error_tolerance"] == pytest.approx(planner["calibration_error"])  # the best plan, no slack
+    assert "--max-error 1e-06 is below what these bit widths reach" in planner["warning"]
+    assert "--act-bits up to 12" in planner["warning"] and "--table-bits up to 16" in planner["warning"]

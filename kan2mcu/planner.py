@@ -20,7 +20,7 @@ import numpy as np
 from kan2mcu import costmodel
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.ir import KANModel
-from kan2mcu.quantize import LayerPlan, QuantModel, QuantOptions, calibrate, quantize
+from kan2mcu.quantize import TABLE_BITS_RANGE, LayerPlan, QuantModel, QuantOptions, calibrate, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.strategies import get_strategy
 
@@ -156,7 +156,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         results.append((combo, qmodel, errors.get(combo)))
         if x is None:
             break  # without data nothing can tell the plans' accuracy apart: take the best-ranked one
-    tolerance = max_error
+    tolerance, unreachable = max_error, None
     if x is not None:  # never ask for more than the user's bit widths allow: the best full-width plan sets a floor
         full_width = [tuple(_full_width_step(name, options) for _ in model.layers)
                       for name in ("spline", "edge-table") if strategy in ("auto", name)
@@ -167,6 +167,12 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                     model, quantize(model, options, calibration, plan=plan, activations=activations), x, float_out)
         floor = min(errors[plan] for plan in full_width)
         tolerance = max(max_error, floor)
+        if floor > max_error:  # say so: the user asked for more than these widths can give
+            unreachable = (f"--max-error {max_error:g} is below what these bit widths reach (relative error "
+                           f"{floor:.3g} at best, on the calibration data); taking the most accurate plan"
+                           + (f"; edge-table layers go further with wider codes (--act-bits up to "
+                              f"{get_strategy('edge-table').MAX_CODE_BITS}) and entries (--table-bits up to {TABLE_BITS_RANGE[1]})"
+                              if strategy in ("auto", "edge-table") else ""))
     if not results:
         raise QuantizationError(f"no plan can be quantized ({len(refused)} tried); first reason: {refused[0]}")
     acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
@@ -193,6 +199,8 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         layers.append(row)
     if over_budget:
         warning = over_budget if warning is None else f"{over_budget}; {warning}"
+    if unreachable:
+        warning = unreachable if warning is None else f"{warning}; {unreachable}"
     return Choice(tuple(combo), qmodel, instructions, flash, error, core, budget, objective, len(results),
                   tuple(layers), tolerance, warning)
 

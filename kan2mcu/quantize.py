@@ -31,6 +31,8 @@ def code_ctype(bits: int) -> str:
 def code_type_max(bits: int) -> int:
     """The largest value the C type of ``bits``-bit codes can hold (what a caller can pass)."""
     return 255 if bits <= 8 else 65535
+
+
 QuantLayer = SplineLayer | EdgeTableLayer
 TABLE_BITS_RANGE = (2, 16)  # edge-table entries: nibbles (2..4), bytes (5..8), halfwords (9..16)
 

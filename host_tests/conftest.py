@@ -19,6 +19,30 @@ REQUIRE_TOOLCHAINS = os.environ.get("CI") == "true" or os.environ.get("KAN2MCU_R
 DIGITS_CHECKPOINT_ENV = "KAN2MCU_TEST_DIGITS_CHECKPOINT"
 
 
+def run_cli(capsys, *args) -> tuple[int, str]:
+    """Run the CLI in-process: (exit status, stderr)."""
+    from kan2mcu import cli
+
+    try:
+        status = cli.main([str(a) for a in args])
+    except SystemExit as exc:  # argparse usage errors
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+def assert_one_error(status: int, err: str, *needles: str, code: int = 1) -> None:
+    """Exit ``code``, no traceback, and (for 1) exactly one ``kan2mcu: error:`` line, the last one,
+    holding every needle."""
+    assert status == code, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("kan2mcu: error:")]
+    if code == 1:
+        assert len(errors) == 1, err
+        assert err.rstrip().splitlines()[-1] == errors[0], "the error must be the last line"
+    for needle in needles:
+        assert needle in err, err
+
+
 def require_tool(name: str) -> str:
     """Path of a tool; a missing tool skips the test, or fails it in CI (where all must be there)."""
     path = shutil.which(name)

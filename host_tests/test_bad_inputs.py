@@ -17,6 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import assert_one_error, run_cli  # noqa: E402
 from kan2mcu import cli, generate as generate_module  # noqa: E402
 from kan2mcu.checkpoint import save_checkpoint  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
@@ -24,26 +25,6 @@ from kan2mcu.hostcc import HostModel, fuzz  # noqa: E402
 from kan2mcu.torch_kan import KAN  # noqa: E402
 
 UNWRITABLE = Path("/proc/kan2mcu-test-output")  # not creatable even by root
-
-
-def run_cli(capsys, *args) -> tuple[int, str]:
-    """Run the CLI in-process: (exit status, stderr)."""
-    try:
-        status = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse usage errors
-        status = exc.code
-    return status, capsys.readouterr().err
-
-
-def assert_one_error(status: int, err: str, *needles: str, code: int = 1) -> None:
-    assert status == code, err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("kan2mcu: error:")]
-    if code == 1:
-        assert len(errors) == 1, err
-        assert err.rstrip().splitlines()[-1] == errors[0], "the error must be the last line"
-    for needle in needles:
-        assert needle in err, err
 
 
 def snapshot(folder: Path) -> dict:

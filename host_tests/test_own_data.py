@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from kan2mcu import cli
 from kan2mcu.bundle import load_bundle
 from kan2mcu.evaluate import api_codes
@@ -30,14 +31,6 @@ def _write_csv(path: Path, header, rows) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-def _run(capsys, *args) -> tuple[int, str]:
-    try:
-        status = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse usage errors
-        status = exc.code
-    return status, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +202,7 @@ def test_calibration_file_of_raw_rows(regression, regression_model, tmp_path):
 def test_calibration_file_with_other_columns_is_refused(capsys, regression, regression_model, tmp_path):
     rows = [r[1:] for r in csv.reader(open(regression["train"]))][:50]  # no "speed" column
     calib = _write_csv(tmp_path / "calib.csv", rows[0], rows[1:])
-    status, err = _run(capsys, "generate", regression_model["checkpoint"], "-o", tmp_path / "kan", "-q",
+    status, err = run_cli(capsys, "generate", regression_model["checkpoint"], "-o", tmp_path / "kan", "-q",
                        "--calibration", calib)
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 1 and lines == ["kan2mcu: error: --calibration calib.csv: lacks 'speed'"], err
@@ -307,7 +300,7 @@ def tables(tmp_path_factory) -> Path:
 ])
 def test_bad_tables_give_one_line(capsys, tables, tmp_path, args, needles):
     args = [str(tables / a) if a.endswith((".csv", ".npz", ".txt")) else a for a in args]
-    status, err = _run(capsys, "train", *args, "--epochs", "1", "-o", tmp_path / "m.pt")
+    status, err = run_cli(capsys, "train", *args, "--epochs", "1", "-o", tmp_path / "m.pt")
     assert status == 1, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("kan2mcu: error: ") and "Traceback" not in err, err
@@ -317,7 +310,7 @@ def test_bad_tables_give_one_line(capsys, tables, tmp_path, args, needles):
 
 
 def test_unknown_task_is_a_usage_error(capsys, tables, tmp_path):
-    status, err = _run(capsys, "train", "--data", tables / "good.csv", "--target", "label", "--task", "cluster",
+    status, err = run_cli(capsys, "train", "--data", tables / "good.csv", "--target", "label", "--task", "cluster",
                        "-o", tmp_path / "m.pt")
     assert status == 2 and "invalid choice: 'cluster'" in err and "Traceback" not in err
     assert not (tmp_path / "m.pt").exists()
@@ -333,7 +326,7 @@ def test_bad_eval_data_gives_one_line(capsys, cancer, cancer_model, tmp_path, ed
     rows = list(csv.reader(open(cancer["train"])))
     header, body = edit(rows[0], rows[1:30])
     bad = _write_csv(tmp_path / "bad.csv", header, body)
-    status, err = _run(capsys, "generate", cancer_model["checkpoint"], "-o", tmp_path / "kan", "-q",
+    status, err = run_cli(capsys, "generate", cancer_model["checkpoint"], "-o", tmp_path / "kan", "-q",
                        "--eval-data", bad)
     assert status == 1, err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_cli
 from kan2mcu import cli
 from kan2mcu.bspline import model_forward
 from kan2mcu.datasets import load_dataset
@@ -34,14 +35,6 @@ from kan2mcu.torch_kan import KAN
 from kan2mcu.verify import verify
 
 TARGETS = {(4, 2, 3): 1.0, (4, 3, 3): 0.5}  # (act, spline, coef) bits -> allowed points below float
-
-
-def run_cli(capsys, *args) -> tuple[int, str]:
-    try:
-        status = cli.main([str(a) for a in args])
-    except SystemExit as exc:
-        status = exc.code
-    return status, capsys.readouterr().err
 
 
 def widths_args(act: int, spline: int, coef: int) -> list:

@@ -176,3 +176,14 @@ def test_unreachable_max_error_is_said(regression_checkpoint, tmp_path):
     assert planner["error_tolerance"] == pytest.approx(planner["calibration_error"])  # the best plan, no slack
     assert "--max-error 1e-06 is below what these bit widths reach" in planner["warning"]
     assert "--act-bits up to 12" in planner["warning"] and "--table-bits up to 16" in planner["warning"]
+
+
+def test_wide_codes_fuzz_clean(regression_checkpoint, tmp_path):
+    """uint16 codes of any value (libFuzzer bytes, and the random loop) under ASan+UBSan: no finding."""
+    from kan2mcu.hostcc import fuzz
+
+    checkpoint, calibration = regression_checkpoint
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, max_error=1.0,
+                   plan=[LayerPlan("edge-table", 10), LayerPlan("edge-table", 9)], flash_budget=BIG_BUDGET)
+    assert fuzz(tmp_path / "m", 2, tmp_path / "fz").executions > 1000
+    assert fuzz(tmp_path / "m", 1, tmp_path / "loop", engine="loop").executions > 1000

@@ -1,5 +1,6 @@
-"""Fixed-point helpers shared by the layer strategies: symmetric quantization and the integer
-requantization constants (multiplier, rounding term, shift) with their overflow checks."""
+"""Fixed-point helpers shared by the layer strategies: the C types of codes, symmetric
+quantization and the integer requantization constants (multiplier, rounding term, shift) with
+their overflow checks."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,22 @@ import numpy as np
 from kan2mcu.errors import QuantizationError
 
 INT32_MAX = 2**31 - 1
+
+
+def code_ctype(bits: int) -> str:
+    """The C type holding codes of ``bits`` bits: uint8_t up to 8 bits, uint16_t above."""
+    return "uint8_t" if bits <= 8 else "uint16_t"
+
+
+def code_type_max(bits: int) -> int:
+    """The largest value the C type of ``bits``-bit codes can hold (what a caller can pass)."""
+    return 255 if bits <= 8 else 65535
+
+
+def clamps_caller_codes(bits: int) -> bool:
+    """Whether a first layer of ``bits``-bit codes must clamp its input: the caller's type holds
+    values above the top code (a layer's own outputs are clamped to the next layer's range)."""
+    return (1 << bits) - 1 < code_type_max(bits)
 INT64_LIMIT = 2**63 - 1
 
 

@@ -22,12 +22,13 @@ from kan2mcu.datasets import load_dataset
 from kan2mcu import coverage, guard
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.evaluate import eval_rows, evaluation, held_out_inputs, model_inputs, read_rows
+from kan2mcu.fixedpoint import code_ctype
 from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
 from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
-from kan2mcu.quantize import QuantOptions, code_ctype, quantize
+from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
 from kan2mcu.report import layer_report, markdown, totals

@@ -21,18 +21,6 @@ from kan2mcu.strategies.spline import SplineLayer, decode_cardinal, decode_input
 
 OUTPUT_FRACTION_BITS = 14  # calibrated max |logit| maps to 2^14 output units
 MAX_CODE_BITS = 12  # widest input codes (edge-table layers; 2^12 table rows per input at most)
-
-
-def code_ctype(bits: int) -> str:
-    """The C type holding codes of ``bits`` bits: uint8_t up to 8 bits, uint16_t above."""
-    return "uint8_t" if bits <= 8 else "uint16_t"
-
-
-def code_type_max(bits: int) -> int:
-    """The largest value the C type of ``bits``-bit codes can hold (what a caller can pass)."""
-    return 255 if bits <= 8 else 65535
-
-
 QuantLayer = SplineLayer | EdgeTableLayer
 TABLE_BITS_RANGE = (2, 16)  # edge-table entries: nibbles (2..4), bytes (5..8), halfwords (9..16)
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kan2mcu.quantize import QuantModel, code_type_max
+from kan2mcu.fixedpoint import code_type_max
+from kan2mcu.quantize import QuantModel
 from kan2mcu.strategies import get_strategy
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

@@ -8,11 +8,12 @@ import jinja2
 import numpy as np
 
 from kan2mcu.errors import OptionError, UnsupportedModelError
+from kan2mcu.fixedpoint import clamps_caller_codes, code_ctype
 from kan2mcu.input_codec import float_api_transform, input_codec
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
-from kan2mcu.quantize import QuantModel, code_ctype, code_type_max
+from kan2mcu.quantize import QuantModel
 from kan2mcu.strategies import get_strategy
 from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
@@ -317,8 +318,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         emit = TableEmitter(sym, index)
         L = LAYER_CONTEXTS[ql.strategy](ql, index, emit)
         out_ctype = "int32_t" if ql.is_last else act_buffers[index]["ctype"]
-        # only the caller's codes can exceed the code range (a layer's outputs are clamped to it)
-        clamp = index == 0 and ql.codes - 1 < code_type_max(ql.act_bits)
+        clamp = index == 0 and clamps_caller_codes(ql.act_bits)
         L.update(fn=sym(f"layer{index}"), template=get_strategy(ql.strategy).TEMPLATE, strategy=ql.strategy, n_in=ql.in_features,
                  n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
                  clamp_input=clamp, is_last=ql.is_last, out_code_max=ql.out_max,

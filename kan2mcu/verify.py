@@ -12,11 +12,12 @@ from kan2mcu.bspline import model_forward
 from kan2mcu.bundle import load_bundle
 from kan2mcu.datasets import load_dataset
 from kan2mcu.errors import VerificationError
+from kan2mcu.fixedpoint import code_type_max
 from kan2mcu.generate import CALIBRATION_FILE, load_calibration
 from kan2mcu.model_dir import load_model_folder
 from kan2mcu import guard
 from kan2mcu.hostcc import FuzzResult, HostModel, fuzz as fuzz_c, run_sanitized
-from kan2mcu.quantize import QuantModel, code_type_max
+from kan2mcu.quantize import QuantModel
 from kan2mcu.reference import quantize_inputs, run_model
 
 N_RANDOM = 1000

@@ -16,7 +16,7 @@ import numpy as np
 
 from kan2mcu.bspline import edge_values
 from kan2mcu.errors import QuantizationError
-from kan2mcu.fixedpoint import INT32_MAX, requant_int32
+from kan2mcu.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int32
 from kan2mcu.ir import KANLayer
 from kan2mcu.strategies.levels import level_aligned
 
@@ -250,7 +250,7 @@ def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, 
     nibbles, halfwords = per_word == 8, per_word == 2
     row_words = padded_outputs(n_out, table_bits) // per_word
     passes = -(-row_words // (WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
-    clamp = first and in_bits % 8 != 0  # the caller's codes fill their C type (uint8_t/uint16_t) only at 8 bits
+    clamp = first and clamps_caller_codes(in_bits)
     return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
             "output": float(n_out), "clamp_pass": float(n_in * passes * clamp), "last_output": float(n_out * last),
             "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords)}

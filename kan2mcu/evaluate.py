@@ -97,39 +97,13 @@ def encoded_targets(model, y, *, source: str, target: str | None) -> np.ndarray:
     return encoded
 
 
-def evaluate(model, qmodel, raw: np.ndarray, y, *, source: str, target: str | None) -> dict:
-    """The report's ``evaluation`` block for raw rows ``raw`` and targets ``y`` (class labels or
-    indices, or regression values in the data's units)."""
-    from kan2mcu.train import regression_metrics
-
-    task, inferred = task_of(model)
-    meta = model.metadata
-    encoded = encoded_targets(model, y, source=source, target=target)
-    t = meta.get("target_transform") or {"scale": 1.0, "offset": 0.0}
-    float_out = model_forward(model, model_inputs(model, raw))
-    q_out = None
-    if qmodel is not None:
-        q_out = run_model(qmodel, api_codes(model, qmodel, raw)) * qmodel.output_scale
-    if task == "regress":
-        float_out, q_out = (None if o is None else o * t["scale"] + t["offset"] for o in (float_out, q_out))
-
-    def figures(out):
-        if task == "classify":
-            return {"accuracy": float((out.argmax(1) == encoded).mean())}
-        return regression_metrics(out[:, 0], encoded)
-
-    return {"data": source, "task": task, "task_inferred": inferred, "target": target, "samples": int(len(raw)),
-            "metric": "accuracy" if task == "classify" else "r2",
-            "float": figures(float_out), "quantized": None if q_out is None else figures(q_out),
-            "max_abs_output_error": None if q_out is None else float(np.abs(q_out - float_out).max())}
-
-
 @dataclass(frozen=True)
 class EvalRows:
-    """Labelled rows to evaluate on: raw feature rows, their targets, and where they come from."""
+    """Labelled rows to evaluate on: raw feature rows, their targets (class indices, or regression
+    values in the data's units), and where they come from."""
 
     raw: np.ndarray
-    y: object  # class labels or indices, or regression values in the data's units
+    targets: np.ndarray
     source: str
     target: str | None
 
@@ -140,21 +114,42 @@ def eval_rows(imported, model, eval_data: Path | None) -> EvalRows | None:
     held-out split; None without either."""
     if eval_data is not None:
         raw, table = read_rows(eval_data, model, option="--eval-data", need_target=True)
-        encoded_targets(model, table.y, source=table.source, target=table.target)
-        return EvalRows(raw, table.y, table.source, table.target)
-    if imported.heldout is not None:
+        y, source, target = table.y, table.source, table.target
+    elif imported.heldout is not None:
         raw, y = imported.heldout
         if model.metadata.get("classes") is not None:
             y = np.asarray(model.metadata["classes"], dtype=object)[np.asarray(y, np.int64)]
-        return EvalRows(raw, y, "held-out split", model.metadata.get("target"))
-    return None
+        source, target = "held-out split", model.metadata.get("target")
+    else:
+        return None
+    return EvalRows(raw, encoded_targets(model, y, source=source, target=target), source, target)
 
 
 def evaluation(model, qmodel, rows: EvalRows | None) -> dict | None:
-    """The report's ``evaluation`` block on ``rows`` (None without rows)."""
+    """The report's ``evaluation`` block on ``rows`` (None without rows): accuracy, or R2 and max
+    |error| in the data's units, of the float model and of the integer model (``qmodel``, if any)."""
+    from kan2mcu.train import regression_metrics
+
     if rows is None:
         return None
-    return evaluate(model, qmodel, rows.raw, rows.y, source=rows.source, target=rows.target)
+    task, inferred = task_of(model)
+    t = model.metadata.get("target_transform") or {"scale": 1.0, "offset": 0.0}
+    float_out = model_forward(model, model_inputs(model, rows.raw))
+    q_out = None
+    if qmodel is not None:
+        q_out = run_model(qmodel, api_codes(model, qmodel, rows.raw)) * qmodel.output_scale
+    if task == "regress":
+        float_out, q_out = (None if o is None else o * t["scale"] + t["offset"] for o in (float_out, q_out))
+
+    def figures(out):
+        if task == "classify":
+            return {"accuracy": float((out.argmax(1) == rows.targets).mean())}
+        return regression_metrics(out[:, 0], rows.targets)
+
+    return {"data": rows.source, "task": task, "task_inferred": inferred, "target": rows.target,
+            "samples": int(len(rows.raw)), "metric": "accuracy" if task == "classify" else "r2",
+            "float": figures(float_out), "quantized": None if q_out is None else figures(q_out),
+            "max_abs_output_error": None if q_out is None else float(np.abs(q_out - float_out).max())}
 
 
 def held_out_inputs(model, rows: EvalRows | None) -> tuple[np.ndarray, str] | None:

@@ -14,7 +14,7 @@ from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quantize import QuantModel
-from kan2mcu.strategies import get_strategy
+from kan2mcu.strategies import edge_table, get_strategy
 from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
 _IDENT = re.compile(r"[^a-z0-9_]")
@@ -195,57 +195,18 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     return L
 
 
-# Lane accumulator pairs per pass over the inputs: Armv6-M has 8 low registers, the others 13+.
-EDGE_TABLE_PAIRS_PER_PASS = {"narrow": 2, "wide": 4}
-
-
 def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
-    """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2).
-
-    A table word holds 4 byte entries (one part: even/odd lanes), 8 nibble entries (two parts,
-    the low and high nibbles, each then split into even/odd lanes like a byte word) or 2 halfword
-    entries (one part, no lanes: `even` sums whole words, `odd` the high halfwords, and the low
-    halfwords' sum is `even - (odd << 16)` modulo 2^32, exact since it fits int32)."""
-    nibbles, halfwords = ql.per_word == 8, ql.per_word == 2
-    parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
-        if nibbles else [{"id": 0, "shift": 0, "mask": None}]
-    summed = (f"halfwords summed in 32-bit accumulators over all {ql.in_features} inputs" if halfwords
-              else f"lanes widened every {ql.chunk} inputs")
-    L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy edge-table",
-         "description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
-                        f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; {summed}",
-         "codes": ql.codes, "row_words": ql.row_words, "parts": parts,
-         "add": "HALVES_ADD" if halfwords else "LANES_ADD"}
+    """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2; the kernel's
+    shape is decided in kan2mcu.strategies.edge_table.kernel_context)."""
+    L = edge_table.kernel_context(ql, emit.sym.prefix.upper())
+    L["title"] = f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy edge-table"
     L["table"] = emit.table("table", ql.words(), "uint32_t",
                             f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
                             hex_words=True, aligned=True)
-    L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
-    L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
-    L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
-    L["chunks"] = [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
-                   for s in range(0, ql.in_features, ql.chunk)]
-    for kind, pairs in EDGE_TABLE_PAIRS_PER_PASS.items():
-        per_pass = max(pairs // len(parts), 1)
-        L[f"blocks_{kind}"] = [{"first": w, "words": list(range(w, min(w + per_pass, ql.row_words)))}
-                               for w in range(0, ql.row_words, per_pass)]
-    # entry j of a word -> the C expression of its sum. Bytes and nibbles: (part, lane), a part's
-    # byte k holds entry len(parts) * k + part, in 16-bit lane k // 2 of `even` (k even) or `odd`
-    lanes = []
-    for w in range(ql.row_words):
-        word_lanes = []
-        for j in range(ql.per_word):
-            output = ql.per_word * w + j
-            if output >= ql.out_features:
-                continue
-            if halfwords:  # a last word whose high entry is padding (zero) needs no correction
-                value = f"odd{w}_0" if j == 1 else (
-                    f"even{w}_0" if output + 1 >= ql.out_features else f"even{w}_0 - (odd{w}_0 << 16)")
-            else:
-                part, byte = j % len(parts), j // len(parts)
-                value = f"{'even' if byte % 2 == 0 else 'odd'}{w}_{part}{' >> 16' if byte >= 2 else ' & 0xFFFFu'}"
-            word_lanes.append({"output": output, "value": value})
-        lanes.append(word_lanes)
-    L["lanes"] = lanes
+    if not L["inline_requant"]:
+        L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
+        L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
+        L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L
 
 

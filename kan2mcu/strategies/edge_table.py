@@ -211,6 +211,71 @@ def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
     return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
 
 
+# --- the kernel's shape (rendered by templates/kernels/edge_table.c.j2) ---
+KERNEL_WORDS = 4  # table words summed per pass over the inputs: 8 lane accumulators (nibbles: 2 words, 4 parts)
+INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line with constants inline
+
+
+def c_int(value: int) -> str:
+    """A C int32 literal (parenthesized when negative; INT32_MIN spelled without overflow)."""
+    value = int(value)
+    if value == -(1 << 31):
+        return "(-2147483647 - 1)"
+    return f"({value})" if value < 0 else str(value)
+
+
+def lane_values(ql: EdgeTableLayer, parts: int, macro: str) -> list[list[dict]]:
+    """Per table word, ``{"output", "value"}``: the C expression of each output's sum from the
+    word's accumulators ``e{w}_{part}``/``o{w}_{part}``. Bytes and nibbles: a part's byte ``k`` holds
+    entry ``parts * k + part``, in 16-bit lane ``k // 2`` of the even (k even, ``<macro>_EVEN``) or odd sums.
+    Halfwords: ``e`` sums whole words and ``o`` the high halves; the low sum is ``e - (o << 16)``."""
+    halfwords = ql.per_word == 2
+    lanes = []
+    for w in range(ql.row_words):
+        word_lanes = []
+        for j in range(ql.per_word):
+            output = ql.per_word * w + j
+            if output >= ql.out_features:
+                continue
+            if halfwords:  # a last word whose high entry is padding (zero) needs no correction
+                value = f"o{w}_0" if j == 1 else (
+                    f"e{w}_0" if output + 1 >= ql.out_features else f"e{w}_0 - (o{w}_0 << 16)")
+            else:
+                part, byte = j % parts, j // parts
+                lane = f"o{w}_{part}" if byte % 2 else f"{macro}_EVEN(e{w}_{part}, o{w}_{part})"
+                value = f"({lane}){' >> 16' if byte >= 2 else ' & 0xFFFFu'}"
+            word_lanes.append({"output": output, "value": value})
+        lanes.append(word_lanes)
+    return lanes
+
+
+def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
+    """The kernel's shape for one layer: passes of up to KERNEL_WORDS words over each chunk of
+    inputs (a pointer loop, the row pointer computed once per input), the lane expressions, and the
+    requantization (straight-line with constants inline for small layers, else a loop over tables).
+    ``macro``: the model's C macro prefix (``KAN``)."""
+    nibbles, halfwords = ql.per_word == 8, ql.per_word == 2
+    parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
+        if nibbles else [{"id": 0, "shift": 0, "mask": None}]
+    per_pass = KERNEL_WORDS // len(parts)
+    summed = (f"halfwords summed in 32-bit accumulators over all {ql.in_features} inputs" if halfwords
+              else f"lanes widened every {ql.chunk} inputs")
+    inline = ql.out_features <= INLINE_REQUANT_MAX_OUTPUTS
+    acc = [f"a{o}" if inline else f"acc[{o}]" for o in range(ql.out_features)]
+    L = {"description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
+                        f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; {summed}",
+         "codes": ql.codes, "act_bits": ql.act_bits, "row_words": ql.row_words, "stride": ql.codes * ql.row_words,
+         "parts": parts, "add": "HALVES_ADD" if halfwords else "LANES_ADD", "inline_requant": inline, "acc": acc,
+         "out_bits": int(ql.out_max).bit_length(), "lanes": lane_values(ql, len(parts), macro),
+         "chunks": [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
+                    for s in range(0, ql.in_features, ql.chunk)],
+         "blocks": [{"first": w, "words": list(range(w, min(w + per_pass, ql.row_words)))}
+                    for w in range(0, ql.row_words, per_pass)]}
+    L["requant"] = [{"acc": acc[o], "mult": c_int(ql.mult[o]), "rounding": c_int(ql.rounding[o]),
+                     "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
+    return L
+
+
 def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: int) -> int:
     """Flash bytes of the table of a layer with these sizes (the cost model's figure)."""
     words = padded_outputs(out_features, table_bits) // entries_per_word(table_bits)

@@ -203,7 +203,10 @@ def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
     L["table"] = emit.table("table", ql.words(), "uint32_t",
                             f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
                             hex_words=True, aligned=True)
-    if not L["inline_requant"]:
+    if L["inline_requant"]:
+        L["requant_table"] = emit.table("requant", edge_table.requant_pairs(ql), "int32_t",
+                                        "requantization (multiplier, rounding in 2^-shift units) per output")
+    else:
         L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
         L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
         L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")

@@ -213,15 +213,7 @@ def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
 
 # --- the kernel's shape (rendered by templates/kernels/edge_table.c.j2) ---
 KERNEL_WORDS = 4  # table words summed per pass over the inputs: 8 lane accumulators (nibbles: 2 words, 4 parts)
-INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line with constants inline
-
-
-def c_int(value: int) -> str:
-    """A C int32 literal (parenthesized when negative; INT32_MIN spelled without overflow)."""
-    value = int(value)
-    if value == -(1 << 31):
-        return "(-2147483647 - 1)"
-    return f"({value})" if value < 0 else str(value)
+INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
 
 
 def lane_values(ql: EdgeTableLayer, parts: int, macro: str) -> list[list[dict]]:
@@ -252,7 +244,7 @@ def lane_values(ql: EdgeTableLayer, parts: int, macro: str) -> list[list[dict]]:
 def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
     """The kernel's shape for one layer: passes of up to KERNEL_WORDS words over each chunk of
     inputs (a pointer loop, the row pointer computed once per input), the lane expressions, and the
-    requantization (straight-line with constants inline for small layers, else a loop over tables).
+    requantization (straight-line for small layers, else a loop over tables).
     ``macro``: the model's C macro prefix (``KAN``)."""
     nibbles, halfwords = ql.per_word == 8, ql.per_word == 2
     parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
@@ -269,11 +261,21 @@ def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
          "out_bits": int(ql.out_max).bit_length(), "lanes": lane_values(ql, len(parts), macro),
          "chunks": [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
                     for s in range(0, ql.in_features, ql.chunk)],
-         "blocks": [{"first": w, "words": list(range(w, min(w + per_pass, ql.row_words)))}
-                    for w in range(0, ql.row_words, per_pass)]}
-    L["requant"] = [{"acc": acc[o], "mult": c_int(ql.mult[o]), "rounding": c_int(ql.rounding[o]),
-                     "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
+         "blocks": [_block(w, min(w + per_pass, ql.row_words)) for w in range(0, ql.row_words, per_pass)]}
+    L["requant"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
+
+
+def _block(first: int, end: int) -> dict:
+    """Words ``first .. end-1`` of a row, summed in one pass: loaded in pairs (LDRD on Thumb-2)."""
+    words = list(range(first, end))
+    loads = [{"words": words[k:k + 2], "offset": 4 * (words[k] - first)} for k in range(0, len(words), 2)]
+    return {"first": first, "words": words, "loads": loads}
+
+
+def requant_pairs(ql: EdgeTableLayer) -> np.ndarray:
+    """The straight-line requantization's table: ``[mult[0], rounding[0], mult[1], ...]`` (int32)."""
+    return np.stack([ql.mult, ql.rounding], axis=1).reshape(-1)
 
 
 def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: int) -> int:

@@ -213,6 +213,8 @@ def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
 
 # --- the kernel's shape (rendered by templates/kernels/edge_table.c.j2) ---
 KERNEL_WORDS = 4  # table words summed per pass over the inputs: 8 lane accumulators (nibbles: 2 words, 4 parts)
+LDRD_MAX_OFFSET = 1020  # Thumb-2 LDRD immediate offsets: multiples of 4 up to 1020
+ADDW_MAX = 4095  # Thumb-2 ADDW immediate
 INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
 
 
@@ -262,8 +264,28 @@ def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
          "chunks": [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
                     for s in range(0, ql.in_features, ql.chunk)],
          "blocks": [_block(w, min(w + per_pass, ql.row_words)) for w in range(0, ql.row_words, per_pass)]}
+    L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
+    L["asm_loop"] = _asm_loop(ql) if L["dsp_asm"] else None
     L["requant"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
+
+
+def _asm_loop(ql: EdgeTableLayer) -> dict | None:
+    """The whole input loop of a byte-entry layer in Thumb-2 asm (LDRD + UXTAB16): two inputs per
+    iteration when the second row's words stay within LDRD's immediate offsets, the row address
+    ``t + q * row_bytes`` in one ADD (row bytes a power of two) or two (three times one); None
+    (a C loop around the asm rows) for other row sizes."""
+    row_bytes = 4 * ql.row_words
+    times3 = row_bytes % 3 == 0
+    base = row_bytes // 3 if times3 else row_bytes
+    if base & (base - 1):
+        return None
+    stride_bytes = 4 * ql.codes * ql.row_words
+    rows = 2 if stride_bytes + 4 * min(KERNEL_WORDS, ql.row_words) - 4 <= LDRD_MAX_OFFSET else 1
+    if rows * stride_bytes > ADDW_MAX:
+        return None
+    return {"rows": rows, "row_lsl": base.bit_length() - 1, "row_times3": times3,
+            "code_load": "ldrb" if ql.act_bits <= 8 else "ldrh", "code_bytes": 1 if ql.act_bits <= 8 else 2}
 
 
 def _block(first: int, end: int) -> dict:

@@ -214,7 +214,9 @@ def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
 # --- the kernel's shape (rendered by templates/kernels/edge_table.c.j2) ---
 KERNEL_WORDS = 4  # table words summed per pass over the inputs: 8 lane accumulators (nibbles: 2 words, 4 parts)
 LDRD_MAX_OFFSET = 1020  # Thumb-2 LDRD immediate offsets: multiples of 4 up to 1020
+LDR_MIN_OFFSET, LDR_MAX_OFFSET = -255, 4095  # Thumb-2 LDR immediate offsets
 ADDW_MAX = 4095  # Thumb-2 ADDW immediate
+MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
 INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
 
 
@@ -271,8 +273,9 @@ def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
 
 
 def _asm_loop(ql: EdgeTableLayer) -> dict | None:
-    """The whole input loop of a byte-entry layer in Thumb-2 asm (LDRD + UXTAB16): two inputs per
-    iteration when the second row's words stay within LDRD's immediate offsets, the row address
+    """The whole input loop of a byte-entry layer in Thumb-2 asm (LDRD + UXTAB16): as many inputs per
+    iteration as LDRD's immediate offsets (+-1020 bytes around t) reach (fewer code bits, shorter
+    tables, more rows per iteration: never slower), the row address
     ``t + q * row_bytes`` in one ADD (row bytes a power of two) or two (three times one); None
     (a C loop around the asm rows) for other row sizes."""
     row_bytes = 4 * ql.row_words
@@ -281,11 +284,23 @@ def _asm_loop(ql: EdgeTableLayer) -> dict | None:
     if base & (base - 1):
         return None
     stride_bytes = 4 * ql.codes * ql.row_words
-    rows = 2 if stride_bytes + 4 * min(KERNEL_WORDS, ql.row_words) - 4 <= LDRD_MAX_OFFSET else 1
-    if rows * stride_bytes > ADDW_MAX:
-        return None
-    return {"rows": rows, "row_lsl": base.bit_length() - 1, "row_times3": times3,
-            "code_load": "ldrb" if ql.act_bits <= 8 else "ldrh", "code_bytes": 1 if ql.act_bits <= 8 else 2}
+    loads = [ld for w in range(0, ql.row_words, KERNEL_WORDS) for ld in _block(w, min(w + KERNEL_WORDS, ql.row_words))["loads"]]
+
+    def reachable(offset: int) -> bool:  # every load of a row at `offset` bytes from t encodes
+        return all(-LDRD_MAX_OFFSET <= offset + ld["offset"] <= LDRD_MAX_OFFSET if len(ld["words"]) == 2
+                   else LDR_MIN_OFFSET <= offset + ld["offset"] <= LDR_MAX_OFFSET for ld in loads)
+
+    # rows k = 0 .. rows-1 of an iteration at offsets (k - centre) * stride from t: as many as fit
+    rows, centre = 1, 0
+    for r in range(2, MAX_ASM_ROWS + 1):
+        for c in range(r):
+            if r * stride_bytes <= ADDW_MAX and all(reachable((k - c) * stride_bytes) for k in range(r)):
+                rows, centre = r, c
+                break
+    offsets = [(k - centre) * stride_bytes for k in range(rows)]
+    return {"rows": rows, "centre": centre, "offsets": offsets, "row_lsl": base.bit_length() - 1,
+            "row_times3": times3, "code_load": "ldrb" if ql.act_bits <= 8 else "ldrh",
+            "code_bytes": 1 if ql.act_bits <= 8 else 2}
 
 
 def _block(first: int, end: int) -> dict:

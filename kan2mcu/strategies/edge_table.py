@@ -268,6 +268,7 @@ def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
          "blocks": [_block(w, min(w + per_pass, ql.row_words)) for w in range(0, ql.row_words, per_pass)]}
     L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
     L["asm_loop"] = _asm_loop(ql) if L["dsp_asm"] else None
+    L["v6m"] = _v6m_loop(ql) if L["dsp_asm"] else None
     L["requant"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
 
@@ -301,6 +302,21 @@ def _asm_loop(ql: EdgeTableLayer) -> dict | None:
     return {"rows": rows, "centre": centre, "offsets": offsets, "row_lsl": base.bit_length() - 1,
             "row_times3": times3, "code_load": "ldrb" if ql.act_bits <= 8 else "ldrh",
             "code_bytes": 1 if ql.act_bits <= 8 else 2}
+
+
+def _v6m_loop(ql: EdgeTableLayer) -> dict | None:
+    """The Armv6-M asm loop of a byte-entry layer with byte codes (None otherwise): the row and
+    stride multiplications as shifts where they are powers of two (else MULS)."""
+    if ql.act_bits > 8:
+        return None
+    row_bytes, stride_bytes = 4 * ql.row_words, 4 * ql.codes * ql.row_words
+
+    def lsl(n: int) -> int | None:
+        return n.bit_length() - 1 if n & (n - 1) == 0 else None
+
+    if lsl(row_bytes) is None and row_bytes > 255:
+        return None
+    return {"row_lsl": lsl(row_bytes), "stride_lsl": lsl(stride_bytes)}
 
 
 def _block(first: int, end: int) -> dict:

@@ -217,6 +217,7 @@ LDRD_MAX_OFFSET = 1020  # Thumb-2 LDRD immediate offsets: multiples of 4 up to 1
 LDR_MIN_OFFSET, LDR_MAX_OFFSET = -255, 4095  # Thumb-2 LDR immediate offsets
 ADDW_MAX = 4095  # Thumb-2 ADDW immediate
 MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
+UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
 INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
 
 
@@ -299,7 +300,8 @@ def _asm_loop(ql: EdgeTableLayer) -> dict | None:
                 rows, centre = r, c
                 break
     offsets = [(k - centre) * stride_bytes for k in range(rows)]
-    return {"rows": rows, "centre": centre, "offsets": offsets, "row_lsl": base.bit_length() - 1,
+    return {"rows": rows, "centre": centre, "offsets": offsets, "unrolled": ql.in_features <= UNROLL_MAX_INPUTS,
+            "row_lsl": base.bit_length() - 1,
             "row_times3": times3, "code_load": "ldrb" if ql.act_bits <= 8 else "ldrh",
             "code_bytes": 1 if ql.act_bits <= 8 else 2}
 

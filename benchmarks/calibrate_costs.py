@@ -32,7 +32,7 @@ from kan2mcu.importers import load_checkpoint  # noqa: E402
 from kan2mcu.quantize import LayerPlan, QuantOptions  # noqa: E402
 from kan2mcu.strategies import edge_table, spline  # noqa: E402
 
-SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12)]
+SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12), (80, 6, 3)]  # 80 inputs: looped asm on DSP cores
 VARIANTS = {  # name: (strategy, options)
     "edge-table": ("edge-table", QuantOptions(act_bits=4)),
     "edge-table-nibbles": ("edge-table", QuantOptions(act_bits=4, table_bits=4)),

@@ -14,7 +14,7 @@ from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quantize import QuantModel
-from kan2mcu.strategies import edge_table, get_strategy
+from kan2mcu.strategies import edge_table_kernel, get_strategy
 from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
 _IDENT = re.compile(r"[^a-z0-9_]")
@@ -197,14 +197,14 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
 
 def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
     """Render data of an edge-table layer (kernel: templates/kernels/edge_table.c.j2; the kernel's
-    shape is decided in kan2mcu.strategies.edge_table.kernel_context)."""
-    L = edge_table.kernel_context(ql, emit.sym.prefix.upper())
+    shape is decided in kan2mcu.strategies.edge_table_kernel)."""
+    L = edge_table_kernel.kernel_context(ql, emit.sym.prefix.upper())
     L["title"] = f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy edge-table"
     L["table"] = emit.table("table", ql.words(), "uint32_t",
                             f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
                             hex_words=True, aligned=True)
     if L["inline_requant"]:
-        L["requant_table"] = emit.table("requant", edge_table.requant_pairs(ql), "int32_t",
+        L["requant_table"] = emit.table("requant", edge_table_kernel.requant_pairs(ql), "int32_t",
                                         "requantization (multiplier, rounding in 2^-shift units) per output")
     else:
         L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")

@@ -18,6 +18,7 @@ from kan2mcu.bspline import edge_values
 from kan2mcu.errors import QuantizationError
 from kan2mcu.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int32
 from kan2mcu.ir import KANLayer
+from kan2mcu.strategies.edge_table_kernel import INLINE_REQUANT_MAX_OUTPUTS, asm_loop
 from kan2mcu.strategies.levels import level_aligned
 
 NAME = "edge-table"
@@ -211,128 +212,6 @@ def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
     return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
 
 
-# --- the kernel's shape (rendered by templates/kernels/edge_table.c.j2) ---
-KERNEL_WORDS = 4  # table words summed per pass over the inputs: 8 lane accumulators (nibbles: 2 words, 4 parts)
-LDRD_MAX_OFFSET = 1020  # Thumb-2 LDRD immediate offsets: multiples of 4 up to 1020
-LDR_MIN_OFFSET, LDR_MAX_OFFSET = -255, 4095  # Thumb-2 LDR immediate offsets
-ADDW_MAX = 4095  # Thumb-2 ADDW immediate
-MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
-UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
-INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
-
-
-def lane_values(ql: EdgeTableLayer, parts: int, macro: str) -> list[list[dict]]:
-    """Per table word, ``{"output", "value"}``: the C expression of each output's sum from the
-    word's accumulators ``e{w}_{part}``/``o{w}_{part}``. Bytes and nibbles: a part's byte ``k`` holds
-    entry ``parts * k + part``, in 16-bit lane ``k // 2`` of the even (k even, ``<macro>_EVEN``) or odd sums.
-    Halfwords: ``e`` sums whole words and ``o`` the high halves; the low sum is ``e - (o << 16)``."""
-    halfwords = ql.per_word == 2
-    lanes = []
-    for w in range(ql.row_words):
-        word_lanes = []
-        for j in range(ql.per_word):
-            output = ql.per_word * w + j
-            if output >= ql.out_features:
-                continue
-            if halfwords:  # a last word whose high entry is padding (zero) needs no correction
-                value = f"o{w}_0" if j == 1 else (
-                    f"e{w}_0" if output + 1 >= ql.out_features else f"e{w}_0 - (o{w}_0 << 16)")
-            else:
-                part, byte = j % parts, j // parts
-                lane = f"o{w}_{part}" if byte % 2 else f"{macro}_EVEN(e{w}_{part}, o{w}_{part})"
-                value = f"({lane}){' >> 16' if byte >= 2 else ' & 0xFFFFu'}"
-            word_lanes.append({"output": output, "value": value})
-        lanes.append(word_lanes)
-    return lanes
-
-
-def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
-    """The kernel's shape for one layer: passes of up to KERNEL_WORDS words over each chunk of
-    inputs (a pointer loop, the row pointer computed once per input), the lane expressions, and the
-    requantization (straight-line for small layers, else a loop over tables).
-    ``macro``: the model's C macro prefix (``KAN``)."""
-    nibbles, halfwords = ql.per_word == 8, ql.per_word == 2
-    parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
-        if nibbles else [{"id": 0, "shift": 0, "mask": None}]
-    per_pass = KERNEL_WORDS // len(parts)
-    summed = (f"halfwords summed in 32-bit accumulators over all {ql.in_features} inputs" if halfwords
-              else f"lanes widened every {ql.chunk} inputs")
-    inline = ql.out_features <= INLINE_REQUANT_MAX_OUTPUTS
-    acc = [f"a{o}" if inline else f"acc[{o}]" for o in range(ql.out_features)]
-    L = {"description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
-                        f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; {summed}",
-         "codes": ql.codes, "act_bits": ql.act_bits, "row_words": ql.row_words, "stride": ql.codes * ql.row_words,
-         "parts": parts, "add": "HALVES_ADD" if halfwords else "LANES_ADD", "inline_requant": inline, "acc": acc,
-         "out_bits": int(ql.out_max).bit_length(), "lanes": lane_values(ql, len(parts), macro),
-         "chunks": [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
-                    for s in range(0, ql.in_features, ql.chunk)],
-         "blocks": [_block(w, min(w + per_pass, ql.row_words)) for w in range(0, ql.row_words, per_pass)]}
-    L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
-    L["asm_loop"] = _asm_loop(ql) if L["dsp_asm"] else None
-    L["v6m"] = _v6m_loop(ql) if L["dsp_asm"] else None
-    L["requant"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
-    return L
-
-
-def _asm_loop(ql: EdgeTableLayer) -> dict | None:
-    """The whole input loop of a byte-entry layer in Thumb-2 asm (LDRD + UXTAB16): as many inputs per
-    iteration as LDRD's immediate offsets (+-1020 bytes around t) reach (fewer code bits, shorter
-    tables, more rows per iteration: never slower), the row address
-    ``t + q * row_bytes`` in one ADD (row bytes a power of two) or two (three times one); None
-    (a C loop around the asm rows) for other row sizes."""
-    row_bytes = 4 * ql.row_words
-    times3 = row_bytes % 3 == 0
-    base = row_bytes // 3 if times3 else row_bytes
-    if base & (base - 1):
-        return None
-    stride_bytes = 4 * ql.codes * ql.row_words
-    loads = [ld for w in range(0, ql.row_words, KERNEL_WORDS) for ld in _block(w, min(w + KERNEL_WORDS, ql.row_words))["loads"]]
-
-    def reachable(offset: int) -> bool:  # every load of a row at `offset` bytes from t encodes
-        return all(-LDRD_MAX_OFFSET <= offset + ld["offset"] <= LDRD_MAX_OFFSET if len(ld["words"]) == 2
-                   else LDR_MIN_OFFSET <= offset + ld["offset"] <= LDR_MAX_OFFSET for ld in loads)
-
-    # rows k = 0 .. rows-1 of an iteration at offsets (k - centre) * stride from t: as many as fit
-    rows, centre = 1, 0
-    for r in range(2, MAX_ASM_ROWS + 1):
-        for c in range(r):
-            if r * stride_bytes <= ADDW_MAX and all(reachable((k - c) * stride_bytes) for k in range(r)):
-                rows, centre = r, c
-                break
-    offsets = [(k - centre) * stride_bytes for k in range(rows)]
-    return {"rows": rows, "centre": centre, "offsets": offsets, "unrolled": ql.in_features <= UNROLL_MAX_INPUTS,
-            "row_lsl": base.bit_length() - 1,
-            "row_times3": times3, "code_load": "ldrb" if ql.act_bits <= 8 else "ldrh",
-            "code_bytes": 1 if ql.act_bits <= 8 else 2}
-
-
-def _v6m_loop(ql: EdgeTableLayer) -> dict | None:
-    """The Armv6-M asm loop of a byte-entry layer with byte codes (None otherwise): the row and
-    stride multiplications as shifts where they are powers of two (else MULS)."""
-    if ql.act_bits > 8:
-        return None
-    row_bytes, stride_bytes = 4 * ql.row_words, 4 * ql.codes * ql.row_words
-
-    def lsl(n: int) -> int | None:
-        return n.bit_length() - 1 if n & (n - 1) == 0 else None
-
-    if lsl(row_bytes) is None and row_bytes > 255:
-        return None
-    return {"row_lsl": lsl(row_bytes), "stride_lsl": lsl(stride_bytes)}
-
-
-def _block(first: int, end: int) -> dict:
-    """Words ``first .. end-1`` of a row, summed in one pass: loaded in pairs (LDRD on Thumb-2)."""
-    words = list(range(first, end))
-    loads = [{"words": words[k:k + 2], "offset": 4 * (words[k] - first)} for k in range(0, len(words), 2)]
-    return {"first": first, "words": words, "loads": loads}
-
-
-def requant_pairs(ql: EdgeTableLayer) -> np.ndarray:
-    """The straight-line requantization's table: ``[mult[0], rounding[0], mult[1], ...]`` (int32)."""
-    return np.stack([ql.mult, ql.rounding], axis=1).reshape(-1)
-
-
 def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: int) -> int:
     """Flash bytes of the table of a layer with these sizes (the cost model's figure)."""
     words = padded_outputs(out_features, table_bits) // entries_per_word(table_bits)
@@ -348,34 +227,68 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 # layers, 6% on M4/M7; the digits layers within 3% everywhere), then halfword_word alone with the
 # other terms held (`--term halfword_word`; halfword layers within 11% on M4/M7, 14% on RV32, 16% on
 # M0, 24% on M3, the largest errors on the smallest layers; digits-sized layers within 5%, 22% on M3).
-WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
-CODE_BYTES = 240  # one edge-table kernel at -O2, about
+WORDS_PER_PASS = 4  # table words per pass over the inputs (nibble words: 2), every core
+CODE_BYTES = 240  # one edge-table kernel at -O2, about (plus the straight-line asm of small layers on DSP cores)
+DSP_CORES = ("cortex-m4", "cortex-m7")  # byte entries summed by the inline-asm kernels (LDRD + UXTAB16)
 _M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41,
-       "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65, "halfword_word": -3.36}
+       "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65, "halfword_word": -3.36,
+       "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
     "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39,
-                  "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17, "halfword_word": -3.83},
+                  "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17, "halfword_word": -3.83,
+                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
     "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9,
-                  "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21, "halfword_word": 0.08},
+                  "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21, "halfword_word": 0.08,
+                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
     "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16,
-                  "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13, "halfword_word": 0.04},
+                  "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13, "halfword_word": 0.04,
+                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
     "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16,
-                 "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01, "halfword_word": -1.92},
+                 "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01, "halfword_word": -1.92,
+                 "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
 }
 
 
+def _asm_shape(n_in: int, row_words: int, in_bits: int, table_bits: int, core: str) -> dict | None:
+    """The DSP inline-asm loop of a layer of these sizes on ``core`` (None: the C kernel)."""
+    if core not in DSP_CORES or entries_per_word(table_bits) != 4:
+        return None
+    return asm_loop(n_in, row_words, in_bits)
+
+
 def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, first: bool, last: bool) -> dict:
-    """The terms of the edge-table kernel's cost formula (the keys of COSTS[core])."""
+    """The terms of the edge-table kernel's cost formula (the keys of COSTS[core]): per layer, per
+    input and pass (``input_pass``; ``clamp_pass`` when a first layer clamps its codes), per table
+    word, per output, and on DSP cores per step of the table pointer (``row_step``: every
+    ``rows`` inputs, more rows with fewer code bits) and per input of a looped (not straight-line)
+    asm pass; ``row_mul`` per input whose row address is not one shift (row bytes not a power of two)."""
     per_word = entries_per_word(table_bits)
     nibbles, halfwords = per_word == 8, per_word == 2
     row_words = padded_outputs(n_out, table_bits) // per_word
-    passes = -(-row_words // (WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
+    passes = -(-row_words // (WORDS_PER_PASS // (2 if nibbles else 1)))
     clamp = first and clamps_caller_codes(in_bits)
+    shape = _asm_shape(n_in, row_words, in_bits, table_bits, core)
+    row_bytes = 4 * row_words
     return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
             "output": float(n_out), "clamp_pass": float(n_in * passes * clamp), "last_output": float(n_out * last),
-            "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords)}
+            "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords),
+            "row_step": float(n_in * passes / shape["rows"]) if shape else 0.0,
+            "row_mul": float(n_in * passes * bool(row_bytes & (row_bytes - 1))),
+            "looped_pass": float(n_in * passes * (shape is not None and not shape["unrolled"]))}
+
+
+def code_bytes(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str) -> int:
+    """Flash of the layer's code, about: the kernel, plus the straight-line asm of a small layer on
+    a DSP core (per input and pass: code load, clamp, address, loads, two UXTAB16 per word)."""
+    per_word = entries_per_word(table_bits)
+    row_words = padded_outputs(n_out, table_bits) // per_word
+    shape = _asm_shape(n_in, row_words, in_bits, table_bits, core)
+    if not shape or not shape["unrolled"]:
+        return CODE_BYTES
+    passes = -(-row_words // WORDS_PER_PASS)
+    return CODE_BYTES + 4 * n_in * (3 * passes + -(-row_words // 2) + 2 * row_words)
 
 
 def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
@@ -383,5 +296,7 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     tbits = getattr(step, "table_bits", None) or options.table_bits
     terms = cost_terms(layer.in_features, layer.out_features, tbits, step.in_bits, core, first, last)
     instructions = sum(COSTS[core][key] * value for key, value in terms.items())
-    flash = table_bytes(layer.in_features, layer.out_features, step.in_bits, tbits) + 9 * layer.out_features + CODE_BYTES
+    requant = (8 if layer.out_features <= INLINE_REQUANT_MAX_OUTPUTS else 9) * layer.out_features  # table bytes
+    flash = (table_bytes(layer.in_features, layer.out_features, step.in_bits, tbits) + requant
+             + code_bytes(layer.in_features, layer.out_features, tbits, step.in_bits, core))
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

@@ -73,7 +73,7 @@ def test_firmware_outputs_equal_the_reference_on_many_inputs(digits_dirs, board,
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
 def test_generated_small_model_on_firmware(small_checkpoints, board, strategy, tmp_path):
     """A small cubic model at 8 bits (on M4: the SMLAD spline path, the UXTAB16 edge-table path;
-    on M0 the narrow edge-table pass): 300 random codes and every code of every input, run by the
+    on M0 the Armv6-M asm loop of the edge-table kernel): 300 random codes and every code of every input, run by the
     firmware; one deliberately wrong expected output must be caught."""
     from kan2mcu.quantize import LayerPlan
 
@@ -95,7 +95,7 @@ def test_generated_small_model_on_firmware(small_checkpoints, board, strategy, t
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-cortex-m7", "qemu-rv32imac"])
 def test_halfword_edge_tables_on_firmware(small_checkpoints, board, tmp_path):
     """Halfword edge-table entries, 12 bits in layer 0 (5 outputs: a padded tail word) and 16 bits
-    in layer 1 (on M0 the narrow pass): 300 random codes and every code of every input, run by the
+    in layer 1 (on M0 the C loop): 300 random codes and every code of every input, run by the
     firmware, equal the Python integer reference's outputs."""
     from kan2mcu.quantize import LayerPlan
 

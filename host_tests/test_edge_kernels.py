@@ -1,0 +1,111 @@
+"""The edge-table kernel's shapes (kan2mcu/strategies/edge_table_kernel.py) on every emulated board,
+and the rule that fewer code bits are never slower (by the cost model, and measured under QEMU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import assert_c_equals_reference, make_random_checkpoint, require_tool
+from kan2mcu.bundle import load_bundle
+from kan2mcu.costmodel import CORES
+from kan2mcu.firmware.boards import QEMU_BOARDS, get_board
+from kan2mcu.firmware.measure import measure
+from kan2mcu.fixedpoint import clamps_caller_codes
+from kan2mcu.generate import generate_model
+from kan2mcu.quantize import LayerPlan, QuantOptions
+from kan2mcu.strategies import edge_table, edge_table_kernel
+
+# (widths, code bits): each exercises a kernel shape of byte entries
+KERNEL_SHAPES = {
+    # 67 inputs: the looped asm on DSP cores (3 rows per iteration and a tail row); 16 -> 6: 2 words
+    "looped-67x16x6-5bit": ((67, 16, 6), 5),
+    # 20 outputs: 5-word rows (two passes; row bytes not a power of two: C rows on DSP cores, MULS on
+    # Armv6-M); 12-byte rows in layer 1 (three times a power of two)
+    "passes-8x20x9-4bit": ((8, 20, 9), 4),
+    # 9-bit codes: uint16_t codes (LDRH), one row per step
+    "wide-6x4x2-9bit": ((6, 4, 2), 9),
+    # 3-bit codes: 8 rows per step of the table pointer
+    "short-12x8x3-3bit": ((12, 8, 3), 3),
+}
+
+
+@pytest.fixture(scope="module")
+def shape_dirs(tmp_path_factory):
+    """One generated model per kernel shape, each checked bit for bit on the host first."""
+    base = tmp_path_factory.mktemp("edge-shapes")
+    dirs = {}
+    for seed, (name, (widths, bits)) in enumerate(KERNEL_SHAPES.items()):
+        checkpoint, calibration = make_random_checkpoint(base / f"{name}.pt", widths, 4, 3, seed=20 + seed)
+        folder = base / name
+        generate_model(checkpoint, folder, calibration=calibration, options=QuantOptions(act_bits=bits),
+                       plan=[LayerPlan("edge-table", bits)] * (len(widths) - 1), quiet=True)
+        _, qmodel = load_bundle(folder)
+        codes = np.random.default_rng(seed).integers(0, 1 << min(bits + 1, 16), (300, widths[0]))
+        assert_c_equals_reference(folder, codes.astype(np.int64), base / f"host-{name}")
+        dirs[name] = folder
+    return dirs
+
+
+def test_kernel_shapes_take_the_intended_paths(shape_dirs):
+    """The generated C holds the shapes the names promise (the asm loop, two passes, LDRH codes)."""
+    looped = (shape_dirs["looped-67x16x6-5bit"] / "kan.c").read_text()
+    assert "3 input(s) per iteration, the whole loop in asm" in looped
+    assert "all 16 inputs straight-line in asm" in looped
+    passes = (shape_dirs["passes-8x20x9-4bit"] / "kan.c").read_text()
+    assert "e4_0" in passes and "muls %[row], %[x0], %[row]" in passes
+    assert "ldrh %[row]" in (shape_dirs["wide-6x4x2-9bit"] / "kan.c").read_text()
+    assert "t moves every 8 rows" in (shape_dirs["short-12x8x3-3bit"] / "kan.c").read_text()
+
+
+@pytest.mark.parametrize("board", QEMU_BOARDS)
+def test_kernel_shapes_on_every_emulated_board(shape_dirs, board, tmp_path):
+    """Firmware == Python integer reference (the firmware's own comparison) for every shape."""
+    info = get_board(board)
+    require_tool(info.gcc_prefix + "gcc")
+    require_tool(info.qemu_system)
+    report = measure(list(shape_dirs.values()), board, tmp_path / "measure")
+    for name, entry in zip(shape_dirs, report["models"]):
+        assert entry["check"] == "PASS", (name, entry["firmware_result"])
+        assert entry["firmware_result"]["mismatches"] == 0
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_fewer_code_bits_never_slower_by_the_cost_model(core):
+    """Predicted instructions never grow when a layer's codes get narrower (entries of any width),
+    among widths that clamp alike (a first layer's 8-bit codes fill uint8_t and need no clamp)."""
+    for n_in, n_out in ((64, 16), (16, 10), (80, 6), (8, 20), (300, 5), (32, 12)):
+        for table_bits in (4, 8, 12):
+            for first, last in ((True, False), (False, False), (False, True)):
+                widths = [b for b in range(3, 13) if not first or clamps_caller_codes(b) == clamps_caller_codes(3)]
+                costs = []
+                for bits in widths:
+                    terms = edge_table.cost_terms(n_in, n_out, table_bits, bits, core, first, last)
+                    costs.append(sum(edge_table.COSTS[core][k] * v for k, v in terms.items()))
+                assert all(a <= b + 1e-9 for a, b in zip(costs, costs[1:])), (core, n_in, n_out, table_bits, costs)
+
+
+def test_asm_rows_per_step_grow_with_fewer_code_bits():
+    """The DSP loop's rows per step of the table pointer: never fewer for narrower codes."""
+    for row_words in (1, 2, 3, 4, 6, 8):
+        rows = [edge_table_kernel.asm_loop(64, row_words, bits) for bits in range(3, 13)]
+        counts = [r["rows"] if r else 1 for r in rows]
+        assert counts == sorted(counts, reverse=True), (row_words, counts)
+
+
+@pytest.mark.parametrize("board", QEMU_BOARDS)
+def test_fewer_code_bits_never_slower_on_qemu(board, tmp_path):
+    """The digits-shaped KAN [64, 16, 10] as edge tables at 3..7-bit codes (all clamped): QEMU's exact
+    instruction counts never grow with fewer code bits; every build PASSes."""
+    info = get_board(board)
+    require_tool(info.gcc_prefix + "gcc")
+    require_tool(info.qemu_system)
+    checkpoint, calibration = make_random_checkpoint(tmp_path / "d.pt", (64, 16, 10), 5, 3, seed=3)
+    dirs = []
+    for bits in range(3, 8):
+        generate_model(checkpoint, tmp_path / f"b{bits}", calibration=calibration, options=QuantOptions(act_bits=bits),
+                       plan=[LayerPlan("edge-table", bits)] * 2, quiet=True)
+        dirs.append(tmp_path / f"b{bits}")
+    report = measure(dirs, board, tmp_path / "measure")
+    assert [m["check"] for m in report["models"]] == ["PASS"] * len(dirs)
+    counts = [m["instructions"] for m in report["models"]]
+    assert counts == sorted(counts), counts

@@ -17,6 +17,7 @@ KERNEL_WORDS = 4  # table words summed per pass over the inputs: 8 lane accumula
 LDRD_MAX_OFFSET = 1020  # Thumb-2 LDRD immediate offsets: multiples of 4 up to 1020
 LDR_MIN_OFFSET, LDR_MAX_OFFSET = -255, 4095  # Thumb-2 LDR immediate offsets
 ADDW_MAX = 4095  # Thumb-2 ADDW immediate
+LW_MIN_OFFSET, LW_MAX_OFFSET = -2048, 2047  # RV32 load offsets
 MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
 UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
 INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
@@ -71,6 +72,7 @@ def kernel_context(ql: EdgeTableLayer, macro: str) -> dict:
     L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
     L["asm_loop"] = asm_loop(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
+    L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["requant"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
 
@@ -105,6 +107,27 @@ def asm_loop(n_in: int, row_words: int, act_bits: int) -> dict | None:
             "row_lsl": base.bit_length() - 1,
             "row_times3": times3, "code_load": "ldrb" if act_bits <= 8 else "ldrh",
             "code_bytes": 1 if act_bits <= 8 else 2}
+
+
+def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
+    """The RV32 straight-line rows of a byte-entry layer of up to UNROLL_MAX_INPUTS inputs (None: the
+    C loop): rows per step of the table pointer as far as LW's offsets (-2048..2047) reach around it,
+    the row address as shifts (row bytes a power of two, or three times one)."""
+    row_bytes = 4 * row_words
+    times3 = row_bytes % 3 == 0
+    base = row_bytes // 3 if times3 else row_bytes
+    if n_in > UNROLL_MAX_INPUTS or base & (base - 1):
+        return None
+    stride = 4 * (1 << act_bits) * row_words
+    last = 4 * (min(KERNEL_WORDS, row_words) - 1)
+    rows, centre = 1, 0
+    for r in range(2, MAX_ASM_ROWS + 1):
+        c = r // 2
+        if -c * stride >= LW_MIN_OFFSET and (r - 1 - c) * stride + last <= LW_MAX_OFFSET:
+            rows, centre = r, c
+    return {"rows": rows, "centre": centre, "offsets": [(k - centre) * stride for k in range(rows)],
+            "row_lsl": base.bit_length() - 1, "row_times3": times3,
+            "code_load": "lbu" if act_bits <= 8 else "lhu", "code_bytes": 1 if act_bits <= 8 else 2}
 
 
 def v6m_loop(row_words: int, act_bits: int) -> dict | None:

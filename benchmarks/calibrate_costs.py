@@ -35,6 +35,8 @@ from kan2mcu.strategies import edge_table, spline  # noqa: E402
 SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12), (80, 6, 3)]  # 80 inputs: looped asm on DSP cores
 VARIANTS = {  # name: (strategy, options)
     "edge-table": ("edge-table", QuantOptions(act_bits=4)),
+    "edge-table-3bit": ("edge-table", QuantOptions(act_bits=3)),  # code widths: the asm kernels' rows per step
+    "edge-table-6bit": ("edge-table", QuantOptions(act_bits=6)),
     "edge-table-nibbles": ("edge-table", QuantOptions(act_bits=4, table_bits=4)),
     "edge-table-halfwords": ("edge-table", QuantOptions(act_bits=4, table_bits=12)),
     "spline8": ("spline", QuantOptions()),

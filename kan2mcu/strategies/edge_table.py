@@ -18,7 +18,7 @@ from kan2mcu.bspline import edge_values
 from kan2mcu.errors import QuantizationError
 from kan2mcu.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int32
 from kan2mcu.ir import KANLayer
-from kan2mcu.strategies.edge_table_kernel import INLINE_REQUANT_MAX_OUTPUTS, asm_loop
+from kan2mcu.strategies.edge_table_kernel import INLINE_REQUANT_MAX_OUTPUTS, asm_loop, rv32_rows, v6m_loop
 from kan2mcu.strategies.levels import level_aligned
 
 NAME = "edge-table"
@@ -229,54 +229,67 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 # M0, 24% on M3, the largest errors on the smallest layers; digits-sized layers within 5%, 22% on M3).
 WORDS_PER_PASS = 4  # table words per pass over the inputs (nibble words: 2), every core
 CODE_BYTES = 240  # one edge-table kernel at -O2, about (plus the straight-line asm of small layers on DSP cores)
-DSP_CORES = ("cortex-m4", "cortex-m7")  # byte entries summed by the inline-asm kernels (LDRD + UXTAB16)
+DSP_CORES = ("cortex-m4", "cortex-m7")  # byte entries: LDRD + UXTAB16 asm (straight-line or looped)
 _M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41,
        "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65, "halfword_word": -3.36,
-       "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0}
+       "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
     "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39,
                   "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17, "halfword_word": -3.83,
-                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
+                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
     "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9,
                   "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21, "halfword_word": 0.08,
-                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
+                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
     "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16,
                   "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13, "halfword_word": 0.04,
-                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
+                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
     "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16,
                  "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01, "halfword_word": -1.92,
-                 "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0},
+                 "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
 }
 
 
-def _asm_shape(n_in: int, row_words: int, in_bits: int, table_bits: int, core: str) -> dict | None:
-    """The DSP inline-asm loop of a layer of these sizes on ``core`` (None: the C kernel)."""
-    if core not in DSP_CORES or entries_per_word(table_bits) != 4:
+def asm_kernel(n_in: int, row_words: int, in_bits: int, table_bits: int, core: str) -> dict | None:
+    """The inline-asm kernel of a byte-entry layer of these sizes on ``core`` (None: the C loop):
+    ``{"rows": inputs per step of the table pointer (1: no steps), "looped": a loop (DSP cores)}``."""
+    if entries_per_word(table_bits) != 4:
         return None
-    return asm_loop(n_in, row_words, in_bits)
+    if core in DSP_CORES or core == "cortex-m3":
+        shape = asm_loop(n_in, row_words, in_bits)
+        if shape is None or core == "cortex-m3" and not shape["unrolled"]:
+            return None
+        return {"rows": shape["rows"], "looped": not shape["unrolled"]}
+    if core.startswith("cortex-m0"):
+        return {"rows": 0, "looped": False} if v6m_loop(row_words, in_bits) else None
+    if core == "rv32imac":
+        shape = rv32_rows(n_in, row_words, in_bits)
+        return {"rows": shape["rows"], "looped": False} if shape else None
+    return None
 
 
 def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, first: bool, last: bool) -> dict:
     """The terms of the edge-table kernel's cost formula (the keys of COSTS[core]): per layer, per
     input and pass (``input_pass``; ``clamp_pass`` when a first layer clamps its codes), per table
-    word, per output, and on DSP cores per step of the table pointer (``row_step``: every
-    ``rows`` inputs, more rows with fewer code bits) and per input of a looped (not straight-line)
-    asm pass; ``row_mul`` per input whose row address is not one shift (row bytes not a power of two)."""
+    word, per output; for the inline-asm kernels of byte entries their own per-input and per-word
+    terms, one per step of the table pointer (``row_step``: every ``rows`` inputs, more rows with
+    fewer code bits; none on Armv6-M, whose rows come from the input index) and per input of a
+    looped asm pass; ``row_mul`` per input whose row address is not one shift."""
     per_word = entries_per_word(table_bits)
     nibbles, halfwords = per_word == 8, per_word == 2
     row_words = padded_outputs(n_out, table_bits) // per_word
     passes = -(-row_words // (WORDS_PER_PASS // (2 if nibbles else 1)))
     clamp = first and clamps_caller_codes(in_bits)
-    shape = _asm_shape(n_in, row_words, in_bits, table_bits, core)
+    asm = asm_kernel(n_in, row_words, in_bits, table_bits, core)
     row_bytes = 4 * row_words
     return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
             "output": float(n_out), "clamp_pass": float(n_in * passes * clamp), "last_output": float(n_out * last),
             "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords),
-            "row_step": float(n_in * passes / shape["rows"]) if shape else 0.0,
+            "row_step": float(n_in * passes / asm["rows"]) if asm and asm["rows"] else 0.0,
             "row_mul": float(n_in * passes * bool(row_bytes & (row_bytes - 1))),
-            "looped_pass": float(n_in * passes * (shape is not None and not shape["unrolled"]))}
+            "looped_pass": float(n_in * passes * bool(asm and asm["looped"])),
+            "asm_input": float(n_in * passes * bool(asm)), "asm_word": float(n_in * row_words * bool(asm))}
 
 
 def code_bytes(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str) -> int:
@@ -284,8 +297,8 @@ def code_bytes(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str) 
     a DSP core (per input and pass: code load, clamp, address, loads, two UXTAB16 per word)."""
     per_word = entries_per_word(table_bits)
     row_words = padded_outputs(n_out, table_bits) // per_word
-    shape = _asm_shape(n_in, row_words, in_bits, table_bits, core)
-    if not shape or not shape["unrolled"]:
+    shape = asm_kernel(n_in, row_words, in_bits, table_bits, core)
+    if not shape or shape["looped"] or not shape["rows"]:  # the C loop, an asm loop, the Armv6-M loop
         return CODE_BYTES
     passes = -(-row_words // WORDS_PER_PASS)
     return CODE_BYTES + 4 * n_in * (3 * passes + -(-row_words // 2) + 2 * row_words)

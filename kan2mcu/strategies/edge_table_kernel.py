@@ -18,6 +18,7 @@ LDRD_MAX_OFFSET = 1020  # Thumb-2 LDRD immediate offsets: multiples of 4 up to 1
 LDR_MIN_OFFSET, LDR_MAX_OFFSET = -255, 4095  # Thumb-2 LDR immediate offsets
 ADDW_MAX = 4095  # Thumb-2 ADDW immediate
 LW_MIN_OFFSET, LW_MAX_OFFSET = -2048, 2047  # RV32 load offsets
+RV32_STEP = 4096  # RV32: the table pointer's step at most (the same constants at every code width)
 MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
 UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
 INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
@@ -111,7 +112,8 @@ def asm_loop(n_in: int, row_words: int, act_bits: int) -> dict | None:
 
 def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
     """The RV32 straight-line rows of a byte-entry layer of up to UNROLL_MAX_INPUTS inputs (None: the
-    C loop): rows per step of the table pointer as far as LW's offsets (-2048..2047) reach around it,
+    C loop): rows per step of the table pointer as far as LW's offsets (-2048..2047) reach around it
+    and the step stays within 4096 bytes (so that narrower codes only add rows per step),
     the row address as shifts (row bytes a power of two, or three times one)."""
     row_bytes = 4 * row_words
     times3 = row_bytes % 3 == 0
@@ -121,9 +123,9 @@ def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
     stride = 4 * (1 << act_bits) * row_words
     last = 4 * (min(KERNEL_WORDS, row_words) - 1)
     rows, centre = 1, 0
-    for r in range(2, MAX_ASM_ROWS + 1):
+    for r in range(2, RV32_STEP // 4 + 1):  # steps of at most 4096 bytes: one LUI, whatever the width
         c = r // 2
-        if -c * stride >= LW_MIN_OFFSET and (r - 1 - c) * stride + last <= LW_MAX_OFFSET:
+        if r * stride <= RV32_STEP and -c * stride >= LW_MIN_OFFSET and (r - 1 - c) * stride + last <= LW_MAX_OFFSET:
             rows, centre = r, c
     return {"rows": rows, "centre": centre, "offsets": [(k - centre) * stride for k in range(rows)],
             "row_lsl": base.bit_length() - 1, "row_times3": times3,

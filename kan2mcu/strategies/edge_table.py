@@ -218,36 +218,35 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
     return in_features * (1 << act_bits) * words * 4
 
 
-# Cost-model entry. Instructions of one layer = the sum of COSTS[core][term] * cost_terms(...)[term]:
-# layer + input_pass * I * passes + word * I * row_words + output * O (+ nibble_word or halfword_word
-# * I * row_words, + clamp_pass * I * passes for a first layer whose codes do not fill their C type, + last_output
-# * O for the last layer), where passes = ceil(row_words / words per pass on that core) and nibble
-# words count twice in `word` (two parts). Fitted on QEMU counts by benchmarks/calibrate_costs.py:
-# byte and nibble entries (worst fit error 23% on M0, 13% on RV32 and 12% on M3 for the smallest
-# layers, 6% on M4/M7; the digits layers within 3% everywhere), then halfword_word alone with the
-# other terms held (`--term halfword_word`; halfword layers within 11% on M4/M7, 14% on RV32, 16% on
-# M0, 24% on M3, the largest errors on the smallest layers; digits-sized layers within 5%, 22% on M3).
+# Cost-model entry. Instructions of one layer = the sum of COSTS[core][term] * cost_terms(...)[term]
+# (the terms: cost_terms' docstring). Fitted on QEMU counts of byte (3/4/6-bit codes), nibble and
+# halfword layers of five shapes by benchmarks/calibrate_costs.py, all terms at once: the digits
+# layers within 2.6% on M0, 6% on M3, 1% on M4/M7 (layer 1 at 5-bit codes: 6-8%), 5% on RV32; worst
+# fit errors on the smallest layers (8 or fewer inputs): 21% on M0, 16% on RV32, 11% on M4, 10% on M3.
+# On Armv6-M the row address comes from the input index (no step of a table pointer): its cost does
+# not depend on the code width (row_step is 0 there; row_mul, rows whose bytes are not a power of
+# two, costs 2.6 per input).
 WORDS_PER_PASS = 4  # table words per pass over the inputs (nibble words: 2), every core
 CODE_BYTES = 240  # one edge-table kernel at -O2, about (plus the straight-line asm of small layers on DSP cores)
 DSP_CORES = ("cortex-m4", "cortex-m7")  # byte entries: LDRD + UXTAB16 asm (straight-line or looped)
-_M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41,
-       "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65, "halfword_word": -3.36,
-       "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0}
+_M0 = {"layer": -5.62, "input_pass": -3.46, "word": 9.5, "output": 19.12, "clamp_pass": 2.88,
+       "last_output": -4.59, "nibble_word": 7.11, "halfword_word": -0.05, "row_step": -0.0,
+       "row_mul": 2.62, "looped_pass": 0.0, "asm_input": 10.48, "asm_word": -4.67}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39,
-                  "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17, "halfword_word": -3.83,
-                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
-    "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9,
-                  "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21, "halfword_word": 0.08,
-                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
-    "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16,
-                  "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13, "halfword_word": 0.04,
-                  "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
-    "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16,
-                 "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01, "halfword_word": -1.92,
-                 "row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0},
+    "cortex-m3": {"layer": 6.66, "input_pass": 3.95, "word": 4.89, "output": 6.62, "clamp_pass": 1.18,
+                  "last_output": -0.52, "nibble_word": 2.23, "halfword_word": -2.02, "row_step": 0.96,
+                  "row_mul": 1.04, "looped_pass": 0.0, "asm_input": -0.99, "asm_word": -1.63},
+    "cortex-m4": {"layer": 20.2, "input_pass": 1.4, "word": 4.76, "output": 3.94, "clamp_pass": 0.48,
+                  "last_output": -1.08, "nibble_word": 1.47, "halfword_word": -0.98, "row_step": 1.09,
+                  "row_mul": 1.57, "looped_pass": 0.24, "asm_input": 1.04, "asm_word": -2.16},
+    "cortex-m7": {"layer": 15.76, "input_pass": 1.12, "word": 4.24, "output": 3.39, "clamp_pass": 0.83,
+                  "last_output": -0.14, "nibble_word": 2.62, "halfword_word": -0.47, "row_step": 1.12,
+                  "row_mul": 1.97, "looped_pass": 0.28, "asm_input": 0.77, "asm_word": -1.55},
+    "rv32imac": {"layer": 4.5, "input_pass": 6.16, "word": 4.98, "output": 13.37, "clamp_pass": 0.85,
+                 "last_output": -3.88, "nibble_word": 2.08, "halfword_word": -0.98, "row_step": 0.95,
+                 "row_mul": 1.96, "looped_pass": 0.0, "asm_input": -3.34, "asm_word": 0.02},
 }
 
 

@@ -133,18 +133,20 @@ def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
 
 
 def v6m_loop(row_words: int, act_bits: int) -> dict | None:
-    """The Armv6-M asm loop of a byte-entry layer with byte codes (None otherwise): the row and
-    stride multiplications as shifts where they are powers of two (else MULS)."""
-    if act_bits > 8:
-        return None
-    row_bytes, stride_bytes = 4 * row_words, 4 * (1 << act_bits) * row_words
+    """The Armv6-M asm loop of a byte-entry layer: the code index counts up to 0 in bytes (1 per
+    byte code, 2 per uint16_t code), the row address ``tend + index * stride / code_bytes + q *
+    row_bytes`` with shifts where those factors are powers of two (else MULS); None when a row is
+    over 255 bytes and not a power of two (the C loop)."""
+    code_bytes = 1 if act_bits <= 8 else 2
+    row_bytes, index_stride = 4 * row_words, 4 * (1 << act_bits) * row_words // code_bytes
 
     def lsl(n: int) -> int | None:
         return n.bit_length() - 1 if n & (n - 1) == 0 else None
 
     if lsl(row_bytes) is None and row_bytes > 255:
         return None
-    return {"row_lsl": lsl(row_bytes), "stride_lsl": lsl(stride_bytes)}
+    return {"row_lsl": lsl(row_bytes), "stride_lsl": lsl(index_stride), "index_stride": index_stride,
+            "code_load": "ldrb" if code_bytes == 1 else "ldrh", "code_bytes": code_bytes}
 
 
 def _block(first: int, end: int) -> dict:

@@ -228,6 +228,10 @@ MUTANTS = (
            (("kan2mcu/quant/quantize.py", "gap = (hi - lo) / max(len(samples) - 1, 1)", "gap = 0.0 * (hi - lo)"),),
            (T + "test_wide_codes.py::test_continuous_ranges_widen_by_one_sample_spacing",
             T + "test_wide_codes.py::test_thin_calibration_ranges_reach_past_the_samples")),
+    Mutant("output-error-ignores-argmax",
+           "the one output-error metric drops classifiers' argmax disagreement: planner and guard pass flipped classes",
+           (("kan2mcu/quant/output_error.py", "return max(self.rms, 1.0 - self.argmax_agreement)", "return self.rms"),),
+           (T + "test_output_error.py::test_a_classifier_scores_the_larger_of_rms_and_argmax_disagreement",)),
     # --- verification and firmware result handling ---
     Mutant("verify-never-compares",
            "kan2mcu verify reports success without comparing C and reference",

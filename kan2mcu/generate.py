@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import keyword
+import math
 import os
 import shutil
 import sys
@@ -25,6 +26,7 @@ from kan2mcu.evaluate import eval_rows, evaluation, held_out_inputs, model_input
 from kan2mcu.fixedpoint import code_ctype
 from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
+from kan2mcu.model_dir import MANIFEST, foreign_entries
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
 from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
@@ -36,7 +38,6 @@ from kan2mcu.report import layer_report, markdown, totals
 ARITHMETICS = ("int", "float")
 N_TEST_VECTORS = 8
 CALIBRATION_FILE = "calibration.npy"  # calibration inputs kept beside the C when no data set is known
-MANIFEST = "kan2mcu.json"
 
 # Names the generated files or symbols would collide with (the firmware harness, C, its headers).
 _C_KEYWORDS = ("auto break case char const continue default do double else enum extern float for goto if "
@@ -80,17 +81,27 @@ def check_name(name: str) -> None:
         raise OptionError(f"--name {name}: reserved name ({reason}); pick another, e.g. {suggestion}")
 
 
+def check_max_error(max_error: float) -> None:
+    """Refuse a --max-error that is not a positive finite fraction (OptionError)."""
+    if not math.isfinite(max_error) or max_error <= 0:
+        raise OptionError(f"--max-error must be a positive number (a relative RMS error, e.g. 0.02), got {max_error:g}")
+
+
 def check_output_folder(folder: Path) -> None:
     """Refuse, before any work, an output path that cannot become a model folder (OptionError)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OptionError(f"-o {folder}: is a file, not a folder")
     check_writable(folder)
-    if folder.is_dir():
-        entries = [p.name for p in folder.iterdir()]
-        if entries and MANIFEST not in entries:
+    if folder.is_dir() and any(folder.iterdir()):
+        foreign = foreign_entries(folder)
+        if foreign and not (folder / MANIFEST).is_file():
             raise OptionError(f"-o {folder}: holds other files and is not a kan2mcu model folder; "
                               "pick a new or empty folder (generate replaces the whole folder)")
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise OptionError(f"-o {folder}: holds files kan2mcu did not write ({shown}); generate replaces the "
+                              "whole folder, so move them out or pick another folder")
 
 
 def load_calibration(path: Path, n_inputs: int) -> np.ndarray:
@@ -107,9 +118,18 @@ def load_calibration(path: Path, n_inputs: int) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001
         raise OptionError(f"--calibration: cannot read {path} ({str(exc).splitlines()[0][:160]})") from None
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim != 2 or data.shape[1] != n_inputs or not np.all(np.isfinite(data)):
+    try:
+        data = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OptionError(f"--calibration: {path} must hold numbers, it holds {data.dtype}") from None
+    if data.ndim != 2 or data.shape[1] != n_inputs:
         raise OptionError(f"--calibration: need finite [N, {n_inputs}] inputs, got shape {data.shape}")
+    bad = np.argwhere(~np.isfinite(data))
+    if len(bad):
+        row, column = (int(i) for i in bad[0])
+        raise OptionError(f"--calibration {path}: row {row}, column {column} (counting from 0) is "
+                          f"{data[row, column]} ({len(bad)} non-finite cell{'s' if len(bad) > 1 else ''} in all); inputs must "
+                          "be finite numbers")
     return data
 
 
@@ -203,6 +223,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
+    check_max_error(max_error)
     options = options or QuantOptions()
     check_name(name)
     check_output_folder(Path(output))
@@ -287,6 +308,10 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     evaluated = evaluation(model, qmodel, evaluated_rows)
     if evaluated is not None:
         report["evaluation"] = evaluated
+        held_out_guard = guard.held_out_loss(evaluated)  # calibration rows may be unlike the data
+        guard.check_held_out(held_out_guard, force=allow_saturation, warn=_warn)
+        if held_out_guard is not None:
+            report["guard"]["held_out"] = held_out_guard
     if fold_report is not None:
         report["fold_silu"] = fold_report
     vectors_x = None
@@ -335,6 +360,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         buffer = io.BytesIO()
         np.save(buffer, calib, allow_pickle=False)
         files[CALIBRATION_FILE] = buffer.getvalue()
+    manifest["files"] = sorted(files)  # what this folder may hold: regenerating replaces only these
+    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     written = _write_all(Path(output), files)
     if not quiet:
         print(files["report.md"])

@@ -12,6 +12,10 @@ from pathlib import Path
 from kan2mcu.errors import OptionError
 
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MANIFEST = "kan2mcu.json"
+# What generate writes besides the C (manifests before the "files" key did not list them)
+_GENERATED = ("kan2mcu.json", "test_vectors.json", "report.json", "report.md", "model.npz", "calibration.npy")
+_PLOT = re.compile(r"^layer\d+_edges\.png$")  # `kan2mcu plot` / `generate --plots` (kan2mcu.plots)
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,26 @@ def load_model_folder(model_dir: Path) -> ModelFolder:
             len(row) != manifest["output_size"] for row in outputs):
         raise OptionError(f"test vector sizes in {model_dir} do not match input_size/output_size")
     return ModelFolder(model_dir, manifest, vectors)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The names in ``folder`` that kan2mcu did not write: everything when it holds no readable
+    manifest, else what is neither in the manifest's ``files`` (older manifests: its sources,
+    headers and the fixed generated names) nor a plot of `kan2mcu plot`."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return names
+    if not isinstance(manifest, dict) or manifest.get("format") != "kan2mcu-model":
+        return names
+    listed = manifest.get("files")
+    if not isinstance(listed, list):
+        listed = list(_GENERATED) + list(manifest.get("sources", [])) + list(manifest.get("headers", []))
+    owned = {str(name) for name in listed}
+
+    def written_by_kan2mcu(name: str) -> bool:
+        return (name in owned or _PLOT.match(name) is not None) and (folder / name).is_file()
+
+    return [name for name in names if not written_by_kan2mcu(name)]

@@ -1,6 +1,7 @@
 """`kan2mcu verify DIR`: the generated C against the integer reference (bit-exact) and the float model."""
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ class VerifyResult:
             parts.append("guard: " + guard.summary_of(self.guard))
         if self.fuzz:
             parts.append(f"fuzz ({self.fuzz.engine}): {self.fuzz.executions} executions in "
-                         f"{self.fuzz.seconds:g} s, no finding")
+                         f"{self.fuzz.seconds:.1f} s, no crash or sanitizer finding")
+            if self.fuzz.compared is not None:
+                parts.append(f"C == integer reference on the {self.fuzz.compared} inputs the fuzzer kept")
         return "; ".join(parts)
 
 
@@ -123,6 +126,26 @@ def random_check(host: HostModel, qmodel: QuantModel, n: int, seed: int = 1) -> 
                 raise VerificationError(f"C differs from the integer reference on random codes (chunk seed "
                                         f"{chunk_seed}); " + _first_mismatch(actual, expected))
     return n, time.perf_counter() - start
+
+
+def fuzz_differential(folder: Path, host: HostModel, qmodel: QuantModel | None, seconds: float,
+                      build_dir: Path) -> FuzzResult:
+    """Fuzz the C (kan2mcu.hostcc.fuzz: crashes, sanitizers, status), then compare the C with the
+    integer reference on every input the fuzzer kept, so a wrong answer is a finding too (integer
+    models; the float back end has no bit-exact contract: crashes and sanitizers only)."""
+    result = fuzz_c(folder, seconds, build_dir)
+    if qmodel is None or result.kept is None:
+        return result
+    codes = result.kept.astype(np.int64)
+    for start in range(0, len(codes), RANDOM_CHUNK):
+        chunk = codes[start:start + RANDOM_CHUNK]
+        actual, expected = host.infer(chunk).astype(np.int64), run_model(qmodel, chunk)
+        if not np.array_equal(actual, expected):
+            row, out = (int(i) for i in np.argwhere(actual != expected)[0])
+            raise VerificationError(f"fuzzing {folder} ({result.engine}) found a wrong answer: on kept input "
+                                    f"{start + row} (codes {chunk[row].tolist()}) output {out} is "
+                                    f"{actual[row, out]} in C, {expected[row, out]} in the integer reference")
+    return dataclasses.replace(result, compared=len(codes))
 
 
 def _check_input_api(folder: Path, host: HostModel, model, qmodel: QuantModel, x_eval: np.ndarray | None) -> None:
@@ -199,7 +222,7 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
             checked, exact = len(x_all), None
             c_logits = c_all[: len(x_eval)] if x_eval is not None else None
             random_n, random_s = 0, 0.0
-        fuzz_result = fuzz_c(folder, fuzz, build / "fuzz") if fuzz else None
+        fuzz_result = fuzz_differential(folder, host, qmodel, fuzz, build / "fuzz") if fuzz else None
     max_err, accuracy = None, None
     if x_eval is not None:
         float_logits = model_forward(model, x_eval)

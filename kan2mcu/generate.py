@@ -128,8 +128,8 @@ def load_calibration(path: Path, n_inputs: int) -> np.ndarray:
     if len(bad):
         row, column = (int(i) for i in bad[0])
         raise OptionError(f"--calibration {path}: row {row}, column {column} (counting from 0) is "
-                          f"{data[row, column]} ({len(bad)} non-finite cell{'s' if len(bad) > 1 else ''} in all); inputs must "
-                          "be finite numbers")
+                          f"{data[row, column]} ({len(bad)} non-finite cell{'s' if len(bad) > 1 else ''} in all); "
+                          "inputs must be finite numbers")
     return data
 
 
@@ -308,10 +308,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     evaluated = evaluation(model, qmodel, evaluated_rows)
     if evaluated is not None:
         report["evaluation"] = evaluated
-        held_out_guard = guard.held_out_loss(evaluated)  # calibration rows may be unlike the data
-        guard.check_held_out(held_out_guard, force=allow_saturation, warn=_warn)
-        if held_out_guard is not None:
-            report["guard"]["held_out"] = held_out_guard
+        _guard_held_out(report, evaluated, force=allow_saturation)
     if fold_report is not None:
         report["fold_silu"] = fold_report
     vectors_x = None
@@ -351,7 +348,6 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     if own:  # a checkpoint trained on your own data: what its inputs and outputs mean
         manifest["data"] = own
     files = dict(rendered.files)
-    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     files["test_vectors.json"] = json.dumps(vectors, sort_keys=True) + "\n"
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
     files["report.md"] = markdown(report)
@@ -360,12 +356,21 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         buffer = io.BytesIO()
         np.save(buffer, calib, allow_pickle=False)
         files[CALIBRATION_FILE] = buffer.getvalue()
-    manifest["files"] = sorted(files)  # what this folder may hold: regenerating replaces only these
+    manifest["files"] = sorted([*files, MANIFEST])  # what the folder may hold: regenerating replaces only these
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     written = _write_all(Path(output), files)
     if not quiet:
         print(files["report.md"])
     return GenerateResult(Path(output), written, report)
+
+
+def _guard_held_out(report: dict, evaluated: dict, *, force: bool) -> None:
+    """The guard on labelled held-out rows (calibration rows may be unlike the data): refuse a model
+    that loses more than the limit there, unless forced; the figures go into report["guard"]."""
+    figures = guard.held_out_loss(evaluated)
+    guard.check_held_out(figures, force=force, warn=_warn)
+    if figures is not None:
+        report["guard"]["held_out"] = figures
 
 
 def _test_vectors(model, qmodel, x: np.ndarray | None) -> dict:

@@ -342,7 +342,8 @@ def fuzz(folder: Path, seconds: float, build_dir: Path, *, engine: str | None = 
               f"-I{folder}", str(target), *sources, "-o", str(exe)], "fuzz target build")
         corpus = build_dir / "corpus"
         _seed_corpus(corpus, manifest)
-        cmd = [str(exe), f"-max_total_time={max(1, int(round(seconds)))}", "-print_final_stats=1", "-use_value_profile=1",
+        cmd = [str(exe), f"-max_total_time={max(1, int(round(seconds)))}", "-print_final_stats=1",
+               "-use_value_profile=1",
                f"-max_len={manifest['input_size'] * np.dtype(_NUMPY_TYPES[in_t]).itemsize}",
                f"-artifact_prefix={build_dir}/", str(corpus)]
         name = "libFuzzer+ASan+UBSan"

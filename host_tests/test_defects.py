@@ -241,10 +241,10 @@ def loop_engine(monkeypatch):
 
 def test_fuzzing_finds_a_planted_wrong_answer(capsys, generated, loop_engine):
     plant_wrong_answer(generated)
-    _, qmodel = load_bundle(generated)
+    model, qmodel = load_bundle(generated)
     host = HostModel(generated, generated.parent / "host")
     with pytest.raises(VerificationError, match="found a wrong answer") as caught:
-        verify_module.fuzz_differential(generated, host, qmodel, 1, generated.parent / "fz")
+        verify_module.fuzz_differential(generated, host, model, qmodel, 1, generated.parent / "fz")
     assert "output 0" in str(caught.value)
     status, err = run_cli(capsys, "verify", generated)
     assert status == 0, err  # the regular verification misses it
@@ -258,3 +258,24 @@ def test_clean_fuzz_run_says_what_it_compared(capsys, generated, loop_engine):
     assert cli.main(["verify", str(generated), "--fuzz", "1"]) == 0
     out = capsys.readouterr().out
     assert "C == integer reference on the" in out and "inputs the fuzzer kept" in out
+
+
+def test_float_fuzzing_finds_a_planted_wrong_answer(capsys, small, tmp_path, loop_engine):
+    """Float back end: off by one where input 3 is exactly 1.0f (never in verify's random rows; one of
+    the fuzz loop's special values)."""
+    from kan2mcu import cli
+
+    checkpoint, calibration = small
+    folder = tmp_path / "f"
+    generate_model(checkpoint, folder, arith="float", calibration=calibration, quiet=True)
+    assert cli.main(["verify", str(folder), "--fuzz", "1"]) == 0
+    assert "C within tolerance of the float model on the" in capsys.readouterr().out
+    source = folder / "kan.c"
+    line = "    kan_layer1(kan_act0, output);\n"
+    text = source.read_text()
+    assert text.count(line) == 1
+    source.write_text(text.replace(line, line + "    if (input[3] == 1.0f) {\n        output[0] += 1.0f;\n    }\n"))
+    status, err = run_cli(capsys, "verify", folder)
+    assert status == 0, err  # the regular verification misses it
+    status, err = run_cli(capsys, "verify", folder, "--fuzz", "1")
+    assert_one_error(status, err, "wrong answer", "float model")

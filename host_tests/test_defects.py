@@ -279,3 +279,22 @@ def test_float_fuzzing_finds_a_planted_wrong_answer(capsys, small, tmp_path, loo
     assert status == 0, err  # the regular verification misses it
     status, err = run_cli(capsys, "verify", folder, "--fuzz", "1")
     assert_one_error(status, err, "wrong answer", "float model")
+
+
+@pytest.mark.parametrize("metric,before,after,refused", [
+    ("accuracy", 0.9583, 0.375, True), ("accuracy", 0.96, 0.90, False),
+    ("r2", 0.85, 0.60, True), ("r2", 0.85, 0.80, False), ("r2", 0.85, float("nan"), True)])
+def test_held_out_loss_limit(metric, before, after, refused):
+    from kan2mcu import guard
+    from kan2mcu.errors import QuantizationError
+
+    evaluated = {"data": "held-out split", "samples": 48, "metric": metric,
+                 "float": {metric: before}, "quantized": {metric: after}}
+    figures = guard.held_out_loss(evaluated)
+    assert bool(figures["refused"]) is refused
+    if refused:
+        with pytest.raises(QuantizationError, match="--allow-saturation"):
+            guard.check_held_out(figures)
+        warned = []
+        guard.check_held_out(figures, force=True, warn=warned.append)
+        assert "written anyway" in warned[0]

@@ -17,11 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import assert_one_error, run_cli  # noqa: E402
-from kan2mcu import hostcc, verify as verify_module  # noqa: E402
-from kan2mcu.bundle import load_bundle  # noqa: E402
+from kan2mcu.check import hostcc, verify as verify_module  # noqa: E402
+from kan2mcu.codegen.bundle import load_bundle  # noqa: E402
 from kan2mcu.errors import VerificationError  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
-from kan2mcu.hostcc import HostModel  # noqa: E402
+from kan2mcu.check.hostcc import HostModel  # noqa: E402
 
 
 def snapshot(folder: Path) -> dict:
@@ -161,7 +161,7 @@ def test_nan_calibration_cell_is_located(capsys, small, tmp_path, suffix):
 # ---- 8. finetune -o an existing file --------------------------------------------------------------
 
 def test_finetune_does_not_overwrite_a_foreign_file(capsys, small, tmp_path):
-    from kan2mcu.checkpoint import is_own_checkpoint
+    from kan2mcu.model.checkpoint import is_own_checkpoint
 
     checkpoint, _ = small
     notes = tmp_path / "notes.txt"
@@ -177,7 +177,7 @@ def test_finetune_does_not_overwrite_a_foreign_file(capsys, small, tmp_path):
 @pytest.fixture(scope="module")
 def own_data(tmp_path_factory):
     """A 3-feature, 3-class own-data checkpoint, and calibration rows 10x wider than its data."""
-    from kan2mcu.train import train_on_data
+    from kan2mcu.training.train import train_on_data
 
     base = tmp_path_factory.mktemp("own")
     rng = np.random.default_rng(0)
@@ -220,7 +220,7 @@ def plant_wrong_answer(folder: Path) -> None:
     in 1200): no crash, no sanitizer finding, and A picked so that no input of the regular
     verification (kan2mcu.verify.verification_codes) meets the condition."""
     from kan2mcu.generate import load_calibration
-    from kan2mcu.verify import verification_codes
+    from kan2mcu.check.verify import verification_codes
 
     _, qmodel = load_bundle(folder)
     codes = verification_codes(qmodel, load_calibration(folder / "calibration.npy", qmodel.in_features))
@@ -285,7 +285,7 @@ def test_float_fuzzing_finds_a_planted_wrong_answer(capsys, small, tmp_path, loo
     ("accuracy", 0.9583, 0.375, True), ("accuracy", 0.96, 0.90, False),
     ("r2", 0.85, 0.60, True), ("r2", 0.85, 0.80, False), ("r2", 0.85, float("nan"), True)])
 def test_held_out_loss_limit(metric, before, after, refused):
-    from kan2mcu import guard
+    from kan2mcu.quant import guard
     from kan2mcu.errors import QuantizationError
 
     evaluated = {"data": "held-out split", "samples": 48, "metric": metric,

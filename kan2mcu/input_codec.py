@@ -15,15 +15,22 @@ is monotone, so ``code = number of thresholds <= input`` is the same function on
   there both APIs take the raw feature values, the float API as they are
   (x = f * scale[i] + offset[i]) and the integer API in Q15.16 (x = raw * 2^-16 * scale[i] + offset[i]).
 
-Channels with the same thresholds share one row (digits: 64 pixels, a few distinct ranges).
+Channels with the same thresholds share one row (digits: 64 pixels, a few distinct ranges); with a
+single row there is no per-channel row table. The raw API's rows are stored in one of two layouts,
+whichever takes fewer bytes (:func:`raw_table_bytes`): "thresholds" (the keys of every code) or
+"rule" (kan2mcu.input_rule: the keys follow an exact integer affine rule in the code and are
+computed, 20 bytes a row whatever the code width); "rule" needs a rule for every row.
+:func:`api_flash_bytes` is the flash the raw API's tables take, as the report counts it.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from kan2mcu.errors import QuantizationError
+from kan2mcu.input_rule import RULE_BYTES, RawRule, fit_rules, rule_shift
 from kan2mcu.quantize import QuantModel
 from kan2mcu.reference import quantize_inputs
 
@@ -48,6 +55,17 @@ class InputCodec:
     raw_top: np.ndarray  # [R'] highest code an int32 raw value reaches
     float_scale: np.ndarray  # [I] float API: x = f * float_scale + float_offset (identity but for "features")
     float_offset: np.ndarray  # [I]
+    raw_rules: tuple[RawRule, ...] | None = None  # [R'] when the raw layout is "rule", else None
+    raw_shift: int = 0  # the rules' shift (kan2mcu.input_rule.rule_shift)
+
+    @property
+    def raw_layout(self) -> str:
+        """"rule" (codes computed) or "thresholds" (codes counted in stored rows)."""
+        return "thresholds" if self.raw_rules is None else "rule"
+
+    @property
+    def code_max(self) -> int:
+        return int(self.raw_keys.shape[1])
 
 
 def float_order_key(x: np.ndarray) -> np.ndarray:
@@ -190,9 +208,46 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
     raw_keys = raw_t - _INT32_MIN  # raw ^ 0x80000000: the unsigned order of int32
     tops = quantize_inputs(qmodel, raw_input(np.full((1, qmodel.in_features), _INT32_MAX)))[0]
     raw_rows, raw_index = _rows(np.concatenate([raw_keys, tops[:, None]], axis=1))  # same keys and top
-    return InputCodec(raw_scale, raw_offset, kind, float_index.astype(np.int64), float_rows,
-                      raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1],
-                      float_scale, float_offset)
+    codec = InputCodec(raw_scale, raw_offset, kind, float_index.astype(np.int64), float_rows,
+                       raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1],
+                       float_scale, float_offset)
+    return _with_rules(codec)
+
+
+def _with_rules(codec: InputCodec) -> InputCodec:
+    """``codec`` in the "rule" layout when every raw row has a rule and that takes fewer bytes."""
+    shift = rule_shift(codec.code_max)
+    rules = fit_rules(codec.raw_keys, codec.raw_top, shift)
+    if rules is None:
+        return codec
+    ruled = dataclasses.replace(codec, raw_rules=tuple(rules), raw_shift=shift)
+    return ruled if raw_table_bytes(ruled) < raw_table_bytes(codec) else codec
+
+
+def code_bytes(code_max: int) -> int:
+    """Bytes of one code in C (uint8_t up to 255, else uint16_t)."""
+    return 1 if code_max <= 255 else 2
+
+
+def row_index_bytes(n_rows: int, n_channels: int) -> int:
+    """Bytes of the per-channel row table: none for a single row, else uint8_t or uint16_t each."""
+    return 0 if n_rows <= 1 else n_channels * (1 if n_rows <= 256 else 2)
+
+
+def raw_table_bytes(codec: InputCodec) -> int:
+    """Flash bytes of the raw API's read-only tables in ``codec``'s layout."""
+    n_rows = codec.raw_keys.shape[0]
+    index = row_index_bytes(n_rows, codec.raw_row.size)
+    if codec.raw_rules is not None:
+        return RULE_BYTES * n_rows + index
+    return 4 * codec.raw_keys.size + code_bytes(codec.code_max) * n_rows + index
+
+
+def api_flash_bytes(qmodel: QuantModel, input_transform: dict | None) -> int:
+    """Flash bytes of the integer input API's tables (``<prefix>_quantize_input_q``, always linked
+    with an integer model) for ``qmodel`` and the checkpoint's ``input_transform``: what the report
+    totals count. The float API's tables (compiled only with ``<P>_WITH_FLOAT_API``) are not included."""
+    return raw_table_bytes(input_codec(qmodel, input_transform))
 
 
 def probe_floats(qmodel: QuantModel, rng: np.random.Generator, n_values: int,

@@ -77,19 +77,43 @@ def q16_8bit(tmp_path_factory, small_checkpoints):
 
 
 @pytest.fixture(scope="module")
+def features_8bit(tmp_path_factory):
+    """Own-data style: one scale and offset per column (raw = feature values in Q15.16), feature
+    ranges like the breast-cancer table's, 8-bit codes."""
+    import torch
+
+    from kan2mcu.checkpoint import save_checkpoint
+    from kan2mcu.torch_kan import KAN
+
+    base = tmp_path_factory.mktemp("rule")
+    lo = np.array([6.981, 0.05263, 143.5, 0.0, 9.71, 0.1115])
+    hi = np.array([28.11, 0.1634, 2501.0, 0.4268, 39.28, 4.885])
+    scale = 2.0 / (hi - lo)
+    torch.manual_seed(5)
+    model = KAN([6, 4, 2], grid_size=5, spline_order=3)
+    save_checkpoint(model, base / "f.pt", dataset=None,
+                    input_transform={"scale": scale.tolist(), "offset": (-1.0 - lo * scale).tolist()})
+    np.save(base / "f.npy", np.random.default_rng(5).uniform(-1.0, 1.0, size=(600, 6)))
+    folder = base / "feat"
+    generate_model(base / "f.pt", folder, name="feat", options=QuantOptions(act_bits=8), calibration=base / "f.npy",
+                   quiet=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def digits_folder(tmp_path_factory, digits_checkpoint):
     folder = tmp_path_factory.mktemp("rule") / "kan"
     generate_model(digits_checkpoint, folder, quiet=True)
     return folder
 
 
-@pytest.mark.parametrize("which", ["q16_8bit", "digits_folder"])
+@pytest.mark.parametrize("which", ["q16_8bit", "features_8bit", "digits_folder"])
 def test_raw_api_equals_python_over_the_int32_range(which, request, tmp_path):
     folder = request.getfixturevalue(which)
     model, qmodel = load_bundle(folder)
     codec = input_codec(qmodel, model.metadata.get("input_transform"))
-    if which == "q16_8bit":
-        assert codec.raw_layout == "rule"
+    if which != "digits_folder":
+        assert codec.raw_layout == "rule" and codec.raw_kind == ("q16" if which == "q16_8bit" else "features")
     raws = np.concatenate([probe_points(qmodel, codec, np.random.default_rng(19)), sweep_points(qmodel, codec)])
     assert raws.min() == INT32_MIN and raws.max() == INT32_MAX
     _assert_c_and_rule_equal_python(folder, tmp_path, qmodel, codec, raws)
@@ -134,7 +158,8 @@ def test_rule_golden_fit():
     raws = np.array([3 * c - 1 for c in range(1, 16)])  # smallest raw with raw / 3 + 0.5 >= c
     keys = (raws + 2**31).astype(np.uint32)
     rule = fit_rule(keys, 15, shift)
-    assert rule == RawRule(base=0x7FFFFFFF, step=3, frac=0, add=0, low=0, count=15)
+    assert rule == RawRule(base=0x7FFFFFFF, step=3, frac=0, add=0, low=0, count=15, guess_mult=43691, guess_in=0,
+                          guess_out=17)  # 43691 / 2^17 = 1 / 3 rounded up
     assert np.array_equal(rule_keys(rule, shift), keys)
 
 

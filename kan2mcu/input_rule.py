@@ -9,7 +9,10 @@ and ``count`` = how many codes above it an int32 can reach, the j-th reachable t
 
 (``shift`` = 32 - bits of the largest code, at most 30, so ``j * frac + add`` < 2^32; the other
 terms wrap modulo 2^32 and still give the exact key, which is < 2^32). The C code is then
-``low + #{j : key(j) <= key}``, a binary search over j on computed keys.
+``low + #{j : key(j) <= key}``: below key(1) it is ``low``; above, a guess of j from the distance
+to key(1) (``1 + (min((key - key(1)) >> guess_in, 0xFFFF) * guess_mult >> guess_out)``, a few codes
+off at most) is corrected by stepping j up while key(j + 1) <= key and down while key(j) > key, which
+gives the exact count from any guess; the guess only saves steps.
 
 :func:`fit_rule` searches the rule exactly: for P = step * 2^shift + frac and Q' (any integer), the
 conditions ``v_j * 2^shift <= j * P + Q' < (v_j + 1) * 2^shift`` (v_j = key(j) - key(1)) hold for
@@ -21,12 +24,15 @@ can bend a row) keep their stored thresholds.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 MAX_RULE_CODES = 1024  # pairwise search: at most ~500k pairs per row
-RULE_BYTES = 20  # one C rule: 4 uint32 (base, step, frac, add) + 2 codes, padded to 4-byte alignment
+RULE_BYTES = 24  # one C rule: 4 uint32 (base, step, frac, add), uint16 guess_mult, 2 uint8 guess
+# shifts and 2 codes, padded to 4-byte alignment
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,9 @@ class RawRule:
     add: int
     low: int  # code of INT32_MIN
     count: int  # codes above ``low`` that an int32 reaches
+    guess_mult: int = 0  # uint16: the guess of j (speed only; see the module docstring)
+    guess_in: int = 0
+    guess_out: int = 0
 
 
 def rule_shift(code_max: int) -> int:
@@ -59,6 +68,21 @@ def rule_codes(rule: RawRule, shift: int, keys: np.ndarray) -> np.ndarray:
     """Codes of uint32 input keys under ``rule`` (what the C binary search returns)."""
     thresholds = rule_keys(rule, shift)
     return rule.low + np.searchsorted(thresholds, np.asarray(keys, np.uint32), side="right")
+
+
+def with_guess(rule: RawRule, shift: int) -> RawRule:
+    """``rule`` with the guess parameters of its thresholds' mean spacing (1 / codes per key)."""
+    if rule.count <= 1:
+        return rule
+    keys = rule_keys(rule, shift).astype(np.int64)
+    span = int(keys[-1] - keys[0])
+    guess_in = max(0, span.bit_length() - 16)
+    spacing = max(span, 1) / (rule.count - 1)  # keys per code
+    guess_out = 0
+    while guess_out < 31 and (1 << (guess_out + 1 + guess_in)) / spacing < 0xFFFE:
+        guess_out += 1
+    mult = min(0xFFFF, math.ceil((1 << (guess_out + guess_in)) / spacing))  # rounded up: exact at thresholds
+    return dataclasses.replace(rule, guess_mult=mult, guess_in=guess_in, guess_out=guess_out)
 
 
 def _slope_range(v: np.ndarray, shift: int) -> tuple[int, int]:
@@ -103,7 +127,7 @@ def fit_rule(keys: np.ndarray, top: int, shift: int) -> RawRule | None:
                    frac=p & (unit - 1), add=q & (unit - 1), low=low, count=count)
     if not np.array_equal(rule_keys(rule, shift).astype(np.int64), e):
         return None
-    return rule
+    return with_guess(rule, shift)
 
 
 def fit_rules(rows: np.ndarray, tops: np.ndarray, shift: int) -> list[RawRule] | None:

@@ -282,6 +282,7 @@ def _raw_api_context(codec) -> dict:
     if codec.raw_rules is not None:
         context.update(raw_rule_shift=codec.raw_shift, raw_rules=[
             {"base": hexu(r.base), "step": f"{r.step}u", "frac": f"{r.frac}u", "add": f"{r.add}u",
+             "guess_mult": r.guess_mult, "guess_in": r.guess_in, "guess_out": r.guess_out,
              "low": r.low, "count": r.count} for r in codec.raw_rules])
     else:
         context.update(raw_threshold_rows=[_rows(r, 8, hexu) for r in codec.raw_keys],
@@ -293,7 +294,7 @@ def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict 
     """Template data of the input API (templates/model_api_int.c.j2, model.h.j2), whose thresholds
     kan2mcu.input_codec decides, and the bytes of the tables always linked with it (the raw API)."""
     for symbol in ("input_scale", "input_zero", "count_le", "raw_thresholds", "raw_row", "raw_top",
-                   "raw_rule_t", "raw_rules", "raw_code", "quantize_input_q", "float_thresholds", "float_row",
+                   "raw_rule_t", "raw_rules", "raw_threshold", "raw_code", "quantize_input_q", "float_thresholds", "float_row",
                    "float_key", "quantize_input", "dequantize_output"):
         sym(symbol)
     codec = input_codec(qmodel, input_transform)

@@ -296,31 +296,36 @@ def probe_raws(qmodel: QuantModel, codec: InputCodec, rng: np.random.Generator, 
     return np.ascontiguousarray(out, dtype=np.int32)
 
 
-def _code_middles(keys: np.ndarray, top: int) -> np.ndarray:
-    """[max + 1] key in the middle of each code's raw interval of one row (its end codes' intervals
-    cut to their neighbour's width, so the key stays near the data's range); codes out of reach: -1."""
+def _code_keys(keys: np.ndarray, top: int, middle: bool) -> np.ndarray:
+    """[max + 1] key of each code's smallest raw (``middle`` False) or of the middle of its raw
+    interval (the end codes' intervals cut to their neighbour's width, so the key stays near the
+    data's range) in one row; codes out of reach: -1."""
     low = min(int(np.count_nonzero(keys[:top] == 0)), top)
     starts = np.concatenate([[0], keys[low:top].astype(np.int64)])  # codes low..top
     ends = np.concatenate([starts[1:] - 1, [2**32 - 1]])
     if top > low:
         ends[-1] = min(ends[-1], starts[-1] + (starts[-1] - starts[-2] if top > low + 1 else 0))
         starts[0] = max(starts[0], ends[0] - (ends[1] - starts[1] if top > low + 1 else 0))
-    middles = np.full(len(keys) + 1, -1, np.int64)
-    middles[low:top + 1] = (starts + ends) // 2
-    return middles
+    out = np.full(len(keys) + 1, -1, np.int64)
+    out[low:top + 1] = (starts + ends) // 2 if middle else np.concatenate([[0], keys[low:top]])
+    return out
 
 
 def raw_for_codes(qmodel: QuantModel, codec: InputCodec, codes: np.ndarray) -> np.ndarray | None:
-    """[N, I] int32 raw inputs that ``<prefix>_quantize_input_q`` maps to ``codes`` (the middle of
-    each code's raw interval, as data would fall), or None when some code is out of the raw API's
-    reach. The firmware self-check feeds these, as a user's firmware would."""
+    """[N, I] int32 raw inputs that ``<prefix>_quantize_input_q`` maps to ``codes``, or None when
+    some code is out of the raw API's reach: on even rows the middle of each code's raw interval
+    (as data would fall), on odd rows its smallest raw (a threshold, where an off-by-one shows).
+    The firmware self-check feeds these, as a user's firmware would."""
     codes = np.asarray(codes, np.int64)
     if codes.ndim != 2 or codes.shape[1] != qmodel.in_features or codes.size == 0:
         return None
     if np.any(codes < 0) or np.any(codes > codec.code_max):
         return None
-    middles = np.stack([_code_middles(codec.raw_keys[r], int(codec.raw_top[r])) for r in range(len(codec.raw_top))])
-    key = middles[codec.raw_row[None, :], codes]
+    rows = range(len(codec.raw_top))
+    middles = np.stack([_code_keys(codec.raw_keys[r], int(codec.raw_top[r]), True) for r in rows])
+    starts = np.stack([_code_keys(codec.raw_keys[r], int(codec.raw_top[r]), False) for r in rows])
+    odd = (np.arange(len(codes)) % 2 == 1)[:, None]
+    key = np.where(odd, starts[codec.raw_row[None, :], codes], middles[codec.raw_row[None, :], codes])
     if np.any(key < 0):
         return None
     raw = (key + _INT32_MIN).astype(np.int32)

@@ -10,13 +10,13 @@ import pytest
 from kan2mcu.bundle import load_bundle
 from kan2mcu.generate import generate_model
 from kan2mcu.hostcc import HostModel
-from kan2mcu.input_codec import api_flash_bytes, input_codec, quantize_raw, raw_table_bytes
+from kan2mcu.input_codec import api_flash_bytes, input_codec, quantize_raw, raw_table_bytes, row_index
 from kan2mcu.input_rule import RULE_BYTES, RawRule, fit_rule, rule_codes, rule_keys, rule_shift
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.importers import load_checkpoint
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-SWEEP = 1 << 18  # exhaustive raw values per channel around its codes' range
+VALUES = 1 << 21  # raw values per probe kind over all channels (8 inputs: 2^18 each)
 
 
 def _ideal_thresholds(qmodel, codec) -> np.ndarray:
@@ -28,10 +28,11 @@ def _ideal_thresholds(qmodel, codec) -> np.ndarray:
     return (x - codec.raw_offset[:, None]) / codec.raw_scale[:, None]
 
 
-def probe_points(qmodel, codec, rng, n_random: int = 1 << 18) -> np.ndarray:
+def probe_points(qmodel, codec, rng) -> np.ndarray:
     """[N, I] int32 raws: every stored threshold -1/0/+1, the ideal thresholds' floor -2..+2, the
     int32 extremes, uniform over int32 and uniform over the codes' raw range (per channel)."""
     n_in = qmodel.in_features
+    n_random = max(4096, VALUES // n_in)
     stored = codec.raw_keys[codec.raw_row].astype(np.int64) + INT32_MIN  # [I, max]
     ideal = np.clip(np.floor(_ideal_thresholds(qmodel, codec)), INT32_MIN, INT32_MAX).astype(np.int64)
     columns = [stored + d for d in (-1, 0, 1)] + [ideal + d for d in range(-2, 3)]
@@ -44,12 +45,13 @@ def probe_points(qmodel, codec, rng, n_random: int = 1 << 18) -> np.ndarray:
 
 
 def sweep_points(qmodel, codec) -> np.ndarray:
-    """[SWEEP, I] every int32 in a window of SWEEP values per channel: its codes' whole raw range
-    (plus margins) when that is shorter, else centred on it."""
+    """[S, I] every int32 in a window of S values per channel: its codes' whole raw range (plus
+    margins) when that is shorter, else centred on it."""
+    sweep = max(4096, VALUES // qmodel.in_features)
     ideal = _ideal_thresholds(qmodel, codec)
-    centre = np.clip(np.floor((ideal.min(axis=1) + ideal.max(axis=1)) / 2), INT32_MIN + SWEEP, INT32_MAX - SWEEP)
-    start = centre.astype(np.int64) - SWEEP // 2
-    return np.ascontiguousarray((start[None, :] + np.arange(SWEEP)[:, None]).astype(np.int32))
+    centre = np.clip(np.floor((ideal.min(axis=1) + ideal.max(axis=1)) / 2), INT32_MIN + sweep, INT32_MAX - sweep)
+    start = centre.astype(np.int64) - sweep // 2
+    return np.ascontiguousarray((start[None, :] + np.arange(sweep)[:, None]).astype(np.int32))
 
 
 def _assert_c_and_rule_equal_python(folder, tmp_path, qmodel, codec, raws):
@@ -101,19 +103,43 @@ def features_8bit(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def runs_model(tmp_path_factory):
+    """64 inputs in two blocks of one calibrated range each (inside the grid / twice as wide): two
+    rows, found by runs of consecutive channels instead of a row per channel."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_random_checkpoint  # pylint: disable=import-outside-toplevel
+
+    base = tmp_path_factory.mktemp("rule")
+    checkpoint, _ = make_random_checkpoint(base / "r.pt", (64, 3, 2), 5, 3, seed=7)
+    rng = np.random.default_rng(7)
+    data = np.concatenate([rng.uniform(-0.9, 0.9, (600, 32)), rng.uniform(-1.8, 1.8, (600, 32))], axis=1)
+    data[0, 32:], data[1, 32:] = -2.0, 2.0
+    np.save(base / "r.npy", data)
+    folder = base / "runs"
+    generate_model(checkpoint, folder, name="runs", options=QuantOptions(act_bits=6), calibration=base / "r.npy",
+                   quiet=True, max_error=1.0)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def digits_folder(tmp_path_factory, digits_checkpoint):
     folder = tmp_path_factory.mktemp("rule") / "kan"
     generate_model(digits_checkpoint, folder, quiet=True)
     return folder
 
 
-@pytest.mark.parametrize("which", ["q16_8bit", "features_8bit", "digits_folder"])
+@pytest.mark.parametrize("which", ["q16_8bit", "features_8bit", "runs_model", "digits_folder"])
 def test_raw_api_equals_python_over_the_int32_range(which, request, tmp_path):
     folder = request.getfixturevalue(which)
     model, qmodel = load_bundle(folder)
     codec = input_codec(qmodel, model.metadata.get("input_transform"))
-    if which != "digits_folder":
+    if which in ("q16_8bit", "features_8bit"):
         assert codec.raw_layout == "rule" and codec.raw_kind == ("q16" if which == "q16_8bit" else "features")
+    if which == "runs_model":
+        assert row_index(codec) == ("runs", 2 * 3) and "runs_raw_run_end[2]" in (folder / "runs.c").read_text()
     raws = np.concatenate([probe_points(qmodel, codec, np.random.default_rng(19)), sweep_points(qmodel, codec)])
     assert raws.min() == INT32_MIN and raws.max() == INT32_MAX
     _assert_c_and_rule_equal_python(folder, tmp_path, qmodel, codec, raws)
@@ -123,7 +149,8 @@ def test_rule_layout_bytes_and_source(q16_8bit):
     model, qmodel = load_bundle(q16_8bit)
     codec = input_codec(qmodel, model.metadata.get("input_transform"))
     n_rows, n_in = codec.raw_keys.shape[0], qmodel.in_features
-    assert raw_table_bytes(codec) == RULE_BYTES * n_rows + (n_in if n_rows > 1 else 0)
+    assert row_index(codec) == ("table", n_in)  # 8 rows in 8 runs: a uint8_t per channel is smaller
+    assert raw_table_bytes(codec) == RULE_BYTES * n_rows + n_in
     assert api_flash_bytes(qmodel, model.metadata.get("input_transform")) == raw_table_bytes(codec)
     assert raw_table_bytes(codec) < 4 * 255 * n_rows  # one row of 8-bit thresholds alone is 1,020 B
     source = (q16_8bit / "small.c").read_text()

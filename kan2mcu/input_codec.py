@@ -25,6 +25,7 @@ computed, 20 bytes a row whatever the code width); "rule" needs a rule for every
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,25 +230,51 @@ def code_bytes(code_max: int) -> int:
     return 1 if code_max <= 255 else 2
 
 
-def row_index_bytes(n_rows: int, n_channels: int) -> int:
-    """Bytes of the per-channel row table: none for a single row, else uint8_t or uint16_t each."""
-    return 0 if n_rows <= 1 else n_channels * (1 if n_rows <= 256 else 2)
+def row_runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(end, row) of each run of consecutive channels on one row: channels ``end[k-1]..end[k]-1``
+    use row ``row[k]``."""
+    rows = np.asarray(rows, np.int64)
+    starts = np.flatnonzero(np.diff(rows, prepend=-1) != 0)
+    return np.append(starts[1:], len(rows)), rows[starts]
+
+
+def row_index(codec: InputCodec) -> tuple[str, int]:
+    """How channels find their raw row, and its bytes: "shared" (one row, no table), "runs"
+    (uint16_t end and uint8_t/uint16_t row per run of consecutive channels on one row) or "table"
+    (a uint8_t/uint16_t row per channel), whichever is smallest."""
+    n_rows = codec.raw_keys.shape[0]
+    if n_rows <= 1:
+        return "shared", 0
+    row_bytes = 1 if n_rows <= 256 else 2
+    runs = len(row_runs(codec.raw_row)[0]) * (2 + row_bytes)
+    table = codec.raw_row.size * row_bytes
+    return ("runs", runs) if runs < table else ("table", table)
 
 
 def raw_table_bytes(codec: InputCodec) -> int:
     """Flash bytes of the raw API's read-only tables in ``codec``'s layout."""
     n_rows = codec.raw_keys.shape[0]
-    index = row_index_bytes(n_rows, codec.raw_row.size)
+    index = row_index(codec)[1]
     if codec.raw_rules is not None:
         return RULE_BYTES * n_rows + index
     return 4 * codec.raw_keys.size + code_bytes(codec.code_max) * n_rows + index
 
 
+_API_BYTES_CACHE: dict[bytes, int] = {}
+
+
 def api_flash_bytes(qmodel: QuantModel, input_transform: dict | None) -> int:
     """Flash bytes of the integer input API's tables (``<prefix>_quantize_input_q``, always linked
     with an integer model) for ``qmodel`` and the checkpoint's ``input_transform``: what the report
-    totals count. The float API's tables (compiled only with ``<P>_WITH_FLOAT_API``) are not included."""
-    return raw_table_bytes(input_codec(qmodel, input_transform))
+    totals count. The float API's tables (compiled only with ``<P>_WITH_FLOAT_API``) are not included.
+    Depends only on the first layer's input encoding, so plans sharing it share one computation."""
+    first = qmodel.layers[0]
+    columns = _columns(input_transform, qmodel.in_features)
+    parts = [first.in_scale, first.in_zero, [first.codes]] + ([] if columns is None else [*columns[:2], [columns[2]]])
+    key = hashlib.sha256(b"|".join(np.asarray(p, np.float64).tobytes() for p in parts)).digest()
+    if key not in _API_BYTES_CACHE:
+        _API_BYTES_CACHE[key] = raw_table_bytes(input_codec(qmodel, input_transform))
+    return _API_BYTES_CACHE[key]
 
 
 def probe_floats(qmodel: QuantModel, rng: np.random.Generator, n_values: int,

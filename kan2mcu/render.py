@@ -9,7 +9,7 @@ import numpy as np
 
 from kan2mcu.errors import OptionError, UnsupportedModelError
 from kan2mcu.fixedpoint import clamps_caller_codes, code_ctype
-from kan2mcu.input_codec import float_api_transform, input_codec, raw_table_bytes
+from kan2mcu.input_codec import float_api_transform, input_codec, raw_table_bytes, row_index, row_runs
 from kan2mcu.ir import KANModel
 from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
@@ -273,10 +273,12 @@ def _raw_api_context(codec) -> dict:
         return f"0x{int(v):08X}u"
 
     n_rows = int(codec.raw_keys.shape[0])
+    ends, run_rows = row_runs(codec.raw_row)
     context = {
         "raw_layout": codec.raw_layout, "raw_threshold_count": n_rows,
-        "raw_shared_row": n_rows == 1,
+        "raw_index": row_index(codec)[0],
         "raw_channel_row": _rows(codec.raw_row),
+        "raw_run_count": len(ends), "raw_run_end": _rows(ends), "raw_run_row": _rows(run_rows),
         "raw_row_ctype": "uint8_t" if n_rows <= 256 else "uint16_t",
     }
     if codec.raw_rules is not None:
@@ -294,7 +296,7 @@ def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict 
     """Template data of the input API (templates/model_api_int.c.j2, model.h.j2), whose thresholds
     kan2mcu.input_codec decides, and the bytes of the tables always linked with it (the raw API)."""
     for symbol in ("input_scale", "input_zero", "count_le", "raw_thresholds", "raw_row", "raw_top",
-                   "raw_rule_t", "raw_rules", "raw_threshold", "raw_code", "quantize_input_q", "float_thresholds", "float_row",
+                   "raw_rule_t", "raw_rules", "raw_threshold", "raw_code", "raw_run_end", "raw_run_row", "quantize_input_q", "float_thresholds", "float_row",
                    "float_key", "quantize_input", "dequantize_output"):
         sym(symbol)
     codec = input_codec(qmodel, input_transform)

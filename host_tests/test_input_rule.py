@@ -11,6 +11,7 @@ from kan2mcu.bundle import load_bundle
 from kan2mcu.generate import generate_model
 from kan2mcu.hostcc import HostModel
 from kan2mcu.input_codec import api_flash_bytes, input_codec, quantize_raw, raw_table_bytes, row_index
+from kan2mcu.input_lut import RawLut, build_luts, lut_codes, row_table
 from kan2mcu.input_rule import RULE_BYTES, RawRule, fit_rule, rule_codes, rule_keys, rule_shift
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.importers import load_checkpoint
@@ -61,11 +62,15 @@ def _assert_c_and_rule_equal_python(folder, tmp_path, qmodel, codec, raws):
     bad = np.argwhere(actual != expected)
     assert bad.size == 0, (f"row {bad[0][0]} input {bad[0][1]}: raw {raws[tuple(bad[0])]} C {actual[tuple(bad[0])]} "
                            f"Python {expected[tuple(bad[0])]}")
-    if codec.raw_rules is not None:  # the Python model of the C rule, channel by channel
-        keys = raws.view(np.uint32) ^ np.uint32(0x80000000)
-        for i in range(qmodel.in_features):
-            rule = codec.raw_rules[codec.raw_row[i]]
-            assert np.array_equal(rule_codes(rule, codec.raw_shift, keys[:, i]), expected[:, i]), i
+    keys = raws.view(np.uint32) ^ np.uint32(0x80000000)
+    for i in range(qmodel.in_features):  # the Python model of the C rule or lookup, channel by channel
+        if codec.raw_rules is not None:
+            actual = rule_codes(codec.raw_rules[codec.raw_row[i]], codec.raw_shift, keys[:, i])
+        elif codec.raw_luts is not None:
+            actual = lut_codes(codec.raw_luts[codec.raw_row[i]], codec.raw_lut_codes, keys[:, i])
+        else:
+            continue
+        assert np.array_equal(actual, expected[:, i]), i
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +143,8 @@ def test_raw_api_equals_python_over_the_int32_range(which, request, tmp_path):
     codec = input_codec(qmodel, model.metadata.get("input_transform"))
     if which in ("q16_8bit", "features_8bit"):
         assert codec.raw_layout == "rule" and codec.raw_kind == ("q16" if which == "q16_8bit" else "features")
+    if which == "digits_folder":  # pixels 0..16: each row's codes change within a few raw values
+        assert codec.raw_layout == "lut" and len(codec.raw_lut_codes) <= 64 * len(codec.raw_luts)
     if which == "runs_model":
         assert row_index(codec) == ("runs", 2 * 3) and "runs_raw_run_end[2]" in (folder / "runs.c").read_text()
     raws = np.concatenate([probe_points(qmodel, codec, np.random.default_rng(19)), sweep_points(qmodel, codec)])
@@ -204,3 +211,16 @@ def test_rows_that_follow_no_rule_are_refused():
     shift = rule_shift(7)
     keys = np.array([100, 200, 300, 301, 500, 600, 700], np.uint32)  # 301: not on any line
     assert fit_rule(keys, 7, shift) is None
+
+
+def test_lut_golden_rows():
+    """Code tables of a row reached from INT32_MIN (low 2), of a row with two codes on one key and
+    of a constant row; and the lookup at and around each threshold."""
+    keys = np.array([0, 0, 10, 12, 12, 15, 0xFFFFFFFF], np.uint32)
+    assert row_table(keys, 6).tolist() == [2, 3, 3, 5, 5, 5, 6]  # low, then keys 10..15
+    assert row_table(np.zeros(7, np.uint32), 7).tolist() == [7, 7]
+    luts, codes = build_luts(np.stack([keys, np.zeros(7, np.uint32)]), np.array([6, 7]))
+    assert luts == (RawLut(first=10, start=0, last=5), RawLut(first=0xFFFFFFFF, start=7, last=0))
+    probe = np.array([0, 9, 10, 11, 12, 14, 15, 16, 2**32 - 1])
+    assert lut_codes(luts[0], codes, probe).tolist() == [2, 2, 3, 3, 5, 5, 6, 6, 6]
+    assert lut_codes(luts[1], codes, probe).tolist() == [7] * 9

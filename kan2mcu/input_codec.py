@@ -19,7 +19,9 @@ Channels with the same thresholds share one row (digits: 64 pixels, a few distin
 single row there is no per-channel row table. The raw API's rows are stored in one of two layouts,
 whichever takes fewer bytes (:func:`raw_table_bytes`): "thresholds" (the keys of every code) or
 "rule" (kan2mcu.input_rule: the keys follow an exact integer affine rule in the code and are
-computed, 20 bytes a row whatever the code width); "rule" needs a rule for every row.
+computed, 24 bytes a row whatever the code width); "rule" needs a rule for every row. Rows whose
+codes change over a short run of raw values (pixels) use "lut" (kan2mcu.input_lut: one code per
+raw value) when it is not much larger, for speed.
 :func:`api_flash_bytes` is the flash the raw API's tables take, as the report counts it.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kan2mcu.errors import QuantizationError
+from kan2mcu.input_lut import LUT_HEADER_BYTES, RawLut, build_luts
 from kan2mcu.input_rule import RULE_BYTES, RawRule, fit_rules, rule_shift
 from kan2mcu.quantize import QuantModel
 from kan2mcu.reference import quantize_inputs
@@ -58,10 +61,14 @@ class InputCodec:
     float_offset: np.ndarray  # [I]
     raw_rules: tuple[RawRule, ...] | None = None  # [R'] when the raw layout is "rule", else None
     raw_shift: int = 0  # the rules' shift (kan2mcu.input_rule.rule_shift)
+    raw_luts: tuple[RawLut, ...] | None = None  # [R'] when the raw layout is "lut", else None
+    raw_lut_codes: np.ndarray | None = None  # the code tables of every row, one after the other
 
     @property
     def raw_layout(self) -> str:
-        """"rule" (codes computed) or "thresholds" (codes counted in stored rows)."""
+        """"lut" (codes looked up), "rule" (codes computed) or "thresholds" (codes counted in stored rows)."""
+        if self.raw_luts is not None:
+            return "lut"
         return "thresholds" if self.raw_rules is None else "rule"
 
     @property
@@ -212,17 +219,26 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
     codec = InputCodec(raw_scale, raw_offset, kind, float_index.astype(np.int64), float_rows,
                        raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1],
                        float_scale, float_offset)
-    return _with_rules(codec)
+    return _choose_layout(codec)
 
 
-def _with_rules(codec: InputCodec) -> InputCodec:
-    """``codec`` in the "rule" layout when every raw row has a rule and that takes fewer bytes."""
+def _choose_layout(codec: InputCodec) -> InputCodec:
+    """``codec`` in its raw layout: the smaller of "thresholds" and "rule" (when every raw row has a
+    rule), or "lut" (when every row's codes change over a short run of raw values) if that takes at
+    most twice as many bytes, or 256 more: a lookup costs a few instructions an input, the others
+    a search (kan2mcu.input_rule, kan2mcu.input_lut)."""
     shift = rule_shift(codec.code_max)
     rules = fit_rules(codec.raw_keys, codec.raw_top, shift)
-    if rules is None:
-        return codec
-    ruled = dataclasses.replace(codec, raw_rules=tuple(rules), raw_shift=shift)
-    return ruled if raw_table_bytes(ruled) < raw_table_bytes(codec) else codec
+    if rules is not None:
+        ruled = dataclasses.replace(codec, raw_rules=tuple(rules), raw_shift=shift)
+        codec = ruled if raw_table_bytes(ruled) < raw_table_bytes(codec) else codec
+    luts = build_luts(codec.raw_keys, codec.raw_top)
+    if luts is not None:
+        looked_up = dataclasses.replace(codec, raw_rules=None, raw_luts=luts[0], raw_lut_codes=luts[1])
+        smallest = raw_table_bytes(codec)
+        if raw_table_bytes(looked_up) <= max(2 * smallest, smallest + 256):
+            return looked_up
+    return codec
 
 
 def code_bytes(code_max: int) -> int:
@@ -255,6 +271,8 @@ def raw_table_bytes(codec: InputCodec) -> int:
     """Flash bytes of the raw API's read-only tables in ``codec``'s layout."""
     n_rows = codec.raw_keys.shape[0]
     index = row_index(codec)[1]
+    if codec.raw_luts is not None:
+        return LUT_HEADER_BYTES * n_rows + code_bytes(codec.code_max) * len(codec.raw_lut_codes) + index
     if codec.raw_rules is not None:
         return RULE_BYTES * n_rows + index
     return 4 * codec.raw_keys.size + code_bytes(codec.code_max) * n_rows + index

@@ -281,7 +281,10 @@ def _raw_api_context(codec) -> dict:
         "raw_run_count": len(ends), "raw_run_end": _rows(ends), "raw_run_row": _rows(run_rows),
         "raw_row_ctype": "uint8_t" if n_rows <= 256 else "uint16_t",
     }
-    if codec.raw_rules is not None:
+    if codec.raw_luts is not None:
+        context.update(raw_luts=[{"first": hexu(t.first), "start": t.start, "last": t.last} for t in codec.raw_luts],
+                       raw_lut_size=len(codec.raw_lut_codes), raw_lut_codes=_rows(codec.raw_lut_codes))
+    elif codec.raw_rules is not None:
         context.update(raw_rule_shift=codec.raw_shift, raw_rules=[
             {"base": hexu(r.base), "step": f"{r.step}u", "frac": f"{r.frac}u", "add": f"{r.add}u",
              "guess_mult": r.guess_mult, "guess_in": r.guess_in, "guess_out": r.guess_out,
@@ -296,7 +299,8 @@ def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict 
     """Template data of the input API (templates/model_api_int.c.j2, model.h.j2), whose thresholds
     kan2mcu.input_codec decides, and the bytes of the tables always linked with it (the raw API)."""
     for symbol in ("input_scale", "input_zero", "count_le", "raw_thresholds", "raw_row", "raw_top",
-                   "raw_rule_t", "raw_rules", "raw_threshold", "raw_code", "raw_run_end", "raw_run_row", "quantize_input_q", "float_thresholds", "float_row",
+                   "raw_rule_t", "raw_rules", "raw_threshold", "raw_code", "raw_run_end", "raw_run_row", "raw_lut_t", "raw_luts",
+                   "raw_lut_codes", "raw_lut_code", "quantize_input_q", "float_thresholds", "float_row",
                    "float_key", "quantize_input", "dequantize_output"):
         sym(symbol)
     codec = input_codec(qmodel, input_transform)

@@ -13,8 +13,9 @@ import re
 
 from kan2mcu.firmware.elfinfo import ElfInfo
 
-INPUT_API_FUNCTIONS = ("quantize_input_q", "raw_code", "raw_threshold", "count_le")
-INPUT_API_TABLES = ("raw_rules", "raw_row", "raw_thresholds", "raw_top")
+INPUT_API_FUNCTIONS = ("quantize_input_q", "raw_code", "raw_threshold", "raw_lut_code", "count_le")
+INPUT_API_TABLES = ("raw_rules", "raw_luts", "raw_lut_codes", "raw_row", "raw_run_end", "raw_run_row",
+                    "raw_thresholds", "raw_top")
 
 
 def base_name(name: str) -> str:

@@ -214,6 +214,10 @@ MUTANTS = (
            (("templates/model_api_int.c.j2", "uint32_t r = (uint32_t){{ prefix }}_raw_run_row[run]",
              "uint32_t r = (uint32_t){{ prefix }}_raw_run_row[0]"),),
            (T + "test_input_rule.py::test_raw_api_equals_python_over_the_int32_range[runs_model]",)),
+    Mutant("raw-lut-first-threshold-tie",
+           "the C raw-input lookup gives the code below at a row's first threshold itself",
+           (("templates/model_api_int.c.j2", "    if (key < lut->first) {", "    if (key <= lut->first) {"),),
+           (T + "test_input_rule.py::test_raw_api_equals_python_over_the_int32_range[digits_folder]",)),
     Mutant("raw-rule-tie-off-by-one",
            "the affine rule's offset is one below the tight threshold (a tie lands one code low) and "
            "the fit no longer checks the rule against the thresholds",

@@ -1,4 +1,4 @@
-"""Fit the cost-model coefficients (COSTS in kan2mcu/strategies/*.py) on QEMU instruction counts.
+"""Fit the cost-model coefficients (COSTS in kan2mcu/quant/strategies/*.py) on QEMU instruction counts.
 
 Generates random KANs of several shapes with every strategy, measures each layer's executed
 instructions on every emulated board (exact, QEMU TCG plugin; layers are separate functions),
@@ -28,9 +28,9 @@ from conftest import make_random_checkpoint  # noqa: E402  (the tests' random-KA
 from kan2mcu.firmware.boards import QEMU_BOARDS, get_board  # noqa: E402
 from kan2mcu.firmware.measure import measure  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
-from kan2mcu.importers import load_checkpoint  # noqa: E402
-from kan2mcu.quantize import LayerPlan, QuantOptions  # noqa: E402
-from kan2mcu.strategies import edge_table, spline  # noqa: E402
+from kan2mcu.model.importers import load_checkpoint  # noqa: E402
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions  # noqa: E402
+from kan2mcu.quant.strategies import edge_table, spline  # noqa: E402
 
 SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12)]
 VARIANTS = {  # name: (strategy, options)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from kan2mcu.firmware.measure import measure
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.train import train
-from kan2mcu.verify import verify
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.training.train import train
+from kan2mcu.check.verify import verify
 
 SETTINGS = [(8, 8, 8), (6, 4, 4), (4, 3, 4), (4, 2, 3)]  # act / spline / coef bits
 STRATEGIES = ["spline", "edge-table", "auto"]

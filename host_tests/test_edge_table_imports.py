@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.errors import OptionError
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
-from kan2mcu.torch_kan import KAN
-from kan2mcu.verify import verify
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+from kan2mcu.model.torch_kan import KAN
+from kan2mcu.check.verify import verify
 
 
 def integer_outputs(folder, x: np.ndarray) -> np.ndarray:

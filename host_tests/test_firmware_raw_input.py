@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 import pytest
 
-from kan2mcu.bundle import load_bundle
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.firmware.boards import get_board
 from kan2mcu.firmware.measure import build_firmware, measure
 from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import run_model
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import run_model
 from test_firmware_qemu import offline_environment  # noqa: F401  (fresh offline PlatformIO core, dead proxy)
 
 BOARDS = ["qemu-cortex-m0", "qemu-cortex-m4", "qemu-rv32imac"]

@@ -1,4 +1,4 @@
-"""The raw-input API's compact layouts (kan2mcu.input_rule, kan2mcu.input_codec): shared rows and
+"""The raw-input API's compact layouts (kan2mcu.quant.input_rule, kan2mcu.quant.input_codec): shared rows and
 codes computed by an integer affine rule equal the Python quantizer over the whole int32 range,
 ties included (every threshold and its neighbours, the ideal real-valued thresholds +-2, dense
 random samples, an exhaustive sweep around the codes' range), and take the documented bytes."""
@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kan2mcu.bundle import load_bundle
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import HostModel
-from kan2mcu.input_codec import api_flash_bytes, input_codec, quantize_raw, raw_table_bytes, row_index
-from kan2mcu.input_lut import RawLut, build_luts, lut_codes, row_table
-from kan2mcu.input_rule import RULE_BYTES, RawRule, fit_rule, rule_codes, rule_keys, rule_shift
-from kan2mcu.quantize import QuantOptions, quantize
-from kan2mcu.importers import load_checkpoint
+from kan2mcu.check.hostcc import HostModel
+from kan2mcu.quant.input_codec import api_flash_bytes, input_codec, quantize_raw, raw_table_bytes, row_index
+from kan2mcu.quant.input_lut import RawLut, build_luts, lut_codes, row_table
+from kan2mcu.quant.input_rule import RULE_BYTES, RawRule, fit_rule, rule_codes, rule_keys, rule_shift
+from kan2mcu.quant.quantize import QuantOptions, quantize
+from kan2mcu.model.importers import load_checkpoint
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 VALUES = 1 << 21  # raw values per probe kind over all channels (8 inputs: 2^18 each)
@@ -89,8 +89,8 @@ def features_8bit(tmp_path_factory):
     ranges like the breast-cancer table's, 8-bit codes."""
     import torch
 
-    from kan2mcu.checkpoint import save_checkpoint
-    from kan2mcu.torch_kan import KAN
+    from kan2mcu.model.checkpoint import save_checkpoint
+    from kan2mcu.model.torch_kan import KAN
 
     base = tmp_path_factory.mktemp("rule")
     lo = np.array([6.981, 0.05263, 143.5, 0.0, 9.71, 0.1115])

@@ -66,7 +66,7 @@ def _add_generate(sub) -> None:
 
 def _run_generate(args) -> int:
     from kan2mcu.generate import generate_model
-    from kan2mcu.quantize import QuantOptions
+    from kan2mcu.quant.quantize import QuantOptions
 
     options = QuantOptions(act_bits=args.act_bits, spline_bits=args.spline_bits, coef_bits=args.coef_bits,
                            base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits)
@@ -197,8 +197,8 @@ _QAT_KNOBS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits")
 
 def _qat_options(args):
     from kan2mcu.errors import OptionError
-    from kan2mcu.quantize import QuantOptions
-    from kan2mcu.strategies import spline
+    from kan2mcu.quant.quantize import QuantOptions
+    from kan2mcu.quant.strategies import spline
 
     options = QuantOptions(**{k: getattr(args, k) for k in _QAT_KNOBS if getattr(args, k) is not None})
     if options.act_bits > spline.MAX_CODE_BITS:  # QAT trains spline layers, whose codes are bytes
@@ -208,7 +208,7 @@ def _qat_options(args):
 
 
 def _run_train(args) -> int:
-    from kan2mcu.train import parse_widths, train, train_on_data
+    from kan2mcu.training.train import parse_widths, train, train_on_data
 
     given = [f"--{k.replace('_', '-')}" for k in _QAT_KNOBS + ("qat_epochs",) if getattr(args, k) is not None]
     if given and not args.qat:
@@ -251,7 +251,7 @@ def _add_finetune(sub) -> None:
 
 
 def _run_finetune(args) -> int:
-    from kan2mcu.qat import DEFAULT_EPOCHS, DEFAULT_LR, finetune
+    from kan2mcu.training.qat import DEFAULT_EPOCHS, DEFAULT_LR, finetune
 
     options = _qat_options(args)
     result = finetune(args.checkpoint, args.output, options, dataset=args.dataset,
@@ -280,7 +280,7 @@ def _add_verify(sub) -> None:
 
 
 def _run_verify(args) -> int:
-    from kan2mcu.verify import verify
+    from kan2mcu.check.verify import verify
 
     if args.random < 0 or args.fuzz < 0:
         raise OptionError("--random and --fuzz must not be negative")

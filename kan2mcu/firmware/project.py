@@ -25,7 +25,7 @@ import numpy as np
 
 from kan2mcu.errors import OptionError
 from kan2mcu.firmware.boards import Board, get_board
-from kan2mcu.model_dir import ModelFolder, load_model_folder
+from kan2mcu.codegen.model_dir import ModelFolder, load_model_folder
 from kan2mcu.paths import firmware_dir, templates_dir
 
 MONITOR_SPEED = 115200
@@ -51,13 +51,13 @@ def _checked_ints(rows: list[list[int]], ctype: str, what: str) -> list[list[int
 
 def raw_vector_inputs(model: ModelFolder) -> list[list[int]] | None:
     """Integer models: int32 raw inputs that the model's raw-input API maps to the test vectors'
-    codes (kan2mcu.input_codec.raw_for_codes), so the firmware calls ``<prefix>_quantize_input_q``
+    codes (kan2mcu.quant.input_codec.raw_for_codes), so the firmware calls ``<prefix>_quantize_input_q``
     as a user's firmware does; None for float models, folders without model.npz or codes out of
     the raw API's reach (the firmware then passes the codes to ``<prefix>_infer`` directly)."""
     if model.arith != "int" or not (model.path / "model.npz").exists():
         return None
-    from kan2mcu.bundle import load_bundle  # pylint: disable=import-outside-toplevel
-    from kan2mcu.input_codec import input_codec, raw_for_codes  # pylint: disable=import-outside-toplevel
+    from kan2mcu.codegen.bundle import load_bundle  # pylint: disable=import-outside-toplevel
+    from kan2mcu.quant.input_codec import input_codec, raw_for_codes  # pylint: disable=import-outside-toplevel
 
     ir, qmodel = load_bundle(model.path)
     codec = input_codec(qmodel, ir.metadata.get("input_transform"))

@@ -192,7 +192,7 @@ def test_rule_golden_fit():
     raws = np.array([3 * c - 1 for c in range(1, 16)])  # smallest raw with raw / 3 + 0.5 >= c
     keys = (raws + 2**31).astype(np.uint32)
     rule = fit_rule(keys, 15, shift)
-    assert rule == RawRule(base=0x7FFFFFFF, step=3, frac=0, add=0, low=0, count=15, guess_mult=43691, guess_in=0,
+    assert rule == RawRule(base=0x80000002, step=3, frac=0, add=0, low=0, count=15, guess_mult=43691, guess_in=0,
                           guess_out=17)  # 43691 / 2^17 = 1 / 3 rounded up
     assert np.array_equal(rule_keys(rule, shift), keys)
 

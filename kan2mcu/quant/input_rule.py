@@ -3,19 +3,20 @@
 The raw-input quantizer (kan2mcu.quant.input_codec) decides a channel's code as the number of its
 thresholds (uint32 keys, ascending) at or below the input's key. When a row's thresholds follow
 an integer affine rule in the code, they need not be stored: with ``low`` = the code of INT32_MIN
-and ``count`` = how many codes above it an int32 can reach, the j-th reachable threshold is
+and ``count`` = how many codes above it an int32 can reach, the threshold of code low + 1 + j is
 
-    key(j) = base + j * step + ((j * frac + add) >> shift)      j = 1 .. count   (uint32 arithmetic)
+    key(j) = base + j * step + ((j * frac + add) >> shift)      j = 0 .. count - 1   (uint32 arithmetic)
 
 (``shift`` = 32 - bits of the largest code, at most 30, so ``j * frac + add`` < 2^32; the other
-terms wrap modulo 2^32 and still give the exact key, which is < 2^32). The C code is then
-``low + #{j : key(j) <= key}``: below key(1) it is ``low``; above, a guess of j from the distance
-to key(1) (``1 + (min((key - key(1)) >> guess_in, 0xFFFF) * guess_mult >> guess_out)``, a few codes
-off at most) is corrected by stepping j up while key(j + 1) <= key and down while key(j) > key, which
-gives the exact count from any guess; the guess only saves steps.
+terms wrap modulo 2^32 and still give the exact key, which is < 2^32; ``add`` < 2^shift, so
+key(0) = ``base``). The C code is then ``low + #{j : key(j) <= key}``: below ``base`` it is
+``low``; above, a guess of the last j with key(j) <= key from the distance to ``base``
+(``min((key - base) >> guess_in, 0xFFFF) * guess_mult >> guess_out``, a code off at most) is
+corrected by stepping j up while key(j + 1) <= key and down while key(j) > key, which gives the
+exact count from any guess; the guess only saves steps.
 
 :func:`fit_rule` searches the rule exactly: for P = step * 2^shift + frac and Q' (any integer), the
-conditions ``v_j * 2^shift <= j * P + Q' < (v_j + 1) * 2^shift`` (v_j = key(j) - key(1)) hold for
+conditions ``v_j * 2^shift <= j * P + Q' < (v_j + 1) * 2^shift`` (v_j = key(j) - key(0)) hold for
 every j iff P lies in the intersection of the pairwise bounds, and then Q' in the intersection of
 the per-j bounds (integer arithmetic, int64). The fitted rule is checked against every threshold
 before it is returned: it reproduces the stored thresholds exactly, so the computed code equals the
@@ -56,8 +57,8 @@ def rule_shift(code_max: int) -> int:
 
 
 def rule_keys(rule: RawRule, shift: int) -> np.ndarray:
-    """key(j) for j = 1..count, exactly as the C code computes it (uint32 wrap-around)."""
-    j = np.arange(1, rule.count + 1, dtype=np.uint64)
+    """key(j) for j = 0..count - 1, exactly as the C code computes it (uint32 wrap-around)."""
+    j = np.arange(rule.count, dtype=np.uint64)
     mask = np.uint64(0xFFFFFFFF)
     low = (j * np.uint64(rule.frac) + np.uint64(rule.add)) & mask
     keys = np.uint64(rule.base) + ((j * np.uint64(rule.step)) & mask) + (low >> np.uint64(shift))
@@ -118,12 +119,12 @@ def fit_rule(keys: np.ndarray, top: int, shift: int) -> RawRule | None:
     p = (p_lo + p_hi) // 2
     unit = 1 << shift
     vs = [int(x) for x in v]  # Python integers: j * P may exceed int64
-    q_lo = max(vj * unit - j * p for j, vj in enumerate(vs, 1))
-    q_hi = min((vj + 1) * unit - 1 - j * p for j, vj in enumerate(vs, 1))
+    q_lo = max(vj * unit - j * p for j, vj in enumerate(vs))  # j = 0: 0 <= Q' < 2^shift, base = key(0)
+    q_hi = min((vj + 1) * unit - 1 - j * p for j, vj in enumerate(vs))
     if q_lo > q_hi:
         return None
     q = q_lo  # the smallest: one less breaks the threshold that is tight there
-    rule = RawRule(base=(int(e[0]) + (q >> shift)) % (1 << 32), step=(p >> shift) % (1 << 32),
+    rule = RawRule(base=int(e[0]) + (q >> shift), step=(p >> shift) % (1 << 32),
                    frac=p & (unit - 1), add=q & (unit - 1), low=low, count=count)
     if not np.array_equal(rule_keys(rule, shift).astype(np.int64), e):
         return None

@@ -1,4 +1,4 @@
-"""The edge-table kernel's shapes (kan2mcu/strategies/edge_table_kernel.py) on every emulated board,
+"""The edge-table kernel's shapes (kan2mcu/quant/strategies/edge_table_kernel.py) on every emulated board,
 and the rule that fewer code bits are never slower (by the cost model, and measured under QEMU)."""
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from conftest import assert_c_equals_reference, make_random_checkpoint, require_tool
-from kan2mcu.bundle import load_bundle
-from kan2mcu.costmodel import CORES
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.quant.costmodel import CORES
 from kan2mcu.firmware.boards import QEMU_BOARDS, get_board
 from kan2mcu.firmware.measure import measure
-from kan2mcu.fixedpoint import clamps_caller_codes
+from kan2mcu.quant.fixedpoint import clamps_caller_codes
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import LayerPlan, QuantOptions
-from kan2mcu.strategies import edge_table, edge_table_kernel
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions
+from kan2mcu.quant.strategies import edge_table, edge_table_kernel
 
 # (widths, code bits): each exercises a kernel shape of byte entries
 KERNEL_SHAPES = {

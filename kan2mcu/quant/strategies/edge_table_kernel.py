@@ -1,0 +1,160 @@
+"""The shape of the edge-table kernel (templates/kernels/edge_table*.c.j2) for one layer: passes of
+table words over the inputs, the lane expressions, the requantization, and the per-core inline-asm
+loops (Cortex-M4/M7: LDRD + UXTAB16, straight-line for small layers; Cortex-M3: the same with
+whole-word sums; Armv6-M: lanes kept in registers; RV32: straight-line rows). ``ql`` is an
+EdgeTableLayer (kan2mcu.quant.strategies.edge_table, which imports this module for its cost terms).
+Every number the templates print is decided here; the integer sums are those of
+kan2mcu.quant.strategies.edge_table.accumulators on every core. Layouts: docs/arithmetic.md, section 7.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+KERNEL_WORDS = 4  # table words summed per pass over the inputs: 8 lane accumulators (nibbles: 2 words, 4 parts)
+LDRD_MAX_OFFSET = 1020  # Thumb-2 LDRD immediate offsets: multiples of 4 up to 1020
+LDR_MIN_OFFSET, LDR_MAX_OFFSET = -255, 4095  # Thumb-2 LDR immediate offsets
+ADDW_MAX = 4095  # Thumb-2 ADDW immediate
+LW_MIN_OFFSET, LW_MAX_OFFSET = -2048, 2047  # RV32 load offsets
+RV32_STEP = 4096  # RV32: the table pointer's step at most (the same constants at every code width)
+MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
+UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
+INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
+
+
+def lane_values(ql, parts: int, macro: str) -> list[list[dict]]:
+    """Per table word, ``{"output", "value"}``: the C expression of each output's sum from the
+    word's accumulators ``e{w}_{part}``/``o{w}_{part}``. Bytes and nibbles: a part's byte ``k`` holds
+    entry ``parts * k + part``, in 16-bit lane ``k // 2`` of the even (k even, ``<macro>_EVEN``) or odd sums.
+    Halfwords: ``e`` sums whole words and ``o`` the high halves; the low sum is ``e - (o << 16)``."""
+    halfwords = ql.per_word == 2
+    lanes = []
+    for w in range(ql.row_words):
+        word_lanes = []
+        for j in range(ql.per_word):
+            output = ql.per_word * w + j
+            if output >= ql.out_features:
+                continue
+            if halfwords:  # a last word whose high entry is padding (zero) needs no correction
+                value = f"o{w}_0" if j == 1 else (
+                    f"e{w}_0" if output + 1 >= ql.out_features else f"e{w}_0 - (o{w}_0 << 16)")
+            else:
+                part, byte = j % parts, j // parts
+                lane = f"o{w}_{part}" if byte % 2 else f"{macro}_EVEN(e{w}_{part}, o{w}_{part})"
+                value = f"({lane}){' >> 16' if byte >= 2 else ' & 0xFFFFu'}"
+            word_lanes.append({"output": output, "value": value})
+        lanes.append(word_lanes)
+    return lanes
+
+
+def kernel_context(ql, macro: str) -> dict:
+    """The kernel's shape for one layer: passes of up to KERNEL_WORDS words over each chunk of
+    inputs (a pointer loop, the row pointer computed once per input), the lane expressions, and the
+    requantization (straight-line for small layers, else a loop over tables).
+    ``macro``: the model's C macro prefix (``KAN``)."""
+    nibbles, halfwords = ql.per_word == 8, ql.per_word == 2
+    parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
+        if nibbles else [{"id": 0, "shift": 0, "mask": None}]
+    per_pass = KERNEL_WORDS // len(parts)
+    summed = (f"halfwords summed in 32-bit accumulators over all {ql.in_features} inputs" if halfwords
+              else f"lanes widened every {ql.chunk} inputs")
+    inline = ql.out_features <= INLINE_REQUANT_MAX_OUTPUTS
+    acc = [f"a{o}" if inline else f"acc[{o}]" for o in range(ql.out_features)]
+    L = {"description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
+                        f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; {summed}",
+         "codes": ql.codes, "act_bits": ql.act_bits, "row_words": ql.row_words, "stride": ql.codes * ql.row_words,
+         "parts": parts, "add": "HALVES_ADD" if halfwords else "LANES_ADD", "inline_requant": inline, "acc": acc,
+         "out_bits": int(ql.out_max).bit_length(), "lanes": lane_values(ql, len(parts), macro),
+         "chunks": [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
+                    for s in range(0, ql.in_features, ql.chunk)],
+         "blocks": [_block(w, min(w + per_pass, ql.row_words)) for w in range(0, ql.row_words, per_pass)]}
+    L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
+    L["asm_loop"] = asm_loop(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
+    L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
+    L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
+    L["requant"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
+    return L
+
+
+def asm_loop(n_in: int, row_words: int, act_bits: int) -> dict | None:
+    """The whole input loop of a byte-entry layer in Thumb-2 asm (LDRD + UXTAB16): as many inputs per
+    iteration as LDRD's immediate offsets (+-1020 bytes around t) reach (fewer code bits, shorter
+    tables, more rows per iteration: never slower), the row address
+    ``t + q * row_bytes`` in one ADD (row bytes a power of two) or two (three times one); None
+    (a C loop around the asm rows) for other row sizes."""
+    row_bytes = 4 * row_words
+    times3 = row_bytes % 3 == 0
+    base = row_bytes // 3 if times3 else row_bytes
+    if base & (base - 1):
+        return None
+    stride_bytes = 4 * (1 << act_bits) * row_words
+    loads = [ld for w in range(0, row_words, KERNEL_WORDS) for ld in _block(w, min(w + KERNEL_WORDS, row_words))["loads"]]
+
+    def reachable(offset: int) -> bool:  # every load of a row at `offset` bytes from t encodes
+        return all(-LDRD_MAX_OFFSET <= offset + ld["offset"] <= LDRD_MAX_OFFSET if len(ld["words"]) == 2
+                   else LDR_MIN_OFFSET <= offset + ld["offset"] <= LDR_MAX_OFFSET for ld in loads)
+
+    # rows k = 0 .. rows-1 of an iteration at offsets (k - centre) * stride from t: as many as fit
+    rows, centre = 1, 0
+    for r in range(2, MAX_ASM_ROWS + 1):
+        for c in range(r):
+            if r * stride_bytes <= ADDW_MAX and all(reachable((k - c) * stride_bytes) for k in range(r)):
+                rows, centre = r, c
+                break
+    offsets = [(k - centre) * stride_bytes for k in range(rows)]
+    return {"rows": rows, "centre": centre, "offsets": offsets, "unrolled": n_in <= UNROLL_MAX_INPUTS,
+            "row_lsl": base.bit_length() - 1,
+            "row_times3": times3, "code_load": "ldrb" if act_bits <= 8 else "ldrh",
+            "code_bytes": 1 if act_bits <= 8 else 2}
+
+
+def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
+    """The RV32 straight-line rows of a byte-entry layer of up to UNROLL_MAX_INPUTS inputs (None: the
+    C loop): rows per step of the table pointer as far as LW's offsets (-2048..2047) reach around it
+    and the step stays within 4096 bytes (so that narrower codes only add rows per step),
+    the row address as shifts (row bytes a power of two, or three times one)."""
+    row_bytes = 4 * row_words
+    times3 = row_bytes % 3 == 0
+    base = row_bytes // 3 if times3 else row_bytes
+    if n_in > UNROLL_MAX_INPUTS or base & (base - 1):
+        return None
+    stride = 4 * (1 << act_bits) * row_words
+    last = 4 * (min(KERNEL_WORDS, row_words) - 1)
+    rows, centre = 1, 0
+    for r in range(2, RV32_STEP // 4 + 1):  # steps of at most 4096 bytes: one LUI, whatever the width
+        c = r // 2
+        if r * stride <= RV32_STEP and -c * stride >= LW_MIN_OFFSET and (r - 1 - c) * stride + last <= LW_MAX_OFFSET:
+            rows, centre = r, c
+    return {"rows": rows, "centre": centre, "offsets": [(k - centre) * stride for k in range(rows)],
+            "row_lsl": base.bit_length() - 1, "row_times3": times3,
+            "code_load": "lbu" if act_bits <= 8 else "lhu", "code_bytes": 1 if act_bits <= 8 else 2}
+
+
+def v6m_loop(row_words: int, act_bits: int) -> dict | None:
+    """The Armv6-M asm loop of a byte-entry layer: the code index counts up to 0 in bytes (1 per
+    byte code, 2 per uint16_t code), the row address ``tend + index * stride / code_bytes + q *
+    row_bytes`` with shifts where those factors are powers of two (else MULS); None when a row is
+    over 255 bytes and not a power of two (the C loop)."""
+    code_bytes = 1 if act_bits <= 8 else 2
+    row_bytes, index_stride = 4 * row_words, 4 * (1 << act_bits) * row_words // code_bytes
+
+    def lsl(n: int) -> int | None:
+        return n.bit_length() - 1 if n & (n - 1) == 0 else None
+
+    if lsl(row_bytes) is None and row_bytes > 255:
+        return None
+    return {"row_lsl": lsl(row_bytes), "stride_lsl": lsl(index_stride), "index_stride": index_stride,
+            "code_load": "ldrb" if code_bytes == 1 else "ldrh", "code_bytes": code_bytes}
+
+
+def _block(first: int, end: int) -> dict:
+    """Words ``first .. end-1`` of a row, summed in one pass: loaded in pairs (LDRD on Thumb-2)."""
+    words = list(range(first, end))
+    loads = [{"words": words[k:k + 2], "offset": 4 * (words[k] - first)} for k in range(0, len(words), 2)]
+    return {"first": first, "words": words, "loads": loads}
+
+
+def requant_pairs(ql) -> np.ndarray:
+    """The straight-line requantization's table: ``[mult[0], rounding[0], mult[1], ...]`` (int32)."""
+    return np.stack([ql.mult, ql.rounding], axis=1).reshape(-1)
+
+

@@ -7,7 +7,8 @@ from kan2mcu.errors import OptionError
 from kan2mcu.ir import KANLayer
 from kan2mcu.strategies import get_strategy
 
-CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "rv32imac")
+CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55",
+         "rv32imac", "rv32ec")
 INFER_OVERHEAD = {"cortex-m0": 20, "cortex-m0plus": 20}  # the infer wrapper and layer calls; others 15
 
 

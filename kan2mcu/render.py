@@ -15,6 +15,7 @@ from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quantize import QuantModel
 from kan2mcu.strategies import get_strategy
+from kan2mcu.strategies.edge_table_mve import mve_context
 from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
 _IDENT = re.compile(r"[^a-z0-9_]")
@@ -323,6 +324,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
                  n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
                  clamp_input=clamp, is_last=ql.is_last, out_code_max=ql.out_max,
                  in_ctype=code_ctype(ql.act_bits), out_ctype=out_ctype, tables=emit.tables)
+        if ql.strategy == "edge-table":  # the Helium kernel's layout (None: scalar kernel only)
+            L["mve"] = mve_context(ql)
         layers.append(L)
         layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in emit.tables})
         src = "input" if index == 0 else act_buffers[index - 1]["symbol"]
@@ -344,6 +347,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
         "has_halfword_table": any(l.strategy == "edge-table" and l.per_word == 2 for l in qmodel.layers),
+        "has_mve_table": any(L.get("mve") for L in layers),
         "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers,
         "calls": calls,
     }

@@ -21,7 +21,7 @@ from kan2mcu.ir import KANLayer
 from kan2mcu.strategies.levels import level_aligned
 
 NAME = "edge-table"
-TEMPLATE = "kernels/edge_table.c.j2"
+TEMPLATE = "kernels/edge_table_select.c.j2"  # picks edge_table_mve.c.j2 or edge_table.c.j2 by core
 MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
 HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)

@@ -27,7 +27,7 @@ from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
-from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
+from kan2mcu.planner import DEFAULT_MAX_ERROR, board_options, choose, core_for, explain, flash_budget_for
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
@@ -204,6 +204,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
     options = options or QuantOptions()
+    if arith == "int":
+        options = board_options(options, board)  # a core without a multiplier: multiply-free layers
     check_name(name)
     check_output_folder(Path(output))
     checkpoint = Path(checkpoint)

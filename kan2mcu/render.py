@@ -16,6 +16,7 @@ from kan2mcu.paths import templates_dir
 from kan2mcu.quantize import QuantModel
 from kan2mcu.strategies import get_strategy
 from kan2mcu.strategies.edge_table_mve import mve_context
+from kan2mcu.strategies.mulfree import render_tables as requant_tables
 from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
 _IDENT = re.compile(r"[^a-z0-9_]")
@@ -220,9 +221,7 @@ def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
     L["table"] = emit.table("table", ql.words(), "uint32_t",
                             f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
                             hex_words=True, aligned=True)
-    L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
-    L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
-    L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
+    L.update(requant_tables(ql, emit))  # int32 multiply, or multiply-free (kan2mcu.strategies.mulfree)
     L["chunks"] = [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
                    for s in range(0, ql.in_features, ql.chunk)]
     for kind, pairs in EDGE_TABLE_PAIRS_PER_PASS.items():

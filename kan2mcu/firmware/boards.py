@@ -23,6 +23,7 @@ from kan2mcu.errors import BoardError
 
 KIB = 1024
 MIB = 1024 * 1024
+NO_MULTIPLIER_CORES = ("rv32ec",)  # models for them are multiply-free (kan2mcu.strategies.mulfree)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Board:
     @property
     def is_qemu(self) -> bool:
         return self.kind == "qemu"
+
+    @property
+    def has_multiplier(self) -> bool:
+        return self.core not in NO_MULTIPLIER_CORES
 
     @property
     def has_fpu(self) -> bool:

@@ -37,7 +37,7 @@ def load_offsets(row_bytes: int) -> list[int]:
 def mve_context(ql) -> dict | None:
     """Render data of the Helium kernel of edge-table layer ``ql``, or None when it keeps the
     scalar kernel (halfword entries, multiply-free requantization)."""
-    if ql.per_word == 2 or getattr(ql, "thresholds", None) is not None:
+    if ql.per_word == 2 or getattr(ql, "mul_free", False):
         return None
     nibbles = ql.per_word == 8
     per_byte = 2 if nibbles else 1

@@ -183,3 +183,27 @@ def test_helium_kernel_on_small_layers(offline_environment, small_checkpoints, t
     assert (run.result["check"], run.result["mismatches"], run.result["vectors"]) == ("PASS", 0, len(codes))
     code = _model_disassembly("qemu-cortex-m55", elf)
     assert sum("vldrb" in text for text in code.values()) == 2, sorted(code)  # both layers: Helium
+
+
+@pytest.mark.parametrize("case", ["wide-offsets", "two-chunks"])
+def test_helium_kernel_wide_tables_and_chunks(offline_environment, case, tmp_path):
+    """Helium kernel on Cortex-M55: 11-bit (uint16) codes into a 128 KiB table (32-bit row offsets,
+    4 inputs per turn), and 300 inputs summed in two chunks (16-bit lanes widened after 257 inputs):
+    bit-exact against the reference on random codes and every code's extremes."""
+    from conftest import make_random_checkpoint
+
+    widths, plan, top = ((8, 5, 3), [LayerPlan("edge-table", 11, 8), LayerPlan("edge-table", 6, 8)], 2048) \
+        if case == "wide-offsets" else ((300, 4, 2), [LayerPlan("edge-table", 3, 8), LayerPlan("edge-table", 3, 8)], 8)
+    checkpoint, calibration = make_random_checkpoint(tmp_path / "r.pt", widths, 5, 3, seed=5)
+    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, max_error=1.0, plan=plan)
+    _, qmodel = load_bundle(tmp_path / "m")
+    if case == "two-chunks":
+        assert qmodel.layers[0].chunk < 300
+    rng = np.random.default_rng(12)
+    codes = np.concatenate([rng.integers(0, top, size=(60, widths[0])), np.zeros((1, widths[0]), np.int64),
+                            np.full((1, widths[0]), top - 1)])
+    vectors = {"inputs": codes.tolist(), "outputs": run_model(qmodel, codes).tolist(), "abs_tolerance": 0}
+    elf = build_firmware(tmp_path / "m", "qemu-cortex-m55", tmp_path / "p", vectors_override=vectors)
+    run = run_elf(get_board("qemu-cortex-m55"), elf)
+    assert run.result is not None, run.output[-2000:]
+    assert (run.result["check"], run.result["mismatches"], run.result["vectors"]) == ("PASS", 0, len(codes))

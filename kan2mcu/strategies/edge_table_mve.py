@@ -13,7 +13,9 @@ Decisions made here, not in the template:
 * the byte offsets of the 8-byte loads of a row: every 8 bytes, the last load moved back to end
   at the row's end (it re-reads a few entries, whose sums are the same, instead of reading past
   the row); rows under 8 bytes use one load predicated on their length;
-* which loads share a pass over the inputs (at most 6 accumulators of the 8 Q registers);
+* which loads share a pass over the inputs (at most 4 accumulators of the 8 Q registers);
+* the turns of the input loop: 8 inputs per turn (4 with 32-bit offsets), their row offsets
+  computed in one vector and read lane by lane, then a predicated turn for the rest;
 * where each load's lanes are stored so that the lane buffer is in output order;
 * the groups of 4 outputs of the vectorized requantization (the last one predicated).
 
@@ -22,7 +24,8 @@ Halfword entries (9..16 bits) and multiply-free layers keep the scalar kernel (N
 from __future__ import annotations
 
 VECTOR_BYTES = 8  # bytes widened into one uint16x8_t
-MAX_ACCUMULATORS = 6  # vector accumulators per pass: 8 Q registers, one load temporary, one mask
+MAX_ACCUMULATORS = 4  # vector accumulators per pass: of 8 Q registers, the others hold a load, the
+# row offsets of 8 inputs, the next offsets and the clamp (or nibble mask) constant
 
 
 def load_offsets(row_bytes: int) -> list[int]:
@@ -49,7 +52,14 @@ def mve_context(ql) -> dict | None:
     lanes = max(VECTOR_BYTES, row_bytes) * per_byte
     n_out = ql.out_features
     groups = [{"first": g, "count": min(4, n_out - g)} for g in range(0, n_out, 4)]
+    lanes_per_turn = _offsets(ql, row_bytes)["lanes"]
+    chunks = []
+    for start in range(0, ql.in_features, ql.chunk):  # the scalar kernel's chunks: no lane overflows
+        end = min(start + ql.chunk, ql.in_features)
+        full_end = start + (end - start) // lanes_per_turn * lanes_per_turn
+        chunks.append({"start": start, "full_end": full_end, "tail": end - full_end, "first": start == 0})
     return {"nibbles": nibbles, "row_bytes": row_bytes, "stride": ql.codes * row_bytes, "passes": passes,
+            "chunks": chunks,
             "predicate": row_bytes if row_bytes < VECTOR_BYTES else 0, "lanes": max(lanes, 4 * len(groups)),
             "groups": groups, "store": _store(ql), "offsets": _offsets(ql, row_bytes)}
 
@@ -75,9 +85,7 @@ def _offsets(ql, row_bytes: int) -> dict:
             "suffix": suffix, "lanes": lanes, "vctp": "vctp32q" if wide else "vctp16q",
             "load": f"vldr{'b' if ql.act_bits <= 8 else 'h'}q_{suffix}",
             "load_z": f"vldr{'b' if ql.act_bits <= 8 else 'h'}q_z_{suffix}",
-            "full": ql.in_features - ql.in_features % lanes, "tail": ql.in_features % lanes,
-            "ramp": ramp,
-            "length": -(-ql.in_features // lanes) * lanes}
+            "ramp": ramp}
 
 
 

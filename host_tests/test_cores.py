@@ -207,3 +207,20 @@ def test_helium_kernel_wide_tables_and_chunks(offline_environment, case, tmp_pat
     run = run_elf(get_board("qemu-cortex-m55"), elf)
     assert run.result is not None, run.output[-2000:]
     assert (run.result["check"], run.result["mismatches"], run.result["vectors"]) == ("PASS", 0, len(codes))
+
+
+@pytest.mark.parametrize("board, platform", [
+    ("rpipico2", "https://github.com/maxgerhardt/platform-raspberrypi.git"),
+    ("ch32v003f4p6_evt_r0", "https://github.com/Community-PIO-CH32V/platform-ch32v.git")])
+def test_real_board_projects_name_their_community_platform(board, platform, tmp_path):
+    """Pico 2 and CH32V003 projects are written (their platforms are not installed here, so they are
+    neither built nor measured by these tests)."""
+    from pathlib import Path
+
+    from kan2mcu.firmware.project import write_project
+
+    project = write_project(Path(__file__).parent / "fixtures" / "tiny_model", board, tmp_path / "p")
+    ini = (project / "platformio.ini").read_text()
+    assert f"platform = {platform}" in ini and f"board = {get_board(board).pio_board}" in ini
+    assert "framework = arduino" in ini
+    assert ("board_build.core = earlephilhower" in ini) == (board == "rpipico2")

@@ -20,8 +20,8 @@ from pathlib import Path
 from kan2mcu.firmware.boards import QEMU_BOARDS, get_board
 from kan2mcu.firmware.measure import measure
 from kan2mcu.generate import generate_model
-from kan2mcu.train import train
-from kan2mcu.verify import verify
+from kan2mcu.training.train import train
+from kan2mcu.check.verify import verify
 
 
 def _plan(folder: Path) -> tuple[str, float, float]:

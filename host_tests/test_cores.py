@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 
 from conftest import assert_c_equals_reference, assert_one_error, run_cli
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.firmware.boards import get_board
 from kan2mcu.firmware.measure import build_firmware, firmware_elf, measure
 from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import LayerPlan, QuantOptions
-from kan2mcu.reference import run_model
-from kan2mcu.strategies import mulfree
-from kan2mcu.strategies.edge_table_mve import load_offsets
-from kan2mcu.verify import verification_codes
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions
+from kan2mcu.quant.reference import run_model
+from kan2mcu.quant.strategies import mulfree
+from kan2mcu.quant.strategies.edge_table_mve import load_offsets
+from kan2mcu.check.verify import verification_codes
 from test_firmware_qemu import offline_environment  # noqa: F401  (fresh offline PlatformIO core, dead proxy)
 
 

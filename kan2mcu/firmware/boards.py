@@ -23,7 +23,7 @@ from kan2mcu.errors import BoardError
 
 KIB = 1024
 MIB = 1024 * 1024
-NO_MULTIPLIER_CORES = ("rv32ec",)  # models for them are multiply-free (kan2mcu.strategies.mulfree)
+NO_MULTIPLIER_CORES = ("rv32ec",)  # models for them are multiply-free (kan2mcu.quant.strategies.mulfree)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ def test_multiply_free_model_is_bit_exact_on_the_host(small_checkpoints, tmp_pat
     assert all(int(m) & (int(m) - 1) == 0 for m in qmodel.layers[1].mult)  # powers of two
     source = (tmp_path / "m" / "kan.c").read_text()
     assert "_l0_thresholds[80]" in source and "_l0_mult" not in source and "_l1_lshift" in source
+    from kan2mcu.quant.input_codec import input_codec
+
+    assert input_codec(qmodel, None).raw_layout != "rule"  # the raw-input rule multiplies
     rng = np.random.default_rng(7)
     codes = np.concatenate([rng.integers(0, 64, size=(200, 8)), np.repeat(np.arange(64)[:, None], 8, axis=1)])
     assert_c_equals_reference(tmp_path / "m", codes, tmp_path / "host")
@@ -147,13 +150,13 @@ def test_digits_multiply_free_on_rv32ec(offline_environment, digits_checkpoint, 
     assert report["accuracy"]["quantized"] >= report["accuracy"]["float"] - 0.005
     codes = verification_codes(qmodel, load_dataset("digits").x_test)
     codes = np.concatenate([codes[:60], codes[450:508], codes[1450:1452]])
-    for batch in range(3):  # 40 vectors per firmware: 120 would not fit 16 KiB with the model
-        part = codes[40 * batch:40 * batch + 40]
+    for batch in range(10):  # 12 vectors per firmware (each with its raw inputs): 120 would not fit 16 KiB
+        part = codes[12 * batch:12 * batch + 12]
         vectors = {"inputs": part.tolist(), "outputs": run_model(qmodel, part).tolist(), "abs_tolerance": 0}
         elf = build_firmware(folder, "qemu-rv32ec", tmp_path / f"p{batch}", vectors_override=vectors)
         run = run_elf(get_board("qemu-rv32ec"), elf)
         assert run.result is not None, run.output[-2000:]
-        assert (run.result["check"], run.result["mismatches"], run.result["vectors"]) == ("PASS", 0, 40)
+        assert (run.result["check"], run.result["mismatches"], run.result["vectors"]) == ("PASS", 0, 12)
     entry = measure([folder], "qemu-rv32ec", tmp_path / "m")["models"][0]
     assert entry["check"] == "PASS"
     assert entry["flash_bytes"] <= 16 * 1024 and entry["ram_bytes"] + entry["stack_bytes"] <= 2 * 1024

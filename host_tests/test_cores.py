@@ -8,6 +8,7 @@ model's code). Bit-exactness: the firmware compares every output with the Python
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -146,7 +147,7 @@ def test_digits_multiply_free_on_rv32ec(offline_environment, digits_checkpoint, 
     folder = tmp_path / "kan_ec"
     qmodel = _rv32ec_model(digits_checkpoint, folder)
     assert all(layer.mul_free for layer in qmodel.layers)
-    report = __import__("json").loads((folder / "report.json").read_text())
+    report = json.loads((folder / "report.json").read_text())
     assert report["accuracy"]["quantized"] >= report["accuracy"]["float"] - 0.005
     codes = verification_codes(qmodel, load_dataset("digits").x_test)
     codes = np.concatenate([codes[:60], codes[450:508], codes[1450:1452]])

@@ -237,12 +237,13 @@ def plan(g: Generation) -> None:
 def guard_stage(g: Generation) -> None:
     """Refuse an integer model far from the float one (kan2mcu.quant.guard) unless allowed."""
     if g.qmodel is not None:
-        g.guard_report = guard.measure(g.model, g.qmodel, g.calib)
-        guard.check(g.guard_report, force=g.request.allow_saturation, warn=_warn)
-        # calibration rows may be unlike the data: labelled held-out rows, when there are, weigh too
+        # calibration rows may be unlike the data: labelled held-out rows, when there are, weigh too,
+        # and first (they say what the user will see on real data)
         g.evaluated = evaluation(g.model, g.qmodel, g.evaluated_rows)
         g.held_out = guard.held_out_loss(g.evaluated)
         guard.check_held_out(g.held_out, force=g.request.allow_saturation, warn=_warn)
+        g.guard_report = guard.measure(g.model, g.qmodel, g.calib)
+        guard.check(g.guard_report, force=g.request.allow_saturation, warn=_warn)
 
 
 def render(g: Generation) -> None:

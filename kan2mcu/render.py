@@ -141,7 +141,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
     L["has_base"] = bool(np.any(ql.base_weight))
     if L["has_base"]:
-        L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
+        L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"base-function value per code, scale {ql.silu_scale:.6g}")
         L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
                                      "per input: index of code 0 in the SiLU table")
     if ql.mode == "cardinal":

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kan2mcu.bspline import bspline_basis, silu
+from kan2mcu.bspline import BASE_FUNCTION_VALUES, bspline_basis
 from kan2mcu.errors import QuantizationError
 from kan2mcu.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
 from kan2mcu.ir import KANLayer
@@ -61,7 +61,7 @@ class SplineLayer:
     first_table: np.ndarray  # uint8 [I * Q]
     basis_table: np.ndarray  # uint [I * Q, K1]
     # both modes
-    silu_table: np.ndarray  # int16 [n]
+    silu_table: np.ndarray  # int16 [n]: the base function (SiLU, GELU, identity, ...: the IR layer's) at the codes
     silu_start: np.ndarray  # int [I]
     coef: np.ndarray  # int [O, I, n_basis]
     base_weight: np.ndarray  # int [O, I]
@@ -92,8 +92,6 @@ class SplineLayer:
 
 def unsupported(layer: KANLayer) -> str | None:
     """Why this strategy cannot compute ``layer`` (None when it can)."""
-    if layer.base_function != "silu":
-        return f"base function {layer.base_function!r} (the spline kernel tabulates SiLU only)"
     if layer.symbolic:
         return f"{len(layer.symbolic)} symbolic edge(s) (the spline kernel has no symbolic terms)"
     return None
@@ -203,6 +201,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     bits = enc["bits"]
     q_count = 1 << bits
     spline_max = (1 << options.spline_bits) - 1
+    base_fn = BASE_FUNCTION_VALUES[layer.base_function]  # the base branch's table: any base function of the IR
     view = _code_view(layer, enc)  # computed once: the table-one choice and the coefficient fit share it
 
     if enc["mode"] == "cardinal":
@@ -231,7 +230,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                 u_lo = int(enc["offset"][members].min())
                 u_hi = int(enc["offset"][members].max()) + q_count - 1
                 u = np.arange(u_lo, u_hi + 1)
-                silu_chunks.append(silu(enc["t0"] + u * (enc["h"] / (1 << lp))))
+                silu_chunks.append(base_fn(enc["t0"] + u * (enc["h"] / (1 << lp))))
                 silu_start[members] = cursor + enc["offset"][members] - u_lo
                 cursor += len(u)
         float_silu = np.concatenate(silu_chunks)
@@ -257,7 +256,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         basis_scale = 1.0 / one
         basis_table = round_rows_capped(float_basis, one, spline_max)  # rows keep their float sums
         card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
-        float_silu = silu(x_codes).reshape(-1)
+        float_silu = base_fn(x_codes).reshape(-1)
         silu_start = np.arange(n_in, dtype=np.int64) * q_count
 
     silu_qmax = (1 << (options.silu_bits - 1)) - 1

@@ -125,14 +125,17 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     if ql.n_basis - ql.k1 > 255:
         raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
     layout = kernel_layout(ql)
-    storage = f"biased by {1 << layout.bias_log2} in " + (f"nibbles, {NIBBLE_OUTPUTS} outputs per word" if layout.nibble
-                                                         else "bytes")
+    storage = {"nibble": f"biased by {1 << layout.bias_log2} in nibbles, {NIBBLE_OUTPUTS} outputs per word",
+               "byte": f"biased by {1 << layout.bias_log2} in bytes",
+               "halfword": f"biased by {1 << layout.bias_log2} in halfwords, the outputs' rows side by side per input"}[
+                   layout.kind]
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy spline, "
                   f"order {ql.order}, {ql.n_basis} B-splines per input, {ql.mode} basis tables",
          "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
          "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble, "card_words": False,
+         "kind": layout.kind, **spline_blocks(ql.out_features),
          "simd": ql.k1 == 4 and not layout.nibble,  # the SMLAD path of DSP cores (C chooses at compile time)
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
@@ -144,7 +147,15 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"base-function value per code, scale {ql.silu_scale:.6g}")
         L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
                                      "per input: index of code 0 in the SiLU table")
-    if ql.mode == "cardinal":
+    L["positions"] = bool(layout.pos_card.size)
+    if L["positions"]:
+        L["pos_start"] = emit.table("pos_start", layout.pos_start, _int_ctype(layout.pos_start, False),
+                                    "per input: entry of its code 0 in the decode tables")
+        L["pos_card"] = emit.table("pos_card", layout.pos_card, "uint32_t",
+                                   f"per position: {ql.k1} basis values of {ql.spline_bits} bit, value j in byte j, "
+                                   f"scale {ql.basis_scale:.6g}", hex_words=True)
+        L["pos_first"] = emit.table("pos_first", layout.pos_first, "uint8_t", "per position: first coefficient")
+    elif ql.mode == "cardinal":
         L["offset"] = emit.table("offset", ql.in_offset, None, "per input: knot-relative position of code 0")
         L["log2p"] = emit.table("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval")
         L["limit"] = emit.table("limit", ql.in_limit, _int_ctype(ql.in_limit, False),
@@ -168,7 +179,11 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["basis"] = emit.packed("basis", basis, f"per input and code: {ql.k1} basis values, "
                                                  f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
         L["basis_direct"] = basis.direct
-    if layout.nibble:
+    if layout.kind == "halfword":
+        L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
+                               f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale",
+                               aligned=True)
+    elif layout.nibble:
         L["coef"] = emit.table("coef", layout.coef, "uint32_t",
                                f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) "
                                f"= coefficient of output {NIBBLE_OUTPUTS} * block + p, {ql.coef_bits} bit "
@@ -183,7 +198,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         order = base_weight_order(ql)
         L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
         L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
-                                 f"[{ql.out_features}][{4 * layout.groups}] SiLU-branch weights, {ql.base_bits} bit, "
+                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit, "
                                  f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")
@@ -193,6 +208,22 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
     L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L
+
+
+# Outputs per pass of the spline kernel's halfword branch and of its base branch, per kind of core:
+# DSP (Cortex-M4/M7: 8 accumulators + operands in 14 registers), narrow (Armv6-M: 8 low registers),
+# wide (the rest: RISC-V, Armv7-M without DSP, hosts). Measured on QEMU (docs/arithmetic.md section 5).
+SPLINE_OUTPUTS_PER_PASS = {"dsp": 8, "narrow": 2, "wide": 8}
+
+
+def _blocks(total: int, per_pass: int) -> list:
+    return [(start, min(per_pass, total - start)) for start in range(0, total, per_pass)]
+
+
+def spline_blocks(n_out: int) -> dict:
+    """(first, count) blocks of the spline kernel's passes over the inputs."""
+    blocks = {kind: _blocks(n_out, n) for kind, n in SPLINE_OUTPUTS_PER_PASS.items()}
+    return {"row_blocks": blocks, "base_blocks": blocks}
 
 
 # Lane accumulator pairs per pass over the inputs: Armv6-M has 8 low registers, the others 13+.
@@ -307,7 +338,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
-    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "field", "sfield", "infer"):
+    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "field", "sfield",
+                   "infer"):
         sym(symbol)
     layers, layer_bytes, calls = [], [], []
     n_layers = len(qmodel.layers)
@@ -333,7 +365,10 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     max_in = max((4 * -(-l.in_features // 4) for l in splines), default=0)  # SiLU values read 4 at a time
     k1_max = max((l.k1 for l in splines), default=0)
     max_out = max((l.out_features for l in splines), default=0)
-    workspace = (max_in + 4 * max_in * k1_max + 4 * max_in + 8 * max_out) + sum(
+    kinds = {kernel_layout(l).kind for l in splines}
+    halfword, compact = "halfword" in kinds, bool(kinds - {"halfword"})
+    workspace = ((max_in + 4 * max_in * k1_max if compact else 0) + 4 * max_in + 8 * max_out
+                 + (20 * max_in if halfword else 0)) + sum(
         b["size"] * _CTYPE_BYTES[b["ctype"]] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {
@@ -344,7 +379,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
         "has_halfword_table": any(l.strategy == "edge-table" and l.per_word == 2 for l in qmodel.layers),
-        "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers,
+        "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "has_halfword_spline": halfword,
+        "has_compact_spline": compact, "act_buffers": act_buffers, "layers": layers,
         "calls": calls,
     }
     api, api_bytes = _input_api_context(qmodel, sym, input_transform)

@@ -441,23 +441,35 @@ LANE_MAX = 0xFFFF  # a 16-bit lane of the nibble kernel
 class KernelLayout:
     """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §5).
 
-    ``nibble`` (:func:`uses_nibbles`: 2..4-bit coefficients, 4 outputs or more): word
-    ``[block][i][k]`` holds coefficient ``k`` of input ``i`` for outputs ``8 * block + p`` in nibble
-    :func:`nibble_slot` ``(p)``, biased by ``2**bias_log2`` to be unsigned; the kernel multiplies
-    each basis value into two 16-bit lanes at once (outputs 2q and 2q + 1) and widens the lanes
-    every ``chunk`` inputs, before any lane could pass 0xFFFF. Otherwise ``coef`` is ``[o][i][k]``
-    in bytes, biased the same way. Either way the kernel subtracts the bias times the sum of all
-    basis values once per output (exact: unsigned sums wrap modulo 2**32 at worst and the true sum
-    fits int32), and no bit field is decoded in the edge loop.
+    ``kind == "halfword"`` (:func:`coefficient_storage`: cubic layers, every coefficient width):
+    ``coef`` is uint16 ``[i][o][k]``, the coefficients biased by ``2**bias_log2``; per input the
+    outputs' rows lie side by side, so one address per input (its first live coefficient) reaches
+    every output at an immediate offset. DSP cores read the edge's 4 coefficients as two words
+    ``(c[f], c[f+1])``, ``(c[f+2], c[f+3])`` and SMLAD them with the input's basis pairs; other
+    cores multiply halfword by basis value. ``kind == "nibble"`` (other orders, 2..4-bit
+    coefficients): word ``[block][i][k]`` holds coefficient ``k`` of input ``i`` for outputs
+    ``8 * block + p`` in nibble :func:`nibble_slot` ``(p)``, biased to be unsigned; lanes widened
+    every ``chunk`` inputs. ``kind == "byte"``: ``coef`` ``[o][i][k]``, biased bytes. Every layout
+    is biased; the kernel subtracts the bias times the sum of all basis values once per output
+    (exact: unsigned sums wrap modulo 2**32 at worst and the true sum fits int32).
     """
 
-    nibble: bool
-    coef: np.ndarray  # nibble: uint32 [blocks, I, n_basis]; bytes: uint8 values [O, I, n_basis]
+    kind: str
+    coef: np.ndarray  # halfword: uint16 [I, O, n_basis]; nibble: uint32 [blocks, I, n_basis]; byte: uint8 [O, I, n_basis]
     bias_log2: int
     blocks: int
     chunk: int
-    weight: np.ndarray  # [O, groups * 4] SiLU-branch weights (base_weight_groups)
+    weight: np.ndarray  # [groups, O, 4] base-branch weights (base_weight_groups)
     groups: int  # inputs / 4, rounded up
+    # halfword, cardinal: per position (input i, code q at pos_start[i] + q) the input's basis word
+    # (value j in byte j, grid edges applied) and first coefficient (position_tables)
+    pos_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pos_card: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pos_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def nibble(self) -> bool:
+        return self.kind == "nibble"
 
 
 def uses_nibbles(coef_bits: int, out_features: int) -> bool:
@@ -466,33 +478,83 @@ def uses_nibbles(coef_bits: int, out_features: int) -> bool:
     return coef_bits <= 4 and out_features >= 4
 
 
+def coefficient_storage(order: int, coef_bits: int, out_features: int) -> str:
+    """``halfword`` for cubic layers (the fast kernel, at every coefficient width: two SMLAD per
+    edge on DSP cores); other orders ``nibble`` (:func:`uses_nibbles`) or ``byte``."""
+    if order == 3:
+        return "halfword"
+    return "nibble" if uses_nibbles(coef_bits, out_features) else "byte"
+
+
 def base_weight_order(layer: SplineLayer) -> list[int]:
-    """Input order within a group of 4 SiLU-branch weights. Byte weights (--base-bits <= 8) are
+    """Input order within a group of 4 base-branch weights. Byte weights (--base-bits <= 8) are
     stored as (w0, w2, w1, w3): SXTB16 of the group's word gives the lanes (w0, w1), SXTB16 with
-    ROR 8 gives (w2, w3), the pairs SMLAD multiplies with two SiLU values read as one word.
+    ROR 8 gives (w2, w3), the pairs SMLAD multiplies with two base values read as one word.
     Halfword weights are already such pairs."""
     return [0, 2, 1, 3] if layer.base_bits <= 8 else [0, 1, 2, 3]
 
 
 def base_weight_groups(layer: SplineLayer) -> np.ndarray:
-    """SiLU-branch weights [O, 4 * groups], inputs zero-padded to a multiple of 4, each group in
-    :func:`base_weight_order`."""
+    """Base-branch weights [groups, O, 4]: inputs zero-padded to a multiple of 4, group g holds
+    inputs 4g .. 4g + 3 of every output (one pointer per group, outputs at immediate offsets), each
+    group in :func:`base_weight_order`."""
     groups = -(-layer.in_features // 4)
     padded = np.zeros((layer.out_features, groups * 4), np.int64)
     padded[:, :layer.in_features] = layer.base_weight
     order = base_weight_order(layer)
-    return padded.reshape(layer.out_features, groups, 4)[:, :, order].reshape(layer.out_features, -1)
+    return padded.reshape(layer.out_features, groups, 4)[:, :, order].transpose(1, 0, 2).copy()
+
+
+def position_tables(layer: SplineLayer) -> dict:
+    """Cardinal layers: the decode of every input code as one table read (no grid arithmetic in C).
+
+    Inputs that read the same cardinal rows (same ``card_start``) and whose code windows
+    ``[offset, offset + Q)`` overlap share one chunk of positions; input ``i``'s code ``q`` is entry
+    ``pos_start[i] + q``: its K1 basis values as one word (value j in byte j) and its first
+    coefficient, exactly as :func:`decode_inputs` gives them (positions outside the grid: 0, 0)."""
+    q_count = layer.codes
+    codes = np.broadcast_to(np.arange(q_count)[:, None], (q_count, layer.in_features))
+    first, basis, _ = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1]
+    words = (basis.astype(np.int64) << (8 * np.arange(layer.k1))[None, None, :]).sum(axis=2)
+    start = np.zeros(layer.in_features, np.int64)
+    card_chunks, first_chunks, cursor = [], [], 0
+    for rows in sorted(set(layer.card_start.tolist())):
+        members = np.flatnonzero(layer.card_start == rows)
+        for group in _overlapping_windows(members, layer.in_offset, q_count):
+            u_lo = int(layer.in_offset[group].min())
+            length = int(layer.in_offset[group].max()) + q_count - u_lo
+            chunk_card, chunk_first = np.zeros(length, np.int64), np.zeros(length, np.int64)
+            for i in group:
+                at = int(layer.in_offset[i]) - u_lo
+                chunk_card[at:at + q_count] = words[:, i]
+                chunk_first[at:at + q_count] = first[:, i]
+                start[i] = cursor + at
+            card_chunks.append(chunk_card)
+            first_chunks.append(chunk_first)
+            cursor += length
+    pos_card, pos_first = np.concatenate(card_chunks), np.concatenate(first_chunks)
+    # inputs sharing a chunk must agree on every shared position
+    idx = start[None, :] + np.arange(q_count)[:, None]
+    if not (np.array_equal(pos_card[idx], words) and np.array_equal(pos_first[idx], first)):
+        raise QuantizationError(f"{layer.name}: inputs sharing decode positions disagree")
+    return {"pos_start": start, "pos_card": pos_card, "pos_first": pos_first}
 
 
 def kernel_layout(layer: SplineLayer) -> KernelLayout:
     """The coefficient layout of ``layer``'s C kernel; the integer sums it computes are unchanged."""
     weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
     bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
-    if not uses_nibbles(layer.coef_bits, layer.out_features):
+    kind = coefficient_storage(layer.order, layer.coef_bits, layer.out_features)
+    if kind != "nibble":
         stored = layer.coef + (1 << bias_log2)
-        if stored.min() < 0 or stored.max() > 255:
-            raise QuantizationError(f"{layer.name}: coefficients do not fit biased bytes")
-        return KernelLayout(False, stored, bias_log2, 0, layer.in_features, weight, groups)
+        top = 0xFFFF if kind == "halfword" else 255
+        if stored.min() < 0 or stored.max() > top:
+            raise QuantizationError(f"{layer.name}: coefficients do not fit biased {kind}s")
+        if kind == "byte":
+            return KernelLayout(kind, stored, bias_log2, 0, layer.in_features, weight, groups)
+        positions = position_tables(layer) if layer.mode == "cardinal" else {}
+        return KernelLayout(kind, stored.transpose(1, 0, 2).astype(np.uint16), bias_log2, 0, layer.in_features,
+                            weight, groups, **positions)
     n_out, n_in = layer.out_features, layer.in_features
     blocks = -(-n_out // NIBBLE_OUTPUTS)
     stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)
@@ -509,7 +571,7 @@ def kernel_layout(layer: SplineLayer) -> KernelLayout:
     _, basis, _ = decode_inputs(layer, codes)
     per_input = int(basis.sum(axis=2).max()) * 15 if basis.size else 0
     chunk = max(1, min(n_in, LANE_MAX // max(per_input, 1)))
-    return KernelLayout(True, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups)
+    return KernelLayout(kind, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups)
 
 
 def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tuple[np.ndarray, int]:

@@ -135,7 +135,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
          "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble, "card_words": False,
-         "kind": layout.kind, **spline_blocks(ql.out_features),
+         "kind": layout.kind, **spline_blocks(ql.out_features, ql.n_basis),
          "simd": ql.k1 == 4 and not layout.nibble,  # the SMLAD path of DSP cores (C chooses at compile time)
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
@@ -220,10 +220,26 @@ def _blocks(total: int, per_pass: int) -> list:
     return [(start, min(per_pass, total - start)) for start in range(0, total, per_pass)]
 
 
-def spline_blocks(n_out: int) -> dict:
+# Armv6-M's LDRH reaches 62 bytes and ADDS adds at most 255: the assembly block of the halfword branch
+M0_LDRH_REACH, M0_ADDS_MAX, M0_OUTPUTS_PER_PASS = 62, 255, 4
+
+
+def m0_blocks(n_out: int, n_basis: int) -> list:
+    """(first, count, byte offset) passes of the Armv6-M assembly block: up to 4 outputs (4 high
+    registers), every row read at an immediate offset; offset None: the block is C."""
+    per_pass = max(1, min(M0_OUTPUTS_PER_PASS, (M0_LDRH_REACH - 6) // (2 * n_basis) + 1))
+    out = []
+    for first, count in _blocks(n_out, per_pass):
+        offset = 2 * n_basis * first
+        fits = offset <= M0_ADDS_MAX and 2 * n_basis * (count - 1) + 6 <= M0_LDRH_REACH
+        out.append((first, count, offset if fits else None))
+    return out
+
+
+def spline_blocks(n_out: int, n_basis: int) -> dict:
     """(first, count) blocks of the spline kernel's passes over the inputs."""
     blocks = {kind: _blocks(n_out, n) for kind, n in SPLINE_OUTPUTS_PER_PASS.items()}
-    return {"row_blocks": blocks, "base_blocks": blocks}
+    return {"row_blocks": blocks, "base_blocks": blocks, "m0_blocks": m0_blocks(n_out, n_basis)}
 
 
 # Lane accumulator pairs per pass over the inputs: Armv6-M has 8 low registers, the others 13+.
@@ -338,7 +354,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
-    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "field", "sfield",
+    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "mul64", "field", "sfield",
                    "infer"):
         sym(symbol)
     layers, layer_bytes, calls = [], [], []

@@ -134,9 +134,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
          "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
-         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble, "card_words": False,
+         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble,
          "kind": layout.kind, **spline_blocks(ql.out_features, ql.n_basis),
-         "simd": ql.k1 == 4 and not layout.nibble,  # the SMLAD path of DSP cores (C chooses at compile time)
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
@@ -162,17 +161,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                                 "per input: positions inside the extended grid")
         L["card_start"] = emit.table("card_start", ql.card_start, _int_ctype(ql.card_start, False),
                                      "per input: first row of its cardinal table")
-        # a few rows per layer, at byte width for every --spline-bits (read without unpacking); cubic
-        # rows are one word each (value j in byte j), shifted as a whole at the grid's edges
-        L["card_words"] = ql.k1 == 4
-        if L["card_words"]:
-            words = (ql.card.astype(np.int64) << (8 * np.arange(4))[None, :]).sum(axis=1)
-            L["card"] = emit.table("card", words, "uint32_t", f"cardinal B-spline rows: 4 values of {ql.spline_bits} "
-                                                               f"bit, value j in byte j, scale {ql.basis_scale:.6g}",
-                                   hex_words=True)
-        else:
-            L["card"] = emit.table("card", ql.card, "uint8_t", f"cardinal B-spline rows of {ql.k1} values, "
-                                                              f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
+        L["card"] = emit.table("card", ql.card, "uint8_t", f"cardinal B-spline rows of {ql.k1} values, "
+                                                          f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
     else:
         basis = pack(ql.basis_table, ql.spline_bits, signed=False)
         L["first"] = emit.table("first", ql.first_table, "uint8_t", "per input and code: first coefficient")

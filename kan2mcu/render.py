@@ -15,7 +15,7 @@ from kan2mcu.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quantize import QuantModel
 from kan2mcu.strategies import get_strategy
-from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
+from kan2mcu.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout, spline_blocks
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 
@@ -198,38 +198,6 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
     L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L
-
-
-# Outputs per pass of the spline kernel's halfword branch and of its base branch, per kind of core:
-# DSP (Cortex-M4/M7: 8 accumulators + operands in 14 registers), narrow (Armv6-M: 8 low registers),
-# wide (the rest: RISC-V, Armv7-M without DSP, hosts). Measured on QEMU (docs/arithmetic.md section 5).
-SPLINE_OUTPUTS_PER_PASS = {"dsp": 8, "narrow": 2, "wide": 8}
-
-
-def _blocks(total: int, per_pass: int) -> list:
-    return [(start, min(per_pass, total - start)) for start in range(0, total, per_pass)]
-
-
-# Armv6-M's LDRH reaches 62 bytes and ADDS adds at most 255: the assembly block of the halfword branch
-M0_LDRH_REACH, M0_ADDS_MAX, M0_OUTPUTS_PER_PASS = 62, 255, 4
-
-
-def m0_blocks(n_out: int, n_basis: int) -> list:
-    """(first, count, byte offset) passes of the Armv6-M assembly block: up to 4 outputs (4 high
-    registers), every row read at an immediate offset; offset None: the block is C."""
-    per_pass = max(1, min(M0_OUTPUTS_PER_PASS, (M0_LDRH_REACH - 6) // (2 * n_basis) + 1))
-    out = []
-    for first, count in _blocks(n_out, per_pass):
-        offset = 2 * n_basis * first
-        fits = offset <= M0_ADDS_MAX and 2 * n_basis * (count - 1) + 6 <= M0_LDRH_REACH
-        out.append((first, count, offset if fits else None))
-    return out
-
-
-def spline_blocks(n_out: int, n_basis: int) -> dict:
-    """(first, count) blocks of the spline kernel's passes over the inputs."""
-    blocks = {kind: _blocks(n_out, n) for kind, n in SPLINE_OUTPUTS_PER_PASS.items()}
-    return {"row_blocks": blocks, "base_blocks": blocks, "m0_blocks": m0_blocks(n_out, n_basis)}
 
 
 # Lane accumulator pairs per pass over the inputs: Armv6-M has 8 low registers, the others 13+.

@@ -214,10 +214,15 @@ def m0_blocks(n_out: int, n_basis: int) -> list:
     return out
 
 
+THUMB2_LDR_REACH = 4095  # LDR's immediate offset on Thumb-2: the DSP assembly block reads rows within it
+
+
 def spline_blocks(n_out: int, n_basis: int) -> dict:
-    """(first, count) blocks of the spline kernel's passes over the inputs."""
+    """(first, count) blocks of the spline kernel's passes over the inputs; DSP blocks carry whether
+    the assembly block reaches their rows (else they are C)."""
     blocks = {kind: _blocks(n_out, n) for kind, n in SPLINE_OUTPUTS_PER_PASS.items()}
-    return {"row_blocks": blocks, "base_blocks": blocks, "m0_blocks": m0_blocks(n_out, n_basis)}
+    dsp = [(first, count, 2 * n_basis * (first + count - 1) + 4 <= THUMB2_LDR_REACH) for first, count in blocks["dsp"]]
+    return {"row_blocks": blocks, "base_blocks": blocks, "m0_blocks": m0_blocks(n_out, n_basis), "dsp_blocks": dsp}
 
 
 # Cost-model entry. Instructions of one layer = sum over the terms of cost_terms() of COSTS[core][term]

@@ -135,7 +135,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
          "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble,
-         "kind": layout.kind, **spline_blocks(ql.out_features, ql.n_basis),
+         "kind": layout.kind, "act_bits": ql.act_bits, **spline_blocks(ql.out_features, ql.n_basis),
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,

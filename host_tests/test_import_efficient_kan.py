@@ -17,11 +17,11 @@ import pytest
 
 import torch
 
-from kan2mcu.bspline import model_forward  # noqa: E402
+from kan2mcu.model.bspline import model_forward  # noqa: E402
 from kan2mcu.errors import CheckpointError  # noqa: E402
-from kan2mcu.importers import load_checkpoint  # noqa: E402
-from kan2mcu.importers.efficient_kan import ir_from_state_dict  # noqa: E402
-from kan2mcu.torch_kan import KAN, KANLinear  # noqa: E402
+from kan2mcu.model.importers import load_checkpoint  # noqa: E402
+from kan2mcu.model.importers.efficient_kan import ir_from_state_dict  # noqa: E402
+from kan2mcu.model.torch_kan import KAN, KANLinear  # noqa: E402
 
 SEMANTIC_ATOL = 1e-12
 FLOAT32_RTOL = 1e-5
@@ -265,11 +265,11 @@ def test_spline_strategy_takes_every_base_function(kind, tmp_path):
     input codes (quantized like the SiLU table), the C equals the integer reference, and the model
     follows the float model of that base function (and not SiLU's, unless KIND is SiLU)."""
     from conftest import assert_c_equals_reference
-    from kan2mcu.bspline import BASE_FUNCTION_VALUES
-    from kan2mcu.bundle import load_bundle
+    from kan2mcu.model.bspline import BASE_FUNCTION_VALUES
+    from kan2mcu.codegen.bundle import load_bundle
     from kan2mcu.generate import generate_model
-    from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
-    from kan2mcu.strategies import spline
+    from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+    from kan2mcu.quant.strategies import spline
 
     model = _uniform_kan()
     x = np.random.default_rng(3).uniform(-1, 1, (600, 4))

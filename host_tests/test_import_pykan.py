@@ -27,10 +27,10 @@ for _extra in ("yaml", "matplotlib", "pandas", "sympy"):
     require_module(_extra, "pip install -e .[pykan]")
 kan = require_module("kan", "pip install -e .[pykan]")
 
-from kan2mcu.bspline import model_forward  # noqa: E402
+from kan2mcu.model.bspline import model_forward  # noqa: E402
 from kan2mcu.errors import CheckpointError, UnsupportedModelError  # noqa: E402
-from kan2mcu.importers import load_checkpoint  # noqa: E402
-from kan2mcu.importers.pykan import (  # noqa: E402
+from kan2mcu.model.importers import load_checkpoint  # noqa: E402
+from kan2mcu.model.importers.pykan import (  # noqa: E402
     checkpoint_prefix,
     classify_base_function,
     ir_from_pykan,
@@ -263,10 +263,10 @@ def test_identity_base_model_deploys_with_the_spline_kernel(ckpt_dir, tmp_path):
     table holds the input codes' own values, the C equals the integer reference and the integer
     model follows pykan's forward within 2% of the output range."""
     from conftest import assert_c_equals_reference
-    from kan2mcu.bundle import load_bundle
+    from kan2mcu.codegen.bundle import load_bundle
     from kan2mcu.generate import generate_model
-    from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
-    from kan2mcu.strategies import spline
+    from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+    from kan2mcu.quant.strategies import spline
 
     model = new_kan(ckpt_dir, [2, 3, 1], base_fun="identity")
     data = make_dataset(2, seed=4)

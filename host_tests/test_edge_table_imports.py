@@ -55,7 +55,7 @@ def test_efficient_kan_gelu_base(tmp_path):
     torch.save(model.float().state_dict(), tmp_path / "gelu.pt")
     np.save(tmp_path / "calib.npy", x)
     generate_model(tmp_path / "gelu.pt", tmp_path / "m", calibration=tmp_path / "calib.npy", base_activation="gelu",
-                   quiet=True, max_error=0.01)
+                   quiet=True, max_error=0.01, strategy="edge-table")
     assert verify(tmp_path / "m", calibration=tmp_path / "calib.npy", quiet=True).inputs_checked >= 1000
     ours = integer_outputs(tmp_path / "m", x)
     span = float(original.max() - original.min())

@@ -56,17 +56,24 @@ def test_layout_holds_exactly_the_coefficients(digits_models, setting):
         flat = _unpermuted_weights(layer, kl)
         np.testing.assert_array_equal(flat[:, :layer.in_features], layer.base_weight)
         assert not flat[:, layer.in_features:].any()
-        # the decode of every code of every input, one table read
-        codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, layer.in_features))
-        first, basis, _ = spline.decode_inputs(layer, codes)
+        # the decode of every code of every input, one table read; a first layer of narrow codes reads
+        # every uint8_t code, those above the top as the top one (the tables absorb the clamp)
+        first_layer = layer is qmodel.layers[0]
+        kl = spline.kernel_layout(layer, first=first_layer)
+        assert kl.pos_clamped == (first_layer and layer.codes < 256)
+        top = 256 if kl.pos_clamped else layer.codes
+        codes = np.broadcast_to(np.arange(top)[:, None], (top, layer.in_features))
+        first, basis, base = spline.decode_inputs(layer, codes)  # clamps codes above the top
         at = kl.pos_start[None, :] + codes
         np.testing.assert_array_equal(kl.pos_first[at], first)
+        np.testing.assert_array_equal(kl.pos_base[at], base)
         for j in range(layer.k1):
             np.testing.assert_array_equal((kl.pos_card[at] >> (8 * j)) & 0xFF, basis[:, :, j])
 
 
-def _tiny_layer(order: int, coef_bits: int, base_bits: int = 12):
-    """A hand-made cardinal spline layer: 3 inputs, 5 outputs, n_basis = 5, 4-bit codes."""
+def _tiny_layer(order: int, coef_bits: int, base_bits: int = 12, offsets=(0, 3, 0)):
+    """A hand-made cardinal spline layer: 3 inputs, 5 outputs, n_basis = 5, 4-bit codes; the base
+    table indexed by knot-relative position, as quantize_layer builds it."""
     k1 = order + 1
     n_in, n_out, n_basis = 3, 5, 5
     coef = (np.arange(n_out * n_in * n_basis).reshape(n_out, n_in, n_basis) % 7) - 3
@@ -76,10 +83,10 @@ def _tiny_layer(order: int, coef_bits: int, base_bits: int = 12):
     return spline.SplineLayer(
         name="tiny", mode="cardinal", in_features=n_in, out_features=n_out, order=order, n_basis=n_basis,
         act_bits=4, spline_bits=3, coef_bits=coef_bits, base_bits=base_bits, silu_bits=12,
-        in_scale=np.ones(n_in), in_zero=np.zeros(n_in), in_offset=np.array([0, 3, 0]), in_log2p=np.ones(n_in, np.int64),
+        in_scale=np.ones(n_in), in_zero=np.zeros(n_in), in_offset=np.array(offsets), in_log2p=np.ones(n_in, np.int64),
         in_limit=np.full(n_in, (n_basis + order) * 2), card=card, card_start=np.array([0, 0, 0]),
         first_table=np.zeros(0, np.int64), basis_table=np.zeros((0, k1), np.int64),
-        silu_table=np.arange(32) - 16, silu_start=np.array([0, 8, 16]), coef=coef, base_weight=base,
+        silu_table=np.arange(40) - 16, silu_start=np.array(offsets), coef=coef, base_weight=base,
         mult_spline=z, mult_base=z, rounding=z, shift=z, is_last=True, out_max=0,
         basis_scale=1.0, silu_scale=1.0, coef_scale=np.ones(n_out), base_scale=np.ones(n_out))
 
@@ -97,7 +104,16 @@ def test_halfword_layout_golden_bytes():
     assert kl.coef.tobytes()[:6] == bytes([5, 0, 6, 0, 7, 0])  # little-endian halfwords
     assert kl.weight.shape == (1, 5, 4)
     assert kl.weight[0, 0].tolist() == [-2, -1, 0, 0] and kl.weight[0, 1].tolist() == [1, 2, -2, 0]
-    assert kl.pos_start.tolist() == [0, 3, 0]
+    assert kl.pos_start.tolist() == [0, 3, 0] and not kl.pos_clamped
+    assert kl.pos_base[:4].tolist() == [-16, -15, -14, -13]  # input 0's base values (silu_start 0)
+    # as a first layer (4-bit codes from uint8_t) the overlapping windows 0 and 3 keep the clamp in C; with
+    # windows apart (inputs 0 and 2 share one, input 1 has its own) each runs on to code 255 with copies
+    # of its top code's entry
+    assert not spline.kernel_layout(layer, first=True).pos_clamped
+    kf = spline.kernel_layout(_tiny_layer(order=3, coef_bits=4, offsets=(0, 20, 0)), first=True)
+    assert kf.pos_clamped and kf.pos_start.tolist() == [0, 256, 0] and len(kf.pos_card) == 512
+    assert kf.pos_first[15:256].tolist() == [kf.pos_first[15]] * 241
+    assert kf.pos_base[256 + 15:].tolist() == [kf.pos_base[256 + 15]] * 241
     # position u: interval u >> 1, row u & 1; first = interval - 3, clipped at the grid's edges
     assert kl.pos_first[:10].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]
     assert [hex(w) for w in kl.pos_card[:8]] == ["0x0", "0x0", "0x1", "0x2", "0x104", "0x202", "0x10401", "0x20200"]

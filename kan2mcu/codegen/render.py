@@ -124,7 +124,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     """Render data of a spline-strategy layer (kernel: templates/kernels/spline.c.j2)."""
     if ql.n_basis - ql.k1 > 255:
         raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
-    layout = kernel_layout(ql)
+    layout = kernel_layout(ql, first=index == 0)
     storage = {"nibble": f"biased by {1 << layout.bias_log2} in nibbles, {NIBBLE_OUTPUTS} outputs per word",
                "byte": f"biased by {1 << layout.bias_log2} in bytes",
                "halfword": f"biased by {1 << layout.bias_log2} in halfwords, the outputs' rows side by side per input"}[
@@ -142,11 +142,11 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
          "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1}
     # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
     L["has_base"] = bool(np.any(ql.base_weight))
-    if L["has_base"]:
+    L["positions"], L["pos_clamped"] = bool(layout.pos_card.size), layout.pos_clamped
+    if L["has_base"] and not L["positions"]:
         L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"base-function value per code, scale {ql.silu_scale:.6g}")
         L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
                                      "per input: index of code 0 in the SiLU table")
-    L["positions"] = bool(layout.pos_card.size)
     if L["positions"]:
         L["pos_start"] = emit.table("pos_start", layout.pos_start, _int_ctype(layout.pos_start, False),
                                     "per input: entry of its code 0 in the decode tables")
@@ -154,6 +154,9 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                                    f"per position: {ql.k1} basis values of {ql.spline_bits} bit, value j in byte j, "
                                    f"scale {ql.basis_scale:.6g}", hex_words=True)
         L["pos_first"] = emit.table("pos_first", layout.pos_first, "uint8_t", "per position: first coefficient")
+        if L["has_base"]:
+            L["pos_base"] = emit.table("pos_base", layout.pos_base, "int16_t",
+                                       f"per position: base-function value, scale {ql.silu_scale:.6g}")
     elif ql.mode == "cardinal":
         L["offset"] = emit.table("offset", ql.in_offset, None, "per input: knot-relative position of code 0")
         L["log2p"] = emit.table("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval")

@@ -54,6 +54,8 @@ class KernelLayout:
     pos_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pos_card: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pos_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pos_base: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # base-function value
+    pos_clamped: bool = False  # the tables run on to code 255: the C needs no input clamp
 
     @property
     def nibble(self) -> bool:
@@ -93,43 +95,56 @@ def base_weight_groups(layer: SplineLayer) -> np.ndarray:
     return padded.reshape(layer.out_features, groups, 4)[:, :, order].transpose(1, 0, 2).copy()
 
 
-def position_tables(layer: SplineLayer) -> dict:
+CLAMP_TABLE_BYTES = 8192  # most flash the decode tables may grow by to absorb a first layer's input clamp
+CODE_TYPE_TOP = 255  # codes of at most 8 bits arrive as uint8_t
+
+
+def position_tables(layer: SplineLayer, clamp: bool = False) -> dict:
     """Cardinal layers: the decode of every input code as one table read (no grid arithmetic in C).
 
     Inputs that read the same cardinal rows (same ``card_start``) and whose code windows
     ``[offset, offset + Q)`` overlap share one chunk of positions; input ``i``'s code ``q`` is entry
-    ``pos_start[i] + q``: its K1 basis values as one word (value j in byte j) and its first
-    coefficient, exactly as :func:`decode_inputs` gives them (positions outside the grid: 0, 0)."""
+    ``pos_start[i] + q``: its K1 basis values as one word (value j in byte j), its first coefficient
+    and its base-function value, exactly as :func:`decode_inputs` gives them (positions outside the
+    grid: 0, 0). ``clamp`` (a first layer whose caller may pass codes above the top one): when every
+    chunk is one input window and the copies cost at most :data:`CLAMP_TABLE_BYTES`, each chunk runs
+    on to code 255 with copies of its top code's entry (``pos_clamped``: the C reads the caller's
+    code as it is, no clamp instruction)."""
     q_count = layer.codes
     codes = np.broadcast_to(np.arange(q_count)[:, None], (q_count, layer.in_features))
-    first, basis, _ = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1]
+    first, basis, base = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1], [Q, I]
     words = (basis.astype(np.int64) << (8 * np.arange(layer.k1))[None, None, :]).sum(axis=2)
+    groups = [group for rows in sorted(set(layer.card_start.tolist()))
+              for group in _overlapping_windows(np.flatnonzero(layer.card_start == rows), layer.in_offset, q_count)]
+    single = all(len(set(layer.in_offset[g].tolist())) == 1 for g in groups)
+    clamped = clamp and single and len(groups) * (CODE_TYPE_TOP + 1 - q_count) * 7 <= CLAMP_TABLE_BYTES
     start = np.zeros(layer.in_features, np.int64)
-    card_chunks, first_chunks, cursor = [], [], 0
-    for rows in sorted(set(layer.card_start.tolist())):
-        members = np.flatnonzero(layer.card_start == rows)
-        for group in _overlapping_windows(members, layer.in_offset, q_count):
-            u_lo = int(layer.in_offset[group].min())
-            length = int(layer.in_offset[group].max()) + q_count - u_lo
-            chunk_card, chunk_first = np.zeros(length, np.int64), np.zeros(length, np.int64)
-            for i in group:
-                at = int(layer.in_offset[i]) - u_lo
-                chunk_card[at:at + q_count] = words[:, i]
-                chunk_first[at:at + q_count] = first[:, i]
-                start[i] = cursor + at
-            card_chunks.append(chunk_card)
-            first_chunks.append(chunk_first)
-            cursor += length
-    pos_card, pos_first = np.concatenate(card_chunks), np.concatenate(first_chunks)
+    chunks, cursor = [], 0
+    for group in groups:
+        u_lo = int(layer.in_offset[group].min())
+        length = int(layer.in_offset[group].max()) + q_count - u_lo
+        chunk = np.zeros((3, CODE_TYPE_TOP + 1 if clamped else length), np.int64)  # card, first, base
+        for i in group:
+            at = int(layer.in_offset[i]) - u_lo
+            chunk[:, at:at + q_count] = words[:, i], first[:, i], base[:, i]
+            start[i] = cursor + at
+        if clamped:  # codes above the top read the top code's entry
+            chunk[:, q_count:] = chunk[:, q_count - 1:q_count]
+        chunks.append(chunk)
+        cursor += chunk.shape[1]
+    pos_card, pos_first, pos_base = np.concatenate(chunks, axis=1)
     # inputs sharing a chunk must agree on every shared position
     idx = start[None, :] + np.arange(q_count)[:, None]
-    if not (np.array_equal(pos_card[idx], words) and np.array_equal(pos_first[idx], first)):
+    if not (np.array_equal(pos_card[idx], words) and np.array_equal(pos_first[idx], first)
+            and np.array_equal(pos_base[idx], base)):
         raise QuantizationError(f"{layer.name}: inputs sharing decode positions disagree")
-    return {"pos_start": start, "pos_card": pos_card, "pos_first": pos_first}
+    return {"pos_start": start, "pos_card": pos_card, "pos_first": pos_first, "pos_base": pos_base,
+            "pos_clamped": clamped}
 
 
-def kernel_layout(layer: SplineLayer) -> KernelLayout:
-    """The coefficient layout of ``layer``'s C kernel; the integer sums it computes are unchanged."""
+def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
+    """The coefficient layout of ``layer``'s C kernel (``first``: the model's first layer, whose
+    caller's codes may lie above the top code); the integer sums it computes are unchanged."""
     weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
     bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
     kind = coefficient_storage(layer.order, layer.coef_bits, layer.out_features)
@@ -140,7 +155,8 @@ def kernel_layout(layer: SplineLayer) -> KernelLayout:
             raise QuantizationError(f"{layer.name}: coefficients do not fit biased {kind}s")
         if kind == "byte":
             return KernelLayout(kind, stored, bias_log2, 0, layer.in_features, weight, groups)
-        positions = position_tables(layer) if layer.mode == "cardinal" else {}
+        clamp = first and layer.codes - 1 < CODE_TYPE_TOP
+        positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
         return KernelLayout(kind, stored.transpose(1, 0, 2).astype(np.uint16), bias_log2, 0, layer.in_features,
                             weight, groups, **positions)
     n_out, n_in = layer.out_features, layer.in_features

@@ -157,7 +157,8 @@ MUTANTS = (
            "the per-position first coefficients are one off while the basis words are right",
            (("kan2mcu/quant/strategies/spline_layout.py",
              "chunk[:, at:at + q_count] = words[:, i], first[:, i], base[:, i]",
-             "chunk[:, at:at + q_count] = words[:, i], np.minimum(first[:, i] + 1, layer.n_basis - layer.k1), base[:, i]"),),
+             "chunk[:, at:at + q_count] = words[:, i], np.minimum(first[:, i] + 1, layer.n_basis - layer.k1), "
+             "base[:, i]"),),
            (T + "test_spline_kernel.py::test_halfword_layout_golden_bytes",
             T + "test_spline_kernel.py::test_layout_holds_exactly_the_coefficients[8-8-8]")),
     Mutant("position-clamp-copies-wrong",

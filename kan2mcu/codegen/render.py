@@ -150,13 +150,11 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     if L["positions"]:
         L["pos_start"] = emit.table("pos_start", layout.pos_start, _int_ctype(layout.pos_start, False),
                                     "per input: entry of its code 0 in the decode tables")
-        L["pos_card"] = emit.table("pos_card", layout.pos_card, "uint32_t",
-                                   f"per position: {ql.k1} basis values of {ql.spline_bits} bit, value j in byte j, "
-                                   f"scale {ql.basis_scale:.6g}", hex_words=True)
-        L["pos_first"] = emit.table("pos_first", layout.pos_first, "uint8_t", "per position: first coefficient")
-        if L["has_base"]:
-            L["pos_base"] = emit.table("pos_base", layout.pos_base, "int16_t",
-                                       f"per position: base-function value, scale {ql.silu_scale:.6g}")
+        entries = np.stack([layout.pos_card, layout.pos_first | ((layout.pos_base & 0xFFFF) << 16)], axis=1)
+        L["pos"] = emit.table("pos", entries, "uint32_t",
+                              f"per position: {ql.k1} basis values of {ql.spline_bits} bit (value j in byte j, scale "
+                              f"{ql.basis_scale:.6g}), then first coefficient | base-function value << 16 (scale "
+                              f"{ql.silu_scale:.6g})", hex_words=True, aligned=True)
     elif ql.mode == "cardinal":
         L["offset"] = emit.table("offset", ql.in_offset, None, "per input: knot-relative position of code 0")
         L["log2p"] = emit.table("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval")

@@ -84,7 +84,7 @@ def _deploy_pykan(model, data, prefix, tmp_path):
     model(data["train_input"])  # pykan caches the last forward's inputs: the calibration data
     model.saveckpt(str(prefix))
     # regression needs finer steps than 8 bits: 10-bit codes (uint16 in the C API), 12-bit entries
-    generate_model(prefix, tmp_path / "m", quiet=True, strategy="edge-table", max_error=0.002,
+    generate_model(prefix, tmp_path / "m", quiet=True, strategy="edge-table", max_error=0.001,
                    options=QuantOptions(act_bits=10, table_bits=12))
     assert verify(tmp_path / "m", quiet=True).inputs_checked >= 1000
     x = data["test_input"].numpy()

@@ -17,6 +17,8 @@ def _bits(text: str) -> int:
 
 
 def _add_generate(sub) -> None:
+    from kan2mcu.quant.planner import DEFAULT_MAX_ERROR  # pylint: disable=import-outside-toplevel
+
     p = sub.add_parser("generate", help="quantize a KAN checkpoint and generate C")
     p.add_argument("checkpoint", type=Path, help="kan2mcu checkpoint, efficient-kan state dict, or pykan saveckpt prefix")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to write the C model into")
@@ -40,9 +42,10 @@ def _add_generate(sub) -> None:
                    help="model flash (tables + code) the plan must fit; default: the --board's flash less 32 KiB, "
                         "else 65536")
     p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget")
-    p.add_argument("--max-error", type=float, default=0.02,
-                   help="largest relative RMS output error against the float model on the calibration data that "
-                        "the planner accepts (default 0.02)")
+    p.add_argument("--max-error", type=float, default=DEFAULT_MAX_ERROR,
+                   help="largest output error against the float model on the calibration data that the planner "
+                        "accepts: RMS error over the float output range (classifiers: also the share of samples "
+                        f"whose argmax differs); default {DEFAULT_MAX_ERROR}, i.e. 0.5%% of the output range")
     p.add_argument("--base-activation", default=None, metavar="NAME",
                    help="base function of an efficient-kan model (its state dict does not record it): silu "
                         "(assumed), gelu, relu, tanh, sigmoid, identity; non-SiLU bases deploy as edge tables")
@@ -276,14 +279,17 @@ def _add_verify(sub) -> None:
     p.add_argument("--random", type=int, default=0, metavar="N",
                    help="also compare the C with the integer reference on N random input codes")
     p.add_argument("--fuzz", type=float, default=0.0, metavar="SECONDS",
-                   help="also fuzz the C for SECONDS (libFuzzer + ASan/UBSan with clang, else a random loop)")
+                   help="also fuzz the C for SECONDS, at least 1 (libFuzzer + ASan/UBSan with clang, else a random "
+                        "loop), then compare the C with the integer reference on the inputs the fuzzer kept")
 
 
 def _run_verify(args) -> int:
+    from kan2mcu.check.hostcc import check_fuzz_seconds
     from kan2mcu.check.verify import verify
 
-    if args.random < 0 or args.fuzz < 0:
-        raise OptionError("--random and --fuzz must not be negative")
+    if args.random < 0:
+        raise OptionError("--random must not be negative")
+    check_fuzz_seconds(args.fuzz)
     verify(args.folder, calibration=args.calibration, sanitize=args.sanitize, random=args.random, fuzz=args.fuzz)
     return 0
 

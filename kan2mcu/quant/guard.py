@@ -5,10 +5,17 @@ integer reference), so it holds whatever strategy quantized a layer. Two figures
 
 - per layer, the fraction of calibration activations that fall outside the layer's input code
   window ``x = in_scale * (q - in_zero)``, ``q in 0..codes-1`` (they saturate to the end codes);
-- the added error of the integer model against the float model on the calibration inputs: RMS
-  and max |logit error| relative to the float output range, and argmax agreement (several outputs).
+- the integer model's output error against the float model on the calibration inputs, in the one
+  metric of kan2mcu.quant.output_error (RMS and max error over the float output range, argmax
+  agreement for classifiers).
 
-``check`` warns above WARN_* and refuses (QuantizationError) above REFUSE_*, unless forced.
+``check`` warns when the error's score passes WARN_ERROR and refuses (QuantizationError) past
+REFUSE_ERROR, unless forced; it also warns about saturation above WARN_SATURATION.
+
+Calibration rows can be unlike the data the model meets (wider, shifted): when labelled held-out
+rows exist (an own-data checkpoint's held-out split, ``--eval-data``), ``check_held_out`` also
+refuses a model whose accuracy (or R2) there falls more than REFUSE_HELD_OUT_LOSS below the float
+model's.
 """
 from __future__ import annotations
 
@@ -18,14 +25,16 @@ import numpy as np
 
 from kan2mcu.model.bspline import model_forward
 from kan2mcu.errors import QuantizationError
+from kan2mcu.quant.output_error import is_classifier, output_error
 from kan2mcu.quant.reference import quantize_inputs, run_model
 
 MAX_SAMPLES = 4096  # an evenly spaced subset of the calibration inputs keeps the guard fast
 WARN_SATURATION = 0.01  # of one layer's calibration activations outside its code window
-WARN_RMS_ERROR = 0.02  # RMS logit error / float output range
-WARN_ARGMAX = 0.99  # argmax agreement with the float model
-REFUSE_RMS_ERROR = 0.25
-REFUSE_ARGMAX = 0.5
+# Limits on the output error's score (kan2mcu.quant.output_error: RMS error over the float output range,
+# or for a classifier the larger of that and the share of argmax disagreements).
+WARN_ERROR = 0.02
+REFUSE_ERROR = 0.25
+REFUSE_HELD_OUT_LOSS = 0.10  # accuracy (fraction) or R2 lost on held-out rows against the float model
 FORCE_HINT = "--allow-saturation"
 
 
@@ -91,13 +100,8 @@ def measure(model, qmodel, calibration: np.ndarray | None, seed: int = 0) -> Gua
         float_out, activations = model_forward(model, x, return_all=True)
         saturation = [float(_outside_window(ql, activations[i]).mean()) for i, ql in enumerate(qmodel.layers)]
         quant_out = run_model(qmodel, quantize_inputs(qmodel, x)).astype(np.float64) * qmodel.output_scale
-        error = np.abs(quant_out - float_out)
-        out_range = float(float_out.max() - float_out.min())
-        denom = out_range if out_range > 0 else max(float(np.abs(float_out).max()), 1e-12)
-        rms, worst = float(np.sqrt(np.mean(error ** 2)) / denom), float(error.max() / denom)
-    agreement = None
-    if float_out.shape[1] > 1:
-        agreement = float((quant_out.argmax(1) == float_out.argmax(1)).mean())
+    figures = output_error(float_out, quant_out, classifier=is_classifier(model))
+    rms, worst, out_range, agreement = figures.rms, figures.max, figures.output_range, figures.argmax_agreement
     warnings = []
     for i, frac in enumerate(saturation):
         if frac > WARN_SATURATION:
@@ -108,17 +112,17 @@ def measure(model, qmodel, calibration: np.ndarray | None, seed: int = 0) -> Gua
             warnings.append(f"layer {i} ({ql.name}): {100 * frac:.1f}% of calibration activations lie outside "
                             f"the {ql.codes}-code input window (about [{lo:.4g}, {hi:.4g}]; they span "
                             f"[{float(seen.min()):.4g}, {float(seen.max()):.4g}]) and saturate")
-    if rms > WARN_RMS_ERROR:
+    if rms > WARN_ERROR:
         warnings.append(f"quantized outputs differ from the float model by {100 * rms:.2f}% RMS "
                         f"(max {100 * worst:.2f}%) of the float output range")
-    if agreement is not None and agreement < WARN_ARGMAX:
+    if agreement is not None and 1.0 - agreement > WARN_ERROR:
         warnings.append(f"argmax agrees with the float model on only {100 * agreement:.1f}% of the samples")
     refused = None
-    if not np.isfinite(rms) or rms > REFUSE_RMS_ERROR or (agreement is not None and agreement < REFUSE_ARGMAX):
+    if not np.isfinite(figures.score) or figures.score > REFUSE_ERROR:
         refused = (f"the quantized model is far from the float model: logit error RMS {100 * rms:.1f}% "
-                   f"(limit {100 * REFUSE_RMS_ERROR:.0f}%) of the float output range"
+                   f"(limit {100 * REFUSE_ERROR:.0f}%) of the float output range"
                    + ("" if agreement is None else
-                      f", argmax agreement {100 * agreement:.1f}% (limit {100 * REFUSE_ARGMAX:.0f}%)"))
+                      f", argmax agreement {100 * agreement:.1f}% (limit {100 * (1 - REFUSE_ERROR):.0f}%)"))
     return GuardReport(len(x), source, saturation, rms, worst, out_range, agreement, warnings, refused)
 
 
@@ -141,4 +145,40 @@ def markdown(figures: dict) -> str:
     lines += [f"- warning: {w}" for w in figures["warnings"]]
     if figures["refused"]:
         lines.append(f"- far from the float model, written with {FORCE_HINT}: {figures['refused']}")
+    held = figures.get("held_out")
+    if held:
+        name = "accuracy" if held["metric"] == "accuracy" else "R2"
+        lines.append(f"- on the {held['data']} ({held['samples']} rows): {name} float {held['float']:.4f}, "
+                     f"quantized {held['quantized']:.4f} (loss {held['loss']:.4f}, refused above {held['limit']:.2f})"
+                     + (f"; written with {FORCE_HINT}" if held["refused"] else ""))
     return "\n".join(lines) + "\n"
+
+
+def held_out_loss(evaluated: dict) -> dict | None:
+    """What the integer model loses against the float one on labelled held-out rows (the report's
+    ``evaluation`` block, kan2mcu.evaluate): metric, float, quantized, loss, limit, and ``refused``
+    (the reason, or None). None without an integer model."""
+    if evaluated is None or evaluated.get("quantized") is None:
+        return None
+    metric = "accuracy" if evaluated["metric"] == "accuracy" else "r2"
+    before, after = float(evaluated["float"][metric]), float(evaluated["quantized"][metric])
+    loss = before - after
+    refused = None
+    if not np.isfinite(after) or loss > REFUSE_HELD_OUT_LOSS:
+        name = "accuracy" if metric == "accuracy" else "R2"
+        refused = (f"on the {evaluated['data']} ({evaluated['samples']} rows) the quantized model's {name} is "
+                   f"{after:.4f} against {before:.4f} for the float model (loss {loss:.4f}, limit "
+                   f"{REFUSE_HELD_OUT_LOSS:.2f})")
+    return {"data": evaluated["data"], "samples": evaluated["samples"], "metric": metric, "float": round(before, 6),
+            "quantized": round(after, 6), "loss": round(loss, 6), "limit": REFUSE_HELD_OUT_LOSS, "refused": refused}
+
+
+def check_held_out(figures: dict | None, *, force: bool = False, warn=None) -> None:
+    """Refuse (QuantizationError) a model that loses more than the limit on held-out rows, unless
+    forced (then warn through ``warn``)."""
+    if figures is None or not figures["refused"]:
+        return
+    if not force:
+        raise QuantizationError(f"{figures['refused']}; nothing written (pass {FORCE_HINT} to write it anyway)")
+    if warn is not None:
+        warn(f"{figures['refused']}; written anyway ({FORCE_HINT})")

@@ -4,7 +4,8 @@ Every layer has a few options: ``spline`` at the user's bit widths, or ``edge-ta
 codes of ``act_bits`` down to ``MIN_EDGE_TABLE_BITS`` (fewer codes: a smaller table, the same
 speed). The cost model (kan2mcu.quant.costmodel) predicts each option's instructions and flash; every
 combination within the flash budget is quantized for real and its output error against the
-float model measured on the calibration data; the fastest (``--optimize speed``) or smallest
+float model measured on the calibration data (kan2mcu.quant.output_error: RMS error over the
+output range, and argmax agreement for classifiers); the fastest (``--optimize speed``) or smallest
 (``--optimize size``) combination whose error stays within ``max_error`` (or, when the user's bit
 widths cannot reach that, within the error of the best full-width plan) wins. With a
 handful of layers and options the search is exhaustive (each fitting combination is quantized
@@ -21,6 +22,7 @@ from kan2mcu.quant import costmodel
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.model.ir import KANModel
 from kan2mcu.quant.quantize import TABLE_BITS_RANGE, LayerPlan, QuantModel, QuantOptions, calibrate, quantize
+from kan2mcu.quant.output_error import is_classifier, output_error
 from kan2mcu.quant.reference import quantize_inputs, run_model
 from kan2mcu.quant.strategies import get_strategy
 
@@ -30,7 +32,7 @@ MIN_EDGE_TABLE_BITS = 3
 NIBBLE_TABLE_BITS = 4  # edge-table entries packed 8 per word
 DEFAULT_FLASH_BUDGET = 64 * 1024  # no board given: a typical share of a small MCU's flash for a model
 FIRMWARE_RESERVE = 32 * 1024  # with --board: flash kept for the firmware around the model
-DEFAULT_MAX_ERROR = 0.02  # relative RMS output error against the float model, on the calibration data
+DEFAULT_MAX_ERROR = 0.005  # output error score (RMS over the output range; classifiers: argmax too)
 MAX_COMBINATIONS = 4096
 
 
@@ -42,7 +44,7 @@ class Choice:
     qmodel: QuantModel
     instructions: int  # predicted, on ``core``
     flash_bytes: int  # predicted model flash (tables + code)
-    error: float | None  # relative RMS output error on the calibration data (None without data)
+    error: float | None  # output error score on the calibration data (None without data)
     core: str
     budget: int
     objective: str
@@ -108,11 +110,11 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
     return per_layer
 
 
-def relative_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out: np.ndarray) -> float:
-    """RMS(quantized - float) / RMS(float) of the model outputs on inputs ``x``."""
+def plan_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out: np.ndarray) -> float:
+    """The output error's score (kan2mcu.quant.output_error) of ``qmodel`` on inputs ``x``: what
+    ``--max-error`` bounds."""
     q_out = run_model(qmodel, quantize_inputs(qmodel, x)) * qmodel.output_scale
-    denom = float(np.sqrt(np.mean(float_out**2))) or 1.0
-    return float(np.sqrt(np.mean((q_out - float_out) ** 2))) / denom
+    return output_error(float_out, q_out, classifier=is_classifier(model)).score
 
 
 def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | None, *, strategy: str = "auto",
@@ -143,7 +145,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
     activations = calibrate(model, calibration)
     x = calibration
     float_out = activations[-1]
-    errors = {}  # combination -> relative error on the calibration data: none is quantized twice
+    errors = {}  # combination -> output error score on the calibration data: none is quantized twice
     results, refused = [], []
     for combo in sorted(fitting, key=lambda c: _rank(predicted[c], objective)):
         try:
@@ -152,7 +154,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
             refused.append(str(exc))      # that fits no int32): weigh the others
             continue
         if x is not None:
-            errors[combo] = relative_error(model, qmodel, x, float_out)
+            errors[combo] = plan_error(model, qmodel, x, float_out)
         results.append((combo, qmodel, errors.get(combo)))
         if x is None:
             break  # without data nothing can tell the plans' accuracy apart: take the best-ranked one
@@ -163,12 +165,12 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                       and not any(get_strategy(name).unsupported(layer) for layer in model.layers)]
         for plan in full_width:
             if plan not in errors:
-                errors[plan] = relative_error(
+                errors[plan] = plan_error(
                     model, quantize(model, options, calibration, plan=plan, activations=activations), x, float_out)
         floor = min(errors[plan] for plan in full_width)
         tolerance = max(max_error, floor)
         if floor > max_error:  # say so: the user asked for more than these widths can give
-            unreachable = (f"--max-error {max_error:g} is below what these bit widths reach (relative error "
+            unreachable = (f"--max-error {max_error:g} is below what these bit widths reach (output error "
                            f"{floor:.3g} at best, on the calibration data); taking the most accurate plan"
                            + (f"; edge-table layers go further with wider codes (--act-bits up to "
                               f"{get_strategy('edge-table').MAX_CODE_BITS}) and entries (--table-bits up to {TABLE_BITS_RANGE[1]})"
@@ -181,7 +183,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         combo, qmodel, error = min(acceptable, key=lambda r: (_rank(predicted[r[0]], objective), r[2] or 0.0))
     else:  # the budget is the hard limit: take the most accurate plan within it, and say so
         combo, qmodel, error = min(results, key=lambda r: r[2])
-        warning = (f"no plan within the flash budget of {budget} bytes keeps the relative output error under "
+        warning = (f"no plan within the flash budget of {budget} bytes keeps the output error under "
                    f"{tolerance:.3g}; the most accurate one within it has {error:.3g} ({_describe(combo)}); "
                    "check the accuracy in the report, or raise the budget")
     instructions, flash = predicted[combo]["instructions"], predicted[combo]["flash_bytes"]

@@ -15,6 +15,8 @@ from kan2mcu.quant.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import get_strategy
+from kan2mcu.quant.strategies.edge_table_mve import mve_context
+from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
 from kan2mcu.quant.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
 
 _IDENT = re.compile(r"[^a-z0-9_]")
@@ -219,9 +221,7 @@ def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
     L["table"] = emit.table("table", ql.words(), "uint32_t",
                             f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
                             hex_words=True, aligned=True)
-    L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
-    L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
-    L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
+    L.update(requant_tables(ql, emit))  # int32 multiply, or multiply-free (kan2mcu.quant.strategies.mulfree)
     L["chunks"] = [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
                    for s in range(0, ql.in_features, ql.chunk)]
     for kind, pairs in EDGE_TABLE_PAIRS_PER_PASS.items():
@@ -344,6 +344,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
                  n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
                  clamp_input=clamp, is_last=ql.is_last, out_code_max=ql.out_max,
                  in_ctype=code_ctype(ql.act_bits), out_ctype=out_ctype, tables=emit.tables)
+        if ql.strategy == "edge-table":  # the Helium kernel's layout (None: scalar kernel only)
+            L["mve"] = mve_context(ql)
         layers.append(L)
         layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in emit.tables})
         src = "input" if index == 0 else act_buffers[index - 1]["symbol"]
@@ -365,6 +367,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
         "has_halfword_table": any(l.strategy == "edge-table" and l.per_word == 2 for l in qmodel.layers),
+        "has_mve_table": any(L.get("mve") for L in layers),
         "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers,
         "calls": calls,
     }

@@ -556,6 +556,10 @@ COSTS = {
     "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
                  "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97},
 }
+# Not fitted: Cortex-M33 has the M4's DSP path, Cortex-M55 runs the scalar DSP path as the M7 does.
+# No rv32ec entry: spline layers multiply, and cores without a multiplier take edge tables only.
+COSTS["cortex-m33"] = dict(COSTS["cortex-m4"])
+COSTS["cortex-m55"] = dict(COSTS["cortex-m7"])
 
 
 def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool) -> dict:

@@ -10,7 +10,7 @@ function. Cost: ``I * 2^act_bits * O`` bytes of flash (twice that for halfword e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,33 +18,21 @@ from kan2mcu.model.bspline import edge_values
 from kan2mcu.errors import QuantizationError
 from kan2mcu.quant.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int32
 from kan2mcu.model.ir import KANLayer
-from kan2mcu.quant.strategies.edge_table_kernel import INLINE_REQUANT_MAX_OUTPUTS, asm_loop, rv32_rows, v6m_loop
+from kan2mcu.quant.strategies import edge_table_mve, mulfree
+from kan2mcu.quant.strategies.edge_table_kernel import (INLINE_REQUANT_MAX_OUTPUTS, KERNEL_WORDS,
+                                                        asm_loop, entries_per_word, padded_outputs, rv32_rows,
+                                                        v6m_loop)
 from kan2mcu.quant.strategies.levels import level_aligned
 
 NAME = "edge-table"
-TEMPLATE = "kernels/edge_table.c.j2"
+TEMPLATE = "kernels/edge_table_select.c.j2"  # picks edge_table_mve.c.j2 or edge_table.c.j2 by core
 MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
-HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
-
-
-def entries_per_word(table_bits: int) -> int:
-    """Entries in one 32-bit table word: nibbles (2..4 bits, half the flash of bytes), bytes
-    (5..8 bits) or halfwords (9..16 bits, twice the flash of bytes)."""
-    if table_bits >= HALFWORD_MIN_BITS:
-        return 2
-    return 8 if table_bits <= 4 else 4
 
 
 def entry_dtype(table_bits: int):
     """numpy type of the entries: uint8 up to 8 bits (as before halfwords existed), else uint16."""
     return np.uint8 if table_bits <= 8 else np.uint16
-
-
-def padded_outputs(out_features: int, table_bits: int) -> int:
-    """Outputs rounded up to whole table words."""
-    per_word = entries_per_word(table_bits)
-    return -(-out_features // per_word) * per_word
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +62,10 @@ class EdgeTableLayer:
     centre: np.ndarray  # float64 [I, O]: each edge's mid-range, folded into the bias (for plots)
     clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
     strategy: str = NAME
+    # multiply-free requantization (kan2mcu.strategies.mulfree): [O, 2^b] thresholds of a hidden
+    # layer; the last layer's mult is a power of two. Omitted from model.npz when unused.
+    mul_free: bool = field(default=False, metadata={"omit_default": True})
+    thresholds: np.ndarray | None = field(default=None, metadata={"omit_default": True})
 
     @property
     def codes(self) -> int:
@@ -155,6 +147,9 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         peak = np.maximum(peak, np.abs(observed - centre[i]).max(axis=0))
     half = (1 << (tbits - 1)) - 1
     entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
+    mul_free = bool(getattr(options, "mul_free", False))
+    if mul_free and is_last:  # a power-of-two gain: shifts instead of a multiply
+        entry_scale = mulfree.pow2_entry_scale(entry_scale, next_scale)
     bias_code = 1 << (tbits - 1)
     table = np.zeros((n_in, q_count, out_pad), entry_dtype(tbits))
     clipped = 0
@@ -176,11 +171,18 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         chunk = min(n_in, LANE_MAX // largest)
     gain = entry_scale / next_scale
     offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - n_in * bias_code * gain
-    mult, rounding, shift = requant_int32(gain, offset, acc_low, acc_high, layer.name)
+    thresholds = None
+    if mul_free and is_last:
+        mult, rounding, shift = mulfree.shift_requant(gain, offset, acc_high, layer.name)
+    else:
+        mult, rounding, shift = requant_int32(gain, offset, acc_low, acc_high, layer.name)
+        if mul_free:
+            thresholds = mulfree.code_thresholds(mult, rounding, shift, out_max, acc_high, layer.name)
     return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
                           in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
-                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped)
+                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped, mul_free=mul_free,
+                          thresholds=thresholds)
 
 
 def observed_codes(enc: dict, q_count: int, n_in: int) -> np.ndarray:
@@ -209,6 +211,8 @@ def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
 def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
     """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
     acc = accumulators(layer, codes)
+    if layer.thresholds is not None:  # multiply-free: the codes the thresholds give (already in range)
+        return mulfree.requantize(layer.thresholds, acc)
     return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
 
 
@@ -226,9 +230,10 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 # On Armv6-M the row address comes from the input index (no step of a table pointer): its cost does
 # not depend on the code width (row_step is 0 there; row_mul, rows whose bytes are not a power of
 # two, costs 2.6 per input).
-WORDS_PER_PASS = 4  # table words per pass over the inputs (nibble words: 2), every core
+WORDS_PER_PASS = {"rv32ec": 2,  # table words per pass over the inputs (nibble words: half), KERNEL_WORDS (4)
+                  "cortex-m55": 12}  # on other cores; RV32E: 16 registers; Helium: 6 vector accumulators of 2 words
 CODE_BYTES = 240  # one edge-table kernel at -O2, about (plus the straight-line asm of small layers on DSP cores)
-DSP_CORES = ("cortex-m4", "cortex-m7")  # byte entries: LDRD + UXTAB16 asm (straight-line or looped)
+DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33")  # byte entries: LDRD + UXTAB16 asm (straight-line or looped)
 _M0 = {"layer": -5.62, "input_pass": -3.46, "word": 9.5, "output": 19.12, "clamp_pass": 2.88,
        "last_output": -4.59, "nibble_word": 7.11, "halfword_word": -0.05, "row_step": -0.0,
        "row_mul": 2.62, "looped_pass": 0.0, "asm_input": 10.48, "asm_word": -4.67}
@@ -248,6 +253,19 @@ COSTS = {
                  "last_output": -3.88, "nibble_word": 2.08, "halfword_word": -0.98, "row_step": 0.95,
                  "row_mul": 1.96, "looped_pass": 0.0, "asm_input": -3.34, "asm_word": 0.02},
 }
+# Not fitted (benchmarks/calibrate_costs.py does not run them): Cortex-M33 runs the M4's DSP asm
+# kernel; rv32ec the C kernel in narrow passes (2 words) with the threshold requantization, its terms
+# set by hand to the multiply-free digits layers (3,290 / 767 instructions measured before the asm
+# kernels; the RV32 asm needs more than RV32E's 16 registers); Cortex-M55 the Helium kernel, terms set
+# by hand from its input loop (per input a lane move and an add, per 8 inputs ~6, VLDRB+VADD per 2
+# words, ~12 instructions per 4 outputs; digits default plan: 533 / 182 measured per layer, 534 / 186
+# predicted). The asm kernels' terms are 0 on both (no asm kernel there).
+COSTS["cortex-m33"] = dict(COSTS["cortex-m4"])
+_NO_ASM = {"row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0}
+COSTS["rv32ec"] = {"layer": -42.07, "input_pass": 7.72, "word": 5.53, "output": 22.16, "clamp_pass": 8.18,
+                   "last_output": 7.46, "nibble_word": -3.71, "halfword_word": -1.92, **_NO_ASM}
+COSTS["cortex-m55"] = {"layer": 60.0, "input_pass": 2.4, "word": 1.0, "output": 4.0, "clamp_pass": 0.125,
+                       "last_output": 0.0, "nibble_word": 0.5, "halfword_word": 2.0, **_NO_ASM}
 
 
 def asm_kernel(n_in: int, row_words: int, in_bits: int, table_bits: int, core: str) -> dict | None:
@@ -278,7 +296,7 @@ def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, 
     per_word = entries_per_word(table_bits)
     nibbles, halfwords = per_word == 8, per_word == 2
     row_words = padded_outputs(n_out, table_bits) // per_word
-    passes = -(-row_words // (WORDS_PER_PASS // (2 if nibbles else 1)))
+    passes = -(-row_words // (WORDS_PER_PASS.get(core, KERNEL_WORDS) // (2 if nibbles else 1)))
     clamp = first and clamps_caller_codes(in_bits)
     asm = asm_kernel(n_in, row_words, in_bits, table_bits, core)
     row_bytes = 4 * row_words
@@ -300,7 +318,7 @@ def code_bytes(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str) 
     shape = asm_kernel(n_in, row_words, in_bits, table_bits, core)
     if not shape or shape["looped"] or not shape["rows"]:  # the C loop, an asm loop, the Armv6-M loop
         return CODE_BYTES
-    passes = -(-row_words // WORDS_PER_PASS)
+    passes = -(-row_words // KERNEL_WORDS)
     if core == "rv32imac":
         return CODE_BYTES + 4 * n_in * (5 * passes + 4 * row_words)
     return CODE_BYTES + 4 * n_in * (3 * passes + -(-row_words // 2) + 2 * row_words)
@@ -311,7 +329,10 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     tbits = getattr(step, "table_bits", None) or options.table_bits
     terms = cost_terms(layer.in_features, layer.out_features, tbits, step.in_bits, core, first, last)
     instructions = sum(COSTS[core][key] * value for key, value in terms.items())
-    requant = (8 if layer.out_features <= INLINE_REQUANT_MAX_OUTPUTS else 9) * layer.out_features  # table bytes
+    if core == "cortex-m55":  # Helium: tables over 64 KiB take 32-bit row offsets, 4 per vector
+        instructions += edge_table_mve.extra_cost(layer.in_features, layer.out_features, step.in_bits, tbits)
+    inline = layer.out_features <= INLINE_REQUANT_MAX_OUTPUTS and not getattr(options, "mul_free", False)
+    requant = (8 if inline else 9) * layer.out_features  # table bytes
     flash = (table_bytes(layer.in_features, layer.out_features, step.in_bits, tbits) + requant
              + code_bytes(layer.in_features, layer.out_features, tbits, step.in_bits, core))
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

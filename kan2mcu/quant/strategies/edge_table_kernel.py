@@ -2,7 +2,8 @@
 table words over the inputs, the lane expressions, the requantization, and the per-core inline-asm
 loops (Cortex-M4/M7: LDRD + UXTAB16, straight-line for small layers; Cortex-M3: the same with
 whole-word sums; Armv6-M: lanes kept in registers; RV32: straight-line rows). ``ql`` is an
-EdgeTableLayer (kan2mcu.quant.strategies.edge_table, which imports this module for its cost terms).
+EdgeTableLayer (kan2mcu.quant.strategies.edge_table, which imports this module for its cost terms;
+so does edge_table_mve: this module imports neither).
 Every number the templates print is decided here; the integer sums are those of
 kan2mcu.quant.strategies.edge_table.accumulators on every core. Layouts: docs/arithmetic.md, section 7.
 """
@@ -19,6 +20,22 @@ RV32_STEP = 4096  # RV32: the table pointer's step at most (the same constants a
 MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
 UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
 INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
+NARROW_WORDS = 2  # RV32E (16 registers): table words per pass (nibbles: 1)
+HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
+
+
+def entries_per_word(table_bits: int) -> int:
+    """Entries in one 32-bit table word: nibbles (2..4 bits, half the flash of bytes), bytes
+    (5..8 bits) or halfwords (9..16 bits, twice the flash of bytes)."""
+    if table_bits >= HALFWORD_MIN_BITS:
+        return 2
+    return 8 if table_bits <= 4 else 4
+
+
+def padded_outputs(out_features: int, table_bits: int) -> int:
+    """Outputs rounded up to whole table words."""
+    per_word = entries_per_word(table_bits)
+    return -(-out_features // per_word) * per_word
 
 
 def lane_values(ql, parts: int, macro: str) -> list[list[dict]]:
@@ -49,7 +66,8 @@ def lane_values(ql, parts: int, macro: str) -> list[list[dict]]:
 def kernel_context(ql, macro: str) -> dict:
     """The kernel's shape for one layer: passes of up to KERNEL_WORDS words over each chunk of
     inputs (a pointer loop, the row pointer computed once per input), the lane expressions, and the
-    requantization (straight-line for small layers, else a loop over tables).
+    requantization (straight-line for small layers, else a loop over tables); ``blocks_narrow``:
+    the passes on RV32E (fewer words, no spills).
     ``macro``: the model's C macro prefix (``KAN``)."""
     nibbles, halfwords = ql.per_word == 8, ql.per_word == 2
     parts = [{"id": 0, "shift": 0, "mask": "0x0F0F0F0Fu"}, {"id": 1, "shift": 4, "mask": "0x0F0F0F0Fu"}] \
@@ -57,7 +75,8 @@ def kernel_context(ql, macro: str) -> dict:
     per_pass = KERNEL_WORDS // len(parts)
     summed = (f"halfwords summed in 32-bit accumulators over all {ql.in_features} inputs" if halfwords
               else f"lanes widened every {ql.chunk} inputs")
-    inline = ql.out_features <= INLINE_REQUANT_MAX_OUTPUTS
+    # multiply-free layers (kan2mcu.quant.strategies.mulfree) requantize from acc[] in a loop
+    inline = ql.out_features <= INLINE_REQUANT_MAX_OUTPUTS and not getattr(ql, "mul_free", False)
     acc = [f"a{o}" if inline else f"acc[{o}]" for o in range(ql.out_features)]
     L = {"description": f"codes {ql.act_bits} bit, one row of {ql.out_pad} entries ({ql.table_bits} bit, biased by "
                         f"{1 << (ql.table_bits - 1)}, {ql.per_word} per word) per input and code; {summed}",
@@ -67,11 +86,13 @@ def kernel_context(ql, macro: str) -> dict:
          "chunks": [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
                     for s in range(0, ql.in_features, ql.chunk)],
          "blocks": [_block(w, min(w + per_pass, ql.row_words)) for w in range(0, ql.row_words, per_pass)]}
+    narrow = max(NARROW_WORDS // len(parts), 1)
+    L["blocks_narrow"] = [_block(w, min(w + narrow, ql.row_words)) for w in range(0, ql.row_words, narrow)]
     L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
     L["asm_loop"] = asm_loop(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
-    L["requant"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
+    L["requant_rows"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
 
 

@@ -15,6 +15,8 @@ from kan2mcu.generate import generate_model
 from kan2mcu.quant.quantize import LayerPlan, QuantOptions
 from kan2mcu.quant.strategies import edge_table, edge_table_kernel
 
+MUL_BOARDS = [b for b in QEMU_BOARDS if get_board(b).has_multiplier]  # rv32ec: multiply-free models (test_cores.py)
+
 # (widths, code bits): each exercises a kernel shape of byte entries
 KERNEL_SHAPES = {
     # 67 inputs: the looped asm on DSP cores (3 rows per iteration and a tail row); 16 -> 6: 2 words
@@ -57,7 +59,7 @@ def test_kernel_shapes_take_the_intended_paths(shape_dirs):
     assert "t moves every 8 rows" in (shape_dirs["short-12x8x3-3bit"] / "kan.c").read_text()
 
 
-@pytest.mark.parametrize("board", QEMU_BOARDS)
+@pytest.mark.parametrize("board", MUL_BOARDS)
 def test_kernel_shapes_on_every_emulated_board(shape_dirs, board, tmp_path):
     """Firmware == Python integer reference (the firmware's own comparison) for every shape."""
     info = get_board(board)
@@ -92,7 +94,7 @@ def test_asm_rows_per_step_grow_with_fewer_code_bits():
         assert counts == sorted(counts, reverse=True), (row_words, counts)
 
 
-@pytest.mark.parametrize("board", QEMU_BOARDS)
+@pytest.mark.parametrize("board", MUL_BOARDS)
 def test_fewer_code_bits_never_slower_on_qemu(board, tmp_path):
     """The digits-shaped KAN [64, 16, 10] as edge tables at 3..7-bit codes (all clamped): QEMU's exact
     instruction counts never grow with fewer code bits; every build PASSes."""

@@ -64,7 +64,7 @@ MUTANTS = (
             T + "test_accuracy.py::test_small_models_track_torch_float64[8x5x3-G5-k3-8-8-8]")),
     Mutant("right-edge-normalization-reversed",
            "B-splines past the last coefficient shifted the wrong way (per-input tables and reference)",
-           (("kan2mcu/quant/strategies/spline.py",
+           (("kan2mcu/quant/strategies/spline_decode.py",
              "basis[sel] = np.concatenate([np.zeros((int(sel.sum()), d), basis.dtype), basis[sel][:, : k1 - d]], axis=1)",
              "basis[sel] = np.concatenate([basis[sel][:, d:], np.zeros((int(sel.sum()), d), basis.dtype)], axis=1)"),),
            (T + "test_tables.py::test_basis_tables_approximate_the_bsplines[nonuniform-5x4x3-8-8-8]",

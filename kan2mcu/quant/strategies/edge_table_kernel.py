@@ -38,11 +38,12 @@ def padded_outputs(out_features: int, table_bits: int) -> int:
     return -(-out_features // per_word) * per_word
 
 
-def lane_values(ql, parts: int, macro: str) -> list[list[dict]]:
+def lane_values(ql, parts: int, macro: str, split: bool = False) -> list[list[dict]]:
     """Per table word, ``{"output", "value"}``: the C expression of each output's sum from the
     word's accumulators ``e{w}_{part}``/``o{w}_{part}``. Bytes and nibbles: a part's byte ``k`` holds
     entry ``parts * k + part``, in 16-bit lane ``k // 2`` of the even (k even, ``<macro>_EVEN``) or odd sums.
-    Halfwords: ``e`` sums whole words and ``o`` the high halves; the low sum is ``e - (o << 16)``."""
+    Halfwords: ``e`` sums whole words and ``o`` the high halves; the low sum is ``e - (o << 16)``.
+    ``split``: the even sums are masked lane sums already (``<macro>_NIBBLES_SPLIT``, RV32E)."""
     halfwords = ql.per_word == 2
     lanes = []
     for w in range(ql.row_words):
@@ -56,7 +57,8 @@ def lane_values(ql, parts: int, macro: str) -> list[list[dict]]:
                     f"e{w}_0" if output + 1 >= ql.out_features else f"e{w}_0 - (o{w}_0 << 16)")
             else:
                 part, byte = j % parts, j // parts
-                lane = f"o{w}_{part}" if byte % 2 else f"{macro}_EVEN(e{w}_{part}, o{w}_{part})"
+                lane = f"o{w}_{part}" if byte % 2 else (f"e{w}_{part}" if split
+                                                        else f"{macro}_EVEN(e{w}_{part}, o{w}_{part})")
                 value = f"({lane}){' >> 16' if byte >= 2 else ' & 0xFFFFu'}"
             word_lanes.append({"output": output, "value": value})
         lanes.append(word_lanes)
@@ -88,6 +90,7 @@ def kernel_context(ql, macro: str) -> dict:
          "blocks": [_block(w, min(w + per_pass, ql.row_words)) for w in range(0, ql.row_words, per_pass)]}
     narrow = max(NARROW_WORDS // len(parts), 1)
     L["blocks_narrow"] = [_block(w, min(w + narrow, ql.row_words)) for w in range(0, ql.row_words, narrow)]
+    L["lanes_split"] = lane_values(ql, len(parts), macro, split=nibbles)  # the narrow passes' lanes
     L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
     L["asm_loop"] = asm_loop(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None

@@ -40,7 +40,7 @@ def _add_generate(sub) -> None:
                    help="model flash (tables + code) the plan must fit; default: the --board's flash less 32 KiB, "
                         "else 65536")
     p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget")
-    p.add_argument("--max-error", type=float, default=0.02,
+    p.add_argument("--max-error", type=float, default=None,
                    help="largest relative RMS output error against the float model on the calibration data that "
                         "the planner accepts (default 0.02)")
     p.add_argument("--base-activation", default=None, metavar="NAME",
@@ -164,7 +164,8 @@ def _add_train(sub) -> None:
                         "labels .npy beside a .npy of features; ignored for .npz (y)")
     p.add_argument("--task", choices=("classify", "regress"), default=None,
                    help="with --data: classify (cross-entropy, accuracy; text labels are mapped to classes and the "
-                        "mapping kept) or regress (MSE, R2); default classify")
+                        "mapping kept) or regress (MSE, R2); default: inferred from the target (text or up "
+                        "to 20 distinct whole numbers: classify; fractions or more values: regress)")
     p.add_argument("--widths", default=None, metavar="I,H,...,O",
                    help="with --data: layer widths, inputs first and outputs last, e.g. 8,16,3 "
                         "(default: features,HIDDEN,classes or features,HIDDEN,1)")
@@ -225,7 +226,7 @@ def _run_train(args) -> int:
     else:
         if args.target is None and args.data.suffix.lower() != ".npz":
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
-        result = train_on_data(args.output, args.data, target=args.target, task=args.task or "classify",
+        result = train_on_data(args.output, args.data, target=args.target, task=args.task,
                                widths=parse_widths(args.widths) if args.widths else None,
                                hidden=tuple(args.hidden), grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
@@ -233,6 +234,8 @@ def _run_train(args) -> int:
                                test_fraction=args.test_fraction, progress=not args.no_progress, qat=qat,
                                qat_epochs=args.qat_epochs)
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary()})")
+    for warning in result.warnings:
+        print(f"kan2mcu: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -27,7 +27,7 @@ from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
-from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
+from kan2mcu.planner import choose, core_for, explain, flash_budget_for
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
@@ -161,6 +161,27 @@ def describe_base_activation(imported: ImportedModel, model, given: str | None) 
     return text
 
 
+ACCURACY_LOSS_WARN = 0.01  # accuracy (or R2) points lost on data against the float model that generate warns about
+
+
+def result_loss_warnings(report: dict) -> list[str]:
+    """Warnings for what the user loses on data: accuracy on the data set's test split, or the
+    figures on --eval-data / held-out rows, more than ACCURACY_LOSS_WARN below the float model's."""
+    lines = []
+    acc = report.get("accuracy")
+    if acc and acc["float"] - acc["quantized"] > ACCURACY_LOSS_WARN:
+        lines.append(f"the generated model's accuracy on the {acc['dataset']} {acc['split']} split is "
+                     f"{acc['quantized']:.4f}, the float model's {acc['float']:.4f}")
+    ev = report.get("evaluation")
+    if ev and ev.get("quantized"):
+        metric = "accuracy" if "accuracy" in ev["quantized"] else "r2"
+        lost = ev["float"][metric] - ev["quantized"][metric]
+        if lost > ACCURACY_LOSS_WARN:
+            lines.append(f"the generated model's {'accuracy' if metric == 'accuracy' else 'R2'} on {ev['data']} "
+                         f"is {ev['quantized'][metric]:.4f}, the float model's {ev['float'][metric]:.4f}")
+    return lines
+
+
 def _warn(msg: str) -> None:
     print(f"kan2mcu: warning: {msg}", file=sys.stderr)
 
@@ -182,7 +203,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
                    quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
                    flash_budget: int | None = None, board: str | None = None,
-                   max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
+                   max_error: float | None = None, base_activation: str | None = None,
                    allow_saturation: bool = False, prefix: str | None = None,
                    eval_data: Path | None = None, fold_silu: bool = False) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
@@ -190,7 +211,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
     else from the planner (kan2mcu.planner): ``strategy`` "auto" weighs spline and edge-table per
     layer, ``optimize`` "speed" or "size", within ``flash_budget`` bytes (default: ``board``'s flash
-    less a firmware reserve, or 64 KiB), keeping the output error under ``max_error``.
+    less a firmware reserve, or 64 KiB), keeping the output error under ``max_error`` (None: the planner's
+    default, DEFAULT_MAX_ERROR, which is only noted in the report when the bit widths cannot reach it).
     ``base_activation`` names the base function of an efficient-kan model (its state dict does not
     record it; SiLU is assumed otherwise).
     The quantization guard (kan2mcu.guard) then refuses an integer model far from the float one
@@ -306,6 +328,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         vectors_x = data.x_test[:N_TEST_VECTORS]
     elif calib is not None:
         vectors_x = calib[:N_TEST_VECTORS]
+    for line in result_loss_warnings(report):
+        _warn(line)
     held_out = ((data.x_test, f"{imported.dataset} test split") if imported.dataset
                 else held_out_inputs(model, evaluated_rows))
     if qmodel is not None and held_out is not None:

@@ -50,11 +50,13 @@ class Choice:
     layers: tuple[dict, ...]  # per layer: strategy, in_bits, predicted instructions/flash, alternative
     tolerance: float = DEFAULT_MAX_ERROR  # the error the plan had to stay under
     warning: str | None = None  # set when no plan within the budget met the tolerance
+    note: str | None = None  # the default tolerance is below what the bit widths reach (no --max-error given)
 
     def as_dict(self) -> dict:
         return {"core": self.core, "objective": self.objective, "flash_budget": self.budget,
                 "predicted_instructions": self.instructions, "predicted_flash_bytes": self.flash_bytes,
                 "calibration_error": self.error, "error_tolerance": self.tolerance, "warning": self.warning,
+                "note": self.note,
                 "plans_considered": self.considered, "layers": list(self.layers)}
 
 
@@ -117,10 +119,12 @@ def relative_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out
 
 def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | None, *, strategy: str = "auto",
            objective: str = "speed", budget: int = DEFAULT_FLASH_BUDGET, core: str = "cortex-m4",
-           max_error: float = DEFAULT_MAX_ERROR, hard_budget: bool = True) -> Choice:
+           max_error: float | None = None, hard_budget: bool = True) -> Choice:
     """The best plan under the budget (see the module docstring). When no plan fits: OptionError
     naming the smallest model for a ``hard_budget`` (the user's or the board's), else the smallest
-    plan with a warning (the default budget is a preference, not a limit)."""
+    plan with a warning (the default budget is a preference, not a limit). ``max_error`` None: the
+    default tolerance, which the bit widths may not reach; that is then a note, not a warning."""
+    max_error_given, max_error = max_error is not None, DEFAULT_MAX_ERROR if max_error is None else max_error
     if objective not in OBJECTIVES:
         raise OptionError(f"--optimize must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     per_layer = layer_options(model, options, strategy)
@@ -168,7 +172,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         floor = min(errors[plan] for plan in full_width)
         tolerance = max(max_error, floor)
         if floor > max_error:  # say so: the user asked for more than these widths can give
-            unreachable = (f"--max-error {max_error:g} is below what these bit widths reach (relative error "
+            unreachable = (f"{'--max-error' if max_error_given else 'the default --max-error'} {max_error:g} is below what these bit widths reach (relative error "
                            f"{floor:.3g} at best, on the calibration data); taking the most accurate plan"
                            + (f"; edge-table layers go further with wider codes (--act-bits up to "
                               f"{get_strategy('edge-table').MAX_CODE_BITS}) and entries (--table-bits up to {TABLE_BITS_RANGE[1]})"
@@ -199,10 +203,13 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
         layers.append(row)
     if over_budget:
         warning = over_budget if warning is None else f"{over_budget}; {warning}"
-    if unreachable:
+    note = None
+    if unreachable and not max_error_given:  # the user asked for nothing: the report says it
+        note = unreachable
+    elif unreachable:
         warning = unreachable if warning is None else f"{warning}; {unreachable}"
     return Choice(tuple(combo), qmodel, instructions, flash, error, core, budget, objective, len(results),
-                  tuple(layers), tolerance, warning)
+                  tuple(layers), tolerance, warning, note)
 
 
 def _rank(prediction: dict, objective: str) -> tuple:

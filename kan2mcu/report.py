@@ -66,12 +66,19 @@ def totals(rows: list[dict], rendered: RenderedModel) -> dict:
     return out
 
 
+def format_options(options: dict) -> str:
+    """``{"act_bits": 8, ...}`` -> ``act 8, spline 8, ... bits`` (readable, in the dict's order)."""
+    return ", ".join(f"{key.removesuffix('_bits').replace('_', ' ')} {value}" for key, value in options.items()) \
+        + (" bits" if all(k.endswith("_bits") for k in options) else "")
+
+
 def markdown(report: dict) -> str:
     """Human-readable version of the report (same numbers as the JSON)."""
     lines = [f"# kan2mcu report: {report['model']['name']}", "",
              f"- source: {report['model']['source_format']}, widths {report['model']['widths']}, "
              f"sha256 {report['model']['sha256'][:16]}",
-             f"- arithmetic: {report['arith']}, options: {report['options']}",
+             f"- arithmetic: {report['arith']}" + (f", options: {format_options(report['options'])}"
+                                                   if report["options"] else " (float32 C, no quantization)"),
              f"- calibration: {report['calibration']}", "",
              "| layer | in->out | edges | strategy | input bits | basis | tables B | coef B | flash B (tables) | MACs | "
              "BitOps | BitOps float32 |",
@@ -84,7 +91,10 @@ def markdown(report: dict) -> str:
     t = report["totals"]
     lines.append(f"| total | | {t['edges']} | | | | {t['table_bytes']} | {t['coef_bytes']} | {t['flash_bytes']} | "
                  f"{t['macs']} | {t['bitops']} | {t['bitops_float32']} |")
-    lines += ["", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
+    lines += ["", "BitOps: per multiply, the product of its two operands' bit widths, summed over one inference "
+                  "(the KANtize paper's measure of arithmetic work; float32 counts 32 x 32 per multiply, the "
+                  "Cox-de Boor recursion included).",
+              "", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
                   f"{t['workspace_bytes']} bytes. Flash counts model tables only; `kan2mcu measure` gives the "
                   "linked firmware's flash and RAM."]
     planner = report.get("planner")
@@ -103,8 +113,13 @@ def markdown(report: dict) -> str:
             lines.append(text)
         if planner.get("warning"):
             lines += ["", f"**Warning:** {planner['warning']}."]
+        if planner.get("note"):
+            lines += ["", f"Note: {planner['note']}."]
     acc = report.get("accuracy")
-    if acc:
+    if acc and report["arith"] == "float":
+        lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
+                      f"float model {acc['float']:.4f} (the float32 C computes the same model)."]
+    elif acc:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
                       f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
                       f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]

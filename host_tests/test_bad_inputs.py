@@ -19,10 +19,11 @@ torch = pytest.importorskip("torch")
 
 from conftest import assert_one_error, run_cli  # noqa: E402
 from kan2mcu import cli, generate as generate_module  # noqa: E402
-from kan2mcu.checkpoint import save_checkpoint  # noqa: E402
+from kan2mcu.codegen import identity, model_dir  # noqa: E402
+from kan2mcu.model.checkpoint import save_checkpoint  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
-from kan2mcu.hostcc import HostModel, fuzz  # noqa: E402
-from kan2mcu.torch_kan import KAN  # noqa: E402
+from kan2mcu.check.hostcc import HostModel, fuzz  # noqa: E402
+from kan2mcu.model.torch_kan import KAN  # noqa: E402
 
 UNWRITABLE = Path("/proc/kan2mcu-test-output")  # not creatable even by root
 
@@ -152,7 +153,7 @@ def test_interrupt_between_the_renames_restores_the_old_model(small, generated, 
             raise KeyboardInterrupt
         return real_replace(src, dst)
 
-    monkeypatch.setattr(generate_module.os, "replace", replace)
+    monkeypatch.setattr(model_dir.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         generate_model(checkpoint, generated, calibration=calibration, quiet=True,
                        options=generate_module.QuantOptions(coef_bits=4))
@@ -180,7 +181,7 @@ def test_reserved_names_are_refused(capsys, small, tmp_path, name, reason):
                           "--name", name)
     assert_one_error(status, err, "--name", reason)
     suggestion = err.split("e.g. ")[-1].strip().strip("'")
-    assert generate_module.reserved_name_reason(suggestion) is None and generate_module.c_prefix(suggestion) == suggestion
+    assert identity.reserved_name_reason(suggestion) is None and identity.c_prefix(suggestion) == suggestion
     assert not (tmp_path / "m").exists()
 
 
@@ -269,7 +270,7 @@ def test_efficient_kan_base_activation_is_stated(capsys, tmp_path):
 
 @pytest.mark.parametrize("target", ["folder", "under-file", "unwritable"])
 def test_train_output_checked_before_training(capsys, tmp_path, monkeypatch, target):
-    import kan2mcu.train as train_module
+    import kan2mcu.training.train as train_module
 
     def no_training(*_args, **_kwargs):
         raise AssertionError("the data set was loaded: the output was not checked first")

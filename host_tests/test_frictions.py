@@ -30,7 +30,7 @@ def _cox_de_boor(x, knots, order):
 def test_scipy_basis_equals_the_recursion(order, grid_size):
     """bspline_basis (scipy's design matrix on extended knots) == Cox-de Boor within 1e-12, on
     uniform and non-uniform knots, at the knots themselves, outside the grid (exact zeros) and NaN."""
-    from kan2mcu.bspline import bspline_basis
+    from kan2mcu.model.bspline import bspline_basis
 
     rng = np.random.default_rng(order * 100 + grid_size)
     uniform = np.arange(-order, grid_size + order + 1) * (2.0 / grid_size) - 1.0
@@ -47,7 +47,7 @@ def test_scipy_basis_equals_the_recursion(order, grid_size):
 def test_grid_scaling_is_min_max_scaling_bit_for_bit():
     """tabular.grid_scaling (MinMaxScaler) gives the former formula's floats exactly; a constant
     column still maps to the grid's middle."""
-    from kan2mcu.tabular import apply_transform, grid_scaling
+    from kan2mcu.data.tabular import apply_transform, grid_scaling
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -64,7 +64,7 @@ def test_grid_scaling_is_min_max_scaling_bit_for_bit():
 
 def test_csv_numbers_parse_as_python_floats(tmp_path):
     """The CSV reader's numpy conversion gives the same doubles as float() on every cell."""
-    from kan2mcu.tabular import read_table
+    from kan2mcu.data.tabular import read_table
 
     rng = np.random.default_rng(0)
     values = rng.normal(size=(200, 3)) * 10.0 ** rng.integers(-8, 8, (200, 3))
@@ -136,7 +136,7 @@ def test_sweep_point_warnings_go_above_the_progress_bar(monkeypatch, capsys):
 
 def test_verify_sanitize_says_so_and_steps_are_shown(digits_checkpoint, tmp_path, capsys):
     from kan2mcu.generate import generate_model
-    from kan2mcu.verify import verify
+    from kan2mcu.check.verify import verify
 
     generate_model(digits_checkpoint, tmp_path / "m", quiet=True)
     capsys.readouterr()
@@ -153,7 +153,7 @@ def test_float_report_and_options_read_well(digits_checkpoint, tmp_path):
     from kan2mcu.generate import generate_model
 
     md = generate_model(digits_checkpoint, tmp_path / "f", arith="float", quiet=True).report
-    from kan2mcu.report import markdown
+    from kan2mcu.codegen.report import markdown
 
     text = markdown(md)
     assert "quantized" not in text and "float32 C, no quantization" in text

@@ -13,13 +13,13 @@ import pytest
 
 from conftest import run_cli
 from kan2mcu import cli
-from kan2mcu.bundle import load_bundle
-from kan2mcu.evaluate import api_codes
-from kan2mcu.hostcc import HostModel
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.input_codec import input_codec, quantize_raw
-from kan2mcu.reference import run_model
-from kan2mcu.verify import verify
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.quant.evaluate import api_codes
+from kan2mcu.check.hostcc import HostModel
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.quant.input_codec import input_codec, quantize_raw
+from kan2mcu.quant.reference import run_model
+from kan2mcu.check.verify import verify
 
 EPOCHS = "40"
 QUIET = "--no-progress"
@@ -162,7 +162,7 @@ def test_regression_report_carries_r2_and_max_error(regression, regression_model
 def test_regression_metrics_match_scikit_learn():
     from sklearn.metrics import max_error, r2_score
 
-    from kan2mcu.train import regression_metrics
+    from kan2mcu.training.train import regression_metrics
 
     rng = np.random.default_rng(5)
     y = rng.normal(3.0, 2.0, 200)
@@ -173,7 +173,7 @@ def test_regression_metrics_match_scikit_learn():
 
 
 def test_scaling_maps_the_training_range_onto_the_grid():
-    from kan2mcu.tabular import apply_transform, grid_scaling
+    from kan2mcu.data.tabular import apply_transform, grid_scaling
 
     x = np.array([[0.0, 100.0, 5.0], [2.0, 300.0, 5.0], [1.0, 200.0, 5.0]])
     scaled = apply_transform(x, grid_scaling(x))
@@ -370,7 +370,7 @@ def diabetes_csv(tmp_path_factory) -> Path:
 def test_task_is_inferred_from_the_target(capsys, diabetes_csv, tables, tmp_path):
     """Without --task: the diabetes target (whole numbers, 214 distinct) trains a regression and says
     why; 0/1 labels train a classifier; the checkpoint records the task."""
-    from kan2mcu.importers import load_checkpoint
+    from kan2mcu.model.importers import load_checkpoint
 
     status, err = run_cli(capsys, "train", "--data", diabetes_csv, "--target", "progression", "--epochs", "5", QUIET,
                           "-o", tmp_path / "d.pt")
@@ -389,7 +389,7 @@ def test_task_is_inferred_from_the_target(capsys, diabetes_csv, tables, tmp_path
 
 
 def test_infer_task_rules():
-    from kan2mcu.tabular import MAX_INFERRED_CLASSES, Table, infer_task
+    from kan2mcu.data.tabular import MAX_INFERRED_CLASSES, Table, infer_task
 
     def table(y):
         return Table(np.zeros((len(y), 1)), y, ("a",), "t", "t.csv")
@@ -405,8 +405,8 @@ def test_early_stopping_restores_the_best_epoch():
     epochs and leaves the model at the best epoch: its validation loss is the recorded best."""
     import torch
 
-    from kan2mcu.torch_kan import KAN
-    from kan2mcu.train import _loss_on, fit
+    from kan2mcu.model.torch_kan import KAN
+    from kan2mcu.training.fit import _loss_on, fit
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (60, 2))
@@ -429,7 +429,7 @@ def test_own_data_training_keeps_a_validation_split(regression_model):
 
 
 def test_overfitting_warning():
-    from kan2mcu.train import overfitting_warning
+    from kan2mcu.training.train import overfitting_warning
 
     assert overfitting_warning({"train_r2": 0.855, "test_r2": 0.029}, "regress").startswith(
         "held-out R2 0.029 is far below training R2 0.855")

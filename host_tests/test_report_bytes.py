@@ -17,8 +17,8 @@ from elftools.elf.elffile import ELFFile
 
 from conftest import require_tool
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import STRICT_FLAGS, host_compiler
-from kan2mcu.quantize import QuantOptions
+from kan2mcu.check.hostcc import STRICT_FLAGS, host_compiler
+from kan2mcu.quant.quantize import QuantOptions
 
 REQUANT = ("_mult_spline", "_mult_base", "_rounding", "_shift")
 

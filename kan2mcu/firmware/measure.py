@@ -35,7 +35,7 @@ from kan2mcu.firmware.cycles import ESTIMATE_NOTE, estimate_cycles, mnemonic_his
 from kan2mcu.firmware.elfinfo import ElfInfo, read_elf
 from kan2mcu.firmware.pio import run_pio
 from kan2mcu.firmware.project import write_project
-from kan2mcu.model_dir import load_model_folder
+from kan2mcu.codegen.model_dir import load_model_folder
 from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.firmware.toolchain import require_build_tools, require_run_tools
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from kan2mcu.errors import OptionError
 from kan2mcu.firmware.boards import Board, get_board
-from kan2mcu.model_dir import ModelFolder, load_model_folder
+from kan2mcu.codegen.model_dir import ModelFolder, load_model_folder
 from kan2mcu.paths import firmware_dir, templates_dir
 
 MONITOR_SPEED = 115200

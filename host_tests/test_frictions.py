@@ -1,47 +1,16 @@
 """Issue 18's frictions 14, 15 and 17: warnings only for what changes the result (the rest in the
-report), progress and honest wording on the slow steps, and well-kept libraries (scipy's B-spline
-design matrix, scikit-learn's MinMaxScaler, numpy's number parsing) that give the same numbers as
-the hand-written code they replace."""
+report), progress and honest wording on the slow steps, and well-kept libraries (scikit-learn's
+MinMaxScaler, numpy's number parsing) that give the same numbers as the hand-written code they
+replace."""
 from __future__ import annotations
 
 import io
 import json
 
 import numpy as np
-import pytest
 
 from conftest import run_cli
-
-
-def _cox_de_boor(x, knots, order):
-    """The former hand-written basis (efficient-kan's recursion), kept here as the reference."""
-    x = np.asarray(x, dtype=np.float64)[:, :, None]
-    t = np.asarray(knots, dtype=np.float64)[None, :, :]
-    bases = ((x >= t[:, :, :-1]) & (x < t[:, :, 1:])).astype(np.float64)
-    for p in range(1, order + 1):
-        left = (x - t[:, :, : -(p + 1)]) / (t[:, :, p:-1] - t[:, :, : -(p + 1)]) * bases[:, :, :-1]
-        right = (t[:, :, p + 1:] - x) / (t[:, :, p + 1:] - t[:, :, 1:-p]) * bases[:, :, 1:]
-        bases = left + right
-    return bases
-
-
-@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
-@pytest.mark.parametrize("grid_size", [1, 3, 5, 10])
-def test_scipy_basis_equals_the_recursion(order, grid_size):
-    """bspline_basis (scipy's design matrix on extended knots) == Cox-de Boor within 1e-12, on
-    uniform and non-uniform knots, at the knots themselves, outside the grid (exact zeros) and NaN."""
-    from kan2mcu.model.bspline import bspline_basis
-
-    rng = np.random.default_rng(order * 100 + grid_size)
-    uniform = np.arange(-order, grid_size + order + 1) * (2.0 / grid_size) - 1.0
-    knots = np.stack([uniform, np.sort(rng.uniform(-3, 3, len(uniform)))])
-    x = rng.uniform(-4, 4, (3000, 2))
-    x[: len(uniform), 0] = uniform
-    x[len(uniform), 1] = np.nan
-    ours, reference = bspline_basis(x, knots, order), np.nan_to_num(_cox_de_boor(x, knots, order))
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
-    outside = (x < knots[None, :, 0]) | (x >= knots[None, :, -1]) | np.isnan(x)
-    assert np.all(ours[outside] == 0.0)
+from kan2mcu.quant.planner import DEFAULT_MAX_ERROR
 
 
 def test_grid_scaling_is_min_max_scaling_bit_for_bit():
@@ -88,12 +57,14 @@ def test_defaults_do_not_cry_wolf(digits_checkpoint, tmp_path, capsys):
     assert report["accuracy"]["quantized"] >= report["accuracy"]["float"] - 0.01
     assert "warning" not in err, err
     assert report["planner"]["warning"] is None
-    assert report["planner"]["note"].startswith("the default --max-error 0.02 is below what these bit widths reach")
+    assert report["planner"]["note"].startswith(
+        f"the default --max-error {DEFAULT_MAX_ERROR:g} is below what these bit widths reach")
     assert report["guard"]["warnings"] == [] and report["guard"]["notes"]
     md = (tmp_path / "a" / "report.md").read_text()
-    assert "Note: the default --max-error 0.02" in md and "- note: " in md
-    status, err = run_cli(capsys, *args, "--max-error", "0.02", "-o", tmp_path / "b")
-    assert status == 0 and "kan2mcu: warning: --max-error 0.02 is below what these bit widths reach" in err
+    assert f"Note: the default --max-error {DEFAULT_MAX_ERROR:g}" in md and "- note: " in md
+    status, err = run_cli(capsys, *args, "--max-error", str(DEFAULT_MAX_ERROR), "-o", tmp_path / "b")
+    unreachable = f"kan2mcu: warning: --max-error {DEFAULT_MAX_ERROR:g} is below what these bit widths reach"
+    assert status == 0 and unreachable in err
 
 
 def test_result_loss_warnings():

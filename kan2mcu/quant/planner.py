@@ -122,11 +122,10 @@ def plan_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out: np
 def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | None, *, strategy: str = "auto",
            objective: str = "speed", budget: int = DEFAULT_FLASH_BUDGET, core: str = "cortex-m4",
            max_error: float | None = None, hard_budget: bool = True) -> Choice:
-    """The best plan under the budget (see the module docstring). When no plan fits: OptionError
-    naming the smallest model for a ``hard_budget`` (the user's or the board's), else the smallest
-    plan with a warning (the default budget is a preference, not a limit). ``max_error`` None: the
-    default tolerance, which the bit widths may not reach; that is then a note, not a warning."""
-    max_error_given, max_error = max_error is not None, DEFAULT_MAX_ERROR if max_error is None else max_error
+    """The best plan under the budget (see the module docstring; ``max_error`` None: the default, noted, not
+    warned about, when out of reach). When no plan fits: OptionError naming the smallest model for a ``hard_budget``
+    (the user's or the board's), else the smallest plan with a warning (the default budget is a preference)."""
+    given, max_error = max_error is not None, DEFAULT_MAX_ERROR if max_error is None else max_error
     if objective not in OBJECTIVES:
         raise OptionError(f"--optimize must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     per_layer = layer_options(model, options, strategy)
@@ -147,10 +146,8 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                           f"widths needs about {predicted[smallest]['flash_bytes']} bytes ({_describe(smallest)}); "
                           "raise the budget or lower --act-bits/--coef-bits")
     activations = calibrate(model, calibration)
-    x = calibration
-    float_out = activations[-1]
-    errors = {}  # combination -> output error score on the calibration data: none is quantized twice
-    results, refused = [], []
+    x, float_out = calibration, activations[-1]
+    errors, results, refused = {}, [], []  # errors: combination -> score on the calibration data (quantized once)
     for combo in sorted(fitting, key=lambda c: _rank(predicted[c], objective)):
         try:
             qmodel = quantize(model, options, calibration, plan=combo, activations=activations)
@@ -173,12 +170,8 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
                     model, quantize(model, options, calibration, plan=plan, activations=activations), x, float_out)
         floor = min(errors[plan] for plan in full_width)
         tolerance = max(max_error, floor)
-        if floor > max_error:  # say so: the user asked for more than these widths can give
-            unreachable = (f"{'--max-error' if max_error_given else 'the default --max-error'} {max_error:g} is below what these bit widths reach (output error "
-                           f"{floor:.3g} at best, on the calibration data); taking the most accurate plan"
-                           + (f"; edge-table layers go further with wider codes (--act-bits up to "
-                              f"{get_strategy('edge-table').MAX_CODE_BITS}) and entries (--table-bits up to {TABLE_BITS_RANGE[1]})"
-                              if strategy in ("auto", "edge-table") else ""))
+        if floor > max_error:  # say so: more was asked than these widths can give
+            unreachable = _unreachable(max_error, floor, given, strategy)
     if not results:
         raise QuantizationError(f"no plan can be quantized ({len(refused)} tried); first reason: {refused[0]}")
     acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
@@ -203,15 +196,24 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
             row["alternative"] = {**alt_step.as_dict(), "predicted_instructions": alt["instructions"],
                                   "predicted_flash_bytes": alt["flash_bytes"]}
         layers.append(row)
-    if over_budget:
-        warning = over_budget if warning is None else f"{over_budget}; {warning}"
-    note = None
-    if unreachable and not max_error_given:  # the user asked for nothing: the report says it
-        note = unreachable
-    elif unreachable:
-        warning = unreachable if warning is None else f"{warning}; {unreachable}"
+    warning, note = _warning_and_note(over_budget, warning, unreachable, given)
     return Choice(tuple(combo), qmodel, instructions, flash, error, core, budget, objective, len(results),
                   tuple(layers), tolerance, warning, note)
+
+
+def _unreachable(max_error: float, floor: float, given: bool, strategy: str) -> str:
+    """What to say when ``max_error`` is below the best full-width plan's error ``floor``."""
+    return (f"{'--max-error' if given else 'the default --max-error'} {max_error:g} is below what these bit "
+            f"widths reach (output error {floor:.3g} at best, on the calibration data); taking the most accurate "
+            "plan" + (f"; edge-table layers go further with wider codes (--act-bits up to "
+                      f"{get_strategy('edge-table').MAX_CODE_BITS}) and entries (--table-bits up to "
+                      f"{TABLE_BITS_RANGE[1]})" if strategy in ("auto", "edge-table") else ""))
+
+
+def _warning_and_note(over_budget, warning, unreachable, given: bool) -> tuple:
+    """(warning, note): an unreachable tolerance is a warning only when the user gave --max-error."""
+    parts = [w for w in (over_budget, warning, unreachable if given else None) if w]
+    return ("; ".join(parts) or None), (unreachable if unreachable and not given else None)
 
 
 def _rank(prediction: dict, objective: str) -> tuple:

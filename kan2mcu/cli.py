@@ -283,14 +283,17 @@ def _add_verify(sub) -> None:
     p.add_argument("--random", type=int, default=0, metavar="N",
                    help="also compare the C with the integer reference on N random input codes")
     p.add_argument("--fuzz", type=float, default=0.0, metavar="SECONDS",
-                   help="also fuzz the C for SECONDS (libFuzzer + ASan/UBSan with clang, else a random loop)")
+                   help="also fuzz the C for SECONDS, at least 1 (libFuzzer + ASan/UBSan with clang, else a random "
+                        "loop), then compare the C with the integer reference on the inputs the fuzzer kept")
 
 
 def _run_verify(args) -> int:
+    from kan2mcu.check.hostcc import check_fuzz_seconds
     from kan2mcu.check.verify import verify
 
-    if args.random < 0 or args.fuzz < 0:
-        raise OptionError("--random and --fuzz must not be negative")
+    if args.random < 0:
+        raise OptionError("--random must not be negative")
+    check_fuzz_seconds(args.fuzz)
     verify(args.folder, calibration=args.calibration, sanitize=args.sanitize, random=args.random, fuzz=args.fuzz)
     return 0
 

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,8 +82,15 @@ class GenerateRequest:
         """Refuse, before any work, what cannot be generated (OptionError)."""
         if self.arith not in ARITHMETICS:
             raise OptionError(f"--arith must be one of {ARITHMETICS}, got {self.arith!r}")
+        check_max_error(self.max_error)
         check_name(self.name)
         check_output_folder(Path(self.output))
+
+
+def check_max_error(max_error: float | None) -> None:
+    """Refuse a --max-error that is not a positive finite fraction (OptionError); None: the default."""
+    if max_error is not None and (not math.isfinite(max_error) or max_error <= 0):
+        raise OptionError(f"--max-error must be a positive number (a relative RMS error, e.g. 0.02), got {max_error:g}")
 
 
 @dataclass
@@ -101,6 +109,8 @@ class Generation:
     choice: object = None
     qmodel: object = None
     guard_report: object = None
+    evaluated: dict | None = None  # the report's evaluation block, once the guard computed it
+    held_out: dict | None = None  # the guard's figures on labelled held-out rows (kan2mcu.quant.guard)
     rendered: object = None
     report: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
@@ -123,7 +133,8 @@ def result_loss_warnings(report: dict) -> list[str]:
         lines.append(f"the generated model's accuracy on the {acc['dataset']} {acc['split']} split is "
                      f"{acc['quantized']:.4f}, the float model's {acc['float']:.4f}")
     ev = report.get("evaluation")
-    if ev and ev.get("quantized"):
+    held = (report.get("guard") or {}).get("held_out") or {}
+    if ev and ev.get("quantized") and not held.get("refused"):  # a forced refusal already said it
         metric = "accuracy" if "accuracy" in ev["quantized"] else "r2"
         lost = ev["float"][metric] - ev["quantized"][metric]
         if lost > ACCURACY_LOSS_WARN:
@@ -248,6 +259,11 @@ def plan(g: Generation) -> None:
 def guard_stage(g: Generation) -> None:
     """Refuse an integer model far from the float one (kan2mcu.quant.guard) unless allowed."""
     if g.qmodel is not None:
+        # calibration rows may be unlike the data: labelled held-out rows, when there are, weigh too,
+        # and first (they say what the user will see on real data)
+        g.evaluated = evaluation(g.model, g.qmodel, g.evaluated_rows)
+        g.held_out = guard.held_out_loss(g.evaluated)
+        guard.check_held_out(g.held_out, force=g.request.allow_saturation, warn=_warn)
         g.guard_report = guard.measure(g.model, g.qmodel, g.calib)
         guard.check(g.guard_report, force=g.request.allow_saturation, warn=_warn)
 
@@ -281,12 +297,15 @@ def report(g: Generation) -> None:
         sections={"plan": [step.as_dict() for step in qmodel.plan] if qmodel is not None else None,
                   "planner": g.choice.as_dict() if g.choice is not None else None,
                   "guard": g.guard_report.as_dict() if g.guard_report is not None else None,
-                  "evaluation": evaluation(model, qmodel, g.evaluated_rows),
+                  "evaluation": g.evaluated if g.evaluated is not None else evaluation(model, qmodel,
+                                                                                        g.evaluated_rows),
                   "fold_silu": g.fold_report,
                   "accuracy": dataset_accuracy(model, qmodel, dataset) if dataset else None,
                   "coverage": covered.as_dict() if covered is not None else None})
     if qmodel is not None:
         g.report["calibration_rows"] = None if g.calib is None else int(len(g.calib))
+    if g.held_out is not None:
+        g.report["guard"]["held_out"] = g.held_out
     for line in result_loss_warnings(g.report):
         _warn(line)
 
@@ -315,7 +334,6 @@ def write(g: Generation) -> None:
                               input_ctype=code_ctype(qmodel.layers[0].act_bits) if req.arith == "int" else "float",
                               options=options, sha=model.sha256())
     files = dict(g.rendered.files)
-    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     files["test_vectors.json"] = json.dumps(test_vectors(model, qmodel, vectors_x), sort_keys=True) + "\n"
     files["report.json"] = json.dumps(g.report, indent=2, sort_keys=True) + "\n"
     files["report.md"] = markdown(g.report)
@@ -324,6 +342,8 @@ def write(g: Generation) -> None:
         buffer = io.BytesIO()
         np.save(buffer, g.calib, allow_pickle=False)
         files[CALIBRATION_FILE] = buffer.getvalue()
+    manifest["files"] = sorted([*files, MANIFEST])  # what the folder may hold: regenerating replaces only these
+    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     g.files = files
     g.written = write_model_folder(Path(req.output), files)
     if not req.quiet:

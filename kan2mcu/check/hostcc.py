@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kan2mcu.errors import ToolchainError, VerificationError
+from kan2mcu.errors import OptionError, ToolchainError, VerificationError
 from kan2mcu.codegen.model_dir import load_model_folder
 
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Wshadow",
@@ -174,6 +176,9 @@ def run_sanitized(folder: Path, inputs: np.ndarray, build_dir: Path) -> np.ndarr
 
 
 _FUZZ_TARGET = """/* libFuzzer target (or, with -DKAN2MCU_RANDOM_LOOP, a seeded random-input loop) */
+#ifdef KAN2MCU_RANDOM_LOOP
+#define _POSIX_C_SOURCE 199309L /* clock_gettime: the loop runs for wall-clock seconds */
+#endif
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -208,12 +213,29 @@ static uint32_t next(void)
     state ^= state << 13; state ^= state >> 7; state ^= state << 17;
     return (uint32_t)(state >> 16);
 }}
+static double wall_seconds(void)
+{{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}}
+/* inputs kept for the differential check: the first KEEP_ALL, then every KEEP_STRIDE-th, up to KEEP_MAX */
+#define KEEP_ALL 16384u
+#define KEEP_STRIDE 64u
+#define KEEP_MAX 65536u
+static void keep(FILE *kept, const {in_t} *in, unsigned long long runs, unsigned long long *n_kept)
+{{
+    if (kept != NULL && *n_kept < KEEP_MAX && (runs < KEEP_ALL || runs % KEEP_STRIDE == 0u)) {{
+        *n_kept += fwrite(in, sizeof(in[0]) * {n_in}u, 1u, kept);
+    }}
+}}
 int main(int argc, char **argv)
 {{
     {in_t} in[{n_in}];
-    unsigned long long runs = 0u;
+    unsigned long long runs = 0u, n_kept = 0u;
     double seconds = argc > 1 ? atof(argv[1]) : 1.0;
-    clock_t end = clock() + (clock_t)(seconds * CLOCKS_PER_SEC);
+    FILE *kept = argc > 2 ? fopen(argv[2], "wb") : NULL;
+    double end = wall_seconds() + seconds;
     static const float special[] = {{0.0f, -0.0f, 1.0f, -1.0f, 3.40282347e38f, -1.8e38f, 1e-45f}};
     do {{
         size_t i, j;
@@ -231,8 +253,12 @@ int main(int argc, char **argv)
                 }}
             }}
             check(in);
+            keep(kept, in, runs, &n_kept);
         }}
-    }} while (clock() < end);
+    }} while (wall_seconds() < end);
+    if (kept != NULL) {{
+        fclose(kept);
+    }}
     printf("stat::number_of_executed_units: %llu\\n", runs);
     return 0;
 }}
@@ -240,13 +266,28 @@ int main(int argc, char **argv)
 """
 
 
+MIN_FUZZ_SECONDS = 1.0  # libFuzzer's -max_total_time counts whole seconds
+
+
+def check_fuzz_seconds(seconds: float) -> None:
+    """Refuse a fuzz budget that is not a finite number of seconds, 0 (off) or at least MIN_FUZZ_SECONDS."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise OptionError(f"--fuzz must be a finite, non-negative number of seconds, got {seconds:g}")
+    if 0 < seconds < MIN_FUZZ_SECONDS:
+        raise OptionError(f"--fuzz {seconds:g}: fuzz for at least {MIN_FUZZ_SECONDS:g} s (libFuzzer counts whole "
+                          "seconds), or leave --fuzz out")
+
+
 @dataclass(frozen=True)
 class FuzzResult:
-    """How a fuzz run went: the engine, how many inputs ran, for how long."""
+    """How a fuzz run went: the engine, how many inputs ran, for how long (measured), and the
+    inputs it kept (libFuzzer's corpus, or a sample of the random loop's) for the differential check."""
 
     engine: str  # "libFuzzer+ASan+UBSan" or "random loop+ASan+UBSan"
     executions: int
-    seconds: float
+    seconds: float  # wall time of the fuzz run, measured
+    kept: np.ndarray | None = None  # [K, input_size] inputs in the model's input type
+    compared: int | None = None  # kept inputs the C was compared on with the reference (kan2mcu.verify)
 
 
 def _libfuzzer_works(build_dir: Path) -> bool:
@@ -275,8 +316,14 @@ def _seed_corpus(corpus: Path, manifest: dict) -> None:
 
 
 def fuzz(folder: Path, seconds: float, build_dir: Path, *, engine: str | None = None) -> FuzzResult:
-    """Fuzz the generated C for ``seconds`` under ASan+UBSan: libFuzzer where clang can link it,
-    else a seeded random-input loop; any crash, sanitizer finding or unexpected status raises."""
+    """Fuzz the generated C for ``seconds`` (at least MIN_FUZZ_SECONDS) under ASan+UBSan: libFuzzer
+    where clang can link it, else a seeded random-input loop; any crash, sanitizer finding or
+    unexpected status raises. The result carries the inputs the fuzzer kept (libFuzzer's corpus,
+    with value profiling so that it keeps inputs reaching new comparisons; a sample of the loop's
+    inputs), which kan2mcu.verify compares with the integer reference."""
+    check_fuzz_seconds(seconds)
+    if seconds == 0:
+        raise OptionError("--fuzz needs a positive number of seconds")
     manifest = load_model_folder(folder).manifest
     build_dir.mkdir(parents=True, exist_ok=True)
     in_t, out_t = _ctypes_of(manifest)
@@ -296,15 +343,19 @@ def fuzz(folder: Path, seconds: float, build_dir: Path, *, engine: str | None = 
         corpus = build_dir / "corpus"
         _seed_corpus(corpus, manifest)
         cmd = [str(exe), f"-max_total_time={max(1, int(round(seconds)))}", "-print_final_stats=1",
+               "-use_value_profile=1",
                f"-max_len={manifest['input_size'] * np.dtype(_NUMPY_TYPES[in_t]).itemsize}",
                f"-artifact_prefix={build_dir}/", str(corpus)]
         name = "libFuzzer+ASan+UBSan"
     else:
         _run([host_compiler(), "-std=c99", "-O1", *SANITIZE_FLAGS, "-DKAN2MCU_RANDOM_LOOP", f"-I{folder}",
               str(target), *sources, "-o", str(exe)], "fuzz loop build")
-        cmd = [str(exe), str(seconds)]
+        corpus = build_dir / "kept.bin"
+        cmd = [str(exe), repr(float(seconds)), str(corpus)]
         name = "random loop+ASan+UBSan"
+    start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
     text = result.stdout + result.stderr
     if result.returncode != 0:
         finding = [line for line in text.splitlines() if "ERROR" in line or "runtime error" in line][:3]
@@ -313,4 +364,19 @@ def fuzz(folder: Path, seconds: float, build_dir: Path, *, engine: str | None = 
     found = re.search(r"stat::number_of_executed_units:\s*(\d+)", text)
     if not found:
         raise VerificationError(f"fuzzing {folder}: no execution count in the output:\n{text[-2000:]}")
-    return FuzzResult(name, int(found.group(1)), float(seconds))
+    return FuzzResult(name, int(found.group(1)), elapsed, _kept_inputs(corpus, manifest))
+
+
+def _kept_inputs(corpus: Path, manifest: dict) -> np.ndarray:
+    """The whole inputs in ``corpus``: libFuzzer's folder (one input per file; shorter ones, which
+    the target skips, left out) or the random loop's file of consecutive inputs."""
+    dtype = np.dtype(_NUMPY_TYPES[_ctypes_of(manifest)[0]])
+    n_in = manifest["input_size"]
+    size = n_in * dtype.itemsize
+    if corpus.is_dir():
+        blobs = [p.read_bytes() for p in sorted(corpus.iterdir()) if p.is_file()]
+        data = b"".join(blob[:size] for blob in blobs if len(blob) >= size)
+    else:
+        data = corpus.read_bytes() if corpus.is_file() else b""
+        data = data[: len(data) // size * size]
+    return np.frombuffer(data, dtype=dtype).reshape(-1, n_in).copy()

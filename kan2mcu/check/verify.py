@@ -1,6 +1,7 @@
 """`kan2mcu verify DIR`: the generated C against the integer reference (bit-exact) and the float model."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 import time
@@ -63,7 +64,12 @@ class VerifyResult:
             parts.append("guard: " + guard.summary_of(self.guard))
         if self.fuzz:
             parts.append(f"fuzz ({self.fuzz.engine}): {self.fuzz.executions} executions in "
-                         f"{self.fuzz.seconds:g} s, no finding")
+                         f"{self.fuzz.seconds:.1f} s, no crash or sanitizer finding")
+            if self.fuzz.compared is not None and self.bit_exact is not None:
+                parts.append(f"C == integer reference on the {self.fuzz.compared} inputs the fuzzer kept")
+            elif self.fuzz.compared is not None:
+                parts.append(f"C within tolerance of the float model on the {self.fuzz.compared} kept inputs "
+                             "inside the grid range +-50%")
         return "; ".join(parts)
 
 
@@ -129,6 +135,62 @@ def random_check(host: HostModel, qmodel: QuantModel, n: int, seed: int = 1) -> 
                 raise VerificationError(f"C differs from the integer reference on random codes (chunk seed "
                                         f"{chunk_seed}); " + _first_mismatch(actual, expected))
     return n, time.perf_counter() - start
+
+
+def fuzz_differential(folder: Path, host: HostModel, model, qmodel: QuantModel | None, seconds: float,
+                      build_dir: Path) -> FuzzResult:
+    """Fuzz the C (kan2mcu.hostcc.fuzz: crashes, sanitizers, status), then check its answers on every
+    input the fuzzer kept, so a wrong answer is a finding too: integer models against the integer
+    reference (bit for bit), float models against the float model (verify's tolerance, on the kept
+    inputs inside the grid range +-50%; NaN/Inf inputs must be refused)."""
+    result = fuzz_c(folder, seconds, build_dir)
+    if result.kept is None:
+        return result
+    if qmodel is None:
+        return dataclasses.replace(result, compared=_compare_kept_float(folder, host, model, result))
+    codes = result.kept.astype(np.int64)
+    for start in range(0, len(codes), RANDOM_CHUNK):
+        chunk = codes[start:start + RANDOM_CHUNK]
+        actual, expected = host.infer(chunk).astype(np.int64), run_model(qmodel, chunk)
+        if not np.array_equal(actual, expected):
+            row, out = (int(i) for i in np.argwhere(actual != expected)[0])
+            raise VerificationError(f"fuzzing {folder} ({result.engine}) found a wrong answer: on kept input "
+                                    f"{start + row} (codes {chunk[row].tolist()}) output {out} is "
+                                    f"{actual[row, out]} in C, {expected[row, out]} in the integer reference")
+    return dataclasses.replace(result, compared=len(codes))
+
+
+def _float_window(model) -> tuple[np.ndarray, np.ndarray]:
+    """The float inputs verify draws its random rows from: the first layer's grid range +-50%."""
+    lo, hi = model.layers[0].grid_range()
+    return lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo)
+
+
+def _compare_kept_float(folder: Path, host: HostModel, model, result: FuzzResult) -> int:
+    """Float C on the fuzzer's kept inputs: a row with NaN/Inf must return an error status, a row
+    inside the window must match the float model within verify's tolerance; returns the rows compared."""
+    outputs, status = host.run(result.kept)
+    with np.errstate(invalid="ignore"):  # signalling NaN bit patterns
+        x = result.kept.astype(np.float64)
+    finite = np.all(np.isfinite(x), axis=1)
+    accepted = np.flatnonzero(~finite & (status == 0))
+    if len(accepted):
+        raise VerificationError(f"fuzzing {folder} ({result.engine}) found a wrong answer: kept input "
+                                f"{int(accepted[0])} holds NaN or Inf, yet {host.manifest['prefix']}_infer returned OK")
+    lo, hi = _float_window(model)
+    with np.errstate(invalid="ignore"):
+        inside = np.flatnonzero(finite & np.all((x >= lo) & (x <= hi), axis=1))
+    if not len(inside):
+        return 0
+    expected = model_forward(model, x[inside])
+    error = np.abs(outputs[inside].astype(np.float64) - expected)
+    tol = 1e-3 * max(1.0, float(np.abs(expected).max()))
+    if error.max() > tol:
+        row, out = (int(i) for i in np.argwhere(error == error.max())[0])
+        raise VerificationError(f"fuzzing {folder} ({result.engine}) found a wrong answer: on kept input "
+                                f"{int(inside[row])} output {out} is {float(outputs[inside[row], out]):.6g} in C, "
+                                f"{float(expected[row, out]):.6g} in the float model (tolerance {tol:.3g})")
+    return len(inside)
 
 
 def _check_input_api(folder: Path, host: HostModel, model, qmodel: QuantModel, x_eval: np.ndarray | None) -> None:
@@ -197,8 +259,8 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
                 c_logits = None
         else:
             rng = np.random.default_rng(0)
-            lo, hi = model.layers[0].grid_range()
-            x_rand = rng.uniform(lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo), size=(N_RANDOM, len(lo)))
+            lo, hi = _float_window(model)
+            x_rand = rng.uniform(lo, hi, size=(N_RANDOM, len(lo)))
             x_all = np.concatenate([x_eval, x_rand]) if x_eval is not None else x_rand
             c_all = host.infer(x_all.astype(np.float32)).astype(np.float64)
             if sanitize:
@@ -212,8 +274,8 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
             c_logits = c_all[: len(x_eval)] if x_eval is not None else None
             random_n, random_s = 0, 0.0
         if fuzz:
-            step(f"fuzzing the C for {fuzz:g} s")
-        fuzz_result = fuzz_c(folder, fuzz, build / "fuzz") if fuzz else None
+            step(f"fuzzing the C for {fuzz:g} s, then comparing its answers on the inputs the fuzzer kept")
+        fuzz_result = fuzz_differential(folder, host, model, qmodel, fuzz, build / "fuzz") if fuzz else None
     max_err, accuracy = None, None
     if x_eval is not None:
         float_logits = model_forward(model, x_eval)

@@ -21,6 +21,9 @@ from kan2mcu.fsutil import check_writable
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MANIFEST = "kan2mcu.json"
 CALIBRATION_FILE = "calibration.npy"  # calibration inputs kept beside the C when no data set is known
+# What generate writes besides the C (manifests before the "files" key did not list them)
+_GENERATED = (MANIFEST, "test_vectors.json", "report.json", "report.md", "model.npz", CALIBRATION_FILE)
+_PLOT = re.compile(r"^layer\d+_edges\.png$")  # `kan2mcu plot` / `generate --plots` (kan2mcu.plots)
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,39 @@ def check_output_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise OptionError(f"-o {folder}: is a file, not a folder")
     check_writable(folder)
-    if folder.is_dir():
-        entries = [p.name for p in folder.iterdir()]
-        if entries and MANIFEST not in entries:
+    if folder.is_dir() and any(folder.iterdir()):
+        foreign = foreign_entries(folder)
+        if foreign and not (folder / MANIFEST).is_file():
             raise OptionError(f"-o {folder}: holds other files and is not a kan2mcu model folder; "
                               "pick a new or empty folder (generate replaces the whole folder)")
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise OptionError(f"-o {folder}: holds files kan2mcu did not write ({shown}); generate replaces the "
+                              "whole folder, so move them out or pick another folder")
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The names in ``folder`` that kan2mcu did not write: everything when it holds no readable
+    manifest, else what is neither in the manifest's ``files`` (older manifests: its sources,
+    headers and the fixed generated names) nor a plot of `kan2mcu plot`."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return names
+    if not isinstance(manifest, dict) or manifest.get("format") != "kan2mcu-model":
+        return names
+    listed = manifest.get("files")
+    if not isinstance(listed, list):
+        listed = list(_GENERATED) + list(manifest.get("sources", [])) + list(manifest.get("headers", []))
+    owned = {str(name) for name in listed}
+
+    def written_by_kan2mcu(name: str) -> bool:
+        return (name in owned or _PLOT.match(name) is not None) and (folder / name).is_file()
+
+    return [name for name in names if not written_by_kan2mcu(name)]
+
 
 def build_manifest(*, name: str, arith: str, model, imported, input_ctype: str, options: dict, sha: str) -> dict:
     """The manifest (``kan2mcu.json``) of a model folder: what its C is called, takes and returns,

@@ -9,7 +9,7 @@ import numpy as np
 
 from kan2mcu.errors import OptionError, UnsupportedModelError
 from kan2mcu.quant.fixedpoint import clamps_caller_codes, code_ctype
-from kan2mcu.quant.input_codec import float_api_transform, input_codec
+from kan2mcu.quant.input_codec import float_api_transform, input_codec, raw_table_bytes, row_index, row_runs
 from kan2mcu.model.ir import KANModel
 from kan2mcu.quant.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
@@ -266,21 +266,48 @@ def _feature_columns(input_transform: dict | None, n_in: int) -> list[str]:
     return lines
 
 
+def _raw_api_context(codec) -> dict:
+    """Template data of the raw-input API's rows in ``codec``'s layout (kan2mcu.quant.input_codec)."""
+
+    def hexu(v):
+        return f"0x{int(v):08X}u"
+
+    n_rows = int(codec.raw_keys.shape[0])
+    ends, run_rows = row_runs(codec.raw_row)
+    context = {
+        "raw_layout": codec.raw_layout, "raw_threshold_count": n_rows,
+        "raw_index": row_index(codec)[0],
+        "raw_channel_row": _rows(codec.raw_row),
+        "raw_run_count": len(ends), "raw_run_end": _rows(ends), "raw_run_row": _rows(run_rows),
+        "raw_row_ctype": "uint8_t" if n_rows <= 256 else "uint16_t",
+    }
+    if codec.raw_luts is not None:
+        context.update(raw_luts=[{"first": hexu(t.first), "start": t.start, "last": t.last} for t in codec.raw_luts],
+                       raw_lut_size=len(codec.raw_lut_codes), raw_lut_codes=_rows(codec.raw_lut_codes))
+    elif codec.raw_rules is not None:
+        context.update(raw_rule_shift=codec.raw_shift, raw_rules=[
+            {"base": hexu(r.base), "step": f"{r.step}u", "frac": f"{r.frac}u", "add": f"{r.add}u",
+             "guess_mult": r.guess_mult, "guess_in": r.guess_in, "guess_out": r.guess_out,
+             "low": r.low, "count": r.count} for r in codec.raw_rules])
+    else:
+        context.update(raw_threshold_rows=[_rows(r, 8, hexu) for r in codec.raw_keys],
+                       raw_top_rows=_rows(codec.raw_top))
+    return context
+
+
 def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict | None) -> tuple[dict, int]:
     """Template data of the input API (templates/model_api_int.c.j2, model.h.j2), whose thresholds
     kan2mcu.quant.input_codec decides, and the bytes of the tables always linked with it (the raw API)."""
     for symbol in ("input_scale", "input_zero", "count_le", "raw_thresholds", "raw_row", "raw_top",
-                   "quantize_input_q", "float_thresholds", "float_row", "float_key", "quantize_input",
-                   "dequantize_output"):
+                   "raw_rule_t", "raw_rules", "raw_threshold", "raw_code", "raw_run_end", "raw_run_row",
+                   "raw_lut_t", "raw_luts", "raw_lut_codes", "raw_lut_code", "quantize_input_q", "float_thresholds", "float_row",
+                   "float_key", "quantize_input", "dequantize_output"):
         sym(symbol)
     codec = input_codec(qmodel, input_transform)
     first = qmodel.layers[0]
 
     def hexu(v):
         return f"0x{int(v):08X}u"
-
-    def row_ctype(keys):
-        return "uint8_t" if keys.shape[0] <= 256 else "uint16_t"
 
     context = {
         "raw_kind": codec.raw_kind,
@@ -291,16 +318,10 @@ def _input_api_context(qmodel: QuantModel, sym: _Symbols, input_transform: dict 
         "float_threshold_count": int(codec.float_keys.shape[0]),
         "float_threshold_rows": [_rows(r, 8, hexu) for r in codec.float_keys],
         "float_channel_row": _rows(codec.channel_row),
-        "float_row_ctype": row_ctype(codec.float_keys),
-        "raw_threshold_count": int(codec.raw_keys.shape[0]),
-        "raw_threshold_rows": [_rows(r, 8, hexu) for r in codec.raw_keys],
-        "raw_channel_row": _rows(codec.raw_row),
-        "raw_row_ctype": row_ctype(codec.raw_keys),
-        "raw_top_rows": _rows(codec.raw_top),
+        "float_row_ctype": "uint8_t" if codec.float_keys.shape[0] <= 256 else "uint16_t",
+        **_raw_api_context(codec),
     }
-    raw_api_bytes = 4 * codec.raw_keys.size + codec.raw_top.size + codec.raw_row.size * (
-        1 if context["raw_row_ctype"] == "uint8_t" else 2)
-    return context, raw_api_bytes
+    return context, raw_table_bytes(codec)
 
 
 def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict | None = None) -> RenderedModel:

@@ -15,7 +15,31 @@ def check_checkpoint_path(path: Path) -> None:
     path = Path(path)
     if path.is_dir():
         raise OptionError(f"-o {path}: is a folder; give a checkpoint file name, e.g. {path / 'model.pt'}")
+    if path.exists() and not is_own_checkpoint(path):
+        raise OptionError(f"-o {path}: exists and is not a kan2mcu checkpoint; not overwriting it (remove it, or "
+                          "give another file name)")
     check_writable(path)
+
+
+def is_own_checkpoint(path: Path) -> bool:
+    """True when ``path`` is a checkpoint kan2mcu wrote (a torch zip archive with its format tag)."""
+    import warnings
+
+    try:
+        with open(path, "rb") as stream:
+            if stream.read(4) != b"PK\x03\x04":  # torch.save's zip archive
+                return False
+    except OSError:
+        return False
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
 
 
 def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: dict | None,

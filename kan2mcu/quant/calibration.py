@@ -26,9 +26,18 @@ def load_calibration(path: Path, n_inputs: int) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001
         raise OptionError(f"--calibration: cannot read {path} ({str(exc).splitlines()[0][:160]})") from None
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim != 2 or data.shape[1] != n_inputs or not np.all(np.isfinite(data)):
+    try:
+        data = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise OptionError(f"--calibration: {path} must hold numbers, it holds {data.dtype}") from None
+    if data.ndim != 2 or data.shape[1] != n_inputs:
         raise OptionError(f"--calibration: need finite [N, {n_inputs}] inputs, got shape {data.shape}")
+    bad = np.argwhere(~np.isfinite(data))
+    if len(bad):
+        row, column = (int(i) for i in bad[0])
+        raise OptionError(f"--calibration {path}: row {row}, column {column} (counting from 0) is "
+                          f"{data[row, column]} ({len(bad)} non-finite cell{'s' if len(bad) > 1 else ''} in all); "
+                          "inputs must be finite numbers")
     return data
 
 

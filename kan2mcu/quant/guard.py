@@ -11,6 +11,11 @@ integer reference), so it holds whatever strategy quantized a layer. Two figures
 
 ``check`` warns when the error's score passes WARN_ERROR and refuses (QuantizationError) past
 REFUSE_ERROR, unless forced; it also warns about saturation above WARN_SATURATION.
+
+Calibration rows can be unlike the data the model meets (wider, shifted): when labelled held-out
+rows exist (an own-data checkpoint's held-out split, ``--eval-data``), ``check_held_out`` also
+refuses a model whose accuracy (or R2) there falls more than REFUSE_HELD_OUT_LOSS below the float
+model's.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ WARN_SATURATION = 0.01  # of one layer's calibration activations outside its cod
 # or for a classifier the larger of that and the share of argmax disagreements).
 WARN_ERROR = 0.02
 REFUSE_ERROR = 0.25
+REFUSE_HELD_OUT_LOSS = 0.10  # accuracy (fraction) or R2 lost on held-out rows against the float model
 FORCE_HINT = "--allow-saturation"
 
 
@@ -143,4 +149,40 @@ def markdown(figures: dict) -> str:
     lines += [f"- note: {n}" for n in figures.get("notes", [])]
     if figures["refused"]:
         lines.append(f"- far from the float model, written with {FORCE_HINT}: {figures['refused']}")
+    held = figures.get("held_out")
+    if held:
+        name = "accuracy" if held["metric"] == "accuracy" else "R2"
+        lines.append(f"- on the {held['data']} ({held['samples']} rows): {name} float {held['float']:.4f}, "
+                     f"quantized {held['quantized']:.4f} (loss {held['loss']:.4f}, refused above {held['limit']:.2f})"
+                     + (f"; written with {FORCE_HINT}" if held["refused"] else ""))
     return "\n".join(lines) + "\n"
+
+
+def held_out_loss(evaluated: dict) -> dict | None:
+    """What the integer model loses against the float one on labelled held-out rows (the report's
+    ``evaluation`` block, kan2mcu.evaluate): metric, float, quantized, loss, limit, and ``refused``
+    (the reason, or None). None without an integer model."""
+    if evaluated is None or evaluated.get("quantized") is None:
+        return None
+    metric = "accuracy" if evaluated["metric"] == "accuracy" else "r2"
+    before, after = float(evaluated["float"][metric]), float(evaluated["quantized"][metric])
+    loss = before - after
+    refused = None
+    if not np.isfinite(after) or loss > REFUSE_HELD_OUT_LOSS:
+        name = "accuracy" if metric == "accuracy" else "R2"
+        refused = (f"on the {evaluated['data']} ({evaluated['samples']} rows) the quantized model's {name} is "
+                   f"{after:.4f} against {before:.4f} for the float model (loss {loss:.4f}, limit "
+                   f"{REFUSE_HELD_OUT_LOSS:.2f})")
+    return {"data": evaluated["data"], "samples": evaluated["samples"], "metric": metric, "float": round(before, 6),
+            "quantized": round(after, 6), "loss": round(loss, 6), "limit": REFUSE_HELD_OUT_LOSS, "refused": refused}
+
+
+def check_held_out(figures: dict | None, *, force: bool = False, warn=None) -> None:
+    """Refuse (QuantizationError) a model that loses more than the limit on held-out rows, unless
+    forced (then warn through ``warn``)."""
+    if figures is None or not figures["refused"]:
+        return
+    if not force:
+        raise QuantizationError(f"{figures['refused']}; nothing written (pass {FORCE_HINT} to write it anyway)")
+    if warn is not None:
+        warn(f"{figures['refused']}; written anyway ({FORCE_HINT})")

@@ -15,15 +15,26 @@ is monotone, so ``code = number of thresholds <= input`` is the same function on
   there both APIs take the raw feature values, the float API as they are
   (x = f * scale[i] + offset[i]) and the integer API in Q15.16 (x = raw * 2^-16 * scale[i] + offset[i]).
 
-Channels with the same thresholds share one row (digits: 64 pixels, a few distinct ranges).
+Channels with the same thresholds share one row (digits: 64 pixels, a few distinct ranges); with a
+single row there is no per-channel row table. The raw API's rows are stored in one of two layouts,
+whichever takes fewer bytes (:func:`raw_table_bytes`): "thresholds" (the keys of every code) or
+"rule" (kan2mcu.quant.input_rule: the keys follow an exact integer affine rule in the code and are
+computed, 24 bytes a row whatever the code width); "rule" needs a rule for every row. Rows whose
+codes change over a short run of raw values (pixels) use "lut" (kan2mcu.quant.input_lut: one code per
+raw value) when it is not much larger, for speed.
+:func:`api_flash_bytes` is the flash the raw API's tables take, as the report counts it.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from kan2mcu.errors import QuantizationError
+from kan2mcu.quant.input_lut import LUT_HEADER_BYTES, RawLut, build_luts
+from kan2mcu.quant.input_rule import RULE_BYTES, RawRule, fit_rules, rule_shift
 from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.reference import quantize_inputs
 
@@ -48,6 +59,21 @@ class InputCodec:
     raw_top: np.ndarray  # [R'] highest code an int32 raw value reaches
     float_scale: np.ndarray  # [I] float API: x = f * float_scale + float_offset (identity but for "features")
     float_offset: np.ndarray  # [I]
+    raw_rules: tuple[RawRule, ...] | None = None  # [R'] when the raw layout is "rule", else None
+    raw_shift: int = 0  # the rules' shift (kan2mcu.quant.input_rule.rule_shift)
+    raw_luts: tuple[RawLut, ...] | None = None  # [R'] when the raw layout is "lut", else None
+    raw_lut_codes: np.ndarray | None = None  # the code tables of every row, one after the other
+
+    @property
+    def raw_layout(self) -> str:
+        """"lut" (codes looked up), "rule" (codes computed) or "thresholds" (codes counted in stored rows)."""
+        if self.raw_luts is not None:
+            return "lut"
+        return "thresholds" if self.raw_rules is None else "rule"
+
+    @property
+    def code_max(self) -> int:
+        return int(self.raw_keys.shape[1])
 
 
 def float_order_key(x: np.ndarray) -> np.ndarray:
@@ -190,9 +216,83 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
     raw_keys = raw_t - _INT32_MIN  # raw ^ 0x80000000: the unsigned order of int32
     tops = quantize_inputs(qmodel, raw_input(np.full((1, qmodel.in_features), _INT32_MAX)))[0]
     raw_rows, raw_index = _rows(np.concatenate([raw_keys, tops[:, None]], axis=1))  # same keys and top
-    return InputCodec(raw_scale, raw_offset, kind, float_index.astype(np.int64), float_rows,
-                      raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1],
-                      float_scale, float_offset)
+    codec = InputCodec(raw_scale, raw_offset, kind, float_index.astype(np.int64), float_rows,
+                       raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1],
+                       float_scale, float_offset)
+    return _choose_layout(codec)
+
+
+def _choose_layout(codec: InputCodec) -> InputCodec:
+    """``codec`` in its raw layout: the smaller of "thresholds" and "rule" (when every raw row has a
+    rule), or "lut" (when every row's codes change over a short run of raw values) if that takes at
+    most twice as many bytes, or 256 more: a lookup costs a few instructions an input, the others
+    a search (kan2mcu.quant.input_rule, kan2mcu.quant.input_lut)."""
+    shift = rule_shift(codec.code_max)
+    rules = fit_rules(codec.raw_keys, codec.raw_top, shift)
+    if rules is not None:
+        ruled = dataclasses.replace(codec, raw_rules=tuple(rules), raw_shift=shift)
+        codec = ruled if raw_table_bytes(ruled) < raw_table_bytes(codec) else codec
+    luts = build_luts(codec.raw_keys, codec.raw_top)
+    if luts is not None:
+        looked_up = dataclasses.replace(codec, raw_rules=None, raw_luts=luts[0], raw_lut_codes=luts[1])
+        smallest = raw_table_bytes(codec)
+        if raw_table_bytes(looked_up) <= max(2 * smallest, smallest + 256):
+            return looked_up
+    return codec
+
+
+def code_bytes(code_max: int) -> int:
+    """Bytes of one code in C (uint8_t up to 255, else uint16_t)."""
+    return 1 if code_max <= 255 else 2
+
+
+def row_runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(end, row) of each run of consecutive channels on one row: channels ``end[k-1]..end[k]-1``
+    use row ``row[k]``."""
+    rows = np.asarray(rows, np.int64)
+    starts = np.flatnonzero(np.diff(rows, prepend=-1) != 0)
+    return np.append(starts[1:], len(rows)), rows[starts]
+
+
+def row_index(codec: InputCodec) -> tuple[str, int]:
+    """How channels find their raw row, and its bytes: "shared" (one row, no table), "runs"
+    (uint16_t end and uint8_t/uint16_t row per run of consecutive channels on one row) or "table"
+    (a uint8_t/uint16_t row per channel), whichever is smallest."""
+    n_rows = codec.raw_keys.shape[0]
+    if n_rows <= 1:
+        return "shared", 0
+    row_bytes = 1 if n_rows <= 256 else 2
+    runs = len(row_runs(codec.raw_row)[0]) * (2 + row_bytes)
+    table = codec.raw_row.size * row_bytes
+    return ("runs", runs) if runs < table else ("table", table)
+
+
+def raw_table_bytes(codec: InputCodec) -> int:
+    """Flash bytes of the raw API's read-only tables in ``codec``'s layout."""
+    n_rows = codec.raw_keys.shape[0]
+    index = row_index(codec)[1]
+    if codec.raw_luts is not None:
+        return LUT_HEADER_BYTES * n_rows + code_bytes(codec.code_max) * len(codec.raw_lut_codes) + index
+    if codec.raw_rules is not None:
+        return RULE_BYTES * n_rows + index
+    return 4 * codec.raw_keys.size + code_bytes(codec.code_max) * n_rows + index
+
+
+_API_BYTES_CACHE: dict[bytes, int] = {}
+
+
+def api_flash_bytes(qmodel: QuantModel, input_transform: dict | None) -> int:
+    """Flash bytes of the integer input API's tables (``<prefix>_quantize_input_q``, always linked
+    with an integer model) for ``qmodel`` and the checkpoint's ``input_transform``: what the report
+    totals count. The float API's tables (compiled only with ``<P>_WITH_FLOAT_API``) are not included.
+    Depends only on the first layer's input encoding, so plans sharing it share one computation."""
+    first = qmodel.layers[0]
+    columns = _columns(input_transform, qmodel.in_features)
+    parts = [first.in_scale, first.in_zero, [first.codes]] + ([] if columns is None else [*columns[:2], [columns[2]]])
+    key = hashlib.sha256(b"|".join(np.asarray(p, np.float64).tobytes() for p in parts)).digest()
+    if key not in _API_BYTES_CACHE:
+        _API_BYTES_CACHE[key] = raw_table_bytes(input_codec(qmodel, input_transform))
+    return _API_BYTES_CACHE[key]
 
 
 def probe_floats(qmodel: QuantModel, rng: np.random.Generator, n_values: int,
@@ -239,3 +339,39 @@ def probe_raws(qmodel: QuantModel, codec: InputCodec, rng: np.random.Generator, 
     pick = rng.integers(0, 3, size=(rows, n_in))
     out = np.choose(pick, [np.floor(uniform).astype(np.int64), np.clip(near, _INT32_MIN, _INT32_MAX), extremes])
     return np.ascontiguousarray(out, dtype=np.int32)
+
+
+def _code_keys(keys: np.ndarray, top: int, middle: bool) -> np.ndarray:
+    """[max + 1] key of each code's smallest raw (``middle`` False) or of the middle of its raw
+    interval (the end codes' intervals cut to their neighbour's width, so the key stays near the
+    data's range) in one row; codes out of reach: -1."""
+    low = min(int(np.count_nonzero(keys[:top] == 0)), top)
+    starts = np.concatenate([[0], keys[low:top].astype(np.int64)])  # codes low..top
+    ends = np.concatenate([starts[1:] - 1, [2**32 - 1]])
+    if top > low:
+        ends[-1] = min(ends[-1], starts[-1] + (starts[-1] - starts[-2] if top > low + 1 else 0))
+        starts[0] = max(starts[0], ends[0] - (ends[1] - starts[1] if top > low + 1 else 0))
+    out = np.full(len(keys) + 1, -1, np.int64)
+    out[low:top + 1] = (starts + ends) // 2 if middle else np.concatenate([[0], keys[low:top]])
+    return out
+
+
+def raw_for_codes(qmodel: QuantModel, codec: InputCodec, codes: np.ndarray) -> np.ndarray | None:
+    """[N, I] int32 raw inputs that ``<prefix>_quantize_input_q`` maps to ``codes``, or None when
+    some code is out of the raw API's reach: on even rows the middle of each code's raw interval
+    (as data would fall), on odd rows its smallest raw (a threshold, where an off-by-one shows).
+    The firmware self-check feeds these, as a user's firmware would."""
+    codes = np.asarray(codes, np.int64)
+    if codes.ndim != 2 or codes.shape[1] != qmodel.in_features or codes.size == 0:
+        return None
+    if np.any(codes < 0) or np.any(codes > codec.code_max):
+        return None
+    rows = range(len(codec.raw_top))
+    middles = np.stack([_code_keys(codec.raw_keys[r], int(codec.raw_top[r]), True) for r in rows])
+    starts = np.stack([_code_keys(codec.raw_keys[r], int(codec.raw_top[r]), False) for r in rows])
+    odd = (np.arange(len(codes)) % 2 == 1)[:, None]
+    key = np.where(odd, starts[codec.raw_row[None, :], codes], middles[codec.raw_row[None, :], codes])
+    if np.any(key < 0):
+        return None
+    raw = (key + _INT32_MIN).astype(np.int32)
+    return raw if np.array_equal(quantize_raw(qmodel, codec, raw), codes) else None

@@ -88,6 +88,8 @@ def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(
     from kan2mcu.model.importers import load_checkpoint  # pylint: disable=import-outside-toplevel
     from kan2mcu.quant.quantize import QuantOptions  # pylint: disable=import-outside-toplevel
 
+    if executor == "local" and jobs < 1:  # before any folder is made
+        raise OptionError(f"--jobs must be at least 1, got {jobs}")
     require_python_module("matplotlib", "kan2mcu[plots]")  # before hours of work, not after
     grid = make_grid(list(act_bits), list(spline_bits), list(coef_bits), list(strategies))
     for board in map(get_board, boards):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,12 +62,19 @@ def _load_error_reason(exc: BaseException) -> str:
 
 
 def _torch_load(path: Path):
+    """torch.load (tensors only); a file torch cannot read is one CheckpointError, and the warnings
+    torch printed while failing (e.g. on a plain pickle's protocol) are dropped, not shown before it."""
     import torch
 
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not ours"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_error_reason(exc)})") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not ours"
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_load_error_reason(exc)})") from None
+    for item in caught:  # loaded: torch's warnings still reach the user
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return payload
 
 
 def load_checkpoint(path, prefix: str | None = None) -> ImportedModel:
@@ -86,6 +94,11 @@ def load_checkpoint(path, prefix: str | None = None) -> ImportedModel:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint")
     payload = _torch_load(path)
     if isinstance(payload, dict) and payload.get("format") == OWN_FORMAT:
+        if prefix is not None:  # one KAN at the top level: any other prefix names nothing
+            try:
+                select_kan(payload.get("state_dict") or {}, prefix)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{path}: a kan2mcu checkpoint holds one KAN; {exc}") from None
         own = payload.get("data") or {}
         metadata = {"dataset": payload.get("dataset"), "input_transform": payload.get("input_transform")}
         metadata.update({k: own[k] for k in OWN_DATA_KEYS if k in own})

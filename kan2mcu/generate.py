@@ -37,7 +37,7 @@ from kan2mcu.quant.calibration import calibration_data, load_calibration
 from kan2mcu.quant.evaluate import dataset_accuracy, eval_rows, evaluation, held_out_inputs
 from kan2mcu.quant.fixedpoint import code_ctype
 from kan2mcu.quant.foldsilu import fold_silu as fold_silu_model
-from kan2mcu.quant.planner import choose, core_for, explain, flash_budget_for
+from kan2mcu.quant.planner import board_options, choose, core_for, explain, flash_budget_for
 from kan2mcu.quant.quantize import QuantOptions, quantize
 
 ARITHMETICS = ("int", "float")
@@ -387,8 +387,11 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     ``fold_silu`` (spline layers only) refits SiLU branches into the splines (kan2mcu.quant.foldsilu); the
     float model the report, the guard and ``verify`` compare with stays the unfolded one.
     """
+    options = options or QuantOptions()
+    if arith == "int":
+        options = board_options(options, board)  # a core without a multiplier: multiply-free layers
     request = GenerateRequest(
-        checkpoint=Path(checkpoint), output=Path(output), name=name, arith=arith, options=options or QuantOptions(),
+        checkpoint=Path(checkpoint), output=Path(output), name=name, arith=arith, options=options,
         calibration=calibration, quiet=quiet, plan=plan, strategy=strategy, optimize=optimize,
         flash_budget=flash_budget, board=board, max_error=max_error, base_activation=base_activation,
         allow_saturation=allow_saturation, prefix=prefix, eval_data=eval_data, fold_silu=fold_silu)

@@ -13,6 +13,7 @@ whole: 1-3 s for the digits model), so the choice is exact, not greedy.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -85,6 +86,15 @@ def core_for(board: str | None) -> str:
     return get_board(board).core
 
 
+def board_options(options: QuantOptions, board: str | None) -> QuantOptions:
+    """``options`` with ``mul_free`` set when ``board``'s core has no multiplier (RV32EC)."""
+    if board is None or options.mul_free:
+        return options
+    from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
+
+    return options if get_board(board).has_multiplier else dataclasses.replace(options, mul_free=True)
+
+
 def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list[list[LayerPlan]]:
     """Per layer, the plans to weigh for ``strategy`` ("auto" weighs both strategies)."""
     if strategy not in STRATEGY_CHOICES:
@@ -93,6 +103,9 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
     if strategy == "spline" and options.act_bits > spline_top:
         raise OptionError(f"--strategy spline takes --act-bits up to {spline_top}, got {options.act_bits}; wider codes "
                           "need edge-table layers (--strategy edge-table or auto)")
+    if options.mul_free and strategy == "spline":
+        raise OptionError("--no-mul (or a board without a multiplier) needs edge-table layers: use --strategy "
+                          "edge-table or auto")
     per_layer = []
     for layer in model.layers:
         opts = []
@@ -100,7 +113,7 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
         if strategy == "spline" and why_not:
             raise OptionError(f"{layer.name}: --strategy spline cannot deploy {why_not}; use --strategy edge-table "
                               "or auto")
-        if strategy in ("auto", "spline") and not why_not:
+        if strategy in ("auto", "spline") and not why_not and not options.mul_free:
             opts.append(_full_width_step("spline", options))
         if strategy in ("auto", "edge-table"):
             low = min(MIN_EDGE_TABLE_BITS, options.act_bits)
@@ -122,9 +135,8 @@ def plan_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out: np
 def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | None, *, strategy: str = "auto",
            objective: str = "speed", budget: int = DEFAULT_FLASH_BUDGET, core: str = "cortex-m4",
            max_error: float | None = None, hard_budget: bool = True) -> Choice:
-    """The best plan under the budget (see the module docstring; ``max_error`` None: the default, noted, not
-    warned about, when out of reach). When no plan fits: OptionError naming the smallest model for a ``hard_budget``
-    (the user's or the board's), else the smallest plan with a warning (the default budget is a preference)."""
+    """The best plan under the budget (module docstring; ``max_error`` None: the default, only noted when out of reach).
+    No plan fits: OptionError naming the smallest model for a ``hard_budget``, else the smallest, with a warning."""
     given, max_error = max_error is not None, DEFAULT_MAX_ERROR if max_error is None else max_error
     if objective not in OBJECTIVES:
         raise OptionError(f"--optimize must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -163,6 +175,7 @@ def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | Non
     if x is not None:  # never ask for more than the user's bit widths allow: the best full-width plan sets a floor
         full_width = [tuple(_full_width_step(name, options) for _ in model.layers)
                       for name in ("spline", "edge-table") if strategy in ("auto", name)
+                      and not (options.mul_free and name == "spline")
                       and not any(get_strategy(name).unsupported(layer) for layer in model.layers)]
         for plan in full_width:
             if plan not in errors:

@@ -27,7 +27,8 @@ from kan2mcu.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.fsutil import check_writable
 from kan2mcu.importers import ImportedModel, load_checkpoint
 from kan2mcu.ir import BASE_FUNCTIONS
-from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain, flash_budget_for
+from kan2mcu.budget import check_written_total, code_bytes, flash_budget as budget_of
+from kan2mcu.planner import DEFAULT_MAX_ERROR, choose, core_for, explain
 from kan2mcu.quantize import QuantOptions, quantize
 from kan2mcu.reference import quantize_inputs, run_model
 from kan2mcu.render import c_prefix, render_float, render_int
@@ -184,7 +185,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    flash_budget: int | None = None, board: str | None = None,
                    max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
                    allow_saturation: bool = False, prefix: str | None = None,
-                   eval_data: Path | None = None, fold_silu: bool = False) -> GenerateResult:
+                   eval_data: Path | None = None, fold_silu: bool = False,
+                   allow_over_budget: bool = False) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
@@ -200,6 +202,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     by default).
     ``fold_silu`` (spline layers only) refits SiLU branches into the splines (kan2mcu.foldsilu); the
     float model the report, the guard and ``verify`` compare with stays the unfolded one.
+    A planned model over the flash budget (tables, input API and code, kan2mcu.budget; whichever
+    way the budget was given) is refused unless ``allow_over_budget``.
     """
     if arith not in ARITHMETICS:
         raise OptionError(f"--arith must be one of {ARITHMETICS}, got {arith!r}")
@@ -246,8 +250,9 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
             qmodel = quantize(target, options, calib, plan=plan)
         else:
             choice = choose(target, options, calib, strategy=strategy, objective=optimize,
-                            budget=flash_budget_for(board, flash_budget), core=core_for(board), max_error=max_error,
-                            hard_budget=flash_budget is not None or board is not None)
+                            budget=budget_of(board, flash_budget), core=core_for(board), max_error=max_error,
+                            allow_over_budget=allow_over_budget,
+                            input_transform=model.metadata.get("input_transform"))
             qmodel = choice.qmodel
             for line in explain(choice):
                 say(f"kan2mcu: {line}")
@@ -272,7 +277,13 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     report = {"kan2mcu_version": __version__, "arith": arith,
               "model": {"name": name, "source_format": imported.format, "widths": model.widths, "sha256": sha,
                         "base_activation": activation},
-              "options": opt_dict, "calibration": calib_how, "layers": rows, "totals": totals(rows, rendered)}
+              "options": opt_dict, "calibration": calib_how, "layers": rows,
+              "totals": totals(rows, rendered, code_bytes(qmodel) if qmodel is not None else 0)}
+    if choice is not None:  # the written model, counted as the budget counts it
+        over = check_written_total(report["totals"]["model_flash_bytes"], budget_of(board, flash_budget),
+                                   allow_over_budget)
+        if over:
+            _warn(over)
     if trained_for:
         report["model"]["qat"] = {k: trained_for.get(k) for k in ("strategy", "act_bits", "spline_bits", "coef_bits",
                                                                    "base_bits", "silu_bits")}

@@ -1,0 +1,127 @@
+"""Quantizing and scoring many plans of one model without redoing shared work (issue 19, item 5).
+
+Layers are independent given their input codes: layer ``i`` under step ``s`` depends on its own
+input encoding (``s``'s strategy and code width) and on its consumer's encoding (the next step's
+strategy and code width) only. So every input encoding, every quantized layer and every layer's
+integer outputs on the calibration data are computed once and shared by all the plans that
+contain them; an edge-table layer's table (the costly part) is even shared across consumers (only
+its requantization is re-derived, kan2mcu.strategies.edge_table.requantized), and so are its
+entry sums on the calibration rows. The figures equal :func:`kan2mcu.quantize.quantize` +
+:func:`kan2mcu.reference.run_model` on the whole plan (host_tests/test_planner_budget.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kan2mcu.budget import input_api_bytes_for
+from kan2mcu.quantize import LayerPlan, QuantModel, calibrate, layer_encoding, model_output_scale, quantize_one
+from kan2mcu.reference import ELEMENTS_PER_CHUNK, INT32_MIN, run_layer
+from kan2mcu.strategies import edge_table
+
+EDGE = edge_table.NAME
+
+
+def _encoding_key(step: LayerPlan | None):
+    return None if step is None else (step.strategy, step.in_bits)
+
+
+class PlanSearch:
+    """Per-layer quantizations, input API sizes and calibration outputs, cached across plans."""
+
+    def __init__(self, model, options, calibration: np.ndarray | None, input_transform: dict | None = None):
+        self.model, self.options, self.calibration = model, options, calibration
+        self.input_transform = input_transform
+        self.activations = calibrate(model, calibration)
+        self.output_scale = model_output_scale(model, self.activations)
+        self._encodings: dict = {}
+        self._layers: dict = {}
+        self._sums: dict = {}
+        self._outputs: dict = {}
+        self._api: dict = {}
+        self.quantized_layers = 0  # quantize_layer calls (the costly ones), for the report and tests
+
+    def encoding(self, index: int, step: LayerPlan) -> dict:
+        """Layer ``index``'s input encoding under ``step`` (shared by every entry width)."""
+        key = (index, step.strategy, step.in_bits)
+        if key not in self._encodings:
+            self._encodings[key] = layer_encoding(self.model, index, LayerPlan(step.strategy, step.in_bits),
+                                                  self.activations)
+        return {**self._encodings[key], "table_bits": step.table_bits}
+
+    def api_bytes(self, first: LayerPlan) -> int:
+        """Flash of the C input API when the first layer takes ``first``'s codes."""
+        key = _encoding_key(first)
+        if key not in self._api:
+            self._api[key] = input_api_bytes_for(self.encoding(0, first), self.model.layers[0].in_features,
+                                                 self.input_transform)
+        return self._api[key]
+
+    def layer(self, plan: tuple, index: int):
+        """Layer ``index`` of ``plan``, quantized (QuantizationError when it cannot be)."""
+        step = plan[index]
+        nxt = plan[index + 1] if index + 1 < len(plan) else None
+        key = (index, step, _encoding_key(nxt))
+        if key in self._layers:
+            return self._layers[key]
+        if step.strategy == EDGE:  # the table is the consumer's business only through the requantization
+            for (i, other_step, _), done in self._layers.items():
+                if i == index and other_step == step:
+                    last = nxt is None
+                    scale, zero = self._next_encoding(index, nxt)
+                    out_max = (1 << nxt.in_bits) - 1 if nxt is not None else done.out_max
+                    self._layers[key] = edge_table.requantized(done, self.model.layers[index], scale, zero, last,
+                                                               out_max)
+                    return self._layers[key]
+        encodings = {index: self.encoding(index, step)}
+        if nxt is not None:
+            encodings[index + 1] = self.encoding(index + 1, nxt)
+        self.quantized_layers += 1
+        self._layers[key] = quantize_one(self.model, index, plan, encodings, self.options, self.output_scale)
+        return self._layers[key]
+
+    def _next_encoding(self, index: int, nxt: LayerPlan | None):
+        if nxt is None:
+            n_out = self.model.layers[index].out_features
+            return np.full(n_out, self.output_scale), np.zeros(n_out)
+        enc = self.encoding(index + 1, nxt)
+        return enc["scale"], enc["zero"]
+
+    def qmodel(self, plan: tuple) -> QuantModel:
+        """The whole integer model of ``plan`` (as kan2mcu.quantize.quantize builds it)."""
+        layers = tuple(self.layer(plan, i) for i in range(len(plan)))
+        how = "calibration data" if self.calibration is not None else "grid ranges only (no calibration data)"
+        return QuantModel(layers, self.options, self.output_scale, how)
+
+    def outputs(self, plan: tuple) -> np.ndarray:
+        """Integer outputs of ``plan`` on the calibration rows, layer outputs shared between plans."""
+        first = self.layer(plan, 0)
+        codes = np.floor(self.calibration / first.in_scale[None, :] + first.in_zero[None, :] + 0.5)
+        codes = np.clip(np.where(np.isnan(codes), 0.0, codes), 0, first.codes - 1).astype(np.int64)
+        for index in range(len(plan)):
+            key = (plan[: index + 1], _encoding_key(plan[index + 1]) if index + 1 < len(plan) else None)
+            if key not in self._outputs:
+                self._outputs[key] = self._run(plan, index, codes)
+            codes = self._outputs[key]
+        return codes
+
+    def _run(self, plan: tuple, index: int, codes: np.ndarray) -> np.ndarray:
+        qlayer = self.layer(plan, index)
+        if qlayer.strategy != EDGE:
+            return run_layer(qlayer, codes)
+        sums_key = (plan[: index + 1],)  # the entry sums do not depend on the consumer
+        if sums_key not in self._sums:
+            step = max(1, ELEMENTS_PER_CHUNK // max(1, qlayer.in_features * qlayer.out_pad))
+            self._sums[sums_key] = np.concatenate([edge_table.accumulators(qlayer, codes[s:s + step])
+                                                   for s in range(0, len(codes), step)])
+        acc = self._sums[sums_key]
+        shifted = (acc * qlayer.mult[None, :] + qlayer.rounding[None, :]) >> qlayer.shift[None, :]  # run_layer's
+        return np.clip(shifted, INT32_MIN if qlayer.is_last else 0, qlayer.out_max)
+
+    def error(self, plan: tuple) -> float | None:
+        """RMS(quantized - float) / RMS(float) of the outputs on the calibration data (None without)."""
+        if self.calibration is None:
+            return None
+        float_out = self.activations[-1]
+        q_out = self.outputs(plan) * self.output_scale
+        denom = float(np.sqrt(np.mean(float_out**2))) or 1.0
+        return float(np.sqrt(np.mean((q_out - float_out) ** 2))) / denom

@@ -158,3 +158,25 @@ def test_planner_weighs_widths_down_to_two_bits(tiny):
     assert codes == set(range(8, 1, -1)) and coefs == {8, 4}  # 2- and 3-bit coefficients cost what 4-bit ones do
     choice = choose(model, options, x, max_error=10.0, objective="size", budget=Budget(10**6, "--flash-budget"))
     assert choice.plan[0].in_bits == 2 and choice.weighed["codes"] == [8, 2]
+
+
+@pytest.mark.parametrize("strategy", ["spline", "edge-table"])
+def test_shared_work_equals_whole_quantization(tiny, strategy):
+    """A layer requantized for another consumer, and the shared accumulators, give the layer and the
+    outputs a whole-plan quantize + reference run gives (every consumer encoding)."""
+    from kan2mcu.plansearch import PlanSearch
+    from kan2mcu.quantize import LayerPlan
+
+    _, _, model, x = tiny
+    search = PlanSearch(model, OPTIONS, x)
+    first = LayerPlan(strategy, 4, 4 if strategy == "edge-table" else None)
+    for consumer in (LayerPlan("edge-table", 2, 4), LayerPlan("spline", 4), LayerPlan("edge-table", 4, 4)):
+        plan = (first, consumer)
+        whole = quantize(model, OPTIONS, x, plan=plan)
+        shared = search.qmodel(plan)
+        for mine, theirs in zip(shared.layers, whole.layers):
+            for name in ("mult", "mult_spline", "mult_base", "rounding", "shift"):
+                if hasattr(theirs, name):
+                    np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name))
+        np.testing.assert_array_equal(search.outputs(plan), run_model(whole, quantize_inputs(whole, x)))
+    assert search.quantized_layers == 1 + 3  # the first layer once, each consumer once

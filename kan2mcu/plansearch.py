@@ -4,10 +4,11 @@ Layers are independent given their input codes: layer ``i`` under step ``s`` dep
 input encoding (``s``'s strategy and code width) and on its consumer's encoding (the next step's
 strategy and code width) only. So every input encoding, every quantized layer and every layer's
 integer outputs on the calibration data are computed once and shared by all the plans that
-contain them; an edge-table layer's table (the costly part) is even shared across consumers (only
-its requantization is re-derived, kan2mcu.strategies.edge_table.requantized), and so are its
-entry sums on the calibration rows. The figures equal :func:`kan2mcu.quantize.quantize` +
-:func:`kan2mcu.reference.run_model` on the whole plan (host_tests/test_planner_budget.py).
+contain them. A layer's tables and coefficients (the costly part) are even shared across
+consumers: only the requantization is re-derived (the strategy's ``requantized``), and its
+accumulators on the calibration rows are kept (``accumulators``, then ``requantize_sums``). The
+figures equal :func:`kan2mcu.quantize.quantize` + :func:`kan2mcu.reference.run_model` on the whole
+plan (host_tests/test_planner_budget.py).
 """
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ import numpy as np
 from kan2mcu.budget import input_api_bytes_for
 from kan2mcu.quantize import LayerPlan, QuantModel, calibrate, layer_encoding, model_output_scale, quantize_one
 from kan2mcu.reference import ELEMENTS_PER_CHUNK, INT32_MIN, run_layer
-from kan2mcu.strategies import edge_table
-
-EDGE = edge_table.NAME
+from kan2mcu.strategies import get_strategy
 
 
 def _encoding_key(step: LayerPlan | None):
@@ -38,6 +37,8 @@ class PlanSearch:
         self._sums: dict = {}
         self._outputs: dict = {}
         self._api: dict = {}
+        self._any_consumer: dict = {}  # (index, step) -> that layer quantized for some consumer
+        self._bounds: dict = {}
         self.quantized_layers = 0  # quantize_layer calls (the costly ones), for the report and tests
 
     def encoding(self, index: int, step: LayerPlan) -> dict:
@@ -63,20 +64,25 @@ class PlanSearch:
         key = (index, step, _encoding_key(nxt))
         if key in self._layers:
             return self._layers[key]
-        if step.strategy == EDGE:  # the table is the consumer's business only through the requantization
-            for (i, other_step, _), done in self._layers.items():
-                if i == index and other_step == step:
-                    last = nxt is None
-                    scale, zero = self._next_encoding(index, nxt)
-                    out_max = (1 << nxt.in_bits) - 1 if nxt is not None else done.out_max
-                    self._layers[key] = edge_table.requantized(done, self.model.layers[index], scale, zero, last,
-                                                               out_max)
-                    return self._layers[key]
+        strategy = get_strategy(step.strategy)
+        done = self._any_consumer.get((index, step))
+        if done is not None and hasattr(strategy, "requantized"):  # only the requantization depends on the consumer
+            scale, zero = self._next_encoding(index, nxt)
+            out_max = (1 << nxt.in_bits) - 1 if nxt is not None else done.out_max
+            extra = {}
+            if hasattr(strategy, "accumulator_bounds"):
+                if (index, step) not in self._bounds:
+                    self._bounds[(index, step)] = strategy.accumulator_bounds(done)
+                extra["bounds"] = self._bounds[(index, step)]
+            self._layers[key] = strategy.requantized(done, self.model.layers[index], scale, zero, nxt is None,
+                                                     out_max, **extra)
+            return self._layers[key]
         encodings = {index: self.encoding(index, step)}
         if nxt is not None:
             encodings[index + 1] = self.encoding(index + 1, nxt)
         self.quantized_layers += 1
         self._layers[key] = quantize_one(self.model, index, plan, encodings, self.options, self.output_scale)
+        self._any_consumer[(index, step)] = self._layers[key]
         return self._layers[key]
 
     def _next_encoding(self, index: int, nxt: LayerPlan | None):
@@ -106,16 +112,17 @@ class PlanSearch:
 
     def _run(self, plan: tuple, index: int, codes: np.ndarray) -> np.ndarray:
         qlayer = self.layer(plan, index)
-        if qlayer.strategy != EDGE:
+        strategy = get_strategy(qlayer.strategy)
+        if not hasattr(strategy, "requantize_sums"):
             return run_layer(qlayer, codes)
-        sums_key = (plan[: index + 1],)  # the entry sums do not depend on the consumer
+        sums_key = plan[: index + 1]  # the accumulators do not depend on the consumer
         if sums_key not in self._sums:
-            step = max(1, ELEMENTS_PER_CHUNK // max(1, qlayer.in_features * qlayer.out_pad))
-            self._sums[sums_key] = np.concatenate([edge_table.accumulators(qlayer, codes[s:s + step])
-                                                   for s in range(0, len(codes), step)])
-        acc = self._sums[sums_key]
-        shifted = (acc * qlayer.mult[None, :] + qlayer.rounding[None, :]) >> qlayer.shift[None, :]  # run_layer's
-        return np.clip(shifted, INT32_MIN if qlayer.is_last else 0, qlayer.out_max)
+            step = max(1, ELEMENTS_PER_CHUNK // max(1, qlayer.in_features * qlayer.out_features * 4))
+            parts = [strategy.accumulators(qlayer, codes[s:s + step]) for s in range(0, len(codes), step)]
+            self._sums[sums_key] = (np.concatenate(parts) if isinstance(parts[0], np.ndarray)
+                                    else tuple(np.concatenate(p) for p in zip(*parts)))
+        shifted = strategy.requantize_sums(qlayer, self._sums[sums_key])
+        return np.clip(shifted, INT32_MIN if qlayer.is_last else 0, qlayer.out_max)  # as reference.run_layer
 
     def error(self, plan: tuple) -> float | None:
         """RMS(quantized - float) / RMS(float) of the outputs on the calibration data (None without)."""

@@ -252,7 +252,7 @@ MUTANTS = (
            (T + "test_planner_budget.py::test_over_budget_is_refused_whatever_the_source[default]",)),
     Mutant("planner-shared-layer-wrong-consumer",
            "a layer quantized for one consumer encoding is reused for another (plan search reuse keyed too loosely)",
-           (("kan2mcu/plansearch.py", "        key = (index, step, _encoding_key(nxt))", "        key = (index, step)"),),
+           (("kan2mcu/plansearch.py", "        key = (index, step, _encoding_key(nxt))", "        key = (index, step, None)"),),
            (T + "test_planner_budget.py::test_planner_matches_the_exhaustive_search[0.2]",
             T + "test_planner_budget.py::test_planner_matches_the_exhaustive_search[0.6]")),
     Mutant("planner-widths-stop-at-three",

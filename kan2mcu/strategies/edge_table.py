@@ -226,7 +226,11 @@ def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
 
 def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
     """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
-    acc = accumulators(layer, codes)
+    return requantize_sums(layer, accumulators(layer, codes))
+
+
+def requantize_sums(layer: EdgeTableLayer, acc: np.ndarray) -> np.ndarray:
+    """The requantization of accumulators(layer, codes) (the planner shares the sums between consumers)."""
     return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
 
 

@@ -180,3 +180,31 @@ def test_shared_work_equals_whole_quantization(tiny, strategy):
                     np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name))
         np.testing.assert_array_equal(search.outputs(plan), run_model(whole, quantize_inputs(whole, x)))
     assert search.quantized_layers == 1 + 3  # the first layer once, each consumer once
+
+
+def test_measure_counts_the_reported_tables(tiny, tmp_path):
+    """`kan2mcu measure` reads the model's tables and code from the linked ELF: never more than the
+    report counts (the compiler may fold a small constant table into code, and the firmware links
+    the input API's tables only if it calls the raw-input API), and the code estimate is not below
+    the linked code."""
+    from conftest import require_tool
+    from kan2mcu.firmware.boards import get_board
+    from kan2mcu.firmware.measure import measure
+
+    info = get_board("qemu-cortex-m4")
+    require_tool(info.gcc_prefix + "gcc")
+    require_tool(info.qemu_system)
+    checkpoint, calibration, _, _ = tiny
+    result = generate_model(checkpoint, tmp_path / "m", calibration=calibration, options=OPTIONS, quiet=True,
+                            strategy="edge-table", flash_budget=2500, max_error=10.0)
+    totals = result.report["totals"]
+    entry = measure([tmp_path / "m"], "qemu-cortex-m4", tmp_path / "measure")["models"][0]
+    assert entry["check"] == "PASS"
+    flash = entry["memory"]["flash"]
+    layers = totals["flash_bytes"] - totals["input_api_bytes"]
+    print("measured", flash, "reported", totals)
+    linked_api = totals["input_api_bytes"] if flash["model_tables"] > layers else 0
+    assert flash["model_tables"] <= layers + linked_api
+    assert flash["model_tables"] >= layers - 9 * 3  # at most the last layer's requantization constants folded
+    assert flash["model_code"] <= totals["code_bytes"]
+    assert flash["model_tables"] + flash["model_code"] <= totals["model_flash_bytes"]

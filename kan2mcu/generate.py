@@ -280,10 +280,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
               "options": opt_dict, "calibration": calib_how, "layers": rows,
               "totals": totals(rows, rendered, code_bytes(qmodel) if qmodel is not None else 0)}
     if choice is not None:  # the written model, counted as the budget counts it
-        over = check_written_total(report["totals"]["model_flash_bytes"], budget_of(board, flash_budget),
-                                   allow_over_budget)
-        if over:
-            _warn(over)
+        _check_budget(report["totals"], budget_of(board, flash_budget), allow_over_budget, say)
     if trained_for:
         report["model"]["qat"] = {k: trained_for.get(k) for k in ("strategy", "act_bits", "spline_bits", "coef_bits",
                                                                    "base_bits", "silu_bits")}
@@ -350,6 +347,15 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     if not quiet:
         print(files["report.md"])
     return GenerateResult(Path(output), written, report)
+
+
+def _check_budget(t: dict, budget, allow: bool, say) -> None:
+    """Refuse a planned model whose counted flash exceeds the budget (unless ``allow``); say the count."""
+    over = check_written_total(t["model_flash_bytes"], budget, allow)
+    if over:
+        _warn(over)
+    say(f"kan2mcu: model flash {t['model_flash_bytes']} bytes = tables {t['flash_bytes'] - t['input_api_bytes']} + "
+        f"input API {t['input_api_bytes']} + code {t['code_bytes']} (estimated); {budget.describe()}")
 
 
 def _test_vectors(model, qmodel, x: np.ndarray | None) -> dict:

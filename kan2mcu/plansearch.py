@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from kan2mcu.budget import input_api_bytes_for
+from kan2mcu.errors import QuantizationError
 from kan2mcu.quantize import LayerPlan, QuantModel, calibrate, layer_encoding, model_output_scale, quantize_one
 from kan2mcu.reference import ELEMENTS_PER_CHUNK, INT32_MIN, run_layer
 from kan2mcu.strategies import get_strategy
@@ -69,13 +70,7 @@ class PlanSearch:
         if done is not None and hasattr(strategy, "requantized"):  # only the requantization depends on the consumer
             scale, zero = self._next_encoding(index, nxt)
             out_max = (1 << nxt.in_bits) - 1 if nxt is not None else done.out_max
-            extra = {}
-            if hasattr(strategy, "accumulator_bounds"):
-                if (index, step) not in self._bounds:
-                    self._bounds[(index, step)] = strategy.accumulator_bounds(done)
-                extra["bounds"] = self._bounds[(index, step)]
-            self._layers[key] = strategy.requantized(done, self.model.layers[index], scale, zero, nxt is None,
-                                                     out_max, **extra)
+            self._layers[key] = self._requantized(strategy, done, index, step, (scale, zero, nxt is None, out_max))
             return self._layers[key]
         encodings = {index: self.encoding(index, step)}
         if nxt is not None:
@@ -84,6 +79,26 @@ class PlanSearch:
         self._layers[key] = quantize_one(self.model, index, plan, encodings, self.options, self.output_scale)
         self._any_consumer[(index, step)] = self._layers[key]
         return self._layers[key]
+
+    def _requantized(self, strategy, done, index: int, step: LayerPlan, consumer: tuple):
+        """``done`` requantized for ``consumer``. Spline layers: the overflow check first runs on the
+        largest accumulator bound of any output (``acc_bounds``); only if that refuses, on the exact
+        per-output bounds (the constants never depend on the bounds: the result is exact)."""
+        layer = self.model.layers[index]
+        if not hasattr(strategy, "accumulator_bounds"):
+            return strategy.requantized(done, layer, *consumer)
+        if (index, step) not in self._bounds:
+            n_out = done.out_features
+            self._bounds[(index, step)] = (np.full(n_out, done.acc_bounds["spline"], np.int64),
+                                           np.full(n_out, done.acc_bounds["base"], np.int64))
+        try:
+            return strategy.requantized(done, layer, *consumer, bounds=self._bounds[(index, step)])
+        except QuantizationError:
+            exact = strategy.accumulator_bounds(done)
+            if all(np.array_equal(a, b) for a, b in zip(exact, self._bounds[(index, step)])):
+                raise
+            self._bounds[(index, step)] = exact
+            return strategy.requantized(done, layer, *consumer, bounds=exact)
 
     def _next_encoding(self, index: int, nxt: LayerPlan | None):
         if nxt is None:

@@ -208,3 +208,42 @@ def test_measure_counts_the_reported_tables(tiny, tmp_path):
     assert flash["model_tables"] >= layers - 9 * 3  # at most the last layer's requantization constants folded
     assert flash["model_code"] <= totals["code_bytes"]
     assert flash["model_tables"] + flash["model_code"] <= totals["model_flash_bytes"]
+
+
+class _StubSearch:
+    """Plan errors given outright (the decision rule alone, without quantizing)."""
+
+    calibration = np.zeros((1, 1))
+
+    def __init__(self, errors: dict):
+        self._errors = errors
+
+    def qmodel(self, combo):
+        return combo
+
+    def error(self, combo):
+        return self._errors[combo]
+
+
+@pytest.mark.parametrize("objective", ["speed", "size"])
+def test_ceiling_rule_takes_the_smallest_of_the_equally_fast(objective):
+    """Speed: the fastest acceptable plan sets the pace; an acceptable plan within the cost model's
+    error of its instructions and smaller wins, one just outside does not, an unacceptable smaller
+    one never; the larger plan is reported with what it would add. Size: the smallest acceptable."""
+    from kan2mcu.planscore import Scores, larger_plans, search_plans
+
+    from kan2mcu.quantize import LayerPlan
+
+    fast, near, far, bad = ((LayerPlan("edge-table", bits, 8),) for bits in (8, 6, 4, 2))
+    predicted = {fast: {"instructions": 1000, "flash_bytes": 9000},
+                 near: {"instructions": int(1000 * (1 + COST_MODEL_ERROR)), "flash_bytes": 5000},
+                 far: {"instructions": int(1000 * (1 + COST_MODEL_ERROR)) + 1, "flash_bytes": 3000},
+                 bad: {"instructions": 1000, "flash_bytes": 1000}}
+    scores = Scores(_StubSearch({fast: 0.01, near: 0.015, far: 0.01, bad: 0.5}))
+    combo, tolerance, warning = search_plans(None, OPTIONS, "auto", scores, list(predicted), predicted, objective,
+                                             0.02, Budget(10**6, "--flash-budget"))
+    assert (tolerance, warning) == (0.02, None)
+    assert combo == (near if objective == "speed" else far)
+    if objective == "speed":
+        (alt,) = larger_plans(combo, scores, predicted, tolerance, objective)
+        assert (alt["extra_bytes"], alt["instructions_saved"]) == (4000, predicted[near]["instructions"] - 1000)

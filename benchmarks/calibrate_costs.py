@@ -1,4 +1,4 @@
-"""Fit the cost-model coefficients (COSTS in kan2mcu/strategies/*.py) on QEMU instruction counts.
+"""Fit the cost-model coefficients (COSTS in kan2mcu/quant/strategies/*.py) on QEMU instruction counts.
 
 Generates random KANs of several shapes with every strategy, measures each layer's executed
 instructions on every emulated board (exact, QEMU TCG plugin; layers are separate functions),
@@ -28,9 +28,9 @@ from conftest import make_random_checkpoint  # noqa: E402  (the tests' random-KA
 from kan2mcu.firmware.boards import QEMU_BOARDS, get_board  # noqa: E402
 from kan2mcu.firmware.measure import measure  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
-from kan2mcu.importers import load_checkpoint  # noqa: E402
-from kan2mcu.quantize import LayerPlan, QuantOptions  # noqa: E402
-from kan2mcu.strategies import edge_table, spline  # noqa: E402
+from kan2mcu.model.importers import load_checkpoint  # noqa: E402
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions  # noqa: E402
+from kan2mcu.quant.strategies import edge_table, spline  # noqa: E402
 
 SHAPES = [(8, 4, 6), (16, 10, 3), (64, 16, 10), (32, 20, 12)]
 VARIANTS = {  # name: (strategy, options)
@@ -53,21 +53,29 @@ def features(strategy: str, n_in: int, n_out: int, core: str, options: QuantOpti
     return list(spline.cost_terms(n_in, n_out, options.coef_bits, last).values())
 
 
-def main() -> int:
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=None)
     parser.add_argument("--strategy", choices=("edge-table", "spline"), default=None,
                         help="refit one strategy only (after changing its kernel)")
     parser.add_argument("--term", action="append", default=[], metavar="NAME",
                         help="fit only this COSTS term (repeatable); the others keep their current values")
-    args = parser.parse_args()
+    parser.add_argument("--shapes", type=_shape, nargs="+", default=SHAPES, metavar="I,H,O",
+                        help="random KAN shapes to measure (default: four shapes from 8 to 64 inputs)")
+    parser.add_argument("--boards", nargs="+", default=list(QEMU_BOARDS), choices=list(QEMU_BOARDS),
+                        help="boards to measure and fit (default: every emulated board)")
+    args = parser.parse_args(argv)
     strategies = (args.strategy,) if args.strategy else ("edge-table", "spline")
     variants = {name: v for name, v in VARIANTS.items() if v[0] in strategies}
     work = Path(args.output or tempfile.mkdtemp(prefix="kan2mcu-costs-"))
     work.mkdir(parents=True, exist_ok=True)
     samples = []  # (variant, n_in, n_out, model_dir, layer index)
     dirs = []
-    for shape in SHAPES:
+    for shape in args.shapes:
         ckpt, calib = make_random_checkpoint(work / f"{'x'.join(map(str, shape))}.pt", shape, 5, 3, seed=7)
         model = load_checkpoint(ckpt).model
         for variant, (strategy, options) in variants.items():
@@ -79,7 +87,7 @@ def main() -> int:
                 samples.append((variant, layer.in_features, layer.out_features, out, index, index == 0,
                                 index == len(model.layers) - 1))
     counts = {}
-    for board in QEMU_BOARDS:
+    for board in args.boards:
         report = measure(dirs, board, work / f"measure-{board}")
         for model_dir, entry in zip(dirs, report["models"]):
             for function, n in entry["functions"].items():
@@ -87,7 +95,7 @@ def main() -> int:
                 if match:
                     counts[(board, str(model_dir), int(match.group(1)))] = n
     fitted = {}
-    for board in QEMU_BOARDS:
+    for board in args.boards:
         core = get_board(board).core
         for strategy in strategies:
             rows, targets, names = [], [], []

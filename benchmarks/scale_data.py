@@ -46,8 +46,8 @@ def synthetic_checkpoint(work: Path, widths=(784, 128, 10), seed: int = 0) -> tu
     """A random KAN and random calibration inputs in -1.5..1.5 (cached)."""
     import torch  # pylint: disable=import-outside-toplevel
 
-    from kan2mcu.checkpoint import save_checkpoint  # pylint: disable=import-outside-toplevel
-    from kan2mcu.torch_kan import KAN  # pylint: disable=import-outside-toplevel
+    from kan2mcu.model.checkpoint import save_checkpoint  # pylint: disable=import-outside-toplevel
+    from kan2mcu.model.torch_kan import KAN  # pylint: disable=import-outside-toplevel
 
     name = "synthetic" + "x".join(map(str, widths))
     checkpoint, calibration = work / f"{name}.pt", work / f"{name}.npy"

@@ -16,25 +16,34 @@ from pathlib import Path
 
 from kan2mcu.firmware.measure import measure
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.train import train
-from kan2mcu.verify import verify
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.training.train import train
+from kan2mcu.check.verify import verify
 
 SETTINGS = [(8, 8, 8), (6, 4, 4), (4, 3, 4), (4, 2, 3)]  # act / spline / coef bits
 STRATEGIES = ["spline", "edge-table", "auto"]
 BOARDS = ["qemu-cortex-m0", "qemu-cortex-m4", "qemu-cortex-m7", "qemu-rv32imac"]
 
 
-def main() -> int:
+def _setting(text: str) -> tuple[int, int, int]:
+    act, spline, coef = (int(v) for v in text.split("/"))
+    return act, spline, coef
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("-o", "--output", type=Path)
-    args = parser.parse_args()
+    parser.add_argument("--settings", type=_setting, nargs="+", default=SETTINGS, metavar="ACT/SPLINE/COEF",
+                        help="bit settings (default: 8/8/8 6/4/4 4/3/4 4/2/3)")
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
+    parser.add_argument("--boards", nargs="+", default=BOARDS)
+    args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="kan2mcu-bench-"))
     checkpoint = args.checkpoint or train(work / "digits.pt", progress=False).checkpoint
     rows = []
-    for act, spline, coef in SETTINGS:
-        for strategy in STRATEGIES:
+    for act, spline, coef in args.settings:
+        for strategy in args.strategies:
             folder = work / f"{strategy}-{act}{spline}{coef}"
             options = QuantOptions(act_bits=act, spline_bits=spline, coef_bits=coef)
             # the default budget and error gate; a plan that cannot meet the gate says so in its report
@@ -47,7 +56,7 @@ def main() -> int:
                                             for s in result.report["plan"]),
                          "accuracy": result.report["accuracy"]["quantized"],
                          "float": result.report["accuracy"]["float"]})
-    for board in BOARDS:
+    for board in args.boards:
         report = measure([r["folder"] for r in rows], board, work / f"measure-{board}")
         for row, entry in zip(rows, report["models"]):
             flash = entry["memory"]["flash"]
@@ -55,15 +64,15 @@ def main() -> int:
                           flash["model_tables"] + flash["model_code"])
     lines = ["| act/spline/coef | strategy | plan (strategy:codes[/entry bits]) | accuracy (float "
              f"{rows[0]['float']:.4f}) | model flash B | "
-             + " | ".join(f"{b.removeprefix('qemu-')} instr / cycles est." for b in BOARDS) + " |",
-             "|---|---|---|---:|---:|" + "---:|" * len(BOARDS)]
+             + " | ".join(f"{b.removeprefix('qemu-')} instr / cycles est." for b in args.boards) + " |",
+             "|---|---|---|---:|---:|" + "---:|" * len(args.boards)]
     for row in rows:
         cells = []
-        for board in BOARDS:
+        for board in args.boards:
             check, instructions, cycles, _ = row[board]
             cells.append(f"{instructions:,} / {cycles:,}" + ("" if check == "PASS" else f" ({check})"))
         lines.append(f"| {row['setting']} | {row['strategy']} | {row['plan']} | {row['accuracy']:.4f} | "
-                     f"{row[BOARDS[0]][3]:,} | " + " | ".join(cells) + " |")
+                     f"{row[args.boards[0]][3]:,} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:

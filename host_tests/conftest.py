@@ -67,7 +67,7 @@ def require_module(name: str, hint: str = ""):
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> Path:
     """The default [64, 16, 10] KAN trained on digits (the README's embedded default)."""
-    from kan2mcu.train import train
+    from kan2mcu.training.train import train
 
     prepared = os.environ.get(DIGITS_CHECKPOINT_ENV)
     if prepared:
@@ -85,8 +85,8 @@ def update_grid_checkpoint(digits_checkpoint, tmp_path_factory) -> tuple[Path, P
     training split) and its float test accuracy."""
     import torch
 
-    from kan2mcu.datasets import load_dataset
-    from kan2mcu.torch_kan import KAN
+    from kan2mcu.data.datasets import load_dataset
+    from kan2mcu.model.torch_kan import KAN
 
     payload = torch.load(digits_checkpoint, weights_only=True)
     cfg = payload["config"]
@@ -110,8 +110,8 @@ def make_random_checkpoint(path: Path, widths, grid_size: int, order: int, seed:
     """A randomly initialised KAN (no data set) and a .npy of calibration inputs for it."""
     import torch
 
-    from kan2mcu.checkpoint import save_checkpoint
-    from kan2mcu.torch_kan import KAN
+    from kan2mcu.model.checkpoint import save_checkpoint
+    from kan2mcu.model.torch_kan import KAN
 
     torch.manual_seed(seed)
     model = KAN(list(widths), grid_size=grid_size, spline_order=order)
@@ -166,9 +166,9 @@ def nonuniform_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
 def assert_c_equals_reference(folder: Path, codes: np.ndarray, build_dir: Path) -> None:
     """Compile the folder's C for the host (strict flags), run every row of ``codes`` and require
     the outputs to equal the Python integer reference's, element for element."""
-    from kan2mcu.bundle import load_bundle
-    from kan2mcu.hostcc import HostModel
-    from kan2mcu.reference import run_model
+    from kan2mcu.codegen.bundle import load_bundle
+    from kan2mcu.check.hostcc import HostModel
+    from kan2mcu.quant.reference import run_model
 
     _, qmodel = load_bundle(folder)
     c_out = HostModel(folder, build_dir).infer(codes).astype(np.int64)

@@ -2,7 +2,7 @@
 
 - B-splines: scipy's ``BSpline.basis_element`` (one element per knot span, zero outside).
 - SiLU: ``x * expit(x)`` (scipy).
-- Whole models: the checkpoint loaded into torch (kan2mcu.torch_kan.KAN, efficient-kan semantics)
+- Whole models: the checkpoint loaded into torch (kan2mcu.model.torch_kan.KAN, efficient-kan semantics)
   and run in float64 by torch, not by kan2mcu's numpy IR.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def torch_model(checkpoint: Path):
     """The checkpoint (kan2mcu's own or an efficient-kan state dict) as a float64 torch KAN."""
     import torch
 
-    from kan2mcu.torch_kan import KAN
+    from kan2mcu.model.torch_kan import KAN
 
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = payload["state_dict"]

@@ -4,8 +4,8 @@ Bit-exactness (C == Python integer reference) is tested elsewhere; it cannot see
 wrong rounding constant that C and reference share. These tests can: they compare the dequantized
 integer reference with
 
-- the float64 IR forward (``kan2mcu.bspline.model_forward``, "the float model"), and
-- an independent float64 evaluation: the checkpoint run by torch (kan2mcu.torch_kan.KAN in
+- the float64 IR forward (``kan2mcu.model.bspline.model_forward``, "the float model"), and
+- an independent float64 evaluation: the checkpoint run by torch (kan2mcu.model.torch_kan.KAN in
   float64), see host_tests/independent.py;
 
 on the digits test split (450 samples) and on 2,000 seeded inputs spread over the calibrated range
@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 
 from independent import torch_forward
-from kan2mcu.bspline import layer_forward, model_forward
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.model.bspline import layer_forward, model_forward
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.generate import generate_model
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.quantize import LayerPlan, QuantOptions
-from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_layer, run_model
-from kan2mcu.strategies.spline import accumulators as spline_accumulators
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions
+from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_layer, run_model
+from kan2mcu.quant.strategies.spline import accumulators as spline_accumulators
 
 N_PROBE = 2000
 

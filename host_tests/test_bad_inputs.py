@@ -19,10 +19,11 @@ torch = pytest.importorskip("torch")
 
 from conftest import assert_one_error, run_cli  # noqa: E402
 from kan2mcu import cli, generate as generate_module  # noqa: E402
-from kan2mcu.checkpoint import save_checkpoint  # noqa: E402
+from kan2mcu.codegen import identity, model_dir  # noqa: E402
+from kan2mcu.model.checkpoint import save_checkpoint  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
-from kan2mcu.hostcc import HostModel, fuzz  # noqa: E402
-from kan2mcu.torch_kan import KAN  # noqa: E402
+from kan2mcu.check.hostcc import HostModel, fuzz  # noqa: E402
+from kan2mcu.model.torch_kan import KAN  # noqa: E402
 
 UNWRITABLE = Path("/proc/kan2mcu-test-output")  # not creatable even by root
 
@@ -105,12 +106,13 @@ def test_build_output_is_a_file(capsys, generated, tmp_path):
 # ---- atomic output ------------------------------------------------------------------------------
 
 def test_regeneration_leaves_no_stale_files(small, generated, tmp_path):
+    """Files of the previous generation go (kan.c under another --name); a file kan2mcu did not
+    write is never deleted: generate refuses (test_defects.py)."""
     checkpoint, calibration = small
     assert (generated / "calibration.npy").exists()
-    (generated / "stale.c").write_text("int stale;\n")
     generate_model(checkpoint, generated, name="other", calibration=calibration, quiet=True)
     names = sorted(p.name for p in generated.iterdir())
-    assert "stale.c" not in names and "kan.c" not in names and "other.c" in names
+    assert "kan.c" not in names and "kan.h" not in names and "other.c" in names
     no_leftovers(tmp_path)
 
 
@@ -152,7 +154,7 @@ def test_interrupt_between_the_renames_restores_the_old_model(small, generated, 
             raise KeyboardInterrupt
         return real_replace(src, dst)
 
-    monkeypatch.setattr(generate_module.os, "replace", replace)
+    monkeypatch.setattr(model_dir.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         generate_model(checkpoint, generated, calibration=calibration, quiet=True,
                        options=generate_module.QuantOptions(coef_bits=4))
@@ -180,7 +182,7 @@ def test_reserved_names_are_refused(capsys, small, tmp_path, name, reason):
                           "--name", name)
     assert_one_error(status, err, "--name", reason)
     suggestion = err.split("e.g. ")[-1].strip().strip("'")
-    assert generate_module.reserved_name_reason(suggestion) is None and generate_module.c_prefix(suggestion) == suggestion
+    assert identity.reserved_name_reason(suggestion) is None and identity.c_prefix(suggestion) == suggestion
     assert not (tmp_path / "m").exists()
 
 
@@ -269,7 +271,7 @@ def test_efficient_kan_base_activation_is_stated(capsys, tmp_path):
 
 @pytest.mark.parametrize("target", ["folder", "under-file", "unwritable"])
 def test_train_output_checked_before_training(capsys, tmp_path, monkeypatch, target):
-    import kan2mcu.train as train_module
+    import kan2mcu.training.train as train_module
 
     def no_training(*_args, **_kwargs):
         raise AssertionError("the data set was loaded: the output was not checked first")

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import assert_c_equals_reference
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import run_sanitized
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import run_model
-from kan2mcu.verify import verification_codes, verify
+from kan2mcu.check.hostcc import run_sanitized
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import run_model
+from kan2mcu.check.verify import verification_codes, verify
 
 BITS = [pytest.param(b, id=f"{b}bit") for b in (2, 3, 4, 8)]
 STRATEGIES = [pytest.param(s, id=s) for s in ("spline", "edge-table")]
@@ -38,7 +38,7 @@ def test_halfword_edge_tables_bit_exact(small_checkpoints, tmp_path, shape, tabl
     """Entries of 9..16 bits (halfwords, two per word, 32-bit sums with the low halves recovered
     from whole-word sums): C == reference on every code of every input, under ASan + UBSan; odd
     output counts exercise the padded tail word."""
-    from kan2mcu.quantize import LayerPlan
+    from kan2mcu.quant.quantize import LayerPlan
 
     checkpoint, calibration = small_checkpoints[shape]
     n_layers = shape.count("x")
@@ -59,7 +59,7 @@ def test_wide_codes_with_halfword_entries_bit_exact(tmp_path):
     """10- and 11-bit codes (uint16) reading 12- and 16-bit entries: C == reference on every code
     of every input and on codes the first layer clamps (verify), under ASan + UBSan."""
     from conftest import make_random_checkpoint
-    from kan2mcu.quantize import LayerPlan
+    from kan2mcu.quant.quantize import LayerPlan
 
     checkpoint, calibration = make_random_checkpoint(tmp_path / "r.pt", (2, 5, 1), 5, 3, seed=4)
     generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, max_error=1.0,

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.errors import OptionError
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
-from kan2mcu.torch_kan import KAN
-from kan2mcu.verify import verify
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+from kan2mcu.model.torch_kan import KAN
+from kan2mcu.check.verify import verify
 
 
 def integer_outputs(folder, x: np.ndarray) -> np.ndarray:
@@ -84,7 +84,7 @@ def _deploy_pykan(model, data, prefix, tmp_path):
     model(data["train_input"])  # pykan caches the last forward's inputs: the calibration data
     model.saveckpt(str(prefix))
     # regression needs finer steps than 8 bits: 10-bit codes (uint16 in the C API), 12-bit entries
-    generate_model(prefix, tmp_path / "m", quiet=True, strategy="edge-table", max_error=0.002,
+    generate_model(prefix, tmp_path / "m", quiet=True, strategy="edge-table", max_error=0.001,
                    options=QuantOptions(act_bits=10, table_bits=12))
     assert verify(tmp_path / "m", quiet=True).inputs_checked >= 1000
     x = data["test_input"].numpy()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kan2mcu.errors import QuantizationError
-from kan2mcu.quantize import QuantOptions
+from kan2mcu.quant.quantize import QuantOptions
 
 
 def _kan2mcu(*args):
@@ -24,8 +24,8 @@ def _assert_clean_failure(run, *needles):
 
 
 def _nan_checkpoint(path, value):
-    from kan2mcu.checkpoint import save_checkpoint
-    from kan2mcu.torch_kan import KAN
+    from kan2mcu.model.checkpoint import save_checkpoint
+    from kan2mcu.model.torch_kan import KAN
 
     model = KAN([4, 3, 2])
     with torch.no_grad():
@@ -91,8 +91,8 @@ def test_verify_on_a_foreign_folder(tmp_path):
 
 def test_accumulator_overflow_is_refused():
     """16-bit SiLU values times 16-bit weights over 64 inputs could overflow int32: refused at generation."""
-    from kan2mcu.ir import KANLayer, KANModel
-    from kan2mcu.quantize import quantize
+    from kan2mcu.model.ir import KANLayer, KANModel
+    from kan2mcu.quant.quantize import quantize
 
     rng = np.random.default_rng(0)
     knots = np.tile(np.linspace(-2.2, 2.2, 12), (64, 1))

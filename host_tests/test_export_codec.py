@@ -1,5 +1,5 @@
 """The C input API (`<prefix>_quantize_input_q`, `<prefix>_quantize_input`) equals the Python
-quantizer (kan2mcu.reference.quantize_inputs) on every input: digits test split, 100,000 stress
+quantizer (kan2mcu.quant.reference.quantize_inputs) on every input: digits test split, 100,000 stress
 values (rounding ties and their neighbours, NaN, +-inf, +-0, denormals), int32 extremes."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import re
 import numpy as np
 import pytest
 
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.errors import VerificationError
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import HostModel
-from kan2mcu.input_codec import float_order_key, input_codec, probe_floats, probe_raws, quantize_raw
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import quantize_inputs
-from kan2mcu.verify import verify
+from kan2mcu.check.hostcc import HostModel
+from kan2mcu.quant.input_codec import float_order_key, input_codec, probe_floats, probe_raws, quantize_raw
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import quantize_inputs
+from kan2mcu.check.verify import verify
 
 N_VALUES = 100_000
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import assert_c_equals_reference
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.firmware.boards import QEMU_BOARDS, get_board
 from kan2mcu.firmware.measure import build_firmware, measure
 from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.generate import generate_model
-from kan2mcu.reference import run_model
-from kan2mcu.verify import verification_codes
+from kan2mcu.quant.reference import run_model
+from kan2mcu.check.verify import verification_codes
 from test_firmware_qemu import offline_environment  # noqa: F401  (fresh offline PlatformIO core, dead proxy)
 
 
@@ -75,7 +75,7 @@ def test_generated_small_model_on_firmware(small_checkpoints, board, strategy, t
     """A small cubic model at 8 bits (on M4: the SMLAD spline path, the UXTAB16 edge-table path;
     on M0 the narrow edge-table pass): 300 random codes and every code of every input, run by the
     firmware; one deliberately wrong expected output must be caught."""
-    from kan2mcu.quantize import LayerPlan
+    from kan2mcu.quant.quantize import LayerPlan
 
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True,
@@ -97,7 +97,7 @@ def test_halfword_edge_tables_on_firmware(small_checkpoints, board, tmp_path):
     """Halfword edge-table entries, 12 bits in layer 0 (5 outputs: a padded tail word) and 16 bits
     in layer 1 (on M0 the narrow pass): 300 random codes and every code of every input, run by the
     firmware, equal the Python integer reference's outputs."""
-    from kan2mcu.quantize import LayerPlan
+    from kan2mcu.quant.quantize import LayerPlan
 
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True,
@@ -122,7 +122,7 @@ def test_low_bit_spline_kernel_on_firmware(small_checkpoints, board, tmp_path):
     """The spline kernel's nibble path (4-bit coefficients, tail blocks of 5 and 3 outputs) and the
     byte SiLU-branch weights (--base-bits 8: SXTB16 pairs on M4): every code of every input and 300
     random codes, run by the firmware, equal the Python integer reference's outputs."""
-    from kan2mcu.quantize import QuantOptions
+    from kan2mcu.quant.quantize import QuantOptions
 
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     options = QuantOptions(act_bits=8, spline_bits=3, coef_bits=4, base_bits=8)

@@ -1,7 +1,7 @@
 """The integer model's optional float API (``<PREFIX>_WITH_FLOAT_API``): compiled and called.
 
 ``kan_quantize_input`` must give exactly the codes of the Python quantizer
-(``kan2mcu.reference.quantize_inputs``: round half up, saturating; docs/arithmetic.md section 1)
+(``kan2mcu.quant.reference.quantize_inputs``: round half up, saturating; docs/arithmetic.md section 1)
 on ordinary inputs, exact ties, values beyond the range, +-Inf and NaN; ``kan_dequantize_output``
 must give ``output_scale * output`` to float32 precision.
 """
@@ -16,11 +16,11 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from conftest import require_tool
-from kan2mcu.bundle import load_bundle
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import STRICT_FLAGS, host_compiler
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import dequantize_outputs, quantize_inputs
+from kan2mcu.check.hostcc import STRICT_FLAGS, host_compiler
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs
 
 FLOAT_API = "-DKAN_WITH_FLOAT_API"
 

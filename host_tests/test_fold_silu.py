@@ -1,5 +1,5 @@
 """``generate --fold-silu``: SiLU branches refit into the spline coefficients where the refit is
-accurate (kan2mcu.foldsilu), the report states the float error, the C drops the folded layers'
+accurate (kan2mcu.quant.foldsilu), the report states the float error, the C drops the folded layers'
 SiLU tables and accumulators and stays bit-exact, and a fold that would be inaccurate is refused."""
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import assert_c_equals_reference, require_tool
-from kan2mcu.bspline import layer_forward
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.model.bspline import layer_forward
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.errors import OptionError, QuantizationError
-from kan2mcu.foldsilu import fold_layer, fold_silu
+from kan2mcu.quant.foldsilu import fold_layer, fold_silu
 from kan2mcu.generate import generate_model
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.verify import verification_codes
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.check.verify import verification_codes
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from conftest import require_tool
-from kan2mcu.bundle import load_bundle
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import STRICT_FLAGS
-from kan2mcu.quantize import LayerPlan, QuantOptions
-from kan2mcu.verify import verify
+from kan2mcu.check.hostcc import STRICT_FLAGS
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions
+from kan2mcu.check.verify import verify
 
 
 def _read_all(folder):

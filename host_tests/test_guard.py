@@ -1,4 +1,4 @@
-"""The quantization guard (kan2mcu/guard.py) on the default digits KAN: a model far from the float
+"""The quantization guard (kan2mcu/quant/guard.py) on the default digits KAN: a model far from the float
 one is refused with numbers, a degraded one is written with warnings carrying numbers, and verify
 reports the same figures as generate."""
 from __future__ import annotations
@@ -11,11 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kan2mcu import cli, guard  # noqa: E402
-from kan2mcu.datasets import load_dataset  # noqa: E402
+from kan2mcu import cli  # noqa: E402
+from kan2mcu.quant import guard  # noqa: E402
+from kan2mcu.data.datasets import load_dataset  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
-from kan2mcu.importers import load_checkpoint  # noqa: E402
-from kan2mcu.verify import verify  # noqa: E402
+from kan2mcu.model.importers import load_checkpoint  # noqa: E402
+from kan2mcu.check.verify import verify  # noqa: E402
 
 
 def _x1e6(source, target):
@@ -88,8 +89,8 @@ def test_default_model_passes_the_guard_quietly(digits_checkpoint, tmp_path, cap
 
 def test_guard_measures_saturation_against_the_code_window(digits_checkpoint):
     """The saturation figure is what it says: the fraction of activations outside in_scale*(q - in_zero)."""
-    from kan2mcu.bspline import model_forward
-    from kan2mcu.quantize import QuantOptions, quantize
+    from kan2mcu.model.bspline import model_forward
+    from kan2mcu.quant.quantize import QuantOptions, quantize
 
     model = load_checkpoint(digits_checkpoint).model
     x = load_dataset("digits").x_train

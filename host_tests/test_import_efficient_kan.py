@@ -15,11 +15,11 @@ import pytest
 
 import torch
 
-from kan2mcu.bspline import model_forward  # noqa: E402
+from kan2mcu.model.bspline import model_forward  # noqa: E402
 from kan2mcu.errors import CheckpointError  # noqa: E402
-from kan2mcu.importers import load_checkpoint  # noqa: E402
-from kan2mcu.importers.efficient_kan import ir_from_state_dict  # noqa: E402
-from kan2mcu.torch_kan import KAN, KANLinear  # noqa: E402
+from kan2mcu.model.importers import load_checkpoint  # noqa: E402
+from kan2mcu.model.importers.efficient_kan import ir_from_state_dict  # noqa: E402
+from kan2mcu.model.torch_kan import KAN, KANLinear  # noqa: E402
 
 SEMANTIC_ATOL = 1e-12
 FLOAT32_RTOL = 1e-5

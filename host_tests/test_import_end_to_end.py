@@ -5,7 +5,7 @@ conftest.require_module and conftest.require_tool).
 
 Two kinds of assertion, kept apart:
 
-- bit-exact: ``kan2mcu.verify.verify`` compiles the generated C and checks it equals the integer
+- bit-exact: ``kan2mcu.check.verify.verify`` compiles the generated C and checks it equals the integer
   reference on every tested input (it raises VerificationError otherwise);
 - accuracy (8/8/8 bits): the dequantized integer reference against the ORIGINAL library's float32
   forward (pykan's ``model(x)``, or the torch module) on seeded in-range inputs:
@@ -25,9 +25,9 @@ import torch
 
 from conftest import assert_c_equals_reference, require_module, require_tool
 from kan2mcu import generate as generate_module
-from kan2mcu.bundle import load_bundle
-from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
-from kan2mcu.verify import verification_codes
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+from kan2mcu.check.verify import verification_codes
 
 RMS_FRACTION, MAX_FRACTION = 0.02, 0.10
 
@@ -89,7 +89,7 @@ def test_pykan_checkpoint_generates_bit_exact_c(pykan_models, tmp_path, which):
 
 def test_efficient_kan_non_uniform_checkpoint_generates_bit_exact_c(tmp_path):
     need_host_compiler()
-    from kan2mcu.torch_kan import KAN
+    from kan2mcu.model.torch_kan import KAN
 
     torch.manual_seed(0)
     model = KAN([4, 6, 3], grid_size=5, spline_order=3)

@@ -27,10 +27,10 @@ for _extra in ("yaml", "matplotlib", "pandas", "sympy"):
     require_module(_extra, "pip install -e .[pykan]")
 kan = require_module("kan", "pip install -e .[pykan]")
 
-from kan2mcu.bspline import model_forward  # noqa: E402
+from kan2mcu.model.bspline import model_forward  # noqa: E402
 from kan2mcu.errors import CheckpointError, UnsupportedModelError  # noqa: E402
-from kan2mcu.importers import load_checkpoint  # noqa: E402
-from kan2mcu.importers.pykan import (  # noqa: E402
+from kan2mcu.model.importers import load_checkpoint  # noqa: E402
+from kan2mcu.model.importers.pykan import (  # noqa: E402
     checkpoint_prefix,
     classify_base_function,
     ir_from_pykan,

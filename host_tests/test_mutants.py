@@ -31,7 +31,7 @@ def test_the_suite_covers_the_required_bugs():
 
 
 def test_a_moved_pattern_fails_naming_the_mutant():
-    moved = Mutant("moved", "test", (("kan2mcu/quantize.py", "no such text in quantize.py", "x"),), ("t",))
+    moved = Mutant("moved", "test", (("kan2mcu/quant/quantize.py", "no such text in quantize.py", "x"),), ("t",))
     problems = mutate.check_patterns([moved])
-    assert len(problems) == 1 and "mutant moved: kan2mcu/quantize.py: pattern found 0 times" in problems[0]
+    assert len(problems) == 1 and "mutant moved: kan2mcu/quant/quantize.py: pattern found 0 times" in problems[0]
     assert mutate.main(["--only", "no-such-mutant"]) == 2

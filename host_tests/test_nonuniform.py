@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import assert_c_equals_reference
-from kan2mcu.bundle import load_bundle
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import run_sanitized
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import run_model
-from kan2mcu.verify import N_RANDOM, verification_codes, verify
+from kan2mcu.check.hostcc import run_sanitized
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import run_model
+from kan2mcu.check.verify import N_RANDOM, verification_codes, verify
 
 
 @pytest.mark.parametrize("bits", [3, 8])

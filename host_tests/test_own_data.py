@@ -13,13 +13,13 @@ import pytest
 
 from conftest import run_cli
 from kan2mcu import cli
-from kan2mcu.bundle import load_bundle
-from kan2mcu.evaluate import api_codes
-from kan2mcu.hostcc import HostModel
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.input_codec import input_codec, quantize_raw
-from kan2mcu.reference import run_model
-from kan2mcu.verify import verify
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.quant.evaluate import api_codes
+from kan2mcu.check.hostcc import HostModel
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.quant.input_codec import input_codec, quantize_raw
+from kan2mcu.quant.reference import run_model
+from kan2mcu.check.verify import verify
 
 EPOCHS = "40"
 QUIET = "--no-progress"
@@ -162,7 +162,7 @@ def test_regression_report_carries_r2_and_max_error(regression, regression_model
 def test_regression_metrics_match_scikit_learn():
     from sklearn.metrics import max_error, r2_score
 
-    from kan2mcu.train import regression_metrics
+    from kan2mcu.training.train import regression_metrics
 
     rng = np.random.default_rng(5)
     y = rng.normal(3.0, 2.0, 200)
@@ -173,7 +173,7 @@ def test_regression_metrics_match_scikit_learn():
 
 
 def test_scaling_maps_the_training_range_onto_the_grid():
-    from kan2mcu.tabular import apply_transform, grid_scaling
+    from kan2mcu.data.tabular import apply_transform, grid_scaling
 
     x = np.array([[0.0, 100.0, 5.0], [2.0, 300.0, 5.0], [1.0, 200.0, 5.0]])
     scaled = apply_transform(x, grid_scaling(x))

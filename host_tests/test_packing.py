@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kan2mcu.packing import pack, unpack
-from kan2mcu.quantize import QuantOptions
+from kan2mcu.quant.packing import pack, unpack
+from kan2mcu.quant.quantize import QuantOptions
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -60,7 +60,7 @@ def test_golden_bytes(values, bits, signed, expected):
 
 @pytest.mark.parametrize("values,bits,signed,expected", GOLDEN)
 def test_unpack_golden_bytes(values, bits, signed, expected):
-    from kan2mcu.packing import PackedTable
+    from kan2mcu.quant.packing import PackedTable
 
     np.testing.assert_array_equal(unpack(PackedTable(tuple(expected), len(values), bits, signed)), values)
 
@@ -72,7 +72,7 @@ def test_generated_c_reader_decodes_golden_bytes(small_checkpoints, tmp_path):
     import subprocess
 
     from kan2mcu.generate import generate_model
-    from kan2mcu.hostcc import STRICT_FLAGS, host_compiler
+    from kan2mcu.check.hostcc import STRICT_FLAGS, host_compiler
 
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     generate_model(checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3, coef_bits=4),

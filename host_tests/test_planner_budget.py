@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from conftest import make_random_checkpoint
-from kan2mcu import budget as budget_module
-from kan2mcu import costmodel
-from kan2mcu.budget import Budget, input_api_bytes
+from kan2mcu.quant import budget as budget_module
+from kan2mcu.quant import costmodel
+from kan2mcu.quant.budget import Budget, input_api_bytes
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.generate import generate_model
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.planner import candidate_options, choose
-from kan2mcu.planscore import COST_MODEL_ERROR, describe
-from kan2mcu.quantize import QuantOptions, calibrate, quantize
-from kan2mcu.reference import quantize_inputs, run_model
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.quant.planner import candidate_options, choose
+from kan2mcu.quant.planscore import COST_MODEL_ERROR, describe
+from kan2mcu.quant.quantize import QuantOptions, calibrate, quantize
+from kan2mcu.quant.reference import quantize_inputs, run_model
 
 OPTIONS = QuantOptions(act_bits=4, table_bits=4, coef_bits=4)  # a few options per layer: quick exhaustive search
 TINY = 600  # bytes: no plan of the 8x5x3 model fits
@@ -35,10 +35,12 @@ def tiny(tmp_path_factory):
 
 
 def _error(model, qmodel, x) -> float:
-    """The relative output error, computed the plain way: whole-model quantize + reference run."""
+    """The output error score, computed the plain way: whole-model quantize + reference run."""
+    from kan2mcu.quant.output_error import is_classifier, output_error
+
     float_out = calibrate(model, x)[-1]
     q_out = run_model(qmodel, quantize_inputs(qmodel, x)) * qmodel.output_scale
-    return float(np.sqrt(np.mean((q_out - float_out) ** 2)) / np.sqrt(np.mean(float_out**2)))
+    return output_error(float_out, q_out, classifier=is_classifier(model)).score
 
 
 def _exhaustive(model, x, options, max_error, budget_bytes, core="cortex-m4"):
@@ -164,8 +166,8 @@ def test_planner_weighs_widths_down_to_two_bits(tiny):
 def test_shared_work_equals_whole_quantization(tiny, strategy):
     """A layer requantized for another consumer, and the shared accumulators, give the layer and the
     outputs a whole-plan quantize + reference run gives (every consumer encoding)."""
-    from kan2mcu.plansearch import PlanSearch
-    from kan2mcu.quantize import LayerPlan
+    from kan2mcu.quant.plansearch import PlanSearch
+    from kan2mcu.quant.quantize import LayerPlan
 
     _, _, model, x = tiny
     search = PlanSearch(model, OPTIONS, x)
@@ -230,9 +232,9 @@ def test_ceiling_rule_takes_the_smallest_of_the_equally_fast(objective):
     """Speed: the fastest acceptable plan sets the pace; an acceptable plan within the cost model's
     error of its instructions and smaller wins, one just outside does not, an unacceptable smaller
     one never; the larger plan is reported with what it would add. Size: the smallest acceptable."""
-    from kan2mcu.planscore import Scores, larger_plans, search_plans
+    from kan2mcu.quant.planscore import Scores, larger_plans, search_plans
 
-    from kan2mcu.quantize import LayerPlan
+    from kan2mcu.quant.quantize import LayerPlan
 
     fast, near, far, bad = ((LayerPlan("edge-table", bits, 8),) for bits in (8, 6, 4, 2))
     predicted = {fast: {"instructions": 1000, "flash_bytes": 9000},

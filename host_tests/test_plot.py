@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kan2mcu.bspline import layer_forward
-from kan2mcu.bundle import load_bundle
+from kan2mcu.model.bspline import layer_forward
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.cli import main
 from kan2mcu.plots import REPORT_SECTION, code_inputs, float_edges, quantized_edges
 
@@ -54,7 +54,7 @@ def test_drawn_edges_are_the_integer_arithmetic(plotted):
     """The pictures show the real thing: the float edges summed over inputs plus the bias are the
     float layer; spline edges summed over inputs are the C's two accumulators (scaled); edge-table
     edges lie within half an entry step of the float edge at every code."""
-    from kan2mcu.strategies import spline
+    from kan2mcu.quant.strategies import spline
 
     model, qmodel = load_bundle(plotted)
     rng = np.random.default_rng(0)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kan2mcu.bspline import model_forward
-from kan2mcu.datasets import load_dataset
+from kan2mcu.model.bspline import model_forward
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.generate import generate_model
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.quantize import LayerPlan, QuantOptions, quantize
-from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
-from kan2mcu.strategies.spline import decode_inputs
-from kan2mcu.strategies.spline_fit import round_rows, round_rows_capped, table_one
-from kan2mcu.verify import verify
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions, quantize
+from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+from kan2mcu.quant.strategies.spline import decode_inputs
+from kan2mcu.quant.strategies.spline_fit import round_rows, round_rows_capped, table_one
+from kan2mcu.check.verify import verify
 
 
 def integer_logits(qmodel, x):
@@ -76,7 +76,7 @@ def test_unreached_coefficient_does_not_set_the_scale(tmp_path):
     coefficients): the old per-channel max|c| scale crushed every other coefficient to zero."""
     import torch
 
-    from kan2mcu.torch_kan import KAN
+    from kan2mcu.model.torch_kan import KAN
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -87,7 +87,7 @@ def test_unreached_coefficient_does_not_set_the_scale(tmp_path):
         with torch.no_grad():
             model.layers[0].spline_weight[0, 0, 0] = outlier  # B-spline 0 lives on [-2.2, -1.0]
         path = tmp_path / f"m{outlier:g}.pt"
-        from kan2mcu.checkpoint import save_checkpoint
+        from kan2mcu.model.checkpoint import save_checkpoint
         save_checkpoint(model, path, dataset=None, input_transform=None)
         ir = load_checkpoint(path).model
         q = spline_model(ir, x, 8, 3, 4)
@@ -119,7 +119,7 @@ def test_update_grid_ptq_spline3_coef4_within_one_point(update_grid_checkpoint, 
     data = load_dataset("digits")
     generate_model(checkpoint, tmp_path / "m", calibration=calib, strategy="spline", quiet=True,
                    options=QuantOptions(act_bits=act_bits, spline_bits=3, coef_bits=4))
-    from kan2mcu.bundle import load_bundle
+    from kan2mcu.codegen.bundle import load_bundle
 
     model, qmodel = load_bundle(tmp_path / "m")
     logits = integer_logits(qmodel, data.x_test)

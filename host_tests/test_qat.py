@@ -22,17 +22,17 @@ import torch
 
 from conftest import run_cli
 from kan2mcu import cli
-from kan2mcu.bspline import model_forward
-from kan2mcu.datasets import load_dataset
+from kan2mcu.model.bspline import model_forward
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.errors import UnsupportedModelError
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.ir import KANLayer, KANModel
-from kan2mcu.qat import FakeQuantKAN, finetune, ir_from_kan, kan_from_ir
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.reference import quantize_inputs, run_layer, run_model
-from kan2mcu.strategies import spline
-from kan2mcu.torch_kan import KAN
-from kan2mcu.verify import verify
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.model.ir import KANLayer, KANModel
+from kan2mcu.training.qat import FakeQuantKAN, finetune, ir_from_kan, kan_from_ir
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.reference import quantize_inputs, run_layer, run_model
+from kan2mcu.quant.strategies import spline
+from kan2mcu.model.torch_kan import KAN
+from kan2mcu.check.verify import verify
 
 TARGETS = {(4, 2, 3): 1.0, (4, 3, 3): 0.5}  # (act, spline, coef) bits -> allowed points below float
 

@@ -17,8 +17,9 @@ from elftools.elf.elffile import ELFFile
 
 from conftest import require_tool
 from kan2mcu.generate import generate_model
-from kan2mcu.hostcc import STRICT_FLAGS, host_compiler
-from kan2mcu.quantize import QuantOptions
+from kan2mcu.check.hostcc import STRICT_FLAGS, host_compiler
+from kan2mcu.quant.input_rule import RULE_BYTES
+from kan2mcu.quant.quantize import QuantOptions
 
 REQUANT = ("_mult_spline", "_mult_base", "_rounding", "_shift")
 
@@ -43,7 +44,8 @@ def _compile(folder: Path, compiler: str, flags: list[str], out: Path) -> dict[s
 
 def _check_report(folder: Path, symbols: dict[str, tuple[str, int]], optimized: bool = False) -> None:
     """Report and header byte figures == the object's symbol sizes. ``optimized`` (-O2): GCC may
-    fold the input API's one-entry ``kan_raw_top`` table into code, so that table may be absent."""
+    fold the input API's one-entry tables (``kan_raw_top``, or the one ``kan_raw_rules`` rule of
+    inputs that all share a row) into code, so that table may be absent."""
     report = json.loads((folder / "report.json").read_text())
     header = (folder / "kan.h").read_text()
     readonly = {name: size for name, (section, size) in symbols.items() if section.startswith(".rodata")}
@@ -65,8 +67,10 @@ def _check_report(folder: Path, symbols: dict[str, tuple[str, int]], optimized: 
     if report["arith"] == "int":  # the integer input API's tables (kan_raw_*) are linked with every model
         api = {name: size for name, size in readonly.items() if name.startswith("kan_raw_")}
         folded = report["totals"]["input_api_bytes"] - sum(api.values())
-        assert api and (folded == 0 or optimized and "kan_raw_top" not in api and 0 < folded <= 255), (api, folded)
-        readonly["kan_raw_top"] = readonly.get("kan_raw_top", 0) + folded
+        one_entry = "kan_raw_rules" if "kan_raw_rules[1]" in (folder / "kan.c").read_text() else "kan_raw_top"
+        assert folded == 0 or optimized and one_entry not in api and 0 < folded <= max(RULE_BYTES, 255), (api, folded)
+        assert api or folded == RULE_BYTES, api
+        readonly[one_entry] = readonly.get(one_entry, 0) + folded
         total_flash += sum(api.values()) + folded
     assert report["totals"]["flash_bytes"] == total_flash == sum(readonly.values())
     assert f"KAN_TABLE_BYTES {sum(readonly.values())}u" in header

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import assert_c_equals_reference
-from kan2mcu.bundle import load_bundle
-from kan2mcu.datasets import load_dataset
+from kan2mcu.codegen.bundle import load_bundle
+from kan2mcu.data.datasets import load_dataset
 from kan2mcu.generate import generate_model
-from kan2mcu.quantize import QuantOptions
-from kan2mcu.strategies import spline
-from kan2mcu.verify import verification_codes
+from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.strategies import spline
+from kan2mcu.check.verify import verification_codes
 
 # act / spline / coef bits: the four settings, plus 8-bit basis values with nibble
 # coefficients (lanes fill fastest: widened every few inputs) and 2-bit coefficients

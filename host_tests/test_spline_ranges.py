@@ -8,7 +8,7 @@ import pytest
 from conftest import make_random_checkpoint
 from kan2mcu.errors import QuantizationError
 from kan2mcu.generate import generate_model
-from kan2mcu.verify import verify
+from kan2mcu.check.verify import verify
 
 
 def test_far_apart_inputs_get_separate_silu_tables(tmp_path):

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 
 from conftest import make_random_checkpoint, require_tool
-from kan2mcu.bspline import layer_forward
+from kan2mcu.model.bspline import layer_forward
 from kan2mcu.errors import OptionError
 from kan2mcu.generate import generate_model
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.quantize import LayerPlan, QuantOptions, quantize
-from kan2mcu.reference import run_model
-from kan2mcu.verify import verify
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions, quantize
+from kan2mcu.quant.reference import run_model
+from kan2mcu.check.verify import verify
 
 
 def test_edge_table_entries_track_the_float_layer(small_checkpoints):
     """Independent check: dequantized table rows summed over inputs equal the float64 layer forward
-    (kan2mcu.bspline.layer_forward, which never calls the per-edge code) within half an entry step
+    (kan2mcu.model.bspline.layer_forward, which never calls the per-edge code) within half an entry step
     per input."""
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     model = load_checkpoint(checkpoint).model
@@ -47,8 +47,8 @@ def test_wider_entries_track_the_float_edges_closer(small_checkpoints):
     """12-bit entries (halfwords) follow the float edges more closely than 8-bit ones, and 16-bit
     still more closely: the dequantized table against the float64 edge functions at every code, and
     the last layer's integer output against the float64 layer forward on random codes."""
-    from kan2mcu.bspline import edge_values
-    from kan2mcu.strategies.edge_table import run_layer
+    from kan2mcu.model.bspline import edge_values
+    from kan2mcu.quant.strategies.edge_table import run_layer
 
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     model = load_checkpoint(checkpoint).model
@@ -87,8 +87,8 @@ def test_planner_weighs_halfword_and_nibble_entries(small_checkpoints):
     """--table-bits 12: the planner weighs every entry width down to 2 bits and keeps 12-bit
     (halfword), 8-bit (byte) and 4-bit (nibble) entries (the others cost the same as a wider one);
     halfword tables are predicted at twice the flash of byte tables."""
-    from kan2mcu.costmodel import layer_cost
-    from kan2mcu.planner import candidate_options, layer_options
+    from kan2mcu.quant.costmodel import layer_cost
+    from kan2mcu.quant.planner import candidate_options, layer_options
 
     checkpoint, _ = small_checkpoints["8x5x3-G5-k3"]
     model = load_checkpoint(checkpoint).model
@@ -149,7 +149,7 @@ def test_default_digits_model_is_fast_and_accurate(digits_checkpoint, tmp_path):
 def test_cost_model_matches_qemu(digits_checkpoint, tmp_path, board):
     """Per-layer predicted instructions within 15% of QEMU's exact counts, for both strategies
     (edge-table with byte and halfword entries, spline with byte and with nibble coefficients)."""
-    from kan2mcu.costmodel import layer_cost
+    from kan2mcu.quant.costmodel import layer_cost
     from kan2mcu.firmware.boards import get_board
     from kan2mcu.firmware.measure import measure
 
@@ -199,8 +199,8 @@ def test_low_bits_are_not_slower(digits_checkpoint, tmp_path, board, strategy):
 def test_two_models_in_one_build_folder(small_checkpoints, tmp_path):
     """Regression: a second model compiled into the same build folder in the same process must run
     its own code (dlopen hands back an already-loaded library for a path it has seen)."""
-    from kan2mcu.bundle import load_bundle
-    from kan2mcu.hostcc import HostModel
+    from kan2mcu.codegen.bundle import load_bundle
+    from kan2mcu.check.hostcc import HostModel
 
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     outputs = []

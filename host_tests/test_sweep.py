@@ -214,9 +214,9 @@ def test_ray_executor_gives_the_same_rows(interrupted_then_resumed, tmp_path):
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(digits_checkpoint, tmp_path, monkeypatch):
     """One point's verification fails (injected); it is recorded with its error, the others finish,
     and running again retries only that point."""
-    import kan2mcu.verify
+    import kan2mcu.check.verify
 
-    real_verify = kan2mcu.verify.verify
+    real_verify = kan2mcu.check.verify.verify
 
     def failing_verify(folder, **kwargs):
         options = json.loads((Path(folder) / "kan2mcu.json").read_text())["options"]
@@ -224,7 +224,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(digits_checkpoint, tm
             raise VerificationError(f"{folder}: C differs from the integer reference (injected)")
         return real_verify(folder, **kwargs)
 
-    monkeypatch.setattr(kan2mcu.verify, "verify", failing_verify)
+    monkeypatch.setattr(kan2mcu.check.verify, "verify", failing_verify)
     out = tmp_path / "s"
     grid = dict(act_bits=[8], spline_bits=[2, 8], coef_bits=[8], strategies=["spline"], boards=[])
     doc = run_sweep(digits_checkpoint, out, **grid, jobs=1, progress=False)  # in-process: the patch applies
@@ -234,7 +234,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(digits_checkpoint, tm
     assert rows["a08-s08-c08-spline"]["status"] == "ok" and rows["a08-s08-c08-spline"]["bit_exact"] is True
     assert doc["counts"] == {"points": 2, "ok": 1, "failed": 1, "bit_exact": 1, "boards_pass": 2}  # no boards
     assert "- a08-s02-c08-spline: <scratch>/kan: C differs" in (out / "sweep.md").read_text()
-    monkeypatch.setattr(kan2mcu.verify, "verify", real_verify)
+    monkeypatch.setattr(kan2mcu.check.verify, "verify", real_verify)
     computed: list[str] = []
     doc = run_sweep(digits_checkpoint, out, **grid, jobs=1, progress=False, on_point=computed.append)
     assert computed == ["a08-s02-c08-spline"] and doc["counts"]["failed"] == 0

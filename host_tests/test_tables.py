@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import independent
-from kan2mcu.bundle import load_bundle
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.generate import generate_model
-from kan2mcu.datasets import load_dataset
-from kan2mcu.fixedpoint import quantize_symmetric
-from kan2mcu.quantize import QuantOptions, calibrate, decode_inputs
+from kan2mcu.data.datasets import load_dataset
+from kan2mcu.quant.fixedpoint import quantize_symmetric
+from kan2mcu.quant.quantize import QuantOptions, calibrate, decode_inputs
 
 # knots are float32 values in the checkpoint: a cardinal table built on one input's knots may be
 # off by float32 round-off on another input's; this slack is far below any table step (>= 1e-3).
@@ -179,8 +179,8 @@ def test_edge_table_entries_approximate_the_edge_functions(small_checkpoints, no
     """Every entry equals its edge function at that code within half an entry step, around the
     edge's centre (folded into the bias); entries the calibration data never reaches may saturate,
     and then only where the edge function lies beyond the saturated value (and they are counted)."""
-    from kan2mcu.importers import load_checkpoint
-    from kan2mcu.quantize import LayerPlan
+    from kan2mcu.model.importers import load_checkpoint
+    from kan2mcu.quant.quantize import LayerPlan
 
     checkpoint, calibration = {**small_checkpoints, "nonuniform-5x4x3": nonuniform_checkpoint}[name]
     n_layers = len(load_checkpoint(checkpoint).model.layers)

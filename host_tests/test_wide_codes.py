@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import make_random_checkpoint, require_tool
-from kan2mcu.bspline import model_forward
-from kan2mcu.bundle import load_bundle
+from kan2mcu.model.bspline import model_forward
+from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.errors import OptionError
 from kan2mcu.generate import generate_model
-from kan2mcu.importers import load_checkpoint
-from kan2mcu.quantize import LayerPlan, QuantOptions, sample_ranges
-from kan2mcu.reference import dequantize_outputs, quantize_inputs, run_model
-from kan2mcu.verify import verify
+from kan2mcu.model.importers import load_checkpoint
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions, sample_ranges
+from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+from kan2mcu.check.verify import verify
 
 BIG_BUDGET = 1 << 24
 
@@ -180,7 +180,7 @@ def test_unreachable_max_error_is_said(regression_checkpoint, tmp_path):
 
 def test_wide_codes_fuzz_clean(regression_checkpoint, tmp_path):
     """uint16 codes of any value (libFuzzer bytes, and the random loop) under ASan+UBSan: no finding."""
-    from kan2mcu.hostcc import fuzz
+    from kan2mcu.check.hostcc import fuzz
 
     checkpoint, calibration = regression_checkpoint
     generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, max_error=1.0,

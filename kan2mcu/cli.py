@@ -17,6 +17,8 @@ def _bits(text: str) -> int:
 
 
 def _add_generate(sub) -> None:
+    from kan2mcu.quant.planner import DEFAULT_MAX_ERROR  # pylint: disable=import-outside-toplevel
+
     p = sub.add_parser("generate", help="quantize a KAN checkpoint and generate C")
     p.add_argument("checkpoint", type=Path, help="kan2mcu checkpoint, efficient-kan state dict, or pykan saveckpt prefix")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to write the C model into")
@@ -43,9 +45,10 @@ def _add_generate(sub) -> None:
                    help="when no plan fits the flash budget (tables, input API and code), write the smallest one "
                         "anyway instead of stopping")
     p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget")
-    p.add_argument("--max-error", type=float, default=0.02,
-                   help="largest relative RMS output error against the float model on the calibration data that "
-                        "the planner accepts (default 0.02)")
+    p.add_argument("--max-error", type=float, default=DEFAULT_MAX_ERROR,
+                   help="largest output error against the float model on the calibration data that the planner "
+                        "accepts: RMS error over the float output range (classifiers: also the share of samples "
+                        f"whose argmax differs); default {DEFAULT_MAX_ERROR}, i.e. 0.5%% of the output range")
     p.add_argument("--base-activation", default=None, metavar="NAME",
                    help="base function of an efficient-kan model (its state dict does not record it): silu "
                         "(assumed), gelu, relu, tanh, sigmoid, identity; non-SiLU bases deploy as edge tables")
@@ -69,7 +72,7 @@ def _add_generate(sub) -> None:
 
 def _run_generate(args) -> int:
     from kan2mcu.generate import generate_model
-    from kan2mcu.quantize import QuantOptions
+    from kan2mcu.quant.quantize import QuantOptions
 
     options = QuantOptions(act_bits=args.act_bits, spline_bits=args.spline_bits, coef_bits=args.coef_bits,
                            base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits)
@@ -201,8 +204,8 @@ _QAT_KNOBS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits")
 
 def _qat_options(args):
     from kan2mcu.errors import OptionError
-    from kan2mcu.quantize import QuantOptions
-    from kan2mcu.strategies import spline
+    from kan2mcu.quant.quantize import QuantOptions
+    from kan2mcu.quant.strategies import spline
 
     options = QuantOptions(**{k: getattr(args, k) for k in _QAT_KNOBS if getattr(args, k) is not None})
     if options.act_bits > spline.MAX_CODE_BITS:  # QAT trains spline layers, whose codes are bytes
@@ -212,7 +215,7 @@ def _qat_options(args):
 
 
 def _run_train(args) -> int:
-    from kan2mcu.train import parse_widths, train, train_on_data
+    from kan2mcu.training.train import parse_widths, train, train_on_data
 
     given = [f"--{k.replace('_', '-')}" for k in _QAT_KNOBS + ("qat_epochs",) if getattr(args, k) is not None]
     if given and not args.qat:
@@ -255,7 +258,7 @@ def _add_finetune(sub) -> None:
 
 
 def _run_finetune(args) -> int:
-    from kan2mcu.qat import DEFAULT_EPOCHS, DEFAULT_LR, finetune
+    from kan2mcu.training.qat import DEFAULT_EPOCHS, DEFAULT_LR, finetune
 
     options = _qat_options(args)
     result = finetune(args.checkpoint, args.output, options, dataset=args.dataset,
@@ -280,14 +283,17 @@ def _add_verify(sub) -> None:
     p.add_argument("--random", type=int, default=0, metavar="N",
                    help="also compare the C with the integer reference on N random input codes")
     p.add_argument("--fuzz", type=float, default=0.0, metavar="SECONDS",
-                   help="also fuzz the C for SECONDS (libFuzzer + ASan/UBSan with clang, else a random loop)")
+                   help="also fuzz the C for SECONDS, at least 1 (libFuzzer + ASan/UBSan with clang, else a random "
+                        "loop), then compare the C with the integer reference on the inputs the fuzzer kept")
 
 
 def _run_verify(args) -> int:
-    from kan2mcu.verify import verify
+    from kan2mcu.check.hostcc import check_fuzz_seconds
+    from kan2mcu.check.verify import verify
 
-    if args.random < 0 or args.fuzz < 0:
-        raise OptionError("--random and --fuzz must not be negative")
+    if args.random < 0:
+        raise OptionError("--random must not be negative")
+    check_fuzz_seconds(args.fuzz)
     verify(args.folder, calibration=args.calibration, sanitize=args.sanitize, random=args.random, fuzz=args.fuzz)
     return 0
 

@@ -15,8 +15,8 @@ DEFAULT_BOARD = "qemu-cortex-m4"
 def run_demo(out: Path, *, board: str = DEFAULT_BOARD, retrain: bool = False) -> dict:
     """Run every step into folder ``out``; returns the measurement report."""
     from kan2mcu.generate import generate_model
-    from kan2mcu.train import train
-    from kan2mcu.verify import verify
+    from kan2mcu.training.train import train
+    from kan2mcu.check.verify import verify
 
     out = Path(out)
     checkpoint = out / "digits_kan.pt"

@@ -49,7 +49,7 @@ def pyplot():
 
 def float_edges(layer, x: np.ndarray) -> np.ndarray:
     """Float edge values [O, N, I] at inputs ``x`` [N, I] (no bias: it belongs to the node)."""
-    from kan2mcu.bspline import edge_values  # pylint: disable=import-outside-toplevel
+    from kan2mcu.model.bspline import edge_values  # pylint: disable=import-outside-toplevel
 
     return np.stack([edge_values(layer, i, x[:, i]) for i in range(layer.in_features)], axis=2).transpose(1, 0, 2)
 
@@ -64,7 +64,7 @@ def quantized_edges(qlayer, float_layer) -> np.ndarray:
 
 
 def _spline_edges(qlayer, float_layer) -> np.ndarray:
-    from kan2mcu.strategies.spline import decode_inputs, live_coefficients  # pylint: disable=import-outside-toplevel
+    from kan2mcu.quant.strategies.spline import decode_inputs, live_coefficients  # pylint: disable=import-outside-toplevel
 
     codes = np.broadcast_to(np.arange(qlayer.codes)[:, None], (qlayer.codes, qlayer.in_features))
     first, basis, silu_q = decode_inputs(qlayer, codes)
@@ -91,9 +91,10 @@ def code_inputs(qlayer) -> np.ndarray:
 
 
 def _calibration_inputs(folder: Path, manifest: dict, model) -> np.ndarray | None:
-    from kan2mcu.bspline import model_forward  # pylint: disable=import-outside-toplevel
-    from kan2mcu.datasets import load_dataset  # pylint: disable=import-outside-toplevel
-    from kan2mcu.generate import CALIBRATION_FILE, load_calibration  # pylint: disable=import-outside-toplevel
+    from kan2mcu.model.bspline import model_forward  # pylint: disable=import-outside-toplevel
+    from kan2mcu.data.datasets import load_dataset  # pylint: disable=import-outside-toplevel
+    from kan2mcu.codegen.model_dir import CALIBRATION_FILE  # pylint: disable=import-outside-toplevel
+    from kan2mcu.quant.calibration import load_calibration  # pylint: disable=import-outside-toplevel
 
     if manifest.get("dataset"):
         x = load_dataset(manifest["dataset"]).x_train
@@ -172,8 +173,8 @@ def _bits_label(qlayer) -> str:
 def plot_model_folder(folder) -> list[str]:
     """Write ``layer<N>_edges.png`` per layer into a generated integer model folder and link them
     from report.md; returns the file names."""
-    from kan2mcu.bundle import load_bundle  # pylint: disable=import-outside-toplevel
-    from kan2mcu.model_dir import load_model_folder  # pylint: disable=import-outside-toplevel
+    from kan2mcu.codegen.bundle import load_bundle  # pylint: disable=import-outside-toplevel
+    from kan2mcu.codegen.model_dir import load_model_folder  # pylint: disable=import-outside-toplevel
 
     folder = Path(folder)
     manifest = load_model_folder(folder).manifest

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from mutants import MUTANTS, Mutant  # noqa: E402
 
 TIMEOUT_S = 600
-TRAINING_SOURCES = ("kan2mcu/train.py", "kan2mcu/torch_kan.py", "kan2mcu/datasets.py", "kan2mcu/checkpoint.py")
+TRAINING_SOURCES = ("kan2mcu/training/train.py", "kan2mcu/model/torch_kan.py", "kan2mcu/data/datasets.py", "kan2mcu/model/checkpoint.py")
 
 
 @dataclass
@@ -78,7 +78,7 @@ def digits_checkpoint(python: str, files: list[str]) -> Path:
         print(f"mutants: training the digits KAN once (cached as {path})", flush=True)
         with tempfile.TemporaryDirectory(prefix="kan2mcu-train-") as tmp:
             work = copy_repo(files, Path(tmp))
-            subprocess.run([python, "-c", "import sys; from kan2mcu.train import train; "
+            subprocess.run([python, "-c", "import sys; from kan2mcu.training.train import train; "
                                           "train(sys.argv[1], progress=False)", str(path)],
                            cwd=work, env=_env(work, None), check=True)
     return path

@@ -40,7 +40,7 @@ def export_library(model_dir, formats, out_dir) -> dict[str, Path]:
     """Write the model in ``model_dir`` as a library for each of ``formats`` under ``out_dir``;
     returns format -> library folder. Nothing is written unless every format rendered."""
     from kan2mcu.export.formats import render_format
-    from kan2mcu.model_dir import load_model_folder
+    from kan2mcu.codegen.model_dir import load_model_folder
 
     model = load_model_folder(Path(model_dir))
     out_dir = Path(out_dir)

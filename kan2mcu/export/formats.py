@@ -11,7 +11,7 @@ import jinja2
 import numpy as np
 
 from kan2mcu import __version__
-from kan2mcu.model_dir import ModelFolder
+from kan2mcu.codegen.model_dir import ModelFolder
 from kan2mcu.paths import templates_dir
 
 N_RAW_PROBES = 4
@@ -67,8 +67,8 @@ def selftest_context(model: ModelFolder) -> dict:
     ctx = {"input_ctype": model.manifest["input_ctype"], "output_ctype": model.manifest["output_ctype"],
            "tolerance": repr(float(vectors.get("abs_tolerance", 0.0)))}
     if model.arith == "int":
-        from kan2mcu.bundle import load_bundle
-        from kan2mcu.input_codec import input_codec, probe_raws, quantize_raw
+        from kan2mcu.codegen.bundle import load_bundle
+        from kan2mcu.quant.input_codec import input_codec, probe_raws, quantize_raw
 
         ir, qmodel = load_bundle(model.path)
         codec = input_codec(qmodel, ir.metadata.get("input_transform"))

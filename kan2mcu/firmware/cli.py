@@ -19,7 +19,7 @@ from kan2mcu.firmware.boards import BOARDS, get_board
 from kan2mcu.firmware.elfinfo import read_elf
 from kan2mcu.firmware.pio import pio_main, printed_command
 from kan2mcu.firmware.project import write_project
-from kan2mcu.model_dir import load_model_folder
+from kan2mcu.codegen.model_dir import load_model_folder
 
 
 def default_project_dir(model_dir: Path, board: str) -> Path:

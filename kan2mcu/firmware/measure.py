@@ -10,6 +10,15 @@ Report keys (stable; one entry per model under ``"models"``):
 ``instructions``     executed instructions of ONE inference (the call of ``<prefix>_infer`` on
                      vector 0, model code plus the library helpers it calls; start-up and the
                      self-check harness excluded); exact, from QEMU; null on real boards
+``input_instructions`` executed instructions of the raw-input API on the same vector
+                     (``<prefix>_quantize_input_q``, which the firmware calls on raw int32 inputs as
+                     a user's firmware does, before ``<prefix>_infer``); null when the firmware passes
+                     codes (float models, codes out of the raw API's reach) or on real boards
+``total_instructions`` instructions + input_instructions: raw inputs to outputs
+``breakdown``        instructions and flash bytes (code + tables, from the ELF's symbols) per part:
+                     ``input_quantization``, one entry per layer (``<prefix>_layerN`` and its
+                     ``<prefix>_lN_*`` tables) and ``output`` (the rest of the inference:
+                     ``<prefix>_infer``'s own code and the library helpers it calls)
 ``cycles_estimate``  cycle ESTIMATE of the same instructions (see kan2mcu.firmware.cycles); null on
                      real boards
 ``cycles_measured``  the board's cycle counter over one inference, when it has one (real boards;
@@ -32,10 +41,11 @@ from pathlib import Path
 from kan2mcu.errors import BoardError, ToolchainError
 from kan2mcu.firmware.boards import Board, get_board
 from kan2mcu.firmware.cycles import ESTIMATE_NOTE, estimate_cycles, mnemonic_histogram
+from kan2mcu.firmware.breakdown import INPUT_API_FUNCTIONS, base_name, breakdown
 from kan2mcu.firmware.elfinfo import ElfInfo, read_elf
 from kan2mcu.firmware.pio import run_pio
 from kan2mcu.firmware.project import write_project
-from kan2mcu.model_dir import load_model_folder
+from kan2mcu.codegen.model_dir import load_model_folder
 from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.firmware.toolchain import require_build_tools, require_run_tools
 
@@ -94,19 +104,22 @@ def build_firmware(model_dir: Path, board: str, project_dir: Path,
     return elf
 
 
-def _split_trace(trace, info: ElfInfo) -> tuple[list, dict[str, int], dict[str, int]]:
+def _split_trace(trace, info: ElfInfo, prefix: str) -> tuple[list, dict[str, int], dict[str, int], dict[str, int]]:
     """One pass over the trace: the inference's instructions, and counts per function of the
-    inference and of the self-check harness."""
+    inference, of the raw-input API and of the self-check harness."""
     functions = info.functions()
-    inference, model, harness = [], {}, {}
+    input_api = {f"{prefix}_{name}" for name in INPUT_API_FUNCTIONS}
+    inference, model, inputs, harness = [], {}, {}, {}
     for insn in trace.insns.values():
         name = functions.name_at(insn.address)
         if name.startswith(HARNESS_PREFIX):
             harness[name] = harness.get(name, 0) + insn.count
+        elif base_name(name) in input_api:
+            inputs[name] = inputs.get(name, 0) + insn.count
         else:
             inference.append(insn)
             model[name] = model.get(name, 0) + insn.count
-    return inference, _most_first(model), _most_first(harness)
+    return inference, _most_first(model), _most_first(inputs), _most_first(harness)
 
 
 def _most_first(counts: dict[str, int]) -> dict[str, int]:
@@ -126,7 +139,8 @@ def measure_model(model_dir: Path, board: str, project_dir: Path, port: str | No
     entry = {
         "model": model.name, "arith": model.arith, "model_dir": str(model.path), "board": board_info.name,
         "core": board_info.core, "check": "FAIL", "instructions": None, "cycles_estimate": None,
-        "cycles_measured": None, "flash_bytes": info.flash_bytes, "ram_bytes": info.ram_bytes,
+        "cycles_measured": None, "input_instructions": None, "total_instructions": None,
+        "breakdown": breakdown({}, {}, info, model.prefix), "flash_bytes": info.flash_bytes, "ram_bytes": info.ram_bytes,
         "stack_bytes": None, "memory": info.memory_split(model.prefix), "functions": {},
         "project_dir": str(Path(project_dir).resolve()), "firmware_result": None,
     }
@@ -135,10 +149,15 @@ def measure_model(model_dir: Path, board: str, project_dir: Path, port: str | No
         run = run_elf(board_info, elf, count_instructions=True)
         result = run.result
         if run.trace is not None:
-            inference, model_counts, harness_counts = _split_trace(run.trace, info)
+            inference, model_counts, input_counts, harness_counts = _split_trace(run.trace, info, model.prefix)
             estimate = estimate_cycles(inference, board_info.core, board_info.arch)
+            raw_api = sum(input_counts.values()) if input_counts else None
             entry.update(
                 instructions=sum(model_counts.values()),
+                input_instructions=raw_api,
+                total_instructions=sum(model_counts.values()) + (raw_api or 0),
+                input_functions=input_counts,
+                breakdown=breakdown(model_counts, input_counts, info, model.prefix),
                 cycles_estimate=estimate["cycles_estimate"],
                 functions=model_counts,
                 harness_instructions=sum(harness_counts.values()),
@@ -197,6 +216,22 @@ def _cell(value) -> str:
     return str(value)
 
 
+def breakdown_table(models: list[dict]) -> list[str]:
+    """Markdown lines: instructions and flash bytes per part (input quantization, layers, output)."""
+    lines = ["| part | " + " | ".join(f"{m['model']} instructions | flash bytes" for m in models) + " |",
+             "|---|" + "---:|---:|" * len(models)]
+    parts = []
+    for m in models:
+        parts += [p["part"] for p in m.get("breakdown", []) if p["part"] not in parts]
+    for part in parts:
+        cells = []
+        for m in models:
+            found = next((p for p in m.get("breakdown", []) if p["part"] == part), None)
+            cells += [_cell(found and found["instructions"]), _cell(found and found["flash_bytes"])]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_table(report: dict) -> str:
     """The report as a Markdown table, one column per model."""
     models = report["models"]
@@ -205,6 +240,8 @@ def markdown_table(report: dict) -> str:
     rows = [
         ("check", lambda m: m["check"]),
         ("instructions (one inference, exact)", lambda m: m["instructions"]),
+        ("  input quantization (raw API)", lambda m: m.get("input_instructions")),
+        ("  raw inputs to outputs", lambda m: m.get("total_instructions")),
         ("cycles (ESTIMATE)", lambda m: m["cycles_estimate"]),
         ("cycles (board counter)", lambda m: m["cycles_measured"]),
         ("flash bytes", lambda m: m["flash_bytes"]),
@@ -218,5 +255,6 @@ def markdown_table(report: dict) -> str:
     lines = [f"### {report['board']} ({report['core']})", "", header, rule]
     for label, getter in rows:
         lines.append(f"| {label} | " + " | ".join(_cell(getter(m)) for m in models) + " |")
+    lines += ["", *breakdown_table(models)]
     lines += ["", f"Cycles marked ESTIMATE are not measured: {report['cycles_estimate_note']}.", ""]
     return "\n".join(lines)

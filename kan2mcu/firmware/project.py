@@ -25,7 +25,7 @@ import numpy as np
 
 from kan2mcu.errors import OptionError
 from kan2mcu.firmware.boards import Board, get_board
-from kan2mcu.model_dir import ModelFolder, load_model_folder
+from kan2mcu.codegen.model_dir import ModelFolder, load_model_folder
 from kan2mcu.paths import firmware_dir, templates_dir
 
 MONITOR_SPEED = 115200
@@ -49,8 +49,24 @@ def _checked_ints(rows: list[list[int]], ctype: str, what: str) -> list[list[int
     return values
 
 
-def vector_header_context(model: ModelFolder) -> dict:
-    """Template data of ``kan2mcu_test_vectors.h``."""
+def raw_vector_inputs(model: ModelFolder) -> list[list[int]] | None:
+    """Integer models: int32 raw inputs that the model's raw-input API maps to the test vectors'
+    codes (kan2mcu.quant.input_codec.raw_for_codes), so the firmware calls ``<prefix>_quantize_input_q``
+    as a user's firmware does; None for float models, folders without model.npz or codes out of
+    the raw API's reach (the firmware then passes the codes to ``<prefix>_infer`` directly)."""
+    if model.arith != "int" or not (model.path / "model.npz").exists():
+        return None
+    from kan2mcu.codegen.bundle import load_bundle  # pylint: disable=import-outside-toplevel
+    from kan2mcu.quant.input_codec import input_codec, raw_for_codes  # pylint: disable=import-outside-toplevel
+
+    ir, qmodel = load_bundle(model.path)
+    codec = input_codec(qmodel, ir.metadata.get("input_transform"))
+    raw = raw_for_codes(qmodel, codec, np.asarray(model.vectors["inputs"], np.int64))
+    return None if raw is None else raw.astype(np.int64).tolist()
+
+
+def vector_header_context(model: ModelFolder, raw_inputs: list[list[int]] | None = None) -> dict:
+    """Template data of ``kan2mcu_test_vectors.h`` (``raw_inputs``: see :func:`raw_vector_inputs`)."""
     manifest, vectors = model.manifest, model.vectors
     context = {
         "model_name": model.name,
@@ -74,12 +90,13 @@ def vector_header_context(model: ModelFolder) -> dict:
         context.update(
             inputs=_checked_ints(vectors["inputs"], manifest["input_ctype"], "input"),
             outputs=_checked_ints(vectors["outputs"], "int32_t", "output"),
+            raw_inputs=[["INT32_MIN" if v == -(2**31) else str(v) for v in row] for row in raw_inputs or []],
         )
     return context
 
 
-def main_context(model: ModelFolder) -> dict:
-    """Template data of ``main.c``."""
+def main_context(model: ModelFolder, raw_inputs: bool = False) -> dict:
+    """Template data of ``main.c`` (``raw_inputs``: the vectors carry raw inputs for the raw API)."""
     manifest = model.manifest
     return {
         "model_name": model.name,
@@ -90,6 +107,7 @@ def main_context(model: ModelFolder) -> dict:
         "input_ctype": manifest["input_ctype"],
         "output_ctype": manifest["output_ctype"],
         "line_buffer_size": 512,
+        "raw_inputs": bool(raw_inputs),
     }
 
 
@@ -155,9 +173,11 @@ def write_project(model_dir: Path, board: str, project_dir: Path,
 
     _write_if_changed(project_dir / "platformio.ini",
                       templates.get_template("platformio.ini.j2").render(ini_context(model, board_info)))
-    _write_if_changed(src_dir / "main.c", templates.get_template("main.c.j2").render(main_context(model)))
+    raw_inputs = raw_vector_inputs(model)
+    _write_if_changed(src_dir / "main.c",
+                      templates.get_template("main.c.j2").render(main_context(model, raw_inputs is not None)))
     _write_if_changed(src_dir / "kan2mcu_test_vectors.h",
-                      templates.get_template("test_vectors.h.j2").render(vector_header_context(model)))
+                      templates.get_template("test_vectors.h.j2").render(vector_header_context(model, raw_inputs)))
     port_dir = firmware_dir() / "port"
     for name in ("kan2mcu_port.h", "port_arduino.cpp", "kan2mcu_counter.h", "kan2mcu_counter.c"):
         _write_if_changed(src_dir / name, (port_dir / name).read_text())

@@ -30,7 +30,7 @@ POINTS_DIR = "points"
 
 def checkpoint_files(checkpoint: Path) -> tuple[tuple[InputFile, ...], str]:
     """The files that make up ``checkpoint`` (one file, or a pykan prefix's siblings) and its name."""
-    from kan2mcu.importers import pykan  # pylint: disable=import-outside-toplevel
+    from kan2mcu.model.importers import pykan  # pylint: disable=import-outside-toplevel
 
     checkpoint = Path(checkpoint)
     if pykan.is_pykan_checkpoint(checkpoint):
@@ -84,10 +84,12 @@ def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(
     from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
     from kan2mcu.firmware.toolchain import (  # pylint: disable=import-outside-toplevel
         require_build_tools, require_python_module, require_run_tools)
-    from kan2mcu.generate import load_calibration  # pylint: disable=import-outside-toplevel
-    from kan2mcu.importers import load_checkpoint  # pylint: disable=import-outside-toplevel
-    from kan2mcu.quantize import QuantOptions  # pylint: disable=import-outside-toplevel
+    from kan2mcu.quant.calibration import load_calibration  # pylint: disable=import-outside-toplevel
+    from kan2mcu.model.importers import load_checkpoint  # pylint: disable=import-outside-toplevel
+    from kan2mcu.quant.quantize import QuantOptions  # pylint: disable=import-outside-toplevel
 
+    if executor == "local" and jobs < 1:  # before any folder is made
+        raise OptionError(f"--jobs must be at least 1, got {jobs}")
     require_python_module("matplotlib", "kan2mcu[plots]")  # before hours of work, not after
     grid = make_grid(list(act_bits), list(spline_bits), list(coef_bits), list(strategies))
     for board in map(get_board, boards):

@@ -78,7 +78,7 @@ def strategy_kwargs(strategy: str, act_bits: int, n_layers: int) -> dict:
     """
     params = _generate_parameters()
     if strategy != "auto" and "plan" in params:
-        from kan2mcu.quantize import LayerPlan  # pylint: disable=import-outside-toplevel
+        from kan2mcu.quant.quantize import LayerPlan  # pylint: disable=import-outside-toplevel
 
         return {"plan": tuple(LayerPlan(strategy, act_bits) for _ in range(n_layers))}
     if "strategy" in params:
@@ -133,8 +133,8 @@ def _own_platformio_core(core_dir: Path):
 
 def _compute(task: PointTask, scratch: Path, result: dict) -> None:
     from kan2mcu.generate import generate_model
-    from kan2mcu.quantize import QuantOptions
-    from kan2mcu.verify import verify
+    from kan2mcu.quant.quantize import QuantOptions
+    from kan2mcu.check.verify import verify
 
     inputs = scratch / "inputs"
     inputs.mkdir()

@@ -1,0 +1,1 @@
+"""Code generation: rendering the C, the model folder, bundles and the report."""

@@ -1,0 +1,1 @@
+"""Data sets: the bundled ones and users' own tables."""

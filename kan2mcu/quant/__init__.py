@@ -1,0 +1,1 @@
+"""Quantization: ranges, the planner and its cost model, the strategies, the integer reference."""

@@ -1,0 +1,34 @@
+"""Predicted instructions and flash of a plan, per core: each strategy's own cost-model entry
+(``estimate`` and ``COSTS`` in kan2mcu/quant/strategies/<name>.py), fitted on QEMU instruction counts by
+benchmarks/calibrate_costs.py and checked against QEMU in host_tests/test_costmodel.py."""
+from __future__ import annotations
+
+from kan2mcu.errors import OptionError
+from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.quantize import step_options
+from kan2mcu.quant.strategies import get_strategy
+
+CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "rv32imac")
+INFER_OVERHEAD = {"cortex-m0": 20, "cortex-m0plus": 20}  # the infer wrapper and layer calls; others 15
+
+
+def layer_cost(layer: KANLayer, step, options, core: str, first: bool = False, last: bool = False) -> dict:
+    """``{"instructions", "flash_bytes"}`` predicted for one layer under ``step`` (a LayerPlan);
+    ``first``/``last``: the layer's position in the model (input clamping, output saturation)."""
+    if core not in CORES:
+        raise OptionError(f"no cost model for core {core!r}; known: {', '.join(CORES)}")
+    return get_strategy(step.strategy).estimate(layer, step, step_options(options, step), core, first, last)
+
+
+def model_overhead(core: str) -> int:
+    """Instructions outside the layers (argument checks, calls)."""
+    return INFER_OVERHEAD.get(core, 15)
+
+
+def plan_cost(model, plan, options, core: str) -> dict:
+    """Predicted instructions and flash of a whole plan on ``core``."""
+    n = len(model.layers)
+    costs = [layer_cost(layer, step, options, core, i == 0, i == n - 1)
+             for i, (layer, step) in enumerate(zip(model.layers, plan))]
+    return {"instructions": sum(c["instructions"] for c in costs) + model_overhead(core),
+            "flash_bytes": sum(c["flash_bytes"] for c in costs), "layers": costs}

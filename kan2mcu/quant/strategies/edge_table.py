@@ -1,0 +1,288 @@
+"""Strategy ``edge-table``: every edge's whole function, tabulated at every input code.
+
+For input ``i`` and code ``q``, one row of the table holds the quantized value of every edge
+``i -> o`` (base branch, spline and scales included), so a layer is a sum of table reads: per
+input one code load and ``ceil(O / 4)`` word loads, each word adding four outputs at once
+(UXTAB16 on DSP cores, masked SWAR adds elsewhere; entries wider than 8 bits are halfwords, two
+per word, added straight into 32-bit sums). Because it only evaluates the float edge
+function at each code, it works for any grid (uniform or not), any spline order and any base
+function. Cost: ``I * 2^act_bits * O`` bytes of flash (twice that for halfword entries). Arithmetic: docs/arithmetic.md, section 7.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from kan2mcu.model.bspline import edge_values
+from kan2mcu.errors import QuantizationError
+from kan2mcu.quant.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int32
+from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.strategies.levels import level_aligned
+
+NAME = "edge-table"
+TEMPLATE = "kernels/edge_table.c.j2"
+MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
+LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
+HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
+
+
+def entries_per_word(table_bits: int) -> int:
+    """Entries in one 32-bit table word: nibbles (2..4 bits, half the flash of bytes), bytes
+    (5..8 bits) or halfwords (9..16 bits, twice the flash of bytes)."""
+    if table_bits >= HALFWORD_MIN_BITS:
+        return 2
+    return 8 if table_bits <= 4 else 4
+
+
+def entry_dtype(table_bits: int):
+    """numpy type of the entries: uint8 up to 8 bits (as before halfwords existed), else uint16."""
+    return np.uint8 if table_bits <= 8 else np.uint16
+
+
+def padded_outputs(out_features: int, table_bits: int) -> int:
+    """Outputs rounded up to whole table words."""
+    per_word = entries_per_word(table_bits)
+    return -(-out_features // per_word) * per_word
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeTableLayer:
+    """One edge-table layer. ``table[i, q, o]`` is the biased entry (``round(edge / entry_scale[o])
+    + 2^(table_bits-1)``, unsigned) of edge ``i -> o`` at input code ``q``; outputs are padded
+    with zero entries to ``out_pad`` (whole words: 4 byte entries, 8 nibble entries when
+    ``table_bits <= 4``, 2 halfword entries when ``table_bits >= 9``). ``chunk`` inputs at most are
+    summed in 16-bit lanes before the lanes are widened (no lane can overflow); halfword layers
+    have no lanes and one chunk of every input."""
+
+    name: str
+    in_features: int
+    out_features: int
+    act_bits: int
+    table_bits: int
+    in_scale: np.ndarray  # float64 [I]: x = in_scale * (q - in_zero)
+    in_zero: np.ndarray  # float64 [I]
+    table: np.ndarray  # uint8 (uint16 above 8 bits) [I, Q, out_pad], 0..2^table_bits-1
+    chunk: int
+    mult: np.ndarray  # int64 [O]: y = (acc * mult + rounding) >> shift, all in int32
+    rounding: np.ndarray  # int64 [O]
+    shift: np.ndarray  # int64 [O]
+    is_last: bool
+    out_max: int
+    entry_scale: np.ndarray  # float64 [O], for reports
+    centre: np.ndarray  # float64 [I, O]: each edge's mid-range, folded into the bias (for plots)
+    clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
+    strategy: str = NAME
+
+    @property
+    def codes(self) -> int:
+        return 1 << self.act_bits
+
+    @property
+    def out_pad(self) -> int:
+        return int(self.table.shape[2])
+
+    @property
+    def per_word(self) -> int:
+        return entries_per_word(self.table_bits)
+
+    @property
+    def row_words(self) -> int:
+        return self.out_pad // self.per_word
+
+    def words(self) -> np.ndarray:
+        """The table as uint32 words, ``[I * Q * row_words]``: entry ``n*w + j`` of a row in bits
+        ``b*j .. b*j+b-1`` of word ``w`` (``n`` entries of ``b = 32 / n`` bits per word)."""
+        grouped = self.table.astype(np.int64).reshape(self.in_features, self.codes, self.row_words, self.per_word)
+        shifts = np.arange(self.per_word, dtype=np.int64) * (32 // self.per_word)
+        return (grouped << shifts).sum(axis=3).reshape(-1)
+
+
+def unsupported(layer: KANLayer) -> str | None:  # pylint: disable=unused-argument
+    """Why this strategy cannot compute ``layer``: never (any edge function can be tabulated)."""
+    return None
+
+
+def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
+                   samples: np.ndarray | None = None) -> dict:
+    """Affine codes per input over the calibrated range (the grid range widened to the data; the
+    table needs no grid alignment). An input whose calibration values are a few levels on a common
+    step (pixel values, ADC counts) gets codes that land exactly on those levels instead."""
+    qmax = (1 << bits) - 1
+    scale, zero = np.empty(layer.in_features), np.empty(layer.in_features)
+    on_levels = np.zeros(layer.in_features, dtype=bool)
+    for i in range(layer.in_features):
+        low, high = lo[i], hi[i]
+        if samples is not None and len(samples):
+            aligned = level_aligned(samples[:, i], qmax, lo[i], hi[i])
+            if aligned is not None:
+                scale[i], zero[i] = aligned
+                on_levels[i] = True
+                continue
+        scale[i] = max(high - low, 1e-12) / qmax
+        zero[i] = -low / scale[i]
+    return {"mode": "affine", "scale": scale, "zero": zero, "on_levels": on_levels}
+
+
+def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
+                   is_last: bool, out_max: int) -> EdgeTableLayer:
+    """Tabulate every edge at every code of its input and derive the int32 requantization."""
+    bits, tbits = enc["bits"], enc.get("table_bits") or options.table_bits
+    n_in, n_out = layer.in_features, layer.out_features
+    q_count = 1 << bits
+    out_pad = padded_outputs(n_out, tbits)
+    codes = np.arange(q_count, dtype=np.float64)
+
+    def edge_rows(i: int) -> np.ndarray:  # [Q, O] float values of input i's edges at every code
+        x = enc["scale"][i] * (codes - enc["zero"][i])
+        values = edge_values(layer, i, x)
+        if not np.all(np.isfinite(values)):
+            q, o = np.argwhere(~np.isfinite(values))[0]
+            raise QuantizationError(f"{layer.name}: edge {i}->{o} is not finite at x = {x[q]:.6g} (input code {q}), "
+                                    "inside the calibrated input range; a symbolic function undefined there?")
+        return values
+
+    # The range each edge must cover: on level-aligned inputs only the levels' codes (splines refit by
+    # update_grid can swing far between data levels, and such swings must not set the step of every
+    # other edge); the codes between levels saturate, and are counted. Two passes over the inputs
+    # (centres and steps, then entries) keep memory at one input's rows plus the uint8 table.
+    seen = observed_codes(enc, q_count, n_in)  # [I, Q] bool
+    centre, peak = np.zeros((n_in, n_out)), np.zeros(n_out)
+    for i in range(n_in):
+        observed = edge_rows(i)[seen[i]]
+        centre[i] = (observed.max(axis=0) + observed.min(axis=0)) / 2  # into the bias
+        peak = np.maximum(peak, np.abs(observed - centre[i]).max(axis=0))
+    half = (1 << (tbits - 1)) - 1
+    entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
+    bias_code = 1 << (tbits - 1)
+    table = np.zeros((n_in, q_count, out_pad), entry_dtype(tbits))
+    clipped = 0
+    for i in range(n_in):
+        scaled = np.round((edge_rows(i) - centre[i]) / entry_scale[None, :])
+        clipped += int(np.count_nonzero(np.abs(scaled) > half))
+        table[i, :, :n_out] = np.clip(scaled, -half, half).astype(np.int64) + bias_code
+    largest = max(int(table.max()), 1)
+    acc_low = table[:, :, :n_out].min(axis=1).sum(axis=0, dtype=np.int64)
+    acc_high = table[:, :, :n_out].max(axis=1).sum(axis=0, dtype=np.int64)
+    if entries_per_word(tbits) == 2:
+        # halfwords go straight into 32-bit sums: one chunk, as long as every sum fits int32 (the
+        # requantization's (int32_t) cast; requant_int32 checks acc * M too)
+        chunk = n_in
+        if int(acc_high.max(initial=0)) > INT32_MAX:
+            raise QuantizationError(f"{layer.name}: sums of {tbits}-bit entries over {n_in} inputs could exceed "
+                                    "int32; use fewer --table-bits")
+    else:
+        chunk = min(n_in, LANE_MAX // largest)
+    mult, rounding, shift = _requant(layer, entry_scale, centre, bias_code, acc_low, acc_high, next_scale, next_zero)
+    return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
+                          in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
+                          rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
+                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped)
+
+
+def _requant(layer: KANLayer, entry_scale, centre, bias_code: int, acc_low, acc_high, next_scale, next_zero):
+    """The int32 requantization of the entry sums into the next layer's codes (or the outputs)."""
+    gain = entry_scale / next_scale
+    offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - layer.in_features * bias_code * gain
+    return requant_int32(gain, offset, acc_low, acc_high, layer.name)
+
+
+def requantized(qlayer: EdgeTableLayer, layer: KANLayer, next_scale: np.ndarray, next_zero: np.ndarray,
+                is_last: bool, out_max: int) -> EdgeTableLayer:
+    """``qlayer`` (quantize_layer's result) against another consumer encoding: the table depends on
+    the layer's own input codes only, so the planner re-derives only the requantization."""
+    n_out, bias_code = qlayer.out_features, 1 << (qlayer.table_bits - 1)
+    entries = qlayer.table[:, :, :n_out]
+    acc_low = entries.min(axis=1).sum(axis=0, dtype=np.int64)
+    acc_high = entries.max(axis=1).sum(axis=0, dtype=np.int64)
+    mult, rounding, shift = _requant(layer, qlayer.entry_scale, qlayer.centre, bias_code, acc_low, acc_high,
+                                     next_scale, next_zero)
+    return dataclasses.replace(qlayer, mult=mult, rounding=rounding, shift=shift, is_last=is_last, out_max=out_max)
+
+
+def observed_codes(enc: dict, q_count: int, n_in: int) -> np.ndarray:
+    """Per input, the codes whose edge values set the entry step: for an input whose codes sit on
+    its calibration levels, exactly the codes those levels take (between levels a spline refit by
+    update_grid may swing far, where no data ever goes); every code otherwise (continuous
+    activations reach codes the calibration did not, and must not saturate there)."""
+    samples = enc.get("samples")
+    if samples is None or not len(samples):
+        return np.ones((n_in, q_count), dtype=bool)
+    codes = np.clip(np.floor(samples / enc["scale"][None, :] + enc["zero"][None, :] + 0.5), 0, q_count - 1)
+    codes = codes.astype(np.int64)
+    on_levels = enc.get("on_levels", np.zeros(n_in, dtype=bool))
+    seen = np.zeros((n_in, q_count), dtype=bool)
+    seen[np.arange(n_in)[None, :], codes] = True
+    return np.where(on_levels[:, None], seen, True)
+
+
+def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
+    """The sum of table entries per output: [N, I] codes -> [N, O] (exact, as the lanes hold it)."""
+    codes = np.minimum(codes.astype(np.int64), layer.codes - 1)
+    rows = layer.table[np.arange(layer.in_features)[None, :], codes]  # [N, I, out_pad]
+    return rows.sum(axis=1, dtype=np.int64)[:, : layer.out_features]
+
+
+def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
+    """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
+    return requantize_sums(layer, accumulators(layer, codes))
+
+
+def requantize_sums(layer: EdgeTableLayer, acc: np.ndarray) -> np.ndarray:
+    """The requantization of accumulators(layer, codes) (the planner shares the sums between consumers)."""
+    return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
+
+
+def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: int) -> int:
+    """Flash bytes of the table of a layer with these sizes (the cost model's figure)."""
+    words = padded_outputs(out_features, table_bits) // entries_per_word(table_bits)
+    return in_features * (1 << act_bits) * words * 4
+
+
+# Cost-model entry. Instructions of one layer = the sum of COSTS[core][term] * cost_terms(...)[term]:
+# layer + input_pass * I * passes + word * I * row_words + output * O (+ nibble_word or halfword_word
+# * I * row_words, + clamp_pass * I * passes for a first layer whose codes do not fill their C type, + last_output
+# * O for the last layer), where passes = ceil(row_words / words per pass on that core) and nibble
+# words count twice in `word` (two parts). Fitted on QEMU counts by benchmarks/calibrate_costs.py:
+# byte and nibble entries (worst fit error 23% on M0, 13% on RV32 and 12% on M3 for the smallest
+# layers, 6% on M4/M7; the digits layers within 3% everywhere), then halfword_word alone with the
+# other terms held (`--term halfword_word`; halfword layers within 11% on M4/M7, 14% on RV32, 16% on
+# M0, 24% on M3, the largest errors on the smallest layers; digits-sized layers within 5%, 22% on M3).
+WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
+CODE_BYTES = 240  # one edge-table kernel at -O2, about
+_M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41,
+       "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65, "halfword_word": -3.36}
+COSTS = {
+    "cortex-m0": _M0,
+    "cortex-m0plus": _M0,
+    "cortex-m3": {"layer": -15.46, "input_pass": 2.03, "word": 6.09, "output": 5.39,
+                  "clamp_pass": 10.5, "last_output": 12.96, "nibble_word": -1.17, "halfword_word": -3.83},
+    "cortex-m4": {"layer": -18.31, "input_pass": 3.06, "word": 2.63, "output": 13.9,
+                  "clamp_pass": 6.33, "last_output": 4.62, "nibble_word": 2.21, "halfword_word": 0.08},
+    "cortex-m7": {"layer": -22.82, "input_pass": 3.75, "word": 2.43, "output": 14.16,
+                  "clamp_pass": 6.54, "last_output": 5.04, "nibble_word": 2.13, "halfword_word": 0.04},
+    "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16,
+                 "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01, "halfword_word": -1.92},
+}
+
+
+def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, first: bool, last: bool) -> dict:
+    """The terms of the edge-table kernel's cost formula (the keys of COSTS[core])."""
+    per_word = entries_per_word(table_bits)
+    nibbles, halfwords = per_word == 8, per_word == 2
+    row_words = padded_outputs(n_out, table_bits) // per_word
+    passes = -(-row_words // (WORDS_PER_PASS.get(core, 4) // (2 if nibbles else 1)))
+    clamp = first and clamps_caller_codes(in_bits)
+    return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
+            "output": float(n_out), "clamp_pass": float(n_in * passes * clamp), "last_output": float(n_out * last),
+            "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords)}
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
+    """Predicted instructions and flash bytes of this layer as an edge-table layer on ``core``."""
+    tbits = getattr(step, "table_bits", None) or options.table_bits
+    terms = cost_terms(layer.in_features, layer.out_features, tbits, step.in_bits, core, first, last)
+    instructions = sum(COSTS[core][key] * value for key, value in terms.items())
+    flash = table_bytes(layer.in_features, layer.out_features, step.in_bits, tbits) + 9 * layer.out_features + CODE_BYTES
+    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

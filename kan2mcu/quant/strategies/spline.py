@@ -1,0 +1,618 @@
+"""Strategy ``spline``: the KANtize path. Per input, a low-bit B-spline table gives the K1
+non-zero basis values; per edge, K1 coefficient MACs plus one SiLU-branch MAC.
+
+Numeric decisions (code alignment, tables, scales, multipliers) are made here; the kernel
+template ``templates/kernels/spline.c.j2`` only lays them out. Arithmetic: docs/arithmetic.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kan2mcu.model.bspline import bspline_basis, silu
+from kan2mcu.errors import QuantizationError
+from kan2mcu.quant.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
+from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.strategies.levels import level_aligned
+from kan2mcu.quant.strategies.spline_fit import (choose_coefficients, code_weights, dense_basis, fit_coefficients,
+                                           fit_residual, round_rows, round_rows_capped, shift_candidates,
+                                           table_one, table_one_candidates)
+
+NAME = "spline"
+TEMPLATE = "kernels/spline.c.j2"
+MAX_CODE_BITS = 8  # its kernel and decode tables take byte codes
+
+
+@dataclass(frozen=True, eq=False)
+class SplineLayer:
+    """One spline-strategy layer. Array shapes use I inputs, O outputs, K1 = order + 1.
+
+    ``mode == "cardinal"`` (uniform grid shared by all inputs): input code ``q`` of channel ``i``
+    sits at knot-relative position ``u = q + in_offset[i]`` in units of ``h / 2**in_log2p[i]``;
+    one table of the cardinal B-spline per distinct ``in_log2p`` (``card``, rows of K1 values,
+    channel ``i`` starts at row ``card_start[i]``) serves every input.
+    ``mode == "per_input"`` (any grid): per channel and code, the first coefficient index
+    (``first_table``) and K1 basis values (``basis_table``), edge-normalized in Python.
+    """
+
+    name: str
+    mode: str
+    in_features: int
+    out_features: int
+    order: int
+    n_basis: int
+    act_bits: int
+    spline_bits: int
+    coef_bits: int
+    base_bits: int
+    silu_bits: int
+    # input encoding: x = in_scale * (q - in_zero)
+    in_scale: np.ndarray  # float64 [I]
+    in_zero: np.ndarray  # float64 [I]
+    # cardinal mode
+    in_offset: np.ndarray  # int [I]
+    in_log2p: np.ndarray  # int [I]
+    in_limit: np.ndarray  # int [I]: u in [0, limit) lies inside the extended grid
+    card: np.ndarray  # uint [rows, K1]
+    card_start: np.ndarray  # int [I], row of position 0
+    # per-input mode
+    first_table: np.ndarray  # uint8 [I * Q]
+    basis_table: np.ndarray  # uint [I * Q, K1]
+    # both modes
+    silu_table: np.ndarray  # int16 [n]
+    silu_start: np.ndarray  # int [I]
+    coef: np.ndarray  # int [O, I, n_basis]
+    base_weight: np.ndarray  # int [O, I]
+    mult_spline: np.ndarray  # int64 [O]
+    mult_base: np.ndarray  # int64 [O]
+    rounding: np.ndarray  # int64 [O], bias + zero point + half, in 2^-shift units
+    shift: np.ndarray  # int [O]
+    is_last: bool
+    out_max: int  # codes clamp to [0, out_max] (inner layers); int32 limit (last layer)
+    # float scales, for reports and float wrappers
+    basis_scale: float
+    silu_scale: float
+    coef_scale: np.ndarray  # [O]
+    base_scale: np.ndarray  # [O]
+    acc_bounds: dict = field(default_factory=dict)  # worst-case |accumulator| per kind
+    # cardinal mode: input i reads its table rows scaled by 2**basis_shift[i] (finer coefficient steps)
+    basis_shift: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    strategy: str = NAME
+
+    @property
+    def k1(self) -> int:
+        return self.order + 1
+
+    @property
+    def codes(self) -> int:
+        return 1 << self.act_bits
+
+
+def unsupported(layer: KANLayer) -> str | None:
+    """Why this strategy cannot compute ``layer`` (None when it can)."""
+    if layer.base_function != "silu":
+        return f"base function {layer.base_function!r} (the spline kernel tabulates SiLU only)"
+    if layer.symbolic:
+        return f"{len(layer.symbolic)} symbolic edge(s) (the spline kernel has no symbolic terms)"
+    return None
+
+
+def _largest_pow2_at_most(value: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(value)))) if value >= 1 else 1
+
+
+def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
+                   samples: np.ndarray | None = None) -> dict:
+    """Code alignment of every input channel (cardinal when the grid is uniform and shared).
+
+    Per-input mode evaluates its tables at each code, so an input whose calibration values are a
+    few levels on one step (pixels) gets codes exactly on those levels, as edge-table does."""
+    qmax = (1 << bits) - 1
+    uniform = layer.uniform_grid()
+    if uniform is None:
+        scale = (hi - lo) / qmax
+        zero = -lo / scale
+        for i in range(layer.in_features if samples is not None and len(samples) else 0):
+            aligned = level_aligned(samples[:, i], qmax, lo[i], hi[i])
+            if aligned is not None:
+                scale[i], zero[i] = aligned
+        return {"mode": "per_input", "scale": scale, "zero": zero}
+    t0, h = uniform
+    n_intervals = layer.knots.shape[1] - 1
+    log2p = np.zeros(layer.in_features, np.int64)
+    offset = np.zeros(layer.in_features, np.int64)
+    for i in range(layer.in_features):
+        p = min(_largest_pow2_at_most(h * qmax / (hi[i] - lo[i])), 1 << bits)
+        log2p[i] = int(math.log2(p))
+        s = h / p
+        offset[i] = int(round(((lo[i] + hi[i]) / 2 - t0) / s - qmax / 2))  # centre the code window
+    too_far = np.flatnonzero(np.abs(offset) + (1 << bits) > INT32_MAX >> 1)
+    if too_far.size:
+        i = int(too_far[0])
+        raise QuantizationError(f"{layer.name}: input {i} ranges over [{lo[i]:.6g}, {hi[i]:.6g}], {abs(offset[i]):.3g} "
+                                f"code steps from the grid at {t0:.6g}: its code offset does not fit the C tables "
+                                "(int32); rescale the inputs, or use --strategy edge-table")
+    scale = h / (1 << log2p)
+    return {"mode": "cardinal", "scale": scale, "zero": -offset - t0 / scale, "t0": t0, "h": h,
+            "log2p": log2p, "offset": offset, "limit": n_intervals << log2p}
+
+
+def _overlapping_windows(members: np.ndarray, offset: np.ndarray, width: int) -> list[np.ndarray]:
+    """Channels grouped so that each group's code windows ``[offset, offset + width)`` chain into
+    one another (a group's table is never longer than its channels' windows laid end to end)."""
+    order = members[np.argsort(offset[members], kind="stable")]
+    groups, current, reach = [], [], None
+    for channel in order:
+        if current and offset[channel] > reach:
+            groups.append(np.array(sorted(current)))
+            current = []
+        current.append(int(channel))
+        reach = max(reach if reach is not None and len(current) > 1 else offset[channel] + width,
+                    offset[channel] + width)
+    if current:
+        groups.append(np.array(sorted(current)))
+    return groups
+
+
+def _normalize_edges(first: np.ndarray, basis: np.ndarray, n_basis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shift basis rows so that coefficient reads ``first .. first+order`` stay in ``0..n_basis-1``.
+
+    ``first`` may be negative (left edge of the extended grid) or past ``n_basis-K1`` (right
+    edge); the basis values of missing B-splines are dropped. Mirrors the C code exactly.
+    """
+    k1 = basis.shape[-1]
+    first = first.astype(np.int64).copy()
+    basis = basis.copy()
+    lo = first < 0
+    for d in range(1, k1):
+        sel = first == -d
+        basis[sel] = np.concatenate([basis[sel][:, d:], np.zeros((int(sel.sum()), d), basis.dtype)], axis=1)
+    first[lo] = 0
+    top = n_basis - k1
+    for d in range(1, k1):
+        sel = first == top + d
+        basis[sel] = np.concatenate([np.zeros((int(sel.sum()), d), basis.dtype), basis[sel][:, : k1 - d]], axis=1)
+    first[first > top] = top
+    return first, basis
+
+
+def decode_cardinal(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (first coefficient, K1 basis values) per channel for codes [N, I], as the C does it."""
+    u = codes.astype(np.int64) + layer.in_offset[None, :]
+    inside = (u >= 0) & (u < layer.in_limit[None, :])
+    uc = np.where(inside, u, 0)
+    interval = uc >> layer.in_log2p[None, :]
+    position = uc & ((1 << layer.in_log2p[None, :]) - 1)
+    rows = layer.card_start[None, :] + position
+    basis = layer.card[rows].astype(np.int64)  # [N, I, K1]
+    first = interval - layer.order
+    first, basis = _normalize_edges(first.reshape(-1), basis.reshape(-1, layer.k1), layer.n_basis)
+    first = first.reshape(codes.shape)
+    basis = basis.reshape(codes.shape + (layer.k1,))
+    basis[~inside] = 0
+    first[~inside] = 0
+    return first, basis
+
+
+def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
+                   is_last: bool, out_max: int) -> SplineLayer:
+    """The spline-strategy integer layer for input encoding ``enc`` (from :func:`input_encoding`)."""
+    k1, n_in, n_out = layer.order + 1, layer.in_features, layer.out_features
+    bits = enc["bits"]
+    q_count = 1 << bits
+    spline_max = (1 << options.spline_bits) - 1
+    view = _code_view(layer, enc)  # computed once: the table-one choice and the coefficient fit share it
+
+    if enc["mode"] == "cardinal":
+        # one table per distinct positions-per-interval: rows = positions, columns = the K1 live B-splines
+        card_rows, card_start, tables = [], np.zeros(n_in, np.int64), {}
+        for lp in sorted(set(enc["log2p"].tolist())):
+            p = 1 << lp
+            m = layer.order  # an interior interval: all K1 B-splines exist, values depend on position only
+            x = layer.knots[0, m] + (np.arange(p) + 0.0) * (enc["h"] / p)
+            values = bspline_basis(x[:, None], layer.knots[:1], layer.order)[:, 0, 0:k1]
+            tables[lp] = (sum(len(r) for r in card_rows), values)
+            card_rows.append(values)
+        float_card = np.concatenate(card_rows, axis=0)
+        one = table_one(float(float_card.max()), spline_max)
+        basis_scale = 1.0 / one
+        card = round_rows(float_card, one)  # every row sums to `one`: the partition of unity holds
+        for i in range(n_in):
+            card_start[i] = tables[int(enc["log2p"][i])][0]
+        first_table, basis_table = np.zeros(0, np.int64), np.zeros((0, k1), np.int64)
+        # SiLU tables shared by channels with the same code step: index by knot-relative position u
+        silu_chunks, silu_start, cursor = [], np.zeros(n_in, np.int64), 0
+        for lp in sorted(set(enc["log2p"].tolist())):
+            # one chunk per cluster of overlapping code windows: channels far apart get their own
+            # chunks instead of one table spanning the gap between them
+            for members in _overlapping_windows(np.flatnonzero(enc["log2p"] == lp), enc["offset"], q_count):
+                u_lo = int(enc["offset"][members].min())
+                u_hi = int(enc["offset"][members].max()) + q_count - 1
+                u = np.arange(u_lo, u_hi + 1)
+                silu_chunks.append(silu(enc["t0"] + u * (enc["h"] / (1 << lp))))
+                silu_start[members] = cursor + enc["offset"][members] - u_lo
+                cursor += len(u)
+        float_silu = np.concatenate(silu_chunks)
+    else:
+        x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q] inputs
+        first_rows, basis_rows = [], []
+        for i in range(n_in):
+            b = bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [Q, nb]
+            t = layer.knots[i]
+            interval = np.clip(np.searchsorted(t, x_codes[i], side="right") - 1, 0, len(t) - 2)
+            inside = (x_codes[i] >= t[0]) & (x_codes[i] < t[-1])
+            first = interval - layer.order
+            padded = np.concatenate([np.zeros((q_count, k1)), b, np.zeros((q_count, k1))], axis=1)
+            cols = first[:, None] + np.arange(k1)[None, :] + k1
+            live = padded[np.arange(q_count)[:, None], cols]
+            first, live = _normalize_edges(first, live, layer.n_basis)
+            first[~inside], live[~inside] = 0, 0.0
+            first_rows.append(first)
+            basis_rows.append(live)
+        float_basis = np.concatenate(basis_rows, axis=0)
+        first_table = np.concatenate(first_rows).astype(np.int64)
+        one = _best_table_one(layer, enc, view, first_table, float_basis, spline_max)
+        basis_scale = 1.0 / one
+        basis_table = round_rows_capped(float_basis, one, spline_max)  # rows keep their float sums
+        card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
+        float_silu = silu(x_codes).reshape(-1)
+        silu_start = np.arange(n_in, dtype=np.int64) * q_count
+
+    silu_qmax = (1 << (options.silu_bits - 1)) - 1
+    silu_scale = max(float(np.max(np.abs(float_silu))), 1e-12) / silu_qmax
+    silu_table = np.clip(np.round(float_silu / silu_scale), -silu_qmax, silu_qmax).astype(np.int64)
+
+    base_q, base_scale = quantize_symmetric(layer.base_weight, options.base_bits,
+                                            np.abs(layer.base_weight).max(axis=1))
+
+    qlayer_args = dict(
+        name=layer.name, mode=enc["mode"], in_features=n_in, out_features=n_out, order=layer.order,
+        n_basis=layer.n_basis, act_bits=bits, spline_bits=options.spline_bits,
+        coef_bits=options.coef_bits, base_bits=options.base_bits, silu_bits=options.silu_bits,
+        in_scale=enc["scale"], in_zero=enc["zero"],
+        in_offset=enc.get("offset", np.zeros(n_in, np.int64)), in_log2p=enc.get("log2p", np.zeros(n_in, np.int64)),
+        in_limit=enc.get("limit", np.zeros(n_in, np.int64)), card=card, card_start=card_start,
+        first_table=first_table, basis_table=basis_table, silu_table=silu_table, silu_start=silu_start,
+        base_weight=base_q, basis_scale=basis_scale, silu_scale=silu_scale,
+        base_scale=base_scale, is_last=is_last, out_max=out_max,
+    )
+    qlayer_args["coef"], qlayer_args["coef_scale"], shifts = _quantize_coefficients(layer, enc, view, options,
+                                                                                   qlayer_args)
+    if shifts.any():  # cardinal rows per (positions per interval, shift): copies of the rows, shifted
+        card, card_start = _shifted_tables(card, card_start, shifts, layer.order + 1, enc)
+        qlayer_args.update(card=card, card_start=card_start, basis_shift=shifts)
+    # exact worst-case accumulators over every code of every input (inputs vary independently)
+    draft = SplineLayer(**qlayer_args, mult_spline=np.zeros(n_out, np.int64), mult_base=np.zeros(n_out, np.int64),
+                        rounding=np.zeros(n_out, np.int64), shift=np.zeros(n_out, np.int64))
+    bound_sp, bound_b = _accumulator_bounds(draft)
+    where = layer.name
+    if bound_sp.max() > INT32_MAX or bound_b.max() > INT32_MAX:
+        raise QuantizationError(
+            f"{where}: an int32 accumulator could overflow (spline bound {int(bound_sp.max())}, base bound "
+            f"{int(bound_b.max())}); lower --base-bits/--silu-bits or --coef-bits")
+    a_spline = layer.out_scale * basis_scale * qlayer_args["coef_scale"] / next_scale
+    a_base = layer.out_scale * base_scale * silu_scale / next_scale
+    bias = layer.out_bias / next_scale + next_zero
+    m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, where)
+    return SplineLayer(**qlayer_args, mult_spline=m1, mult_base=m2, rounding=r, shift=sh,
+                       acc_bounds={"spline": int(bound_sp.max()), "base": int(bound_b.max())})
+
+
+def _code_view(layer: KANLayer, enc: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The exact B-splines at every code's float value [I, Q, NB] and how often the calibration
+    data lands on each code [I, Q]: what the table and coefficient fits measure against."""
+    q_count = 1 << enc["bits"]
+    x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q]
+    float_basis = np.stack([bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]
+                            for i in range(layer.in_features)])
+    return float_basis, code_weights(enc.get("samples"), enc["scale"], enc["zero"], q_count)
+
+
+def _best_table_one(layer: KANLayer, enc: dict, view: tuple, first_table: np.ndarray, float_rows: np.ndarray,
+                    spline_max: int) -> int:
+    """Per-input mode: of :func:`table_one_candidates`, the table's one whose tables let the fitted
+    coefficients reproduce the float edge functions best on the calibration codes."""
+    candidates = table_one_candidates(float_rows, spline_max)
+    if len(candidates) == 1:
+        return candidates[0]
+    q_count, n_in = 1 << enc["bits"], layer.in_features
+    float_basis, weights = view
+    first = first_table.reshape(n_in, q_count)
+    scores = []
+    for one in candidates:
+        rows = (round_rows_capped(float_rows, one, spline_max) / one).reshape(n_in, q_count, -1)
+        quant_basis = np.stack([dense_basis(first[i], rows[i], layer.n_basis) for i in range(n_in)])
+        fitted, gram, cross = fit_coefficients(layer.coef, float_basis, quant_basis, weights)
+        scores.append(fit_residual(fitted, gram, cross))
+    return candidates[int(np.argmin(scores))]
+
+
+def _quantize_coefficients(layer: KANLayer, enc: dict, view: tuple, options,
+                           args: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer coefficients [O, I, NB], their per-output scales and the per-input basis shifts,
+    fit to the quantized tables and the calibration codes (kan2mcu/quant/strategies/spline_fit.py)."""
+    q_count = 1 << enc["bits"]
+    codes = np.arange(q_count)
+    probe = SplineLayer(**args, coef=np.zeros((0, 0, 0), np.int64), coef_scale=np.zeros(0),
+                        mult_spline=np.zeros(0, np.int64), mult_base=np.zeros(0, np.int64),
+                        rounding=np.zeros(0, np.int64), shift=np.zeros(0, np.int64))
+    first, basis, _ = decode_inputs(probe, np.broadcast_to(codes[:, None], (q_count, layer.in_features)))
+    float_basis, weights = view
+    quant_basis = np.stack([dense_basis(first[:, i], basis[:, i, :], layer.n_basis)
+                            for i in range(layer.in_features)]) * args["basis_scale"]
+    fitted, gram, cross = fit_coefficients(layer.coef, float_basis, quant_basis, weights)
+    # per-input shifts of the cardinal rows (room: 8 - spline_bits bits in a byte), kept when they
+    # lower the error on the calibration codes
+    max_shift = 8 - options.spline_bits if enc["mode"] == "cardinal" else 0
+    best = None
+    for shifts in shift_candidates(fitted, max_shift):
+        factor = (2.0 ** shifts)[None, :, None]
+        candidates = (layer.coef / factor, fitted / factor)
+        gram_s, cross_s = gram * (4.0 ** shifts)[:, None, None], cross * (2.0 ** shifts)[:, None, None]
+        q, scale = choose_coefficients(candidates, gram_s, cross_s, options.coef_bits)
+        error = fit_residual(q * scale[:, None, None], gram_s, cross_s)
+        if best is None or error < best[0] - 1e-12 * abs(best[0]):
+            best = (error, q, scale, shifts)
+    return best[1], best[2], best[3]
+
+
+def _shifted_tables(card: np.ndarray, card_start: np.ndarray, shifts: np.ndarray, k1: int,
+                    enc: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The cardinal rows with one copy per (positions per interval, shift) in use; row starts per input."""
+    rows, starts, placed = [card], card_start.copy(), {}
+    cursor = len(card)
+    for i in range(len(shifts)):
+        if shifts[i] == 0:
+            continue
+        key = (int(enc["log2p"][i]), int(shifts[i]))
+        if key not in placed:
+            p = 1 << key[0]
+            rows.append(card[card_start[i]:card_start[i] + p] << key[1])
+            placed[key] = cursor
+            cursor += p
+        starts[i] = placed[key]
+    return np.concatenate(rows, axis=0).reshape(-1, k1), starts
+
+
+def decode_inputs(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per input channel: first coefficient index, K1 basis values and SiLU value, as the C computes them."""
+    codes = np.minimum(codes.astype(np.int64), layer.codes - 1)
+    if layer.mode == "cardinal":
+        first, basis = decode_cardinal(layer, codes)
+    else:
+        rows = np.arange(layer.in_features)[None, :] * layer.codes + codes
+        first = layer.first_table[rows]
+        basis = layer.basis_table[rows]
+    silu_q = layer.silu_table[layer.silu_start[None, :] + codes]
+    return first, basis, silu_q
+
+
+def live_coefficients(layer: SplineLayer, first: np.ndarray) -> np.ndarray:
+    """The K1 coefficients every edge reads: first indices [N, I] -> [O, N, I, K1]."""
+    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]
+    return layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]
+
+
+def _accumulator_bounds(layer: SplineLayer) -> tuple[np.ndarray, np.ndarray]:
+    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, layer.in_features))
+    first, basis, silu_q = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1], [Q, I]
+    # per output, per input: the largest |sum_j basis * coef| over codes; bounds every partial sum too
+    bound_sp = np.zeros(layer.out_features, np.int64)
+    for o in range(layer.out_features):  # one output at a time: memory O(Q * I * K1), not O(O * Q * I * K1)
+        gathered = layer.coef[o][np.arange(layer.in_features)[None, :, None],
+                                 first[:, :, None] + np.arange(layer.k1)[None, None, :]]  # [Q, I, K1]
+        bound_sp[o] = (np.abs(gathered) * basis).sum(axis=2).max(axis=0).sum()
+    silu_max = np.abs(silu_q).max(axis=0)  # [I]
+    bound_b = (np.abs(layer.base_weight) * silu_max[None, :]).sum(axis=1)
+    return bound_sp, bound_b
+
+
+def accumulators(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two int32 accumulators (spline, base) of every output: [N, I] codes -> ([N, O], [N, O])."""
+    first, basis, silu_q = decode_inputs(layer, codes)
+    acc_spline = np.einsum("onik,nik->no", live_coefficients(layer, first), basis)
+    acc_base = silu_q @ layer.base_weight.T
+    return acc_spline, acc_base
+
+
+def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
+    """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
+    return requantize_sums(layer, accumulators(layer, codes))  # arithmetic shift: floor division by 2^shift
+
+
+# --- kernel layout (the C's view of the coefficients; numbers unchanged) ---
+
+NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
+
+
+def nibble_slot(p: int) -> int:
+    """Nibble of a word holding output ``p`` of its block: outputs 2q and 2q + 1 share lane q
+    (nibbles q and q + 4), so a block of r outputs needs only ceil(r / 2) lanes."""
+    return p // 2 + 4 * (p % 2)
+
+
+LANE_MAX = 0xFFFF  # a 16-bit lane of the nibble kernel
+
+
+@dataclass(frozen=True, eq=False)
+class KernelLayout:
+    """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §5).
+
+    ``nibble`` (:func:`uses_nibbles`: 2..4-bit coefficients, 4 outputs or more): word
+    ``[block][i][k]`` holds coefficient ``k`` of input ``i`` for outputs ``8 * block + p`` in nibble
+    :func:`nibble_slot` ``(p)``, biased by ``2**bias_log2`` to be unsigned; the kernel multiplies
+    each basis value into two 16-bit lanes at once (outputs 2q and 2q + 1) and widens the lanes
+    every ``chunk`` inputs, before any lane could pass 0xFFFF. Otherwise ``coef`` is ``[o][i][k]``
+    in bytes, biased the same way. Either way the kernel subtracts the bias times the sum of all
+    basis values once per output (exact: unsigned sums wrap modulo 2**32 at worst and the true sum
+    fits int32), and no bit field is decoded in the edge loop.
+    """
+
+    nibble: bool
+    coef: np.ndarray  # nibble: uint32 [blocks, I, n_basis]; bytes: uint8 values [O, I, n_basis]
+    bias_log2: int
+    blocks: int
+    chunk: int
+    weight: np.ndarray  # [O, groups * 4] SiLU-branch weights (base_weight_groups)
+    groups: int  # inputs / 4, rounded up
+
+
+def uses_nibbles(coef_bits: int, out_features: int) -> bool:
+    """Nibble words for 2..4-bit coefficients, unless the layer has fewer than 4 outputs: then a
+    word would hold mostly padding, bigger than bytes and, for one output, slower."""
+    return coef_bits <= 4 and out_features >= 4
+
+
+def base_weight_order(layer: SplineLayer) -> list[int]:
+    """Input order within a group of 4 SiLU-branch weights. Byte weights (--base-bits <= 8) are
+    stored as (w0, w2, w1, w3): SXTB16 of the group's word gives the lanes (w0, w1), SXTB16 with
+    ROR 8 gives (w2, w3), the pairs SMLAD multiplies with two SiLU values read as one word.
+    Halfword weights are already such pairs."""
+    return [0, 2, 1, 3] if layer.base_bits <= 8 else [0, 1, 2, 3]
+
+
+def base_weight_groups(layer: SplineLayer) -> np.ndarray:
+    """SiLU-branch weights [O, 4 * groups], inputs zero-padded to a multiple of 4, each group in
+    :func:`base_weight_order`."""
+    groups = -(-layer.in_features // 4)
+    padded = np.zeros((layer.out_features, groups * 4), np.int64)
+    padded[:, :layer.in_features] = layer.base_weight
+    order = base_weight_order(layer)
+    return padded.reshape(layer.out_features, groups, 4)[:, :, order].reshape(layer.out_features, -1)
+
+
+def kernel_layout(layer: SplineLayer) -> KernelLayout:
+    """The coefficient layout of ``layer``'s C kernel; the integer sums it computes are unchanged."""
+    weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
+    bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
+    if not uses_nibbles(layer.coef_bits, layer.out_features):
+        stored = layer.coef + (1 << bias_log2)
+        if stored.min() < 0 or stored.max() > 255:
+            raise QuantizationError(f"{layer.name}: coefficients do not fit biased bytes")
+        return KernelLayout(False, stored, bias_log2, 0, layer.in_features, weight, groups)
+    n_out, n_in = layer.out_features, layer.in_features
+    blocks = -(-n_out // NIBBLE_OUTPUTS)
+    stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)
+    stored[:n_out] = layer.coef + (1 << bias_log2)  # padding outputs hold coefficient 0
+    if stored.min() < 0 or stored.max() > 15:
+        raise QuantizationError(f"{layer.name}: coefficients do not fit biased nibbles")
+    nibbles = stored.reshape(blocks, NIBBLE_OUTPUTS, n_in, layer.n_basis)
+    words = np.zeros((blocks, n_in, layer.n_basis), np.int64)
+    for p in range(NIBBLE_OUTPUTS):
+        words |= nibbles[:, p] << (4 * nibble_slot(p))
+    # a lane sums basis x stored nibble over the inputs of a chunk: bound it by each input's largest
+    # basis-row sum over all codes
+    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, n_in))
+    _, basis, _ = decode_inputs(layer, codes)
+    per_input = int(basis.sum(axis=2).max()) * 15 if basis.size else 0
+    chunk = max(1, min(n_in, LANE_MAX // max(per_input, 1)))
+    return KernelLayout(True, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups)
+
+
+def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """The spline accumulators as the nibble kernel computes them (16-bit lanes widened every chunk,
+    bias removed at the end), and the largest lane value reached: [N, I] codes -> ([N, O], int).
+    Tests compare the sums with :func:`accumulators` and the lane value with 0xFFFF."""
+    first, basis, _ = decode_inputs(layer, codes)
+    n = codes.shape[0]
+    out = np.zeros((n, layer.out_features), np.int64)
+    correction = basis.sum(axis=(1, 2)) << kl.bias_log2
+    lane_peak = 0
+    for blk in range(kl.blocks):
+        acc = np.zeros((n, NIBBLE_OUTPUTS), np.int64)
+        for start in range(0, layer.in_features, kl.chunk):
+            lanes = np.zeros((n, NIBBLE_OUTPUTS), np.int64)  # lane p: output p of the block
+            for i in range(start, min(start + kl.chunk, layer.in_features)):
+                for j in range(layer.k1):
+                    x = kl.coef[blk, i][first[:, i] + j].astype(np.int64)
+                    for p in range(NIBBLE_OUTPUTS):
+                        lanes[:, p] += basis[:, i, j] * ((x >> (4 * nibble_slot(p))) & 0xF)
+            lane_peak = max(lane_peak, int(lanes.max()))
+            acc += lanes
+        real = min(NIBBLE_OUTPUTS, layer.out_features - blk * NIBBLE_OUTPUTS)
+        out[:, blk * NIBBLE_OUTPUTS: blk * NIBBLE_OUTPUTS + real] = acc[:, :real] - correction[:, None]
+    return out, lane_peak
+
+
+# Cost-model entry. Instructions of one layer = sum over the terms of cost_terms() of COSTS[core][term]
+# x term. Fitted on QEMU counts by benchmarks/calibrate_costs.py.
+CODE_BYTES = 1400  # one spline kernel at -O2, about
+# Worst fit error 7.8% (M0, M7), under 6.5% elsewhere, on 4 shapes x 4 bit settings.
+_M0 = {"layer": -329.92, "input": 109.41, "edge": 17.65, "byte_edge": 12.98,
+       "nibble_lane": 2.34, "nibble_pass": 16.15, "output": 142.71, "last_output": -24.1}
+COSTS = {
+    "cortex-m0": _M0,
+    "cortex-m0plus": _M0,
+    "cortex-m3": {"layer": 70.19, "input": 46.92, "edge": 7.8, "byte_edge": 10.59,
+                  "nibble_lane": -1.4, "nibble_pass": 19.6, "output": 45.06, "last_output": 0.89},
+    "cortex-m4": {"layer": 5.0, "input": 50.93, "edge": 5.74, "byte_edge": 5.09,
+                  "nibble_lane": 0.32, "nibble_pass": 16.59, "output": 54.35, "last_output": 1.1},
+    "cortex-m7": {"layer": 36.23, "input": 45.61, "edge": 5.83, "byte_edge": 5.22,
+                  "nibble_lane": 0.31, "nibble_pass": 18.7, "output": 49.75, "last_output": 1.46},
+    "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
+                 "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97},
+}
+
+
+def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool) -> dict:
+    """The terms of the spline kernel's cost formula: decode per input, SiLU branch per edge, byte
+    coefficients per edge, or nibble lanes (per input: 4 per full block of 8 outputs, one per two
+    outputs of the tail block) and nibble blocks per input, requantization per output."""
+    nibble = uses_nibbles(coef_bits, n_out)
+    full, tail = divmod(n_out, NIBBLE_OUTPUTS)
+    edges = n_in * n_out
+    return {"layer": 1.0, "input": float(n_in), "edge": float(edges), "byte_edge": 0.0 if nibble else float(edges),
+            "nibble_lane": float(n_in * (4 * full + (tail + 1) // 2)) if nibble else 0.0,
+            "nibble_pass": float(n_in * (full + (tail > 0))) if nibble else 0.0,
+            "output": float(n_out), "last_output": float(n_out * last)}
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
+    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
+    c = COSTS[core]
+    n_in, n_out = layer.in_features, layer.out_features
+    terms = cost_terms(n_in, n_out, options.coef_bits, last)
+    instructions = sum(c[key] * value for key, value in terms.items())
+    k1, codes = layer.order + 1, 1 << step.in_bits
+    if uses_nibbles(options.coef_bits, n_out):  # words of 8 nibbles per block of 8 outputs
+        coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
+    else:
+        coef = n_out * n_in * layer.n_basis
+    weights = n_out * 4 * -(-n_in // 4) * (1 if options.base_bits <= 8 else 2)
+    if layer.uniform_grid() is None:  # per-input tables: first index + K1 packed values per code
+        basis = n_in * codes * (1 + k1 * options.spline_bits / 8)
+    else:  # one row of K1 bytes per position (at most one per code) + per-input offsets
+        basis = codes * k1 + 6 * n_in
+    silu_table = 2 * (codes + n_in) + 2 * n_in
+    flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
+    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}
+
+
+def accumulator_bounds(layer: SplineLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Per output, the exact worst-case |spline| and |base| accumulators over every input code."""
+    return _accumulator_bounds(layer)
+
+
+def requantized(qlayer: SplineLayer, layer: KANLayer, next_scale: np.ndarray, next_zero: np.ndarray,
+                is_last: bool, out_max: int, bounds: tuple | None = None) -> SplineLayer:
+    """``qlayer`` (quantize_layer's result) against another consumer encoding: tables and
+    coefficients depend on the layer's own input codes only, so the planner re-derives only the
+    requantization (``bounds``: accumulator_bounds(qlayer), when already known). Must stay equal
+    to quantize_layer's own requantization (host_tests/test_planner_budget.py checks it)."""
+    bound_sp, bound_b = bounds if bounds is not None else _accumulator_bounds(qlayer)
+    a_spline = layer.out_scale * qlayer.basis_scale * qlayer.coef_scale / next_scale
+    a_base = layer.out_scale * qlayer.base_scale * qlayer.silu_scale / next_scale
+    bias = layer.out_bias / next_scale + next_zero
+    m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, layer.name)
+    return dataclasses.replace(qlayer, mult_spline=m1, mult_base=m2, rounding=r, shift=sh, is_last=is_last,
+                               out_max=out_max)
+
+
+def requantize_sums(qlayer: SplineLayer, sums: tuple) -> np.ndarray:
+    """run_layer's requantization of accumulators(qlayer, codes) (the planner shares the sums)."""
+    acc_spline, acc_base = sums
+    total = acc_spline * qlayer.mult_spline[None, :] + acc_base * qlayer.mult_base[None, :] + qlayer.rounding[None, :]
+    return total >> qlayer.shift[None, :]

@@ -1,0 +1,1 @@
+"""Training: the float fit loop, own-data training and quantization-aware fine-tuning."""

@@ -91,7 +91,7 @@ def _accuracy(report: dict) -> str:
     ev = report.get("evaluation")
     if ev and ev.get("metric") == "accuracy":
         return f"{ev['quantized']['accuracy']:.4f} (float {ev['float']['accuracy']:.4f})"
-    return f"rel. error {report['planner']['calibration_error']:.4f}"
+    return f"output error {report['planner']['calibration_error']:.4f}"
 
 
 def table(rows: list) -> str:

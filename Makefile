@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := gcc-arm-none-eabi gcc-riscv64-unknown-elf qemu-system-arm qemu-system-misc cmake
+APT_PACKAGES := gcc-arm-none-eabi gcc-riscv64-unknown-elf qemu-system-arm qemu-system-misc cmake clang
 # torch 2.13.0 first (a CPU build lies on disk for it); the package's "torch>=2.1" then adds nothing.
 TORCH := torch==2.13.0
 
@@ -14,7 +14,7 @@ all: test
 toolchains:
 	@if command -v arm-none-eabi-gcc >/dev/null && command -v riscv64-unknown-elf-gcc >/dev/null \
 	    && command -v qemu-system-arm >/dev/null && command -v qemu-system-riscv32 >/dev/null \
-	    && command -v gcc >/dev/null && command -v cmake >/dev/null; then echo "toolchains: present"; \
+	    && command -v gcc >/dev/null && command -v cmake >/dev/null && command -v clang >/dev/null; then echo "toolchains: present"; \
 	else $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends gcc $(APT_PACKAGES); fi
 
 $(VENV)/.installed: pyproject.toml

@@ -50,7 +50,8 @@ def features(strategy: str, n_in: int, n_out: int, core: str, options: QuantOpti
     if strategy == "edge-table":
         return list(edge_table.cost_terms(n_in, n_out, options.table_bits, options.act_bits, core, first,
                                           last).values())
-    return list(spline.cost_terms(n_in, n_out, options.coef_bits, last).values())
+    terms = spline.cost_terms(n_in, n_out, options.coef_bits, last, core)
+    return [terms[key] for key in spline.COSTS[core]]
 
 
 def _shape(text: str) -> tuple[int, ...]:

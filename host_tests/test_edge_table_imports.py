@@ -1,6 +1,6 @@
 """Models the spline kernel cannot deploy, deployed with the edge-table strategy: efficient-kan after
 ``update_grid`` (non-uniform, per-input knots), efficient-kan with a GELU base, pykan with an
-identity base, and pykan after symbolic fixing. Each: C == integer reference (verify, bit-exact),
+identity base (both also deployable by the spline kernel: test_import_*.py), and pykan after symbolic fixing. Each: C == integer reference (verify, bit-exact),
 and the integer model as accurate as the original library's float forward (accuracy within 0.5
 points on digits; max error within 1% of the output range for regression)."""
 from __future__ import annotations
@@ -11,7 +11,6 @@ import torch
 
 from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.data.datasets import load_dataset
-from kan2mcu.errors import OptionError
 from kan2mcu.generate import generate_model
 from kan2mcu.quant.quantize import QuantOptions
 from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
@@ -55,11 +54,8 @@ def test_efficient_kan_gelu_base(tmp_path):
         original = gelu_forward(torch.tensor(x)).numpy()
     torch.save(model.float().state_dict(), tmp_path / "gelu.pt")
     np.save(tmp_path / "calib.npy", x)
-    with pytest.raises(OptionError, match="spline cannot deploy base function 'gelu'"):
-        generate_model(tmp_path / "gelu.pt", tmp_path / "no", calibration=tmp_path / "calib.npy",
-                       base_activation="gelu", strategy="spline", quiet=True)
     generate_model(tmp_path / "gelu.pt", tmp_path / "m", calibration=tmp_path / "calib.npy", base_activation="gelu",
-                   quiet=True, max_error=0.01)
+                   quiet=True, max_error=0.01, strategy="edge-table")
     assert verify(tmp_path / "m", calibration=tmp_path / "calib.npy", quiet=True).inputs_checked >= 1000
     ours = integer_outputs(tmp_path / "m", x)
     span = float(original.max() - original.min())

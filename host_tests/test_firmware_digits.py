@@ -29,7 +29,7 @@ def digits_dirs(digits_checkpoint, tmp_path_factory):
     return base
 
 
-@pytest.mark.parametrize("board", QEMU_BOARDS)
+@pytest.mark.parametrize("board", [b for b in QEMU_BOARDS if get_board(b).has_multiplier])  # rv32ec: test_cores.py
 def test_digits_int_and_float_on_every_emulated_board(digits_dirs, board):
     report = measure([digits_dirs / "kan_int", digits_dirs / "kan_float"], board, digits_dirs / f"m-{board}")
     by_arith = {m["arith"]: m for m in report["models"]}
@@ -119,16 +119,20 @@ def test_halfword_edge_tables_on_firmware(small_checkpoints, board, tmp_path):
 
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
 def test_low_bit_spline_kernel_on_firmware(small_checkpoints, board, tmp_path):
-    """The spline kernel's nibble path (4-bit coefficients, tail blocks of 5 and 3 outputs) and the
-    byte SiLU-branch weights (--base-bits 8: SXTB16 pairs on M4): every code of every input and 300
-    random codes, run by the firmware, equal the Python integer reference's outputs."""
+    """4-bit coefficients with byte base-branch weights (--base-bits 8: SXTB16 pairs on M4): in the
+    cubic model the halfword kernel (4 and 1 outputs per pass on M0, 5 and 3 outputs), in the
+    quadratic one the nibble path (layers of 4 outputs) and the byte path (2 outputs). Every code of
+    every input and 300 random codes, run by the firmware, equal the Python integer reference's."""
     from kan2mcu.quant.quantize import QuantOptions
 
-    checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     options = QuantOptions(act_bits=8, spline_bits=3, coef_bits=4, base_bits=8)
-    generate_model(checkpoint, tmp_path / "m", calibration=calibration, quiet=True, strategy="spline",
-                   options=options, max_error=10.0, allow_saturation=True)
-    rng = np.random.default_rng(5)
-    codes = np.concatenate([rng.integers(0, 256, size=(300, 8)), np.repeat(np.arange(256)[:, None], 8, axis=1)])
-    result = _run_vectors(tmp_path / "m", board, _reference_vectors(tmp_path / "m", codes), tmp_path / "p")
-    assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, len(codes))
+    for shape, n_in in (("8x5x3-G5-k3", 8), ("6x4x4x2-G3-k2", 6)):
+        checkpoint, calibration = small_checkpoints[shape]
+        generate_model(checkpoint, tmp_path / shape, calibration=calibration, quiet=True, strategy="spline",
+                       options=options, max_error=10.0, allow_saturation=True)
+        rng = np.random.default_rng(5)
+        codes = np.concatenate([rng.integers(0, 256, size=(300, n_in)),
+                                np.repeat(np.arange(256)[:, None], n_in, axis=1)])
+        vectors = _reference_vectors(tmp_path / shape, codes)
+        result = _run_vectors(tmp_path / shape, board, vectors, tmp_path / f"p{shape}")
+        assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, len(codes)), shape

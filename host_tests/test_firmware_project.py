@@ -21,9 +21,18 @@ INT_MODEL = FIXTURES / "tiny_model"
 FLOAT_MODEL = FIXTURES / "tiny_model_float"
 
 
-def test_board_table_has_the_five_emulated_and_five_real_boards():
-    assert QEMU_BOARDS == ("qemu-cortex-m0", "qemu-cortex-m3", "qemu-cortex-m4", "qemu-cortex-m7", "qemu-rv32imac")
-    assert set(REAL_BOARDS) == {"pico", "nucleo_f446re", "nucleo_f746zg", "esp32-c3-devkitm-1", "sipeed-longan-nano"}
+def test_board_table_has_the_eight_emulated_and_seven_real_boards():
+    assert QEMU_BOARDS == ("qemu-cortex-m0", "qemu-cortex-m3", "qemu-cortex-m4", "qemu-cortex-m7", "qemu-cortex-m33",
+                           "qemu-cortex-m55", "qemu-rv32imac", "qemu-rv32ec")
+    assert set(REAL_BOARDS) == {"pico", "nucleo_f446re", "nucleo_f746zg", "rpipico2", "esp32-c3-devkitm-1",
+                                "sipeed-longan-nano", "ch32v003f4p6_evt_r0"}
+    ec = get_board("qemu-rv32ec")
+    assert (ec.flash_bytes, ec.ram_bytes, ec.has_multiplier) == (16 * 1024, 2 * 1024, False)
+    assert "-mabi=ilp32e" in ec.cpu_flags and ec.qemu_command("fw.elf")[3:5] == ["-cpu", "rv32,m=false"]
+    assert get_board("qemu-cortex-m55").qemu_machine == "mps3-an547" and "-mcpu=cortex-m55" in get_board(
+        "qemu-cortex-m55").cpu_flags
+    assert get_board("qemu-cortex-m33").qemu_machine == "mps2-an505" and get_board("rpipico2").core == "cortex-m33"
+    assert get_board("ch32v003f4p6_evt_r0").core == "rv32ec" and get_board("ch32v003f4p6_evt_r0").counter == "micros"
     m0 = get_board("qemu-cortex-m0")
     assert (m0.qemu_machine, m0.flash_bytes, m0.ram_bytes) == ("microbit", 256 * 1024, 16 * 1024)
     assert "-mfloat-abi=soft" in m0.cpu_flags

@@ -10,6 +10,8 @@ measured ~2e-7 on outputs of magnitude ~1).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -242,3 +244,57 @@ def test_missing_file_and_folder(tmp_path):
         load_checkpoint(tmp_path / "nothing_here.pt")
     with pytest.raises(CheckpointError, match="is a folder"):
         load_checkpoint(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# The spline kernel (KANtize path) with any base function of the IR
+# ------------------------------------------------------------------------------------------------
+
+def _uniform_kan(widths=(4, 6, 2), seed=3) -> KAN:
+    torch.manual_seed(seed)
+    model = KAN(list(widths), grid_size=5, spline_order=3).double()
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.spline_weight.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["gelu", "identity", "relu", "tanh", "sigmoid", "silu"])
+def test_spline_strategy_takes_every_base_function(kind, tmp_path):
+    """--strategy spline with --base-activation KIND: the base-branch table holds KIND's values at the
+    input codes (quantized like the SiLU table), the C equals the integer reference, and the model
+    follows the float model of that base function (and not SiLU's, unless KIND is SiLU)."""
+    from conftest import assert_c_equals_reference
+    from kan2mcu.model.bspline import BASE_FUNCTION_VALUES
+    from kan2mcu.codegen.bundle import load_bundle
+    from kan2mcu.generate import generate_model
+    from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+    from kan2mcu.quant.strategies import spline
+
+    model = _uniform_kan()
+    x = np.random.default_rng(3).uniform(-1, 1, (600, 4))
+    torch.save(model.float().state_dict(), tmp_path / "m.pt")
+    np.save(tmp_path / "calib.npy", x)
+    generate_model(tmp_path / "m.pt", tmp_path / "out", calibration=tmp_path / "calib.npy", base_activation=kind,
+                   strategy="spline", quiet=True, max_error=1.0)
+    ir, qmodel = load_bundle(tmp_path / "out")
+    assert [layer.base_function for layer in ir.layers] == [kind, kind]
+    fn = BASE_FUNCTION_VALUES[kind]
+    for layer, ql in zip(ir.layers, qmodel.layers):
+        assert ql.strategy == "spline"
+        codes = np.broadcast_to(np.arange(ql.codes)[:, None], (ql.codes, ql.in_features))
+        _, _, table = spline.decode_inputs(ql, codes)
+        xq = ql.in_scale[None, :] * (codes - ql.in_zero[None, :])  # the float value of every code
+        qmax = (1 << (ql.silu_bits - 1)) - 1
+        expected = np.clip(np.round(fn(xq) / ql.silu_scale), -qmax, qmax)
+        np.testing.assert_array_equal(table, expected)
+    codes = quantize_inputs(qmodel, x)
+    assert_c_equals_reference(tmp_path / "out", codes, tmp_path / "build")
+    ours = dequantize_outputs(qmodel, run_model(qmodel, codes))
+    original = model_forward(ir, x)
+    span = float(original.max() - original.min())
+    assert np.abs(ours - original).max() <= 0.03 * span
+    if kind != "silu":  # the base function matters: the SiLU model's outputs are measurably different
+        silu_ir = type(ir)(tuple(dataclasses.replace(layer, base_function="silu") for layer in ir.layers),
+                           source=ir.source, metadata=ir.metadata)
+        assert np.abs(model_forward(silu_ir, x) - ours).max() > 0.03 * span

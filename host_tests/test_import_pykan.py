@@ -258,6 +258,38 @@ def test_identity_base_model_imports(ckpt_dir, tmp_path):
     assert load_checkpoint(tmp_path / "ident").model.sha256() == ir.sha256()
 
 
+def test_identity_base_model_deploys_with_the_spline_kernel(ckpt_dir, tmp_path):
+    """pykan with an identity base through --strategy spline (the KANtize path): the base-branch
+    table holds the input codes' own values, the C equals the integer reference and the integer
+    model follows pykan's forward within 2% of the output range."""
+    from conftest import assert_c_equals_reference
+    from kan2mcu.codegen.bundle import load_bundle
+    from kan2mcu.generate import generate_model
+    from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
+    from kan2mcu.quant.strategies import spline
+
+    model = new_kan(ckpt_dir, [2, 3, 1], base_fun="identity")
+    data = make_dataset(2, seed=4)
+    model.fit(data, steps=5, log=100)
+    model(data["train_input"])  # pykan caches the last forward's inputs: the calibration data
+    model.saveckpt(str(tmp_path / "ident"))
+    generate_model(tmp_path / "ident", tmp_path / "m", strategy="spline", quiet=True, max_error=1.0)
+    _, qmodel = load_bundle(tmp_path / "m")
+    for ql in qmodel.layers:
+        codes = np.broadcast_to(np.arange(ql.codes)[:, None], (ql.codes, ql.in_features))
+        _, _, table = spline.decode_inputs(ql, codes)
+        xq = ql.in_scale[None, :] * (codes - ql.in_zero[None, :])
+        qmax = (1 << (ql.silu_bits - 1)) - 1
+        np.testing.assert_array_equal(table, np.clip(np.round(xq / ql.silu_scale), -qmax, qmax))
+    x = data["test_input"].numpy().astype(np.float64)
+    codes = quantize_inputs(qmodel, x)
+    assert_c_equals_reference(tmp_path / "m", codes, tmp_path / "build")
+    ours = dequantize_outputs(qmodel, run_model(qmodel, codes))
+    original = pykan_forward(model, x, float64=False)
+    span = float(original.max() - original.min())
+    assert np.abs(ours - original).max() <= 0.02 * span
+
+
 def test_zero_base_model_folds(ckpt_dir, tmp_path):
     model = new_kan(ckpt_dir, [2, 3, 1], base_fun="zero")
     model.fit(make_dataset(2, seed=4), steps=2, log=100)

@@ -94,7 +94,7 @@ def _source_kwargs(source: str, monkeypatch, bytes_: int) -> dict:
         monkeypatch.setattr(budget_module, "DEFAULT_FLASH_BUDGET", bytes_)
         return {}
     if source == "board":
-        fake = types.SimpleNamespace(flash_bytes=2 * bytes_, core="cortex-m4")
+        fake = types.SimpleNamespace(flash_bytes=2 * bytes_, core="cortex-m4", has_multiplier=True)
         monkeypatch.setattr("kan2mcu.firmware.boards.get_board", lambda name: fake)
         return {"board": "qemu-cortex-m4"}
     return {"flash_budget": bytes_}
@@ -154,10 +154,16 @@ def test_planner_weighs_widths_down_to_two_bits(tiny):
     edge-table plan is there to be chosen when only it fits."""
     _, _, model, x = tiny
     options = QuantOptions()
-    per_layer, _, _ = candidate_options(model, options, "auto", "cortex-m4")
+    from kan2mcu.quant.planner import layer_options
+
+    weighed = layer_options(model, options, "auto")[0]
+    assert {s.coef_bits or options.coef_bits for s in weighed if s.strategy == "spline"} == set(range(8, 1, -1))
+    assert {s.table_bits for s in weighed if s.strategy == "edge-table"} == set(range(8, 1, -1))
+    per_layer, costs, _ = candidate_options(model, options, "auto", "cortex-m4")
     codes = {s.in_bits for s in per_layer[0] if s.strategy == "edge-table"}
-    coefs = {s.coef_bits or options.coef_bits for s in per_layer[0] if s.strategy == "spline"}
-    assert codes == set(range(8, 1, -1)) and coefs == {8, 4}  # 2- and 3-bit coefficients cost what 4-bit ones do
+    assert codes == set(range(8, 1, -1))
+    spline = [s for s in per_layer[0] if s.strategy == "spline"]  # kept: only widths that cost less than wider ones
+    assert len({(costs[(0, s)]["flash_bytes"], costs[(0, s)]["instructions"]) for s in spline}) == len(spline)
     choice = choose(model, options, x, max_error=10.0, objective="size", budget=Budget(10**6, "--flash-budget"))
     assert choice.plan[0].in_bits == 2 and choice.weighed["codes"] == [8, 2]
 

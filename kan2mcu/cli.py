@@ -44,7 +44,11 @@ def _add_generate(sub) -> None:
     p.add_argument("--allow-over-budget", action="store_true",
                    help="when no plan fits the flash budget (tables, input API and code), write the smallest one "
                         "anyway instead of stopping")
-    p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget")
+    p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget "
+                   "(a core without a multiplier, e.g. qemu-rv32ec, implies --no-mul)")
+    p.add_argument("--no-mul", action="store_true",
+                   help="multiply-free model: edge-table layers only, requantized by threshold compares and "
+                        "shifts (no multiply, divide or libgcc call in the model's code)")
     p.add_argument("--max-error", type=float, default=DEFAULT_MAX_ERROR,
                    help="largest output error against the float model on the calibration data that the planner "
                         "accepts: RMS error over the float output range (classifiers: also the share of samples "
@@ -75,7 +79,8 @@ def _run_generate(args) -> int:
     from kan2mcu.quant.quantize import QuantOptions
 
     options = QuantOptions(act_bits=args.act_bits, spline_bits=args.spline_bits, coef_bits=args.coef_bits,
-                           base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits)
+                           base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits,
+                           mul_free=args.no_mul)
     if args.plots and args.arith != "int":
         from kan2mcu.errors import OptionError
 

@@ -38,7 +38,7 @@ from kan2mcu.quant.evaluate import dataset_accuracy, eval_rows, evaluation, held
 from kan2mcu.quant.fixedpoint import code_ctype
 from kan2mcu.quant.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.quant.budget import check_written_total, code_bytes, flash_budget as budget_of
-from kan2mcu.quant.planner import DEFAULT_MAX_ERROR, choose, core_for, explain
+from kan2mcu.quant.planner import DEFAULT_MAX_ERROR, board_options, choose, core_for, explain
 from kan2mcu.quant.quantize import QuantOptions, quantize
 
 ARITHMETICS = ("int", "float")
@@ -379,8 +379,11 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     A planned model over the flash budget (tables, input API and code, kan2mcu.quant.budget; whichever
     way the budget was given) is refused unless ``allow_over_budget``.
     """
+    options = options or QuantOptions()
+    if arith == "int":
+        options = board_options(options, board)  # a core without a multiplier: multiply-free layers
     request = GenerateRequest(
-        checkpoint=Path(checkpoint), output=Path(output), name=name, arith=arith, options=options or QuantOptions(),
+        checkpoint=Path(checkpoint), output=Path(output), name=name, arith=arith, options=options,
         calibration=calibration, quiet=quiet, plan=plan, strategy=strategy, optimize=optimize,
         flash_budget=flash_budget, board=board, max_error=max_error, base_activation=base_activation,
         allow_saturation=allow_saturation, prefix=prefix, eval_data=eval_data, fold_silu=fold_silu,

@@ -104,6 +104,7 @@ support_env.BuildSources(
 )
 
 target_elf = env.BuildProgram()
+env.Depends(target_elf, memory_ld_path)  # a changed memory map relinks (the linker script INCLUDEs it)
 AlwaysBuild(env.Alias("nobuild", target_elf))
 
 target_size = env.AddPlatformTarget(
@@ -121,6 +122,8 @@ def _run_in_qemu(target, source, env):  # pylint: disable=unused-argument
         "-M",
         board.get("upload.qemu_machine"),
     ]
+    if board.get("upload.qemu_cpu", ""):
+        command += ["-cpu", board.get("upload.qemu_cpu")]  # e.g. rv32 without M: a multiply traps
     if ARCH == "riscv":
         command += ["-bios", "none"]
     command += [

@@ -1,7 +1,8 @@
 /* kan2mcu port for real boards (Arduino framework on every supported platform).
  * Runs the self-check once in setup(), then repeats the result line every second so that a
  * host opening the serial port after the reset still reads it.
- * Cycle counters: DWT->CYCCNT (ARMv7-M/ARMv7E-M: Cortex-M3/M4/M7), mcycle (RISC-V), the ESP32-C3
+ * Cycle counters: DWT->CYCCNT (ARMv7-M/ARMv7E-M/ARMv8-M mainline: Cortex-M3/M4/M7/M33/M55), mcycle
+ * (RISC-V), micros() x F_CPU/10^6 on RV32E (CH32V003: its QingKe V2A core has no mcycle), the ESP32-C3
  * vendor counter via ESP.getCycleCount(), and on ARMv6-M (Cortex-M0/M0+, e.g. the RP2040 of the
  * Pico) SysTick combined with micros(): SysTick gives the cycles within its period (24 bits, or
  * the core's 1 ms tick when the core already runs it; masked and wrap-corrected), micros() how
@@ -30,7 +31,8 @@ extern "C" void kan2mcu_port_init(void)
 {
 #if defined(ARDUINO_ARCH_ESP32) || defined(__riscv)
     /* free-running counters, nothing to start */
-#elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__)
+#elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_8M_MAIN__) || \
+    defined(__ARM_ARCH_8_1M_MAIN__)
     KAN2MCU_REG(0xE000EDFCu) |= (1u << 24);   /* DEMCR.TRCENA */
     KAN2MCU_REG(0xE0001FB0u) = 0xC5ACCE55u;   /* DWT lock access (Cortex-M7) */
     KAN2MCU_REG(0xE0001004u) = 0u;            /* DWT->CYCCNT */
@@ -52,12 +54,15 @@ extern "C" uint32_t kan2mcu_port_cycles(void)
 {
 #if defined(ARDUINO_ARCH_ESP32)
     return (uint32_t)ESP.getCycleCount();
+#elif defined(__riscv_e)
+    return (uint32_t)micros() * (uint32_t)(F_CPU / 1000000UL);  /* 1 us resolution */
 #elif defined(__riscv)
     uint32_t value;
     /* csrr value, mcycle (CSR 0xB00) as a raw instruction: assembles with or without Zicsr in -march */
     __asm__ volatile(".insn i 0x73, 2, %0, x0, -1280" : "=r"(value));
     return value;
-#elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__)
+#elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_8M_MAIN__) || \
+    defined(__ARM_ARCH_8_1M_MAIN__)
     return KAN2MCU_REG(0xE0001004u);
 #elif defined(__ARM_ARCH_6M__)
     /* cycles since kan2mcu_port_init: SysTick within its period, micros() for the wraps */
@@ -75,9 +80,12 @@ extern "C" const char *kan2mcu_port_counter(void)
 {
 #if defined(ARDUINO_ARCH_ESP32)
     return "esp_cpu_cycle_count";
+#elif defined(__riscv_e)
+    return "micros";
 #elif defined(__riscv)
     return "mcycle";
-#elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__)
+#elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_8M_MAIN__) || \
+    defined(__ARM_ARCH_8_1M_MAIN__)
     return "DWT_CYCCNT";
 #elif defined(__ARM_ARCH_6M__)
     return "SysTick";

@@ -32,6 +32,8 @@ def bundle_bytes(model: KANModel, qmodel: QuantModel | None) -> bytes:
             scalars = {}
             for f in dataclasses.fields(type(ql)):
                 value = getattr(ql, f.name)
+                if f.metadata.get("omit_default") and (value is None or value is f.default):
+                    continue  # an unused optional field: bundles without it stay byte-identical
                 if isinstance(value, np.ndarray):
                     arrays[f"q{i}.{f.name}"] = value
                 else:

@@ -15,7 +15,9 @@ from kan2mcu.quant.packing import PackedTable, pack
 from kan2mcu.paths import templates_dir
 from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import get_strategy
-from kan2mcu.quant.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout
+from kan2mcu.quant.strategies.edge_table_mve import mve_context
+from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
+from kan2mcu.quant.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout, spline_blocks
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 
@@ -124,51 +126,57 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     """Render data of a spline-strategy layer (kernel: templates/kernels/spline.c.j2)."""
     if ql.n_basis - ql.k1 > 255:
         raise OptionError(f"{ql.name}: {ql.n_basis} B-splines per input are more than the C tables index (256)")
-    layout = kernel_layout(ql)
-    storage = f"biased by {1 << layout.bias_log2} in " + (f"nibbles, {NIBBLE_OUTPUTS} outputs per word" if layout.nibble
-                                                         else "bytes")
+    layout = kernel_layout(ql, first=index == 0)
+    storage = {"nibble": f"biased by {1 << layout.bias_log2} in nibbles, {NIBBLE_OUTPUTS} outputs per word",
+               "byte": f"biased by {1 << layout.bias_log2} in bytes",
+               "halfword": f"biased by {1 << layout.bias_log2} in halfwords, the outputs' rows side by side per input"}[
+                   layout.kind]
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy spline, "
                   f"order {ql.order}, {ql.n_basis} B-splines per input, {ql.mode} basis tables",
          "description": f"codes {ql.act_bits} bit, basis {ql.spline_bits} bit, coefficients {ql.coef_bits} bit "
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
-         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble, "card_words": False,
-         "simd": ql.k1 == 4 and not layout.nibble,  # the SMLAD path of DSP cores (C chooses at compile time)
+         "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble,
+         "kind": layout.kind, "act_bits": ql.act_bits, **spline_blocks(ql.out_features, ql.n_basis),
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
          "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1}
     # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
     L["has_base"] = bool(np.any(ql.base_weight))
-    if L["has_base"]:
-        L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"SiLU value per code, scale {ql.silu_scale:.6g}")
+    L["positions"], L["pos_clamped"] = bool(layout.pos_card.size), layout.pos_clamped
+    if L["has_base"] and not L["positions"]:
+        L["silu"] = emit.table("silu", ql.silu_table, "int16_t", f"base-function value per code, scale {ql.silu_scale:.6g}")
         L["silu_start"] = emit.table("silu_start", ql.silu_start, _int_ctype(ql.silu_start, False),
                                      "per input: index of code 0 in the SiLU table")
-    if ql.mode == "cardinal":
+    if L["positions"]:
+        L["pos_start"] = emit.table("pos_start", layout.pos_start, _int_ctype(layout.pos_start, False),
+                                    "per input: entry of its code 0 in the decode tables")
+        entries = np.stack([layout.pos_card, layout.pos_first | ((layout.pos_base & 0xFFFF) << 16)], axis=1)
+        L["pos"] = emit.table("pos", entries, "uint32_t",
+                              f"per position: {ql.k1} basis values of {ql.spline_bits} bit (value j in byte j, scale "
+                              f"{ql.basis_scale:.6g}), then first coefficient | base-function value << 16 (scale "
+                              f"{ql.silu_scale:.6g})", hex_words=True, aligned=True)
+    elif ql.mode == "cardinal":
         L["offset"] = emit.table("offset", ql.in_offset, None, "per input: knot-relative position of code 0")
         L["log2p"] = emit.table("log2p", ql.in_log2p, "uint8_t", "per input: log2 of codes per grid interval")
         L["limit"] = emit.table("limit", ql.in_limit, _int_ctype(ql.in_limit, False),
                                 "per input: positions inside the extended grid")
         L["card_start"] = emit.table("card_start", ql.card_start, _int_ctype(ql.card_start, False),
                                      "per input: first row of its cardinal table")
-        # a few rows per layer, at byte width for every --spline-bits (read without unpacking); cubic
-        # rows are one word each (value j in byte j), shifted as a whole at the grid's edges
-        L["card_words"] = ql.k1 == 4
-        if L["card_words"]:
-            words = (ql.card.astype(np.int64) << (8 * np.arange(4))[None, :]).sum(axis=1)
-            L["card"] = emit.table("card", words, "uint32_t", f"cardinal B-spline rows: 4 values of {ql.spline_bits} "
-                                                               f"bit, value j in byte j, scale {ql.basis_scale:.6g}",
-                                   hex_words=True)
-        else:
-            L["card"] = emit.table("card", ql.card, "uint8_t", f"cardinal B-spline rows of {ql.k1} values, "
-                                                              f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
+        L["card"] = emit.table("card", ql.card, "uint8_t", f"cardinal B-spline rows of {ql.k1} values, "
+                                                          f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
     else:
         basis = pack(ql.basis_table, ql.spline_bits, signed=False)
         L["first"] = emit.table("first", ql.first_table, "uint8_t", "per input and code: first coefficient")
         L["basis"] = emit.packed("basis", basis, f"per input and code: {ql.k1} basis values, "
                                                  f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
         L["basis_direct"] = basis.direct
-    if layout.nibble:
+    if layout.kind == "halfword":
+        L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
+                               f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale",
+                               aligned=True)
+    elif layout.nibble:
         L["coef"] = emit.table("coef", layout.coef, "uint32_t",
                                f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) "
                                f"= coefficient of output {NIBBLE_OUTPUTS} * block + p, {ql.coef_bits} bit "
@@ -183,7 +191,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         order = base_weight_order(ql)
         L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
         L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
-                                 f"[{ql.out_features}][{4 * layout.groups}] SiLU-branch weights, {ql.base_bits} bit, "
+                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit, "
                                  f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")
@@ -219,9 +227,7 @@ def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:
     L["table"] = emit.table("table", ql.words(), "uint32_t",
                             f"[{ql.in_features}][{ql.codes}][{ql.row_words}] words of {ql.per_word} entries",
                             hex_words=True, aligned=True)
-    L["mult"] = emit.table("mult", ql.mult, "int32_t", "requantization multiplier (int32 arithmetic)")
-    L["rounding"] = emit.table("rounding", ql.rounding, "int32_t", "bias, zero points and rounding, 2^-shift units")
-    L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
+    L.update(requant_tables(ql, emit))  # int32 multiply, or multiply-free (kan2mcu.quant.strategies.mulfree)
     L["chunks"] = [{"start": s, "end": min(s + ql.chunk, ql.in_features), "first": s == 0}
                    for s in range(0, ql.in_features, ql.chunk)]
     for kind, pairs in EDGE_TABLE_PAIRS_PER_PASS.items():
@@ -328,7 +334,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
-    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "field", "sfield", "infer"):
+    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "mul64", "field", "sfield",
+                   "infer"):
         sym(symbol)
     layers, layer_bytes, calls = [], [], []
     n_layers = len(qmodel.layers)
@@ -344,6 +351,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
                  n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
                  clamp_input=clamp, is_last=ql.is_last, out_code_max=ql.out_max,
                  in_ctype=code_ctype(ql.act_bits), out_ctype=out_ctype, tables=emit.tables)
+        if ql.strategy == "edge-table":  # the Helium kernel's layout (None: scalar kernel only)
+            L["mve"] = mve_context(ql)
         layers.append(L)
         layer_bytes.append({t_["symbol"]: t_["nbytes"] for t_ in emit.tables})
         src = "input" if index == 0 else act_buffers[index - 1]["symbol"]
@@ -354,7 +363,10 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     max_in = max((4 * -(-l.in_features // 4) for l in splines), default=0)  # SiLU values read 4 at a time
     k1_max = max((l.k1 for l in splines), default=0)
     max_out = max((l.out_features for l in splines), default=0)
-    workspace = (max_in + 4 * max_in * k1_max + 4 * max_in + 8 * max_out) + sum(
+    kinds = {kernel_layout(l).kind for l in splines}
+    halfword, compact = "halfword" in kinds, bool(kinds - {"halfword"})
+    workspace = ((max_in + 4 * max_in * k1_max if compact else 0) + 4 * max_in + 8 * max_out
+                 + (20 * max_in if halfword else 0)) + sum(
         b["size"] * _CTYPE_BYTES[b["ctype"]] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {
@@ -365,7 +377,9 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "workspace_bytes": workspace, "table_bytes": table_bytes,
         "has_spline": bool(splines), "has_edge_table": any(l.strategy == "edge-table" for l in qmodel.layers),
         "has_halfword_table": any(l.strategy == "edge-table" and l.per_word == 2 for l in qmodel.layers),
-        "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "act_buffers": act_buffers, "layers": layers,
+        "has_mve_table": any(L.get("mve") for L in layers),
+        "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "has_halfword_spline": halfword,
+        "has_compact_spline": compact, "act_buffers": act_buffers, "layers": layers,
         "calls": calls,
     }
     api, api_bytes = _input_api_context(qmodel, sym, input_transform)

@@ -44,7 +44,16 @@ def base_context(model: ModelFolder, fmt: str, title: str) -> dict:
         "output_size": manifest["output_size"], "header": manifest["headers"][0], "source": manifest["sources"][0],
         "raw_doc": _raw_doc(model) if model.arith == "int" else "float model inputs",
         "kconfig": f"KAN2MCU_{model.prefix.upper()}",
+        "core_flags": core_flags(), "mul_free": bool(manifest.get("options", {}).get("mul_free")),
     }
+
+
+def core_flags() -> list[dict]:
+    """The compiler flags of each core kan2mcu measures on (its emulated boards'), one row per core."""
+    from kan2mcu.firmware.boards import BOARDS, QEMU_BOARDS  # pylint: disable=import-outside-toplevel
+
+    return [{"core": BOARDS[name].core, "flags": f"{BOARDS[name].gcc_prefix}gcc {' '.join(BOARDS[name].cpu_flags)}"}
+            for name in QEMU_BOARDS]
 
 
 def _model_files(model: ModelFolder, header_dir: str, source_dir: str) -> dict:

@@ -23,9 +23,17 @@ Sources (instruction timing tables):
   pipeline with branch prediction. Simplified model: every instruction 1 cycle except loads 1
   (TCM/cache hit assumed), long multiplies 1, SDIV/UDIV 7, VDIV/VSQRT 14 (single), taken branches 2
   (predicted), not taken 1. Dual issue is NOT credited (the estimate is an upper bound-ish).
+* Cortex-M33: ARM 100230 (Cortex-M33 TRM) gives no per-instruction table; its 3-stage pipeline
+  is modelled as the Cortex-M4's (single-cycle MUL/MLA and DSP multiplies, LDR 2 with
+  pipelining, taken branches 3, SDIV/UDIV 7 assumed). An assumption, labelled so.
+* Cortex-M55: ARM 101051 (Cortex-M55 TRM) and its Software Optimization Guide: 4-stage in-order
+  pipeline, scalar ALU/MUL 1, loads 1 (TCM), SDIV/UDIV 7 assumed, taken branches 2; Helium (MVE)
+  128-bit operations run over two beats: 2 cycles each, loads/stores included (beat overlap of
+  neighbouring MVE instructions is NOT credited).
 * RISC-V rv32imac: a simple single-issue in-order 5-stage model (not a specific core; close to
   SiFive E31 / Nuclei Bumblebee class): ALU/CSR 1, load 2, store 1, MUL* 2, DIV*/REM* 33,
-  taken branch 3 (no prediction credit), not taken 1, JAL 2, JALR/RET 3.
+  taken branch 3 (no prediction credit), not taken 1, JAL 2, JALR/RET 3. rv32ec (CH32V003's
+  QingKe V2A class) uses the same table: no multiply or divide instruction exists there.
 
 Loads on Cortex-M3/M4 (ARM DDI 0337I 18.3, DDI 0439B 3.3.2): neighbouring single loads and stores
 pipeline their address and data phases, so a load that directly follows another load or store
@@ -81,14 +89,22 @@ CORTEX_M7 = CostTable("cortex-m7", {
     "alu": 1, "mul": 1, "mla": 1, "mul_long": 1, "mla_long": 1, "dsp_mul": 1, "div": 7, "load": 1,
     "store": 1, "multi_base": 1, "fp": 1, "fp_mac": 1, "fp_div": 14, "fp_mem": 1,
 }, branch_taken=2, branch_not_taken=1, call=2, indirect=2, pop_pc_extra=1)
+CORTEX_M33 = CostTable("cortex-m33", dict(CORTEX_M4.costs), branch_taken=3, branch_not_taken=1, call=3,
+                       indirect=3, pop_pc_extra=2, pipelined_loads=True)
+CORTEX_M55 = CostTable("cortex-m55", {**CORTEX_M7.costs, "mve": 2, "mve_mem": 2},
+                       branch_taken=2, branch_not_taken=1, call=2, indirect=2, pop_pc_extra=1)
 RV32_INORDER = CostTable("rv32-inorder", {
     "alu": 1, "mul": 2, "div": 33, "load": 2, "store": 1,
 }, branch_taken=3, branch_not_taken=1, call=2, indirect=3, pop_pc_extra=0)
 
 COST_TABLES = {
     "cortex-m0": CORTEX_M0, "cortex-m0plus": CORTEX_M0PLUS, "cortex-m3": CORTEX_M3,
-    "cortex-m4": CORTEX_M4, "cortex-m7": CORTEX_M7, "rv32imac": RV32_INORDER,
+    "cortex-m4": CORTEX_M4, "cortex-m7": CORTEX_M7, "cortex-m33": CORTEX_M33, "cortex-m55": CORTEX_M55,
+    "rv32imac": RV32_INORDER, "rv32ec": RV32_INORDER,
 }
+# Helium (MVE) mnemonics: integer-typed vector operations and the vector loads/stores/predication
+_MVE_TYPES = re.compile(r"\.(i|u|s)(8|16|32)$")
+_MVE_MEM = ("vldrb", "vldrh", "vldrw", "vldrd", "vstrb", "vstrh", "vstrw", "vstrd", "vld2", "vld4", "vst2", "vst4")
 
 
 def _register_count(operands: str) -> int:
@@ -124,6 +140,10 @@ def classify_arm(mnemonic: str, operands: str) -> str:
     if base in ("cbz", "cbnz"):
         return "branch_cond"
     if base.startswith("v"):
+        if base.startswith(_MVE_MEM) and base not in ("vldr", "vstr"):
+            return "mve_mem"
+        if _MVE_TYPES.search(mnemonic) or base in ("vctp", "vpst", "vpt", "vaddv", "vaddva", "vmovlb", "vmovlt"):
+            return "mve"
         if base.startswith(("vldr", "vstr")):
             return "fp_mem"
         if base.startswith(("vldm", "vstm", "vpush", "vpop")):

@@ -70,6 +70,7 @@ class _FirstLayerView:
 @dataclass(frozen=True)
 class _InputView:
     layers: tuple
+    options: object = None  # the QuantOptions (the input layout depends on mul_free)
 
     @property
     def in_features(self) -> int:
@@ -85,12 +86,12 @@ def input_api_bytes(qmodel, input_transform: dict | None) -> int:
     return int(api_flash_bytes(qmodel, input_transform))
 
 
-def input_api_bytes_for(encoding: dict, n_inputs: int, input_transform: dict | None) -> int:
+def input_api_bytes_for(encoding: dict, n_inputs: int, input_transform: dict | None, options=None) -> int:
     """:func:`input_api_bytes` of a first layer with input ``encoding`` (from
     kan2mcu.quant.quantize.layer_encoding), before the layer itself is quantized."""
     view = _FirstLayerView(np.asarray(encoding["scale"], np.float64), np.asarray(encoding["zero"], np.float64),
                            int(encoding["bits"]), n_inputs)
-    return input_api_bytes(_InputView((view,)), input_transform)
+    return input_api_bytes(_InputView((view,), options), input_transform)
 
 
 def code_bytes(qmodel) -> int:

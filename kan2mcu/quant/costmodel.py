@@ -6,9 +6,10 @@ from __future__ import annotations
 from kan2mcu.errors import OptionError
 from kan2mcu.model.ir import KANLayer
 from kan2mcu.quant.quantize import step_options
-from kan2mcu.quant.strategies import get_strategy
+from kan2mcu.quant.strategies import get_strategy, mulfree
 
-CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "rv32imac")
+CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55",
+         "rv32imac", "rv32ec")
 INFER_OVERHEAD = {"cortex-m0": 20, "cortex-m0plus": 20}  # the infer wrapper and layer calls; others 15
 
 
@@ -30,5 +31,9 @@ def plan_cost(model, plan, options, core: str) -> dict:
     n = len(model.layers)
     costs = [layer_cost(layer, step, options, core, i == 0, i == n - 1)
              for i, (layer, step) in enumerate(zip(model.layers, plan))]
+    if options.mul_free:  # hidden layers read 2^b thresholds per output instead of 3 requantization numbers
+        for i in range(n - 1):
+            costs[i] = {**costs[i], "flash_bytes": costs[i]["flash_bytes"]
+                        + mulfree.threshold_bytes(model.layers[i].out_features, plan[i + 1].in_bits)}
     return {"instructions": sum(c["instructions"] for c in costs) + model_overhead(core),
             "flash_bytes": sum(c["flash_bytes"] for c in costs), "layers": costs}

@@ -219,16 +219,17 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
     codec = InputCodec(raw_scale, raw_offset, kind, float_index.astype(np.int64), float_rows,
                        raw_rows[:, :-1].astype(np.uint32), raw_index.astype(np.int64), raw_rows[:, -1],
                        float_scale, float_offset)
-    return _choose_layout(codec)
+    return _choose_layout(codec, rules_allowed=not getattr(qmodel.options, "mul_free", False))
 
 
-def _choose_layout(codec: InputCodec) -> InputCodec:
+def _choose_layout(codec: InputCodec, rules_allowed: bool = True) -> InputCodec:
     """``codec`` in its raw layout: the smaller of "thresholds" and "rule" (when every raw row has a
     rule), or "lut" (when every row's codes change over a short run of raw values) if that takes at
     most twice as many bytes, or 256 more: a lookup costs a few instructions an input, the others
-    a search (kan2mcu.quant.input_rule, kan2mcu.quant.input_lut)."""
+    a search (kan2mcu.quant.input_rule, kan2mcu.quant.input_lut). A multiply-free model
+    (``rules_allowed`` False) never computes codes by a rule: rules multiply."""
     shift = rule_shift(codec.code_max)
-    rules = fit_rules(codec.raw_keys, codec.raw_top, shift)
+    rules = fit_rules(codec.raw_keys, codec.raw_top, shift) if rules_allowed else None
     if rules is not None:
         ruled = dataclasses.replace(codec, raw_rules=tuple(rules), raw_shift=shift)
         codec = ruled if raw_table_bytes(ruled) < raw_table_bytes(codec) else codec

@@ -22,6 +22,7 @@ fitting plans makes, at the cost of the plans the ranking reaches.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -87,6 +88,15 @@ def core_for(board: str | None) -> str:
     return get_board(board).core
 
 
+def board_options(options: QuantOptions, board: str | None) -> QuantOptions:
+    """``options`` with ``mul_free`` set when ``board``'s core has no multiplier (RV32EC)."""
+    if board is None or options.mul_free:
+        return options
+    from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
+
+    return options if get_board(board).has_multiplier else dataclasses.replace(options, mul_free=True)
+
+
 def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list[list[LayerPlan]]:
     """Per layer, every plan to weigh for ``strategy`` ("auto" weighs both strategies)."""
     if strategy not in STRATEGY_CHOICES:
@@ -95,6 +105,9 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
     if strategy == "spline" and options.act_bits > spline_top:
         raise OptionError(f"--strategy spline takes --act-bits up to {spline_top}, got {options.act_bits}; wider codes "
                           "need edge-table layers (--strategy edge-table or auto)")
+    if options.mul_free and strategy == "spline":
+        raise OptionError("--no-mul (or a board without a multiplier) needs edge-table layers: use --strategy "
+                          "edge-table or auto")
     per_layer = []
     for layer in model.layers:
         opts = []
@@ -102,7 +115,7 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
         if strategy == "spline" and why_not:
             raise OptionError(f"{layer.name}: --strategy spline cannot deploy {why_not}; use --strategy edge-table "
                               "or auto")
-        if strategy in ("auto", "spline") and not why_not:
+        if strategy in ("auto", "spline") and not why_not and not options.mul_free:
             bits = min(options.act_bits, spline_top)
             opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c)
                      for c in range(options.coef_bits, MIN_BITS - 1, -1)]

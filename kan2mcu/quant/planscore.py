@@ -80,7 +80,8 @@ def _floor(model, options, strategy: str, scores: Scores) -> float | None:
     """The best error the user's full widths reach (plans of one strategy throughout)."""
     errors = []
     for name in ("spline", "edge-table"):
-        if strategy not in ("auto", name) or any(get_strategy(name).unsupported(layer) for layer in model.layers):
+        if (strategy not in ("auto", name) or (options.mul_free and name == "spline")
+                or any(get_strategy(name).unsupported(layer) for layer in model.layers)):
             continue
         error = scores.score(tuple(_full_width_step(name, options) for _ in model.layers))
         if error is not _REFUSED and error is not None:

@@ -56,7 +56,7 @@ class PlanSearch:
         key = _encoding_key(first)
         if key not in self._api:
             self._api[key] = input_api_bytes_for(self.encoding(0, first), self.model.layers[0].in_features,
-                                                 self.input_transform)
+                                                 self.input_transform, self.options)
         return self._api[key]
 
     def layer(self, plan: tuple, index: int):

@@ -44,6 +44,7 @@ class QuantOptions:
     base_bits: int = 12  # signed SiLU-branch weights (kept wider: the sensitive part, per QuantKAN)
     silu_bits: int = 12  # signed SiLU table values
     table_bits: int = 8  # edge-table entries
+    mul_free: bool = False  # multiply-free requantization (kan2mcu.quant.strategies.mulfree); edge-table layers only
 
     def __post_init__(self) -> None:
         check_table_bits(self.table_bits, "--table-bits")
@@ -57,8 +58,9 @@ class QuantOptions:
                 raise OptionError(f"--{name.replace('_', '-')} must be an integer in 4..16, got {value!r}")
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits",
-                                              "table_bits")}
+        knobs = {k: getattr(self, k) for k in ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits",
+                                               "table_bits")}
+        return {**knobs, "mul_free": True} if self.mul_free else knobs  # absent: as before the option existed
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,9 @@ def quantize(model: KANModel, options: QuantOptions, calibration: np.ndarray | N
     pass :func:`calibrate`'s result when quantizing the same model several times.
     """
     plan = tuple(plan) if plan is not None else default_plan(model, options)
+    if options.mul_free and any(step.strategy != "edge-table" for step in plan):
+        raise OptionError("--no-mul (or a board without a multiplier) needs edge-table layers: spline layers "
+                          "multiply; use --strategy edge-table or auto")
     if len(plan) != len(model.layers):
         raise OptionError(f"a plan needs one entry per layer ({len(model.layers)}), got {len(plan)}")
     if activations is None:

@@ -83,6 +83,9 @@ def check_supported(model: KANModel) -> None:
         reason = spline.unsupported(layer)
         if reason:
             raise UnsupportedModelError(f"{layer.name}: {reason}; QAT mirrors the spline strategy only")
+        if layer.base_function != "silu":  # the spline strategy takes any; kan2mcu's torch KAN has SiLU
+            raise UnsupportedModelError(f"{layer.name}: base function {layer.base_function!r}: kan2mcu's torch KAN "
+                                        "(QAT) has a SiLU base only; generate deploys it without finetune")
         if np.any(layer.out_bias != 0):
             raise UnsupportedModelError(f"{layer.name}: an output bias (pykan node/subnode bias) has no place in "
                                         "kan2mcu's torch KAN; finetune cannot carry it")

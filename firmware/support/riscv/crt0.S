@@ -1,5 +1,5 @@
 /* RISC-V (rv32) start-up for the emulated boards: stack, gp, .data/.bss, trap vector,
- * and the semihosting call sequence (uncompressed, 16-byte aligned). */
+ * and the semihosting call sequence (uncompressed, 16-byte aligned). Only x0-x15: RV32E too. */
     .section .text.init, "ax", @progbits
     .globl _start
 _start:
@@ -14,8 +14,8 @@ _start:
     la t1, _sdata
     la t2, _edata
 1:  bgeu t1, t2, 2f
-    lw t3, 0(t0)
-    sw t3, 0(t1)
+    lw a2, 0(t0)
+    sw a2, 0(t1)
     addi t0, t0, 4
     addi t1, t1, 4
     j 1b

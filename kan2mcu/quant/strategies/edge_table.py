@@ -11,7 +11,7 @@ function. Cost: ``I * 2^act_bits * O`` bytes of flash (twice that for halfword e
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,10 +19,11 @@ from kan2mcu.model.bspline import edge_values
 from kan2mcu.errors import QuantizationError
 from kan2mcu.quant.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int32
 from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.strategies import edge_table_mve, mulfree
 from kan2mcu.quant.strategies.levels import level_aligned
 
 NAME = "edge-table"
-TEMPLATE = "kernels/edge_table.c.j2"
+TEMPLATE = "kernels/edge_table_select.c.j2"  # picks edge_table_mve.c.j2 or edge_table.c.j2 by core
 MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
 HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
@@ -74,6 +75,10 @@ class EdgeTableLayer:
     centre: np.ndarray  # float64 [I, O]: each edge's mid-range, folded into the bias (for plots)
     clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
     strategy: str = NAME
+    # multiply-free requantization (kan2mcu.strategies.mulfree): [O, 2^b] thresholds of a hidden
+    # layer; the last layer's mult is a power of two. Omitted from model.npz when unused.
+    mul_free: bool = field(default=False, metadata={"omit_default": True})
+    thresholds: np.ndarray | None = field(default=None, metadata={"omit_default": True})
 
     @property
     def codes(self) -> int:
@@ -155,6 +160,9 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         peak = np.maximum(peak, np.abs(observed - centre[i]).max(axis=0))
     half = (1 << (tbits - 1)) - 1
     entry_scale = np.where(peak > 0, peak / max(half, 1), 1.0)
+    mul_free = bool(getattr(options, "mul_free", False))
+    if mul_free and is_last:  # a power-of-two gain: shifts instead of a multiply
+        entry_scale = mulfree.pow2_entry_scale(entry_scale, next_scale)
     bias_code = 1 << (tbits - 1)
     table = np.zeros((n_in, q_count, out_pad), entry_dtype(tbits))
     clipped = 0
@@ -174,18 +182,29 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                                     "int32; use fewer --table-bits")
     else:
         chunk = min(n_in, LANE_MAX // largest)
-    mult, rounding, shift = _requant(layer, entry_scale, centre, bias_code, acc_low, acc_high, next_scale, next_zero)
+    mult, rounding, shift, thresholds = _requant(layer, entry_scale, centre, bias_code, acc_low, acc_high, next_scale,
+                                                 next_zero, mul_free, is_last, out_max)
     return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
                           in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
-                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped)
+                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped, mul_free=mul_free,
+                          thresholds=thresholds)
 
 
-def _requant(layer: KANLayer, entry_scale, centre, bias_code: int, acc_low, acc_high, next_scale, next_zero):
-    """The int32 requantization of the entry sums into the next layer's codes (or the outputs)."""
+def _requant(layer: KANLayer, entry_scale, centre, bias_code: int, acc_low, acc_high, next_scale, next_zero,
+             mul_free: bool, is_last: bool, out_max: int):
+    """The requantization of the entry sums into the next layer's codes (or the outputs): int32
+    multiplier, rounding and shift, and the multiply-free thresholds (or None)."""
     gain = entry_scale / next_scale
     offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - layer.in_features * bias_code * gain
-    return requant_int32(gain, offset, acc_low, acc_high, layer.name)
+    thresholds = None
+    if mul_free and is_last:
+        mult, rounding, shift = mulfree.shift_requant(gain, offset, acc_high, layer.name)
+    else:
+        mult, rounding, shift = requant_int32(gain, offset, acc_low, acc_high, layer.name)
+        if mul_free:
+            thresholds = mulfree.code_thresholds(mult, rounding, shift, out_max, acc_high, layer.name)
+    return mult, rounding, shift, thresholds
 
 
 def requantized(qlayer: EdgeTableLayer, layer: KANLayer, next_scale: np.ndarray, next_zero: np.ndarray,
@@ -196,9 +215,10 @@ def requantized(qlayer: EdgeTableLayer, layer: KANLayer, next_scale: np.ndarray,
     entries = qlayer.table[:, :, :n_out]
     acc_low = entries.min(axis=1).sum(axis=0, dtype=np.int64)
     acc_high = entries.max(axis=1).sum(axis=0, dtype=np.int64)
-    mult, rounding, shift = _requant(layer, qlayer.entry_scale, qlayer.centre, bias_code, acc_low, acc_high,
-                                     next_scale, next_zero)
-    return dataclasses.replace(qlayer, mult=mult, rounding=rounding, shift=shift, is_last=is_last, out_max=out_max)
+    mult, rounding, shift, thresholds = _requant(layer, qlayer.entry_scale, qlayer.centre, bias_code, acc_low,
+                                                 acc_high, next_scale, next_zero, qlayer.mul_free, is_last, out_max)
+    return dataclasses.replace(qlayer, mult=mult, rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
+                               thresholds=thresholds)
 
 
 def observed_codes(enc: dict, q_count: int, n_in: int) -> np.ndarray:
@@ -231,6 +251,8 @@ def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
 
 def requantize_sums(layer: EdgeTableLayer, acc: np.ndarray) -> np.ndarray:
     """The requantization of accumulators(layer, codes) (the planner shares the sums between consumers)."""
+    if layer.thresholds is not None:  # multiply-free: the codes the thresholds give (already in range)
+        return mulfree.requantize(layer.thresholds, acc)
     return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]
 
 
@@ -249,7 +271,8 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 # layers, 6% on M4/M7; the digits layers within 3% everywhere), then halfword_word alone with the
 # other terms held (`--term halfword_word`; halfword layers within 11% on M4/M7, 14% on RV32, 16% on
 # M0, 24% on M3, the largest errors on the smallest layers; digits-sized layers within 5%, 22% on M3).
-WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2}  # Armv6-M: 8 low registers; other cores: 4
+WORDS_PER_PASS = {"cortex-m0": 2, "cortex-m0plus": 2, "rv32ec": 2,  # Armv6-M: 8 low registers, RV32E 16; others: 4
+                  "cortex-m55": 12}  # Helium: 6 vector accumulators of 2 words
 CODE_BYTES = 240  # one edge-table kernel at -O2, about
 _M0 = {"layer": -119.35, "input_pass": 6.52, "word": 8.45, "output": 43.41,
        "clamp_pass": 5.89, "last_output": -3.58, "nibble_word": -4.65, "halfword_word": -3.36}
@@ -265,6 +288,16 @@ COSTS = {
     "rv32imac": {"layer": -42.07, "input_pass": 7.72, "word": 4.22, "output": 22.16,
                  "clamp_pass": 8.18, "last_output": 7.46, "nibble_word": -0.01, "halfword_word": -1.92},
 }
+# Not fitted yet (benchmarks/calibrate_costs.py does not run them): Cortex-M33 runs the M4's DSP
+# kernel (digits default plan: 1,850 instructions on both), rv32ec the rv32imac kernel in narrow
+# passes with the threshold requantization, and Cortex-M55 the Helium kernel, whose terms are set by hand from
+# its input loop (per input a lane move and an add, per 8 inputs ~6, VLDRB+VADD per 2 words, ~12
+# instructions per 4 outputs; digits default plan: 533 / 182 measured per layer, 534 / 186 predicted).
+COSTS["cortex-m33"] = dict(COSTS["cortex-m4"])
+COSTS["rv32ec"] = {**COSTS["rv32imac"], "word": 5.53, "nibble_word": -3.71}  # 2 words per pass (RV32E):
+# word and nibble_word set by hand to the multiply-free digits layers (3,290 / 767 instructions measured)
+COSTS["cortex-m55"] = {"layer": 60.0, "input_pass": 2.4, "word": 1.0, "output": 4.0, "clamp_pass": 0.125,
+                       "last_output": 0.0, "nibble_word": 0.5, "halfword_word": 2.0}
 
 
 def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, first: bool, last: bool) -> dict:
@@ -284,5 +317,7 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     tbits = getattr(step, "table_bits", None) or options.table_bits
     terms = cost_terms(layer.in_features, layer.out_features, tbits, step.in_bits, core, first, last)
     instructions = sum(COSTS[core][key] * value for key, value in terms.items())
+    if core == "cortex-m55":  # Helium: tables over 64 KiB take 32-bit row offsets, 4 per vector
+        instructions += edge_table_mve.extra_cost(layer.in_features, layer.out_features, step.in_bits, tbits)
     flash = table_bytes(layer.in_features, layer.out_features, step.in_bits, tbits) + 9 * layer.out_features + CODE_BYTES
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

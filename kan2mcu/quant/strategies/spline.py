@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kan2mcu.model.bspline import bspline_basis, silu
+from kan2mcu.model.bspline import BASE_FUNCTION_VALUES, bspline_basis
 from kan2mcu.errors import QuantizationError
 from kan2mcu.quant.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
 from kan2mcu.model.ir import KANLayer
@@ -62,7 +62,7 @@ class SplineLayer:
     first_table: np.ndarray  # uint8 [I * Q]
     basis_table: np.ndarray  # uint [I * Q, K1]
     # both modes
-    silu_table: np.ndarray  # int16 [n]
+    silu_table: np.ndarray  # int16 [n]: the base function (SiLU, GELU, identity, ...: the IR layer's) at the codes
     silu_start: np.ndarray  # int [I]
     coef: np.ndarray  # int [O, I, n_basis]
     base_weight: np.ndarray  # int [O, I]
@@ -93,8 +93,6 @@ class SplineLayer:
 
 def unsupported(layer: KANLayer) -> str | None:
     """Why this strategy cannot compute ``layer`` (None when it can)."""
-    if layer.base_function != "silu":
-        return f"base function {layer.base_function!r} (the spline kernel tabulates SiLU only)"
     if layer.symbolic:
         return f"{len(layer.symbolic)} symbolic edge(s) (the spline kernel has no symbolic terms)"
     return None
@@ -204,6 +202,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     bits = enc["bits"]
     q_count = 1 << bits
     spline_max = (1 << options.spline_bits) - 1
+    base_fn = BASE_FUNCTION_VALUES[layer.base_function]  # the base branch's table: any base function of the IR
     view = _code_view(layer, enc)  # computed once: the table-one choice and the coefficient fit share it
 
     if enc["mode"] == "cardinal":
@@ -232,7 +231,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                 u_lo = int(enc["offset"][members].min())
                 u_hi = int(enc["offset"][members].max()) + q_count - 1
                 u = np.arange(u_lo, u_hi + 1)
-                silu_chunks.append(silu(enc["t0"] + u * (enc["h"] / (1 << lp))))
+                silu_chunks.append(base_fn(enc["t0"] + u * (enc["h"] / (1 << lp))))
                 silu_start[members] = cursor + enc["offset"][members] - u_lo
                 cursor += len(u)
         float_silu = np.concatenate(silu_chunks)
@@ -258,7 +257,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         basis_scale = 1.0 / one
         basis_table = round_rows_capped(float_basis, one, spline_max)  # rows keep their float sums
         card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
-        float_silu = silu(x_codes).reshape(-1)
+        float_silu = base_fn(x_codes).reshape(-1)
         silu_start = np.arange(n_in, dtype=np.int64) * q_count
 
     silu_qmax = (1 << (options.silu_bits - 1)) - 1
@@ -423,172 +422,13 @@ def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
     return requantize_sums(layer, accumulators(layer, codes))  # arithmetic shift: floor division by 2^shift
 
 
-# --- kernel layout (the C's view of the coefficients; numbers unchanged) ---
-
-NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
-
-
-def nibble_slot(p: int) -> int:
-    """Nibble of a word holding output ``p`` of its block: outputs 2q and 2q + 1 share lane q
-    (nibbles q and q + 4), so a block of r outputs needs only ceil(r / 2) lanes."""
-    return p // 2 + 4 * (p % 2)
-
-
-LANE_MAX = 0xFFFF  # a 16-bit lane of the nibble kernel
-
-
-@dataclass(frozen=True, eq=False)
-class KernelLayout:
-    """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §5).
-
-    ``nibble`` (:func:`uses_nibbles`: 2..4-bit coefficients, 4 outputs or more): word
-    ``[block][i][k]`` holds coefficient ``k`` of input ``i`` for outputs ``8 * block + p`` in nibble
-    :func:`nibble_slot` ``(p)``, biased by ``2**bias_log2`` to be unsigned; the kernel multiplies
-    each basis value into two 16-bit lanes at once (outputs 2q and 2q + 1) and widens the lanes
-    every ``chunk`` inputs, before any lane could pass 0xFFFF. Otherwise ``coef`` is ``[o][i][k]``
-    in bytes, biased the same way. Either way the kernel subtracts the bias times the sum of all
-    basis values once per output (exact: unsigned sums wrap modulo 2**32 at worst and the true sum
-    fits int32), and no bit field is decoded in the edge loop.
-    """
-
-    nibble: bool
-    coef: np.ndarray  # nibble: uint32 [blocks, I, n_basis]; bytes: uint8 values [O, I, n_basis]
-    bias_log2: int
-    blocks: int
-    chunk: int
-    weight: np.ndarray  # [O, groups * 4] SiLU-branch weights (base_weight_groups)
-    groups: int  # inputs / 4, rounded up
-
-
-def uses_nibbles(coef_bits: int, out_features: int) -> bool:
-    """Nibble words for 2..4-bit coefficients, unless the layer has fewer than 4 outputs: then a
-    word would hold mostly padding, bigger than bytes and, for one output, slower."""
-    return coef_bits <= 4 and out_features >= 4
-
-
-def base_weight_order(layer: SplineLayer) -> list[int]:
-    """Input order within a group of 4 SiLU-branch weights. Byte weights (--base-bits <= 8) are
-    stored as (w0, w2, w1, w3): SXTB16 of the group's word gives the lanes (w0, w1), SXTB16 with
-    ROR 8 gives (w2, w3), the pairs SMLAD multiplies with two SiLU values read as one word.
-    Halfword weights are already such pairs."""
-    return [0, 2, 1, 3] if layer.base_bits <= 8 else [0, 1, 2, 3]
-
-
-def base_weight_groups(layer: SplineLayer) -> np.ndarray:
-    """SiLU-branch weights [O, 4 * groups], inputs zero-padded to a multiple of 4, each group in
-    :func:`base_weight_order`."""
-    groups = -(-layer.in_features // 4)
-    padded = np.zeros((layer.out_features, groups * 4), np.int64)
-    padded[:, :layer.in_features] = layer.base_weight
-    order = base_weight_order(layer)
-    return padded.reshape(layer.out_features, groups, 4)[:, :, order].reshape(layer.out_features, -1)
-
-
-def kernel_layout(layer: SplineLayer) -> KernelLayout:
-    """The coefficient layout of ``layer``'s C kernel; the integer sums it computes are unchanged."""
-    weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
-    bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
-    if not uses_nibbles(layer.coef_bits, layer.out_features):
-        stored = layer.coef + (1 << bias_log2)
-        if stored.min() < 0 or stored.max() > 255:
-            raise QuantizationError(f"{layer.name}: coefficients do not fit biased bytes")
-        return KernelLayout(False, stored, bias_log2, 0, layer.in_features, weight, groups)
-    n_out, n_in = layer.out_features, layer.in_features
-    blocks = -(-n_out // NIBBLE_OUTPUTS)
-    stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)
-    stored[:n_out] = layer.coef + (1 << bias_log2)  # padding outputs hold coefficient 0
-    if stored.min() < 0 or stored.max() > 15:
-        raise QuantizationError(f"{layer.name}: coefficients do not fit biased nibbles")
-    nibbles = stored.reshape(blocks, NIBBLE_OUTPUTS, n_in, layer.n_basis)
-    words = np.zeros((blocks, n_in, layer.n_basis), np.int64)
-    for p in range(NIBBLE_OUTPUTS):
-        words |= nibbles[:, p] << (4 * nibble_slot(p))
-    # a lane sums basis x stored nibble over the inputs of a chunk: bound it by each input's largest
-    # basis-row sum over all codes
-    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, n_in))
-    _, basis, _ = decode_inputs(layer, codes)
-    per_input = int(basis.sum(axis=2).max()) * 15 if basis.size else 0
-    chunk = max(1, min(n_in, LANE_MAX // max(per_input, 1)))
-    return KernelLayout(True, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups)
-
-
-def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tuple[np.ndarray, int]:
-    """The spline accumulators as the nibble kernel computes them (16-bit lanes widened every chunk,
-    bias removed at the end), and the largest lane value reached: [N, I] codes -> ([N, O], int).
-    Tests compare the sums with :func:`accumulators` and the lane value with 0xFFFF."""
-    first, basis, _ = decode_inputs(layer, codes)
-    n = codes.shape[0]
-    out = np.zeros((n, layer.out_features), np.int64)
-    correction = basis.sum(axis=(1, 2)) << kl.bias_log2
-    lane_peak = 0
-    for blk in range(kl.blocks):
-        acc = np.zeros((n, NIBBLE_OUTPUTS), np.int64)
-        for start in range(0, layer.in_features, kl.chunk):
-            lanes = np.zeros((n, NIBBLE_OUTPUTS), np.int64)  # lane p: output p of the block
-            for i in range(start, min(start + kl.chunk, layer.in_features)):
-                for j in range(layer.k1):
-                    x = kl.coef[blk, i][first[:, i] + j].astype(np.int64)
-                    for p in range(NIBBLE_OUTPUTS):
-                        lanes[:, p] += basis[:, i, j] * ((x >> (4 * nibble_slot(p))) & 0xF)
-            lane_peak = max(lane_peak, int(lanes.max()))
-            acc += lanes
-        real = min(NIBBLE_OUTPUTS, layer.out_features - blk * NIBBLE_OUTPUTS)
-        out[:, blk * NIBBLE_OUTPUTS: blk * NIBBLE_OUTPUTS + real] = acc[:, :real] - correction[:, None]
-    return out, lane_peak
-
-
-# Cost-model entry. Instructions of one layer = sum over the terms of cost_terms() of COSTS[core][term]
-# x term. Fitted on QEMU counts by benchmarks/calibrate_costs.py.
-CODE_BYTES = 1400  # one spline kernel at -O2, about
-# Worst fit error 7.8% (M0, M7), under 6.5% elsewhere, on 4 shapes x 4 bit settings.
-_M0 = {"layer": -329.92, "input": 109.41, "edge": 17.65, "byte_edge": 12.98,
-       "nibble_lane": 2.34, "nibble_pass": 16.15, "output": 142.71, "last_output": -24.1}
-COSTS = {
-    "cortex-m0": _M0,
-    "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": 70.19, "input": 46.92, "edge": 7.8, "byte_edge": 10.59,
-                  "nibble_lane": -1.4, "nibble_pass": 19.6, "output": 45.06, "last_output": 0.89},
-    "cortex-m4": {"layer": 5.0, "input": 50.93, "edge": 5.74, "byte_edge": 5.09,
-                  "nibble_lane": 0.32, "nibble_pass": 16.59, "output": 54.35, "last_output": 1.1},
-    "cortex-m7": {"layer": 36.23, "input": 45.61, "edge": 5.83, "byte_edge": 5.22,
-                  "nibble_lane": 0.31, "nibble_pass": 18.7, "output": 49.75, "last_output": 1.46},
-    "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
-                 "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97},
-}
-
-
-def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool) -> dict:
-    """The terms of the spline kernel's cost formula: decode per input, SiLU branch per edge, byte
-    coefficients per edge, or nibble lanes (per input: 4 per full block of 8 outputs, one per two
-    outputs of the tail block) and nibble blocks per input, requantization per output."""
-    nibble = uses_nibbles(coef_bits, n_out)
-    full, tail = divmod(n_out, NIBBLE_OUTPUTS)
-    edges = n_in * n_out
-    return {"layer": 1.0, "input": float(n_in), "edge": float(edges), "byte_edge": 0.0 if nibble else float(edges),
-            "nibble_lane": float(n_in * (4 * full + (tail + 1) // 2)) if nibble else 0.0,
-            "nibble_pass": float(n_in * (full + (tail > 0))) if nibble else 0.0,
-            "output": float(n_out), "last_output": float(n_out * last)}
-
-
-def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
-    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
-    c = COSTS[core]
-    n_in, n_out = layer.in_features, layer.out_features
-    terms = cost_terms(n_in, n_out, options.coef_bits, last)
-    instructions = sum(c[key] * value for key, value in terms.items())
-    k1, codes = layer.order + 1, 1 << step.in_bits
-    if uses_nibbles(options.coef_bits, n_out):  # words of 8 nibbles per block of 8 outputs
-        coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
-    else:
-        coef = n_out * n_in * layer.n_basis
-    weights = n_out * 4 * -(-n_in // 4) * (1 if options.base_bits <= 8 else 2)
-    if layer.uniform_grid() is None:  # per-input tables: first index + K1 packed values per code
-        basis = n_in * codes * (1 + k1 * options.spline_bits / 8)
-    else:  # one row of K1 bytes per position (at most one per code) + per-input offsets
-        basis = codes * k1 + 6 * n_in
-    silu_table = 2 * (codes + n_in) + 2 * n_in
-    flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
-    return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}
+# The kernel's layouts and the cost model live in spline_layout (imported last: it reads this module).
+from kan2mcu.quant.strategies.spline_layout import (  # noqa: E402,F401  (re-exported: the strategy interface)
+    CODE_BYTES, COSTS, DSP_CORES, KernelLayout, LANE_MAX, NARROW_CORES, NIBBLE_OUTPUTS,
+    SPLINE_OUTPUTS_PER_PASS, base_weight_groups, base_weight_order, coefficient_storage,
+    cost_terms, estimate, halfword_passes, kernel_layout, m0_blocks, nibble_slot, nibble_sums,
+    position_tables, spline_blocks, uses_nibbles,
+)
 
 
 def accumulator_bounds(layer: SplineLayer) -> tuple[np.ndarray, np.ndarray]:

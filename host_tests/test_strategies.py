@@ -178,8 +178,10 @@ def test_cost_model_matches_qemu(digits_checkpoint, tmp_path, board):
 @pytest.mark.parametrize("strategy", ["edge-table", "spline"])
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
 def test_low_bits_are_not_slower(digits_checkpoint, tmp_path, board, strategy):
-    """act 4 / spline 3 / coef 4 costs no more instructions (QEMU's exact counts) and less table flash
-    than 8/8/8 with the same strategy; both run bit-exact on the board."""
+    """act 4 / spline 3 / coef 4 takes less table flash than 8/8/8 with the same strategy, both run
+    bit-exact on the board, and edge-table layers run no more instructions (QEMU's exact counts).
+    Spline layers trade: 5..8-bit coefficients take the fast halfword kernel, 2..4-bit ones the
+    compact nibble words (less than half the flash, slower: see benchmarks/results.md)."""
     from kan2mcu.firmware.boards import get_board
     from kan2mcu.firmware.measure import measure
 
@@ -192,8 +194,12 @@ def test_low_bits_are_not_slower(digits_checkpoint, tmp_path, board, strategy):
     report = measure([tmp_path / "low", tmp_path / "high"], board, tmp_path / "measure")
     low_entry, high_entry = report["models"]
     assert low_entry["check"] == high_entry["check"] == "PASS"
-    assert low_entry["instructions"] <= high_entry["instructions"]
-    assert low_entry["memory"]["flash"]["model_tables"] < high_entry["memory"]["flash"]["model_tables"]
+    low_flash, high_flash = (e["memory"]["flash"]["model_tables"] for e in (low_entry, high_entry))
+    if strategy == "edge-table":
+        assert low_entry["instructions"] <= high_entry["instructions"]
+        assert low_flash < high_flash
+    else:
+        assert low_flash < high_flash / 2
 
 
 def test_two_models_in_one_build_folder(small_checkpoints, tmp_path):

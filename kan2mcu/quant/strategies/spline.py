@@ -206,59 +206,10 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     view = _code_view(layer, enc)  # computed once: the table-one choice and the coefficient fit share it
 
     if enc["mode"] == "cardinal":
-        # one table per distinct positions-per-interval: rows = positions, columns = the K1 live B-splines
-        card_rows, card_start, tables = [], np.zeros(n_in, np.int64), {}
-        for lp in sorted(set(enc["log2p"].tolist())):
-            p = 1 << lp
-            m = layer.order  # an interior interval: all K1 B-splines exist, values depend on position only
-            x = layer.knots[0, m] + (np.arange(p) + 0.0) * (enc["h"] / p)
-            values = bspline_basis(x[:, None], layer.knots[:1], layer.order)[:, 0, 0:k1]
-            tables[lp] = (sum(len(r) for r in card_rows), values)
-            card_rows.append(values)
-        float_card = np.concatenate(card_rows, axis=0)
-        one = table_one(float(float_card.max()), spline_max)
-        basis_scale = 1.0 / one
-        card = round_rows(float_card, one)  # every row sums to `one`: the partition of unity holds
-        for i in range(n_in):
-            card_start[i] = tables[int(enc["log2p"][i])][0]
-        first_table, basis_table = np.zeros(0, np.int64), np.zeros((0, k1), np.int64)
-        # SiLU tables shared by channels with the same code step: index by knot-relative position u
-        silu_chunks, silu_start, cursor = [], np.zeros(n_in, np.int64), 0
-        for lp in sorted(set(enc["log2p"].tolist())):
-            # one chunk per cluster of overlapping code windows: channels far apart get their own
-            # chunks instead of one table spanning the gap between them
-            for members in _overlapping_windows(np.flatnonzero(enc["log2p"] == lp), enc["offset"], q_count):
-                u_lo = int(enc["offset"][members].min())
-                u_hi = int(enc["offset"][members].max()) + q_count - 1
-                u = np.arange(u_lo, u_hi + 1)
-                silu_chunks.append(base_fn(enc["t0"] + u * (enc["h"] / (1 << lp))))
-                silu_start[members] = cursor + enc["offset"][members] - u_lo
-                cursor += len(u)
-        float_silu = np.concatenate(silu_chunks)
+        tables = _cardinal_tables(layer, enc, q_count, spline_max, base_fn)
     else:
-        x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q] inputs
-        first_rows, basis_rows = [], []
-        for i in range(n_in):
-            b = bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [Q, nb]
-            t = layer.knots[i]
-            interval = np.clip(np.searchsorted(t, x_codes[i], side="right") - 1, 0, len(t) - 2)
-            inside = (x_codes[i] >= t[0]) & (x_codes[i] < t[-1])
-            first = interval - layer.order
-            padded = np.concatenate([np.zeros((q_count, k1)), b, np.zeros((q_count, k1))], axis=1)
-            cols = first[:, None] + np.arange(k1)[None, :] + k1
-            live = padded[np.arange(q_count)[:, None], cols]
-            first, live = _normalize_edges(first, live, layer.n_basis)
-            first[~inside], live[~inside] = 0, 0.0
-            first_rows.append(first)
-            basis_rows.append(live)
-        float_basis = np.concatenate(basis_rows, axis=0)
-        first_table = np.concatenate(first_rows).astype(np.int64)
-        one = _best_table_one(layer, enc, view, first_table, float_basis, spline_max)
-        basis_scale = 1.0 / one
-        basis_table = round_rows_capped(float_basis, one, spline_max)  # rows keep their float sums
-        card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
-        float_silu = base_fn(x_codes).reshape(-1)
-        silu_start = np.arange(n_in, dtype=np.int64) * q_count
+        tables = _per_input_tables(layer, enc, view, q_count, spline_max, base_fn)
+    card, card_start, first_table, basis_table, basis_scale, float_silu, silu_start = tables
 
     silu_qmax = (1 << (options.silu_bits - 1)) - 1
     silu_scale = max(float(np.max(np.abs(float_silu))), 1e-12) / silu_qmax
@@ -298,6 +249,72 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, where)
     return SplineLayer(**qlayer_args, mult_spline=m1, mult_base=m2, rounding=r, shift=sh,
                        acc_bounds={"spline": int(bound_sp.max()), "base": int(bound_b.max())})
+
+
+def _cardinal_tables(layer: KANLayer, enc: dict, q_count: int, spline_max: int, base_fn) -> tuple:
+    """Uniform grids: one cardinal B-spline table per positions-per-interval, shared by every input,
+    and base-function tables shared by channels with the same code step."""
+    k1, n_in = layer.order + 1, layer.in_features
+    # one table per distinct positions-per-interval: rows = positions, columns = the K1 live B-splines
+    card_rows, card_start, tables = [], np.zeros(n_in, np.int64), {}
+    for lp in sorted(set(enc["log2p"].tolist())):
+        p = 1 << lp
+        m = layer.order  # an interior interval: all K1 B-splines exist, values depend on position only
+        x = layer.knots[0, m] + (np.arange(p) + 0.0) * (enc["h"] / p)
+        values = bspline_basis(x[:, None], layer.knots[:1], layer.order)[:, 0, 0:k1]
+        tables[lp] = (sum(len(r) for r in card_rows), values)
+        card_rows.append(values)
+    float_card = np.concatenate(card_rows, axis=0)
+    one = table_one(float(float_card.max()), spline_max)
+    basis_scale = 1.0 / one
+    card = round_rows(float_card, one)  # every row sums to `one`: the partition of unity holds
+    for i in range(n_in):
+        card_start[i] = tables[int(enc["log2p"][i])][0]
+    first_table, basis_table = np.zeros(0, np.int64), np.zeros((0, k1), np.int64)
+    # SiLU tables shared by channels with the same code step: index by knot-relative position u
+    silu_chunks, silu_start, cursor = [], np.zeros(n_in, np.int64), 0
+    for lp in sorted(set(enc["log2p"].tolist())):
+        # one chunk per cluster of overlapping code windows: channels far apart get their own
+        # chunks instead of one table spanning the gap between them
+        for members in _overlapping_windows(np.flatnonzero(enc["log2p"] == lp), enc["offset"], q_count):
+            u_lo = int(enc["offset"][members].min())
+            u_hi = int(enc["offset"][members].max()) + q_count - 1
+            u = np.arange(u_lo, u_hi + 1)
+            silu_chunks.append(base_fn(enc["t0"] + u * (enc["h"] / (1 << lp))))
+            silu_start[members] = cursor + enc["offset"][members] - u_lo
+            cursor += len(u)
+    float_silu = np.concatenate(silu_chunks)
+    return card, card_start, first_table, basis_table, basis_scale, float_silu, silu_start
+
+
+def _per_input_tables(layer: KANLayer, enc: dict, view, q_count: int, spline_max: int, base_fn) -> tuple:
+    """Non-uniform grids: per input and code, the first live B-spline and the K1 basis values, and
+    the base function at every code."""
+    k1, n_in = layer.order + 1, layer.in_features
+    x_codes = enc["scale"][:, None] * (np.arange(q_count)[None, :] - enc["zero"][:, None])  # [I, Q] inputs
+    first_rows, basis_rows = [], []
+    for i in range(n_in):
+        b = bspline_basis(x_codes[i][:, None], layer.knots[i:i + 1], layer.order)[:, 0, :]  # [Q, nb]
+        t = layer.knots[i]
+        interval = np.clip(np.searchsorted(t, x_codes[i], side="right") - 1, 0, len(t) - 2)
+        inside = (x_codes[i] >= t[0]) & (x_codes[i] < t[-1])
+        first = interval - layer.order
+        padded = np.concatenate([np.zeros((q_count, k1)), b, np.zeros((q_count, k1))], axis=1)
+        cols = first[:, None] + np.arange(k1)[None, :] + k1
+        live = padded[np.arange(q_count)[:, None], cols]
+        first, live = _normalize_edges(first, live, layer.n_basis)
+        first[~inside], live[~inside] = 0, 0.0
+        first_rows.append(first)
+        basis_rows.append(live)
+    float_basis = np.concatenate(basis_rows, axis=0)
+    first_table = np.concatenate(first_rows).astype(np.int64)
+    one = _best_table_one(layer, enc, view, first_table, float_basis, spline_max)
+    basis_scale = 1.0 / one
+    basis_table = round_rows_capped(float_basis, one, spline_max)  # rows keep their float sums
+    card, card_start = np.zeros((0, k1), np.int64), np.zeros(n_in, np.int64)
+    float_silu = base_fn(x_codes).reshape(-1)
+    silu_start = np.arange(n_in, dtype=np.int64) * q_count
+    return card, card_start, first_table, basis_table, basis_scale, float_silu, silu_start
 
 
 def _code_view(layer: KANLayer, enc: dict) -> tuple[np.ndarray, np.ndarray]:

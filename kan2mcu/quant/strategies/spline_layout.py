@@ -29,13 +29,12 @@ LANE_MAX = 0xFFFF  # a 16-bit lane of the nibble kernel
 class KernelLayout:
     """How the spline kernel stores and reads a layer's coefficients (docs/arithmetic.md §5).
 
-    ``kind == "halfword"`` (:func:`coefficient_storage`: cubic layers, every coefficient width):
+    ``kind == "halfword"`` (:func:`coefficient_storage`: cubic layers with 5..8-bit coefficients):
     ``coef`` is uint16 ``[i][o][k]``, the coefficients biased by ``2**bias_log2``; per input the
     outputs' rows lie side by side, so one address per input (its first live coefficient) reaches
     every output at an immediate offset. DSP cores read the edge's 4 coefficients as two words
     ``(c[f], c[f+1])``, ``(c[f+2], c[f+3])`` and SMLAD them with the input's basis pairs; other
-    cores multiply halfword by basis value. ``kind == "nibble"`` (other orders, 2..4-bit
-    coefficients): word ``[block][i][k]`` holds coefficient ``k`` of input ``i`` for outputs
+    cores multiply halfword by basis value. ``kind == "nibble"`` (2..4-bit coefficients, any order): word ``[block][i][k]`` holds coefficient ``k`` of input ``i`` for outputs
     ``8 * block + p`` in nibble :func:`nibble_slot` ``(p)``, biased to be unsigned; lanes widened
     every ``chunk`` inputs. ``kind == "byte"``: ``coef`` ``[o][i][k]``, biased bytes. Every layout
     is biased; the kernel subtracts the bias times the sum of all basis values once per output
@@ -69,11 +68,13 @@ def uses_nibbles(coef_bits: int, out_features: int) -> bool:
 
 
 def coefficient_storage(order: int, coef_bits: int, out_features: int) -> str:
-    """``halfword`` for cubic layers (the fast kernel, at every coefficient width: two SMLAD per
-    edge on DSP cores); other orders ``nibble`` (:func:`uses_nibbles`) or ``byte``."""
-    if order == 3:
-        return "halfword"
-    return "nibble" if uses_nibbles(coef_bits, out_features) else "byte"
+    """``nibble`` for 2..4-bit coefficients (:func:`uses_nibbles`: the KANtize path's small flash,
+    which is what a user asking for low-bit coefficients wants); otherwise ``halfword`` for cubic
+    layers (the fast kernel: two SMLAD per edge on DSP cores, twice the flash of bytes) and
+    ``byte`` for other orders."""
+    if uses_nibbles(coef_bits, out_features):
+        return "nibble"
+    return "halfword" if order == 3 else "byte"
 
 
 def base_weight_order(layer: SplineLayer) -> list[int]:

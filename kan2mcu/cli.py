@@ -39,8 +39,11 @@ def _add_generate(sub) -> None:
     p.add_argument("--optimize", default="speed", choices=("speed", "size"),
                    help="auto/edge-table: the fastest plan within the flash budget (default) or the smallest")
     p.add_argument("--flash-budget", type=int, default=None, metavar="BYTES",
-                   help="model flash (tables + code) the plan must fit; default: the --board's flash less 32 KiB, "
+                   help="model flash (tables, input API and code) the plan must fit; default: the --board's flash less 32 KiB, "
                         "else 65536")
+    p.add_argument("--allow-over-budget", action="store_true",
+                   help="when no plan fits the flash budget (tables, input API and code), write the smallest one "
+                        "anyway instead of stopping")
     p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget "
                    "(a core without a multiplier, e.g. qemu-rv32ec, implies --no-mul)")
     p.add_argument("--no-mul", action="store_true",
@@ -86,6 +89,7 @@ def _run_generate(args) -> int:
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
+                            allow_over_budget=args.allow_over_budget,
                             max_error=args.max_error, base_activation=args.base_activation,
                             allow_saturation=args.allow_saturation, prefix=args.prefix, eval_data=args.eval_data,
                             fold_silu=args.fold_silu)

@@ -55,12 +55,16 @@ def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedM
     return rows
 
 
-def totals(rows: list[dict], rendered: RenderedModel) -> dict:
-    """Sums over layers, plus the BitOps reduction against float32."""
+def totals(rows: list[dict], rendered: RenderedModel, code_bytes: int = 0) -> dict:
+    """Sums over layers, plus the BitOps reduction against float32. ``flash_bytes``: the tables
+    (layers' and input API's, exact); ``model_flash_bytes``: plus ``code_bytes`` (the layers' code,
+    estimated by kan2mcu.quant.budget.code_bytes): what the flash budget counts."""
     keys = ("edges", "table_bytes", "coef_bytes", "flash_bytes", "macs", "bitops", "bitops_float32")
     out = {k: sum(r.get(k, 0) for r in rows) for k in keys}
     out["input_api_bytes"] = rendered.input_api_bytes  # raw-input thresholds, linked with every integer model
     out["flash_bytes"] += rendered.input_api_bytes
+    out["code_bytes"] = int(code_bytes)
+    out["model_flash_bytes"] = out["flash_bytes"] + out["code_bytes"]
     out["workspace_bytes"] = rendered.workspace_bytes
     out["bitops_reduction"] = round(out["bitops_float32"] / max(out["bitops"], 1), 2)
     return out
@@ -95,8 +99,10 @@ def markdown(report: dict) -> str:
                   "(the KANtize paper's measure of arithmetic work; float32 counts 32 x 32 per multiply, the "
                   "Cox-de Boor recursion included).",
               "", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
-                  f"{t['workspace_bytes']} bytes. Flash counts model tables only; `kan2mcu measure` gives the "
-                  "linked firmware's flash and RAM."]
+                  f"{t['workspace_bytes']} bytes. Model flash: {t.get('model_flash_bytes', t['flash_bytes'])} bytes "
+                  f"= tables {t['flash_bytes'] - t.get('input_api_bytes', 0)} + input API {t.get('input_api_bytes', 0)} "
+                  f"+ code {t.get('code_bytes', 0)} (estimated); `kan2mcu measure` gives the linked firmware's flash "
+                  "and RAM."]
     planner = report.get("planner")
     if planner:
         lines += ["", f"Plan ({planner['objective']}, flash budget {planner['flash_budget']} bytes, costs predicted for "
@@ -111,6 +117,9 @@ def markdown(report: dict) -> str:
                 text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be {alt['predicted_flash_bytes']} "
                          f"bytes, about {alt['predicted_instructions']} instructions")
             lines.append(text)
+        for alt in planner.get("larger_plans", []):
+            lines.append(f"- a larger plan ({alt['plan']}) would add {alt['extra_bytes']} bytes for "
+                         f"{alt['instructions_saved']} fewer instructions (predicted; within the cost model's error)")
         if planner.get("warning"):
             lines += ["", f"**Warning:** {planner['warning']}."]
         if planner.get("note"):
@@ -146,11 +155,11 @@ def _fmt(value) -> str:
 
 
 def build_report(*, version: str, arith: str, model_info: dict, options: dict, calibration: str, rows: list[dict],
-                 rendered: RenderedModel, sections: dict) -> dict:
+                 rendered: RenderedModel, sections: dict, code_bytes: int = 0) -> dict:
     """The report.json dict: the model, options, calibration, per-layer rows and totals, then the
     optional sections (plan, planner, guard, evaluation, accuracy, coverage, fold_silu, ...) that
     are not None, in the keys docs/report-keys.md documents."""
     report = {"kan2mcu_version": version, "arith": arith, "model": model_info, "options": options,
-              "calibration": calibration, "layers": rows, "totals": totals(rows, rendered)}
+              "calibration": calibration, "layers": rows, "totals": totals(rows, rendered, code_bytes)}
     report.update({key: value for key, value in sections.items() if value is not None})
     return report

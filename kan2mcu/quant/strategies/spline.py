@@ -6,6 +6,7 @@ template ``templates/kernels/spline.c.j2`` only lays them out. Arithmetic: docs/
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -435,9 +436,7 @@ def accumulators(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.
 
 def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
     """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
-    acc_spline, acc_base = accumulators(layer, codes)
-    total = acc_spline * layer.mult_spline[None, :] + acc_base * layer.mult_base[None, :] + layer.rounding[None, :]
-    return total >> layer.shift[None, :]  # arithmetic shift: floor division by 2^shift
+    return requantize_sums(layer, accumulators(layer, codes))  # arithmetic shift: floor division by 2^shift
 
 
 # The kernel's layouts and the cost model live in spline_layout (imported last: it reads this module).
@@ -447,3 +446,30 @@ from kan2mcu.quant.strategies.spline_layout import (  # noqa: E402,F401  (re-exp
     cost_terms, estimate, halfword_passes, kernel_layout, m0_blocks, nibble_slot, nibble_sums,
     position_tables, spline_blocks, uses_nibbles,
 )
+
+
+def accumulator_bounds(layer: SplineLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Per output, the exact worst-case |spline| and |base| accumulators over every input code."""
+    return _accumulator_bounds(layer)
+
+
+def requantized(qlayer: SplineLayer, layer: KANLayer, next_scale: np.ndarray, next_zero: np.ndarray,
+                is_last: bool, out_max: int, bounds: tuple | None = None) -> SplineLayer:
+    """``qlayer`` (quantize_layer's result) against another consumer encoding: tables and
+    coefficients depend on the layer's own input codes only, so the planner re-derives only the
+    requantization (``bounds``: accumulator_bounds(qlayer), when already known). Must stay equal
+    to quantize_layer's own requantization (host_tests/test_planner_budget.py checks it)."""
+    bound_sp, bound_b = bounds if bounds is not None else _accumulator_bounds(qlayer)
+    a_spline = layer.out_scale * qlayer.basis_scale * qlayer.coef_scale / next_scale
+    a_base = layer.out_scale * qlayer.base_scale * qlayer.silu_scale / next_scale
+    bias = layer.out_bias / next_scale + next_zero
+    m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, layer.name)
+    return dataclasses.replace(qlayer, mult_spline=m1, mult_base=m2, rounding=r, shift=sh, is_last=is_last,
+                               out_max=out_max)
+
+
+def requantize_sums(qlayer: SplineLayer, sums: tuple) -> np.ndarray:
+    """run_layer's requantization of accumulators(qlayer, codes) (the planner shares the sums)."""
+    acc_spline, acc_base = sums
+    total = acc_spline * qlayer.mult_spline[None, :] + acc_base * qlayer.mult_base[None, :] + qlayer.rounding[None, :]
+    return total >> qlayer.shift[None, :]

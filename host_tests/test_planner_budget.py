@@ -248,7 +248,7 @@ def test_ceiling_rule_takes_the_smallest_of_the_equally_fast(objective):
                  far: {"instructions": int(1000 * (1 + COST_MODEL_ERROR)) + 1, "flash_bytes": 3000},
                  bad: {"instructions": 1000, "flash_bytes": 1000}}
     scores = Scores(_StubSearch({fast: 0.01, near: 0.015, far: 0.01, bad: 0.5}))
-    combo, tolerance, warning = search_plans(None, OPTIONS, "auto", scores, list(predicted), predicted, objective,
+    combo, tolerance, warning, _ = search_plans(None, OPTIONS, "auto", scores, list(predicted), predicted, objective,
                                              0.02, Budget(10**6, "--flash-budget"))
     assert (tolerance, warning) == (0.02, None)
     assert combo == (near if objective == "speed" else far)

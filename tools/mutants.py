@@ -64,7 +64,7 @@ MUTANTS = (
             T + "test_accuracy.py::test_small_models_track_torch_float64[8x5x3-G5-k3-8-8-8]")),
     Mutant("right-edge-normalization-reversed",
            "B-splines past the last coefficient shifted the wrong way (per-input tables and reference)",
-           (("kan2mcu/quant/strategies/spline.py",
+           (("kan2mcu/quant/strategies/spline_reference.py",
              "basis[sel] = np.concatenate([np.zeros((int(sel.sum()), d), basis.dtype), basis[sel][:, : k1 - d]], axis=1)",
              "basis[sel] = np.concatenate([basis[sel][:, d:], np.zeros((int(sel.sum()), d), basis.dtype)], axis=1)"),),
            (T + "test_tables.py::test_basis_tables_approximate_the_bsplines[nonuniform-5x4x3-8-8-8]",
@@ -72,8 +72,8 @@ MUTANTS = (
     # --- the Python reference (spline strategy) ---
     Mutant("reference-truncates-toward-zero",
            "the Python reference rounds negative results toward zero where the C floors",
-           (("kan2mcu/quant/strategies/spline.py", "return total >> layer.shift[None, :]",
-             "return np.sign(total) * (np.abs(total) >> layer.shift[None, :])"),),
+           (("kan2mcu/quant/strategies/spline_reference.py", "return total >> qlayer.shift[None, :]",
+             "return np.sign(total) * (np.abs(total) >> qlayer.shift[None, :])"),),
            (T + "test_bit_exact.py::test_small_models_bit_exact[8x5x3-G5-k3-8bit-spline]",)),
     # --- templates (the C) ---
     Mutant("float-api-syntax-error",

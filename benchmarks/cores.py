@@ -53,18 +53,20 @@ def table(rows: list[dict], float_accuracy: float) -> list[str]:
     return lines
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("-o", "--output", type=Path)
-    args = parser.parse_args()
+    parser.add_argument("--boards", nargs="+", default=list(QEMU_BOARDS), choices=list(QEMU_BOARDS),
+                        help="emulated boards to measure (default: all)")
+    args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="kan2mcu-cores-"))
     checkpoint = args.checkpoint or train(work / "digits.pt", progress=False).checkpoint
     default = work / "default"
     generate_model(checkpoint, default, quiet=True)
     verify(default, build_dir=work / "verify", quiet=True)  # host C == reference, raises otherwise
     rows = []
-    for board in QEMU_BOARDS:
+    for board in args.boards:
         folder = default
         if not get_board(board).has_multiplier:  # the default plan multiplies and needs ~50 KB of flash
             folder = work / f"for-{board}"

@@ -46,11 +46,12 @@ def _files(folder: Path) -> dict:
 
 def test_layouts_and_byte_identical_output(model, libraries, tmp_path):
     expected = {
-        "platformio": {"library.json", "include/kan.h", "src/kan.c", "examples/basic/main.c", "README.md"},
+        "platformio": {"library.json", "include/kan.h", "src/kan.c", "examples/basic/main.c", "README.md",
+                       "examples/qemu/platformio.ini", "examples/qemu/src/main.c", "examples/qemu/src/kan2mcu_port.h"},
         "arduino": {"library.properties", "src/kan.h", "src/kan.c", "examples/kan_example/kan_example.ino",
                     "README.md"},
         "cmake": {"CMakeLists.txt", "include/kan.h", "src/kan.c", "cmake/arm-none-eabi.cmake", "test/selftest.c",
-                  "test/kan_selftest_vectors.h", "README.md"},
+                  "test/kan_selftest_vectors.h", "README.md", "examples/host/CMakeLists.txt", "examples/host/main.c"},
         "zephyr": {"zephyr/module.yml", "Kconfig", "CMakeLists.txt", "include/kan.h", "src/kan.c", "README.md"},
         "esp-idf": {"idf_component.yml", "CMakeLists.txt", "include/kan.h", "src/kan.c", "README.md"},
     }
@@ -164,6 +165,56 @@ def test_platformio_library_in_a_qemu_project_builds_offline_and_passes(model, l
     assert completed.returncode == 0, completed.stdout[-3000:]
     assert re.search(r"\|-- kan", completed.stdout), completed.stdout[-3000:]  # LDF found the library
     assert '"check":"PASS"' in completed.stdout
+
+
+def test_platformio_example_project_builds_and_runs_as_it_is(libraries, tmp_path):
+    """The exported PlatformIO library's examples/qemu is a complete firmware project: copied anywhere
+    with its library, `kan2mcu pio -- run -d examples/qemu -e qemu-cortex-m4 -t upload` builds it
+    offline and runs it under QEMU (its kan2mcu_main prints through kan2mcu_port_write_line)."""
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+    lib = tmp_path / "somewhere" / "kan"
+    shutil.copytree(libraries["platformio"], lib)
+    readme = (lib / "README.md").read_text()
+    assert "int kan2mcu_main(void)" in readme and "kan2mcu_port_write_line" in readme
+    assert "kan2mcu pio -- run -d examples/qemu -e qemu-cortex-m4 -t upload" in readme
+    status = cli_main(["pio", "--", "run", "-d", str(lib / "examples" / "qemu"), "-e", "qemu-cortex-m4", "-t",
+                       "upload"])
+    assert status == 0
+    completed = run_pio(lib / "examples" / "qemu", "qemu-cortex-m4", ("upload",))  # again, output captured
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert "PASS, mismatches: 0" in completed.stdout and completed.stdout.count("largest output: ") == 3
+
+
+def test_platformio_example_fails_on_a_wrong_expected_output(libraries, tmp_path):
+    """The example compares with its vectors for real: one expected output changed, it prints FAIL."""
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+    lib = tmp_path / "kan"
+    shutil.copytree(libraries["platformio"], lib)
+    main_c = lib / "examples" / "qemu" / "src" / "main.c"
+    text = main_c.read_text()
+    match = re.compile(r"-?\d+").search(text, text.index("{ ", text.index("example_outputs[N_EXAMPLE]")))
+    main_c.write_text(text[:match.start()] + str(int(match.group()) + 1) + text[match.end():])
+    completed = run_pio(lib / "examples" / "qemu", "qemu-cortex-m4", ("upload",))
+    assert completed.returncode != 0 and "FAIL, mismatches: 1" in completed.stdout, completed.stdout[-2000:]
+
+
+def test_cmake_example_program_builds_and_runs_on_the_host(libraries, tmp_path):
+    """examples/host: a program of one's own using the library (add_subdirectory +
+    target_link_libraries) builds with the host compiler and runs as it is."""
+    require_tool("cmake")
+    require_tool("gcc")
+    lib = tmp_path / "kan"
+    shutil.copytree(libraries["cmake"], lib)
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(lib / "examples" / "host"), "-B", str(build), "-DCMAKE_C_COMPILER=gcc",
+                    "-DCMAKE_C_FLAGS=-Wall -Wextra -Wconversion -Werror"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
+    run = subprocess.run([str(build / "kan_example")], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.endswith("PASS: 3 vectors, 0 mismatches\n"), run.stdout
+    assert run.stdout.count("largest output") == 3
+    assert "cmake -S examples/host -B build" in (lib / "README.md").read_text()
 
 
 STUB_ARDUINO = """#pragma once

@@ -12,7 +12,7 @@ from conftest import require_tool
 from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.generate import generate_model
 from kan2mcu.check.hostcc import STRICT_FLAGS
-from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions
 from kan2mcu.check.verify import verify
 
 
@@ -30,7 +30,9 @@ def test_byte_identical_output(digits_checkpoint, tmp_path):
 
 
 def test_header_and_report(digits_checkpoint, tmp_path):
-    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3), quiet=True, strategy="spline")
+    # the plan pinned at --coef-bits 8 (the planner may narrow coefficients to 4 bits within the error limit)
+    result = generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3), quiet=True,
+                            plan=[LayerPlan("spline", 8)] * 2)
     header = (tmp_path / "m" / "kan.h").read_text()
     for needle in ("#ifndef KAN_H", 'extern "C"', "KAN_INPUT_SIZE 64u", "KAN_OUTPUT_SIZE 10u",
                    "kan2mcu 0.1.0", "model sha256:", "--spline-bits 3", "KAN_WORKSPACE_BYTES"):
@@ -63,14 +65,20 @@ def test_header_and_report(digits_checkpoint, tmp_path):
         # plus a shifted copy per (code step, basis shift) in use (finer coefficient steps)
         rows = sum(1 << lp for lp, _ in set(zip(qlayer.in_log2p.tolist(), list(shifts))))
         assert qlayer.card.shape == (rows, 4)
-        assert f"static const uint32_t kan_l{index}_card[{rows}]" in source
+        # compact (byte/nibble) layouts read these rows in C; the halfword layout folds them into
+        # per-position decode words (spline_layout.position_tables), checked in test_spline_kernel.py
+        from kan2mcu.quant.strategies import spline as spline_strategy
+
+        if spline_strategy.kernel_layout(qlayer).kind != "halfword":
+            assert f"static const uint32_t kan_l{index}_card[{rows}]" in source
     assert result.report["accuracy"]["samples"] == 450
 
 
 def test_coefficients_are_nibble_packed(digits_checkpoint, tmp_path):
     """4-bit coefficients: words of 8 nibbles per block of 8 outputs (layer 1's 10 outputs take two
     blocks), half the bytes of 8-bit coefficients in layer 0."""
-    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(coef_bits=4), quiet=True, strategy="spline")
+    generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(coef_bits=4), quiet=True,
+                   plan=[LayerPlan("spline", 8)] * 2)  # pinned: the planner may narrow coefficients further
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     n_coef = 64 * 16 * 8 + 16 * 10 * 8
     assert report["totals"]["coef_bytes"] == 4 * (2 * 64 * 8 + 2 * 16 * 8)

@@ -274,6 +274,8 @@ def tables(tmp_path_factory) -> Path:
     _write_csv(base / "strings.csv", ["a", "b", "label"], [r[:2] + [["lo", "hi"][i % 2]] for i, r in enumerate(good)])
     _write_csv(base / "fraction.csv", ["a", "b", "label"], [r[:2] + [repr(0.5 * i)] for i, r in enumerate(good)])
     _write_csv(base / "ragged.csv", ["a", "b", "label"], good[:3] + [["1", "2"]])
+    _write_csv(base / "constant.csv", ["a", "b", "label"], [r[:2] + ["7"] for r in good])
+    _write_csv(base / "ids.csv", ["a", "b", "label"], [[repr(0.1 * i), "1", f"id{i}"] for i in range(40)])
     (base / "noheader.csv").write_text("1,2,0\n3,4,1\n")
     (base / "data.txt").write_text("a,b\n")
     np.savez(base / "nox.npz", y=np.zeros(3))
@@ -286,7 +288,10 @@ def tables(tmp_path_factory) -> Path:
     (["--data", "nan.csv", "--target", "label"], ["line 9", "column 'a'", "not finite"]),
     (["--data", "one.csv", "--target", "label"], ["1 data row", "need at least 2 data rows"]),
     (["--data", "strings.csv", "--target", "label", "--task", "regress"], ["regress needs numbers", "'lo'"]),
-    (["--data", "fraction.csv", "--target", "label"], ["whole-number or text class labels", "--task regress"]),
+    (["--data", "fraction.csv", "--target", "label", "--task", "classify"], ["whole-number or text class labels",
+                                                                             "--task regress"]),
+    (["--data", "constant.csv", "--target", "label"], ["'label' holds one value only"]),
+    (["--data", "ids.csv", "--target", "label"], ["40 distinct text values in 40 rows", "--task classify"]),
     (["--data", "ragged.csv", "--target", "label"], ["line 5 has 2 cells, the header 3"]),
     (["--data", "noheader.csv", "--target", "label"], ["first row must be a header"]),
     (["--data", "data.txt", "--target", "label"], ["unknown format .txt", ".csv"]),
@@ -350,3 +355,84 @@ def test_eval_data_on_a_one_output_checkpoint_reports_regression(tmp_path):
     assert ev["task"] == "regress" and ev["task_inferred"] is True and ev["metric"] == "r2"
     assert set(ev["quantized"]) == {"r2", "max_abs_error"} and "accuracy" not in report
     assert "task regress (inferred from the output width)" in (tmp_path / "kan" / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def diabetes_csv(tmp_path_factory) -> Path:
+    """scikit-learn's diabetes data as a CSV: 10 features, an integer target ("progression") of 214 values."""
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes(scaled=False)
+    return _write_csv(tmp_path_factory.mktemp("diabetes") / "diabetes.csv", list(data.feature_names) + ["progression"],
+                      [[repr(float(v)) for v in row] + [str(int(t))] for row, t in zip(data.data, data.target)])
+
+
+def test_task_is_inferred_from_the_target(capsys, diabetes_csv, tables, tmp_path):
+    """Without --task: the diabetes target (whole numbers, 214 distinct) trains a regression and says
+    why; 0/1 labels train a classifier; the checkpoint records the task."""
+    from kan2mcu.model.importers import load_checkpoint
+
+    status, err = run_cli(capsys, "train", "--data", diabetes_csv, "--target", "progression", "--epochs", "5", QUIET,
+                          "-o", tmp_path / "d.pt")
+    assert status == 0, err
+    assert "--task not given: the target 'progression' has 214 distinct whole numbers" in err
+    assert "a regression (--task regress" in err
+    import torch
+
+    assert load_checkpoint(tmp_path / "d.pt").model.metadata["task"] == "regress"
+    metrics = torch.load(tmp_path / "d.pt", weights_only=True)["metrics"]
+    assert metrics["task_inferred"].startswith("--task not given")
+    status, err = run_cli(capsys, "train", "--data", tables / "good.csv", "--target", "label", "--epochs", "2", QUIET,
+                          "-o", tmp_path / "g.pt")
+    assert status == 0 and "2 distinct whole numbers, so this trains a classifier" in err
+    assert load_checkpoint(tmp_path / "g.pt").model.metadata["task"] == "classify"
+
+
+def test_infer_task_rules():
+    from kan2mcu.data.tabular import MAX_INFERRED_CLASSES, Table, infer_task
+
+    def table(y):
+        return Table(np.zeros((len(y), 1)), y, ("a",), "t", "t.csv")
+
+    assert infer_task(table(np.arange(MAX_INFERRED_CLASSES, dtype=float) % 20))[0] == "classify"
+    assert infer_task(table(np.arange(MAX_INFERRED_CLASSES + 1, dtype=float)))[0] == "regress"
+    assert infer_task(table(np.array([0.5, 1.0, 1.5])))[0] == "regress"
+    assert infer_task(table(np.array(["a", "b", "a"], dtype=object)))[0] == "classify"
+
+
+def test_early_stopping_restores_the_best_epoch():
+    """fit with a validation split stops once the validation loss has not improved for `patience`
+    epochs and leaves the model at the best epoch: its validation loss is the recorded best."""
+    import torch
+
+    from kan2mcu.model.torch_kan import KAN
+    from kan2mcu.training.fit import _loss_on, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (60, 2))
+    y = (x[:, :1] ** 2 + rng.normal(0, 0.3, (60, 1)))  # noisy and few rows: it overfits soon
+    torch.manual_seed(0)
+    model = KAN([2, 16, 1], grid_size=10, spline_order=3)
+    stopped = fit(model, x[:30], y[:30], torch.nn.functional.mse_loss, epochs=400, lr=0.05, progress=False,
+                  validation=(x[30:], y[30:]), patience=10)
+    assert stopped["epochs_run"] < 400 and stopped["epochs_run"] == stopped["best_epoch"] + 10
+    loss = _loss_on(model, (x[30:], y[30:]), torch.nn.functional.mse_loss, torch.float32)
+    assert loss == stopped["best_validation_loss"]
+
+
+def test_own_data_training_keeps_a_validation_split(regression_model):
+    import torch
+
+    metrics = torch.load(regression_model["checkpoint"], weights_only=True)["metrics"]
+    validation = metrics["validation"]
+    assert validation["rows"] == 144 and 1 <= validation["best_epoch"] <= validation["epochs_run"] <= 60
+
+
+def test_overfitting_warning():
+    from kan2mcu.training.train import overfitting_warning
+
+    assert overfitting_warning({"train_r2": 0.855, "test_r2": 0.029}, "regress").startswith(
+        "held-out R2 0.029 is far below training R2 0.855")
+    assert overfitting_warning({"train_r2": 0.9, "test_r2": 0.8}, "regress") is None
+    assert "held-out accuracy 0.700" in overfitting_warning({"train_accuracy": 1.0, "test_accuracy": 0.7}, "classify")
+    assert overfitting_warning({"train_accuracy": 0.99, "test_accuracy": 0.95}, "classify") is None

@@ -107,3 +107,58 @@ def test_plot_without_a_data_set_uses_the_calibration_file(small_checkpoints, tm
     assert "histogram beneath" in report
     for name in names:
         assert matplotlib.image.imread(out / name)[..., :3].std() > 0.05
+
+
+def test_figure_axes_are_labelled_and_explained(plotted):
+    """On the matplotlib figure objects: every edge panel has a y label, every histogram an x label
+    and a y label, the heat map's colour bar a label, the suptitle explains the colours, no font
+    under 8 points; the large layer's picked edges are named in report.md."""
+    from kan2mcu.plots import build_layer_figure, pyplot
+
+    model, qmodel = load_bundle(plotted)
+    plt = pyplot()
+    for index, (layer, qlayer) in enumerate(zip(model.layers, qmodel.layers)):
+        fig, drawn = build_layer_figure(index, layer, qlayer, None)
+        try:
+            axes = fig.get_axes()
+            colorbars = [ax for ax in axes if ax.get_label() == "<colorbar>"]
+            panels = [ax for ax in axes if ax not in colorbars]
+            functions = [ax for ax in panels if ax.get_lines()]
+            histograms = [ax for ax in panels if not ax.get_lines() and not ax.get_images()]
+            assert len(functions) == len(histograms) == drawn["shown"]
+            assert all(ax.get_ylabel().startswith("edge value") for ax in functions)
+            assert all(ax.get_xlabel().startswith("layer input x") and ax.get_ylabel() for ax in histograms)
+            if drawn["shown"] < drawn["edges"]:
+                assert len(colorbars) == 1 and "max |float - quantized|" in colorbars[0].get_ylabel()
+                heat = [ax for ax in panels if ax.get_images()][0]
+                assert heat.get_xlabel() and heat.get_ylabel()
+            assert "grey: histogram" in fig._suptitle.get_text()
+            texts = [t for ax in axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels())]
+            assert min(t.get_fontsize() for t in texts + [fig._suptitle]) >= 8
+        finally:
+            plt.close(fig)
+    report = (plotted / "report.md").read_text()
+    assert "(shapes that differ most: in " in report  # layer 0, 1024 edges: says which were picked
+
+
+def test_picked_edges_differ_more_than_the_largest_ones():
+    """pick_edges spreads over shapes: on a layer whose largest edges all look alike (scaled copies
+    of one bump) and whose other edges are ramps and waves, the picks include those shapes, and
+    their smallest pairwise shape distance beats the 12 largest-range edges'."""
+    from kan2mcu.plots import pick_edges
+
+    x = np.linspace(-1, 1, 200)
+    shapes = [np.exp(-8 * x**2) * (3 + 0.01 * k) for k in range(20)]  # 20 big look-alike bumps
+    shapes += [0.5 * x, 0.5 * np.sin(3 * x), 0.4 * x**2, -0.3 * x**3, 0.2 * np.cos(5 * x), 0.3 * np.abs(x)]
+    curves = np.stack(shapes)[:, :, None]  # [O, F, I=1]
+    picked = pick_edges(curves, 12)
+    assert len(set(picked)) == 12 and picked[0] == (19, 0)  # the largest-range edge first
+    assert {20, 21, 22, 23, 24, 25} <= {o for o, _ in picked}
+
+    def spread(edges):
+        flat = np.stack([curves[o, :, i] for o, i in edges])
+        norm = (flat - flat.mean(1, keepdims=True)) / np.ptp(flat, axis=1, keepdims=True)
+        return min(np.sqrt(((norm[a] - norm[b]) ** 2).mean()) for a in range(len(edges)) for b in range(a))
+
+    largest = sorted(range(len(shapes)), key=lambda e: -np.ptp(shapes[e]))[:12]
+    assert spread(picked) > spread([(e, 0) for e in largest])

@@ -41,3 +41,30 @@ def test_cost_calibration_fits_a_core(tmp_path):
         ["--strategy", "edge-table", "--shapes", "8,4,6", "--boards", "qemu-cortex-m4", "-o", str(tmp_path)]) == 0
     fitted = json.loads((tmp_path / "fitted.json").read_text())
     assert list(fitted) == ["cortex-m4/edge-table"] and all(isinstance(v, float) for v in fitted["cortex-m4/edge-table"].values())
+
+
+def test_cores_benchmark_measures_a_core(tmp_path):
+    require_tool("qemu-system-arm")
+    require_tool("arm-none-eabi-gcc")
+    out = tmp_path / "cores.md"
+    assert _script("benchmarks/cores.py").main(["--checkpoint", str(DIGITS), "--boards", "qemu-cortex-m4",
+                                                  "-o", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| cortex-m4 |")]
+    assert len(rows) == 1 and int(rows[0].split("|")[5].replace(",", "")) > 500
+
+
+def test_scale_benchmark_pipeline_on_a_small_model(tmp_path, monkeypatch):
+    """scale.py's generate (fresh process, time and peak memory), verify, measure and table on the
+    64-input digits fixture (its 784-input models take minutes to train: not in the suite)."""
+    require_tool("qemu-system-arm")
+    require_tool("arm-none-eabi-gcc")
+    scale = _script("benchmarks/scale.py")
+    monkeypatch.setattr(scale, "checkpoint_of", lambda work, key: (DIGITS, []))
+    monkeypatch.setattr(scale, "BOARDS", ("qemu-cortex-m4",))
+    row = scale.generate(tmp_path, "digits 8x8, 64 KiB", "digits64", ["--flash-budget", "65536"])
+    assert row["host_bit_exact"] and row["peak_mib"] > 0 and row["report"]["totals"]["model_flash_bytes"] <= 65536
+    scale.measure_all(tmp_path, [row])
+    assert row["qemu-cortex-m4"][0] == "PASS"
+    refused = scale.generate(tmp_path, "too small", "digits64", ["--flash-budget", "1000"])
+    text = scale.table([row, refused])
+    assert "| digits 8x8, 64 KiB |" in text and "refused:" in text

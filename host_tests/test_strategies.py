@@ -84,16 +84,20 @@ def test_table_bits_range_is_checked():
 
 
 def test_planner_weighs_halfword_and_nibble_entries(small_checkpoints):
-    """--table-bits 12: the planner weighs 12-bit (halfword) and 4-bit (nibble) entries; halfword
-    tables are predicted at twice the flash of byte tables."""
+    """--table-bits 12: the planner weighs every entry width down to 2 bits and keeps 12-bit
+    (halfword), 8-bit (byte) and 4-bit (nibble) entries (the others cost the same as a wider one);
+    halfword tables are predicted at twice the flash of byte tables."""
     from kan2mcu.quant.costmodel import layer_cost
-    from kan2mcu.quant.planner import layer_options
+    from kan2mcu.quant.planner import candidate_options, layer_options
 
     checkpoint, _ = small_checkpoints["8x5x3-G5-k3"]
     model = load_checkpoint(checkpoint).model
     options = QuantOptions(act_bits=6, table_bits=12)
     per_layer = layer_options(model, options, "edge-table")
-    assert {step.table_bits for step in per_layer[0]} == {12, 4}
+    assert {step.table_bits for step in per_layer[0]} == set(range(12, 1, -1))
+    assert {step.in_bits for step in per_layer[0]} == set(range(6, 1, -1))
+    kept, _, dropped = candidate_options(model, options, "edge-table", "cortex-m4")
+    assert {step.table_bits for step in kept[0]} == {12, 8, 4} and dropped == 2 * 5 * 8
     layer = model.layers[0]  # 8 -> 5: 6 halfwords (3 words) or 8 bytes (2 words) per row
     from kan2mcu.quant.strategies.edge_table import code_bytes
 

@@ -39,17 +39,21 @@ def _add_generate(sub) -> None:
     p.add_argument("--optimize", default="speed", choices=("speed", "size"),
                    help="auto/edge-table: the fastest plan within the flash budget (default) or the smallest")
     p.add_argument("--flash-budget", type=int, default=None, metavar="BYTES",
-                   help="model flash (tables + code) the plan must fit; default: the --board's flash less 32 KiB, "
+                   help="model flash (tables, input API and code) the plan must fit; default: the --board's flash less 32 KiB, "
                         "else 65536")
+    p.add_argument("--allow-over-budget", action="store_true",
+                   help="when no plan fits the flash budget (tables, input API and code), write the smallest one "
+                        "anyway instead of stopping")
     p.add_argument("--board", default=None, help="target board: its core ranks the options, its flash sets the budget "
                    "(a core without a multiplier, e.g. qemu-rv32ec, implies --no-mul)")
     p.add_argument("--no-mul", action="store_true",
                    help="multiply-free model: edge-table layers only, requantized by threshold compares and "
                         "shifts (no multiply, divide or libgcc call in the model's code)")
-    p.add_argument("--max-error", type=float, default=DEFAULT_MAX_ERROR,
+    p.add_argument("--max-error", type=float, default=None,
                    help="largest output error against the float model on the calibration data that the planner "
                         "accepts: RMS error over the float output range (classifiers: also the share of samples "
-                        f"whose argmax differs); default {DEFAULT_MAX_ERROR}, i.e. 0.5%% of the output range")
+                        f"whose argmax differs); default {DEFAULT_MAX_ERROR}, i.e. 0.5%% of the output range (then "
+                        "only noted in the report when the bit widths cannot reach it)")
     p.add_argument("--base-activation", default=None, metavar="NAME",
                    help="base function of an efficient-kan model (its state dict does not record it): silu "
                         "(assumed), gelu, relu, tanh, sigmoid, identity; non-SiLU bases deploy as edge tables")
@@ -85,6 +89,7 @@ def _run_generate(args) -> int:
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
+                            allow_over_budget=args.allow_over_budget,
                             max_error=args.max_error, base_activation=args.base_activation,
                             allow_saturation=args.allow_saturation, prefix=args.prefix, eval_data=args.eval_data,
                             fold_silu=args.fold_silu)
@@ -172,7 +177,8 @@ def _add_train(sub) -> None:
                         "labels .npy beside a .npy of features; ignored for .npz (y)")
     p.add_argument("--task", choices=("classify", "regress"), default=None,
                    help="with --data: classify (cross-entropy, accuracy; text labels are mapped to classes and the "
-                        "mapping kept) or regress (MSE, R2); default classify")
+                        "mapping kept) or regress (MSE, R2); default: inferred from the target (text or up "
+                        "to 20 distinct whole numbers: classify; fractions or more values: regress)")
     p.add_argument("--widths", default=None, metavar="I,H,...,O",
                    help="with --data: layer widths, inputs first and outputs last, e.g. 8,16,3 "
                         "(default: features,HIDDEN,classes or features,HIDDEN,1)")
@@ -233,7 +239,7 @@ def _run_train(args) -> int:
     else:
         if args.target is None and args.data.suffix.lower() != ".npz":
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
-        result = train_on_data(args.output, args.data, target=args.target, task=args.task or "classify",
+        result = train_on_data(args.output, args.data, target=args.target, task=args.task,
                                widths=parse_widths(args.widths) if args.widths else None,
                                hidden=tuple(args.hidden), grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
@@ -241,6 +247,8 @@ def _run_train(args) -> int:
                                test_fraction=args.test_fraction, progress=not args.no_progress, qat=qat,
                                qat_epochs=args.qat_epochs)
     print(f"kan2mcu: saved {result.checkpoint} ({result.summary()})")
+    for warning in result.warnings:
+        print(f"kan2mcu: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -37,7 +37,8 @@ from kan2mcu.quant.calibration import calibration_data, load_calibration
 from kan2mcu.quant.evaluate import dataset_accuracy, eval_rows, evaluation, held_out_inputs
 from kan2mcu.quant.fixedpoint import code_ctype
 from kan2mcu.quant.foldsilu import fold_silu as fold_silu_model
-from kan2mcu.quant.planner import DEFAULT_MAX_ERROR, board_options, choose, core_for, explain, flash_budget_for
+from kan2mcu.quant.budget import check_written_total, code_bytes, flash_budget as budget_of
+from kan2mcu.quant.planner import board_options, choose, core_for, explain
 from kan2mcu.quant.quantize import QuantOptions, quantize
 
 ARITHMETICS = ("int", "float")
@@ -71,12 +72,13 @@ class GenerateRequest:
     optimize: str = "speed"
     flash_budget: int | None = None
     board: str | None = None
-    max_error: float = DEFAULT_MAX_ERROR
+    max_error: float | None = None  # None: the planner's default, only noted when out of reach
     base_activation: str | None = None
     allow_saturation: bool = False
     prefix: str | None = None
     eval_data: Path | None = None
     fold_silu: bool = False
+    allow_over_budget: bool = False
 
     def check(self) -> None:
         """Refuse, before any work, what cannot be generated (OptionError)."""
@@ -87,10 +89,10 @@ class GenerateRequest:
         check_output_folder(Path(self.output))
 
 
-def check_max_error(max_error: float) -> None:
-    """Refuse a --max-error that is not a positive finite fraction (OptionError)."""
-    if not math.isfinite(max_error) or max_error <= 0:
-        raise OptionError(f"--max-error must be a positive number (a relative RMS error, e.g. 0.02), got {max_error:g}")
+def check_max_error(max_error: float | None) -> None:
+    """Refuse a --max-error that is not a positive finite fraction (OptionError); None: the default."""
+    if max_error is not None and (not math.isfinite(max_error) or max_error <= 0):
+        raise OptionError(f"--max-error must be a positive number (an output error over the output range, e.g. 0.005), got {max_error:g}")
 
 
 @dataclass
@@ -119,6 +121,28 @@ class Generation:
     def say(self, msg: str) -> None:
         if not self.request.quiet:
             print(msg, file=sys.stderr)
+
+
+ACCURACY_LOSS_WARN = 0.01  # accuracy (or R2) points lost on data against the float model that generate warns about
+
+
+def result_loss_warnings(report: dict) -> list[str]:
+    """Warnings for what the user loses on data: accuracy on the data set's test split, or the
+    figures on --eval-data / held-out rows, more than ACCURACY_LOSS_WARN below the float model's."""
+    lines = []
+    acc = report.get("accuracy")
+    if acc and acc["float"] - acc["quantized"] > ACCURACY_LOSS_WARN:
+        lines.append(f"the generated model's accuracy on the {acc['dataset']} {acc['split']} split is "
+                     f"{acc['quantized']:.4f}, the float model's {acc['float']:.4f}")
+    ev = report.get("evaluation")
+    held = (report.get("guard") or {}).get("held_out") or {}
+    if ev and ev.get("quantized") and not held.get("refused"):  # a forced refusal already said it
+        metric = "accuracy" if "accuracy" in ev["quantized"] else "r2"
+        lost = ev["float"][metric] - ev["quantized"][metric]
+        if lost > ACCURACY_LOSS_WARN:
+            lines.append(f"the generated model's {'accuracy' if metric == 'accuracy' else 'R2'} on {ev['data']} "
+                         f"is {ev['quantized'][metric]:.4f}, the float model's {ev['float'][metric]:.4f}")
+    return lines
 
 
 def _warn(msg: str) -> None:
@@ -217,9 +241,9 @@ def plan(g: Generation) -> None:
             g.qmodel = quantize(g.target, req.options, g.calib, plan=req.plan)
         else:
             g.choice = choose(g.target, req.options, g.calib, strategy=req.strategy, objective=req.optimize,
-                              budget=flash_budget_for(req.board, req.flash_budget), core=core_for(req.board),
-                              max_error=req.max_error,
-                              hard_budget=req.flash_budget is not None or req.board is not None)
+                              budget=budget_of(req.board, req.flash_budget), core=core_for(req.board),
+                              max_error=req.max_error, allow_over_budget=req.allow_over_budget,
+                              input_transform=g.model.metadata.get("input_transform"))
             g.qmodel = g.choice.qmodel
             for line in explain(g.choice):
                 g.say(f"kan2mcu: {line}")
@@ -279,11 +303,25 @@ def report(g: Generation) -> None:
                                                                                         g.evaluated_rows),
                   "fold_silu": g.fold_report,
                   "accuracy": dataset_accuracy(model, qmodel, dataset) if dataset else None,
-                  "coverage": covered.as_dict() if covered is not None else None})
+                  "coverage": covered.as_dict() if covered is not None else None},
+        code_bytes=code_bytes(qmodel) if qmodel is not None else 0)
+    if g.choice is not None:  # the written model, counted as the budget counts it
+        _check_budget(g.report["totals"], budget_of(req.board, req.flash_budget), req.allow_over_budget, g.say)
     if qmodel is not None:
         g.report["calibration_rows"] = None if g.calib is None else int(len(g.calib))
     if g.held_out is not None:
         g.report["guard"]["held_out"] = g.held_out
+    for line in result_loss_warnings(g.report):
+        _warn(line)
+
+
+def _check_budget(t: dict, budget, allow: bool, say) -> None:
+    """Refuse a planned model whose counted flash exceeds the budget (unless ``allow``); say the count."""
+    over = check_written_total(t["model_flash_bytes"], budget, allow)
+    if over:
+        _warn(over)
+    say(f"kan2mcu: model flash {t['model_flash_bytes']} bytes = tables {t['flash_bytes'] - t['input_api_bytes']} + "
+        f"input API {t['input_api_bytes']} + code {t['code_bytes']} (estimated); {budget.describe()}")
 
 
 def _coverage(g: Generation):
@@ -343,15 +381,17 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    options: QuantOptions | None = None, calibration: Path | None = None,
                    quiet: bool = False, plan=None, strategy: str = "auto", optimize: str = "speed",
                    flash_budget: int | None = None, board: str | None = None,
-                   max_error: float = DEFAULT_MAX_ERROR, base_activation: str | None = None,
+                   max_error: float | None = None, base_activation: str | None = None,
                    allow_saturation: bool = False, prefix: str | None = None,
-                   eval_data: Path | None = None, fold_silu: bool = False) -> GenerateResult:
+                   eval_data: Path | None = None, fold_silu: bool = False,
+                   allow_over_budget: bool = False) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
     else from the planner (kan2mcu.quant.planner): ``strategy`` "auto" weighs spline and edge-table per
     layer, ``optimize`` "speed" or "size", within ``flash_budget`` bytes (default: ``board``'s flash
-    less a firmware reserve, or 64 KiB), keeping the output error under ``max_error``.
+    less a firmware reserve, or 64 KiB), keeping the output error under ``max_error`` (None: the planner's
+    default, DEFAULT_MAX_ERROR, which the report only notes when the bit widths cannot reach it).
     ``base_activation`` names the base function of an efficient-kan model (its state dict does not
     record it; SiLU is assumed otherwise).
     The quantization guard (kan2mcu.quant.guard) then refuses an integer model far from the float one
@@ -361,6 +401,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     by default).
     ``fold_silu`` (spline layers only) refits SiLU branches into the splines (kan2mcu.quant.foldsilu); the
     float model the report, the guard and ``verify`` compare with stays the unfolded one.
+    A planned model over the flash budget (tables, input API and code, kan2mcu.quant.budget; whichever
+    way the budget was given) is refused unless ``allow_over_budget``.
     """
     options = options or QuantOptions()
     if arith == "int":
@@ -369,6 +411,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         checkpoint=Path(checkpoint), output=Path(output), name=name, arith=arith, options=options,
         calibration=calibration, quiet=quiet, plan=plan, strategy=strategy, optimize=optimize,
         flash_budget=flash_budget, board=board, max_error=max_error, base_activation=base_activation,
-        allow_saturation=allow_saturation, prefix=prefix, eval_data=eval_data, fold_silu=fold_silu)
+        allow_saturation=allow_saturation, prefix=prefix, eval_data=eval_data, fold_silu=fold_silu,
+        allow_over_budget=allow_over_budget)
     state = run_stages(request)
     return GenerateResult(Path(output), state.written, state.report)

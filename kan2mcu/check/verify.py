@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,9 +40,13 @@ class VerifyResult:
     random_checked: int = 0  # extra random codes compared by --random
     random_seconds: float = 0.0
     fuzz: FuzzResult | None = None
+    sanitized: bool = False  # the C also ran under AddressSanitizer + UndefinedBehaviorSanitizer
 
     def summary(self) -> str:
         parts = [f"{self.inputs_checked} inputs"]
+        if self.sanitized:
+            parts.append(f"ASan+UBSan: the same {self.inputs_checked} inputs, no finding"
+                         + (", outputs identical" if self.bit_exact else ""))
         if self.bit_exact is not None:
             parts.append("C == integer reference: " + ("bit-exact" if self.bit_exact else "MISMATCH"))
             if self.bit_exact:
@@ -218,6 +223,7 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
     ``random``: also compare N random codes with the reference; ``fuzz``: also fuzz the C for that
     many seconds (kan2mcu.check.hostcc.fuzz)."""
     folder = Path(folder)
+    step = (lambda *_: None) if quiet else (lambda msg: print(f"kan2mcu verify: {msg}", file=sys.stderr, flush=True))
     manifest = load_model_folder(folder).manifest
     model, qmodel = load_bundle(folder)
     dataset = manifest.get("dataset")
@@ -228,7 +234,10 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
         load_calibration(calibration, model.layers[0].in_features) if calibration else None)
     with tempfile.TemporaryDirectory() as tmp:
         build = Path(build_dir) if build_dir else Path(tmp)
+        step("compiling the C on the host (strict flags)")
         host = HostModel(folder, build / "host")
+        if sanitize:
+            step("compiling and running it again under AddressSanitizer + UndefinedBehaviorSanitizer")
         if manifest["arith"] == "int":
             codes = verification_codes(qmodel, x_eval)
             c_out = host.infer(codes).astype(np.int64)
@@ -241,6 +250,8 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
                     raise VerificationError(f"{folder}: sanitized C differs; " + _first_mismatch(san, ref))
             _check_input_api(folder, host, model, qmodel, x_eval)
             checked, exact = len(codes), True
+            if random:
+                step(f"comparing {random} random input codes with the integer reference")
             random_n, random_s = random_check(host, qmodel, random) if random else (0, 0.0)
             if x_eval is not None:
                 c_logits = host.infer(quantize_inputs(qmodel, x_eval)) * qmodel.output_scale
@@ -262,6 +273,8 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
             checked, exact = len(x_all), None
             c_logits = c_all[: len(x_eval)] if x_eval is not None else None
             random_n, random_s = 0, 0.0
+        if fuzz:
+            step(f"fuzzing the C for {fuzz:g} s, then comparing its answers on the inputs the fuzzer kept")
         fuzz_result = fuzz_differential(folder, host, model, qmodel, fuzz, build / "fuzz") if fuzz else None
     max_err, accuracy = None, None
     if x_eval is not None:
@@ -275,7 +288,7 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
     if qmodel is not None:  # on the data generate calibrated on, so the figures equal report.json's
         guard_figures = guard.measure(model, qmodel, data.x_train if data is not None else x_eval).as_dict()
     result = VerifyResult(manifest["arith"], checked, exact, max_err, accuracy, guard_figures,
-                          random_n, random_s, fuzz_result)
+                          random_n, random_s, fuzz_result, sanitize)
     if not quiet:
         print(f"kan2mcu verify {folder}: {result.summary()}")
     return result

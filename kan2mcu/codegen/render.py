@@ -20,6 +20,7 @@ from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
 from kan2mcu.quant.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout, spline_blocks
 
 _IDENT = re.compile(r"[^a-z0-9_]")
+WS_IN_ENTRY_MAX = 24  # bytes of the halfword spline kernel's per-input scratch entry, at most
 
 
 def c_prefix(name: str) -> str:
@@ -330,8 +331,10 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     max_out = max((l.out_features for l in splines), default=0)
     kinds = {kernel_layout(l).kind for l in splines}
     halfword, compact = "halfword" in kinds, bool(kinds - {"halfword"})
+    # the halfword kernel's per-input entry is 12 bytes on DSP cores, 20 on other 32-bit cores and 24 on
+    # 64-bit hosts: its workspace figure is the largest of these, an upper bound (docs/report-keys.md)
     workspace = ((max_in + 4 * max_in * k1_max if compact else 0) + 4 * max_in + 8 * max_out
-                 + (20 * max_in if halfword else 0)) + sum(
+                 + (WS_IN_ENTRY_MAX * max_in if halfword else 0)) + sum(
         b["size"] * _CTYPE_BYTES[b["ctype"]] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {

@@ -55,15 +55,25 @@ def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedM
     return rows
 
 
-def totals(rows: list[dict], rendered: RenderedModel) -> dict:
-    """Sums over layers, plus the BitOps reduction against float32."""
+def totals(rows: list[dict], rendered: RenderedModel, code_bytes: int = 0) -> dict:
+    """Sums over layers, plus the BitOps reduction against float32. ``flash_bytes``: the tables
+    (layers' and input API's, exact); ``model_flash_bytes``: plus ``code_bytes`` (the layers' code,
+    estimated by kan2mcu.quant.budget.code_bytes): what the flash budget counts."""
     keys = ("edges", "table_bytes", "coef_bytes", "flash_bytes", "macs", "bitops", "bitops_float32")
     out = {k: sum(r.get(k, 0) for r in rows) for k in keys}
     out["input_api_bytes"] = rendered.input_api_bytes  # raw-input thresholds, linked with every integer model
     out["flash_bytes"] += rendered.input_api_bytes
+    out["code_bytes"] = int(code_bytes)
+    out["model_flash_bytes"] = out["flash_bytes"] + out["code_bytes"]
     out["workspace_bytes"] = rendered.workspace_bytes
     out["bitops_reduction"] = round(out["bitops_float32"] / max(out["bitops"], 1), 2)
     return out
+
+
+def format_options(options: dict) -> str:
+    """``{"act_bits": 8, ...}`` -> ``act 8, spline 8, ... bits`` (readable, in the dict's order)."""
+    return ", ".join(f"{key.removesuffix('_bits').replace('_', ' ')} {value}" for key, value in options.items()) \
+        + (" bits" if all(k.endswith("_bits") for k in options) else "")
 
 
 def markdown(report: dict) -> str:
@@ -71,7 +81,8 @@ def markdown(report: dict) -> str:
     lines = [f"# kan2mcu report: {report['model']['name']}", "",
              f"- source: {report['model']['source_format']}, widths {report['model']['widths']}, "
              f"sha256 {report['model']['sha256'][:16]}",
-             f"- arithmetic: {report['arith']}, options: {report['options']}",
+             f"- arithmetic: {report['arith']}" + (f", options: {format_options(report['options'])}"
+                                                   if report["options"] else " (float32 C, no quantization)"),
              f"- calibration: {report['calibration']}", "",
              "| layer | in->out | edges | strategy | input bits | basis | tables B | coef B | flash B (tables) | MACs | "
              "BitOps | BitOps float32 |",
@@ -84,9 +95,14 @@ def markdown(report: dict) -> str:
     t = report["totals"]
     lines.append(f"| total | | {t['edges']} | | | | {t['table_bytes']} | {t['coef_bytes']} | {t['flash_bytes']} | "
                  f"{t['macs']} | {t['bitops']} | {t['bitops_float32']} |")
-    lines += ["", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
-                  f"{t['workspace_bytes']} bytes. Flash counts model tables only; `kan2mcu measure` gives the "
-                  "linked firmware's flash and RAM."]
+    lines += ["", "BitOps: per multiply, the product of its two operands' bit widths, summed over one inference "
+                  "(the KANtize paper's measure of arithmetic work; float32 counts 32 x 32 per multiply, the "
+                  "Cox-de Boor recursion included).",
+              "", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
+                  f"{t['workspace_bytes']} bytes. Model flash: {t.get('model_flash_bytes', t['flash_bytes'])} bytes "
+                  f"= tables {t['flash_bytes'] - t.get('input_api_bytes', 0)} + input API {t.get('input_api_bytes', 0)} "
+                  f"+ code {t.get('code_bytes', 0)} (estimated); `kan2mcu measure` gives the linked firmware's flash "
+                  "and RAM."]
     planner = report.get("planner")
     if planner:
         lines += ["", f"Plan ({planner['objective']}, flash budget {planner['flash_budget']} bytes, costs predicted for "
@@ -101,10 +117,18 @@ def markdown(report: dict) -> str:
                 text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be {alt['predicted_flash_bytes']} "
                          f"bytes, about {alt['predicted_instructions']} instructions")
             lines.append(text)
+        for alt in planner.get("larger_plans", []):
+            lines.append(f"- a larger plan ({alt['plan']}) would add {alt['extra_bytes']} bytes for "
+                         f"{alt['instructions_saved']} fewer instructions (predicted; within the cost model's error)")
         if planner.get("warning"):
             lines += ["", f"**Warning:** {planner['warning']}."]
+        if planner.get("note"):
+            lines += ["", f"Note: {planner['note']}."]
     acc = report.get("accuracy")
-    if acc:
+    if acc and report["arith"] == "float":
+        lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
+                      f"float model {acc['float']:.4f} (the float32 C computes the same model)."]
+    elif acc:
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
                       f"float {acc['float']:.4f}, quantized {acc['quantized']:.4f} "
                       f"(max |logit error| {acc['max_abs_logit_error']:.4g})."]
@@ -131,11 +155,11 @@ def _fmt(value) -> str:
 
 
 def build_report(*, version: str, arith: str, model_info: dict, options: dict, calibration: str, rows: list[dict],
-                 rendered: RenderedModel, sections: dict) -> dict:
+                 rendered: RenderedModel, sections: dict, code_bytes: int = 0) -> dict:
     """The report.json dict: the model, options, calibration, per-layer rows and totals, then the
     optional sections (plan, planner, guard, evaluation, accuracy, coverage, fold_silu, ...) that
     are not None, in the keys docs/report-keys.md documents."""
     report = {"kan2mcu_version": version, "arith": arith, "model": model_info, "options": options,
-              "calibration": calibration, "layers": rows, "totals": totals(rows, rendered)}
+              "calibration": calibration, "layers": rows, "totals": totals(rows, rendered, code_bytes)}
     report.update({key: value for key, value in sections.items() if value is not None})
     return report

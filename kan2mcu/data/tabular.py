@@ -67,24 +67,32 @@ def _read_csv(path: Path, target: str | None, option: str, need_target: bool) ->
     feature_index = [i for i in range(len(header)) if i != t_index]
     if not feature_index:
         raise OptionError(f"{option} {path}: no feature columns besides the target {target!r}")
-    x = np.empty((len(body), len(feature_index)))
-    for r, row in enumerate(body):
-        for c, i in enumerate(feature_index):
-            value = _number(row[i])
-            if value is None or not math.isfinite(value):
-                what = "not a number" if value is None else "not finite"
-                raise OptionError(f"{option} {path}: line {r + 2}, column {header[i]!r}: {row[i].strip()!r} is "
-                                  f"{what} (feature cells must be finite numbers)")
-            x[r, c] = value
+    cells = np.char.strip(np.array(body, dtype=str).reshape(len(body), len(header)))
+    x = _feature_values(cells[:, feature_index], [header[i] for i in feature_index], path, option)
     y = None
     if t_index is not None:
-        cells = [row[t_index].strip() for row in body]
-        numbers = [_number(c) for c in cells]
-        if all(v is not None for v in numbers):
-            y = np.array(numbers, dtype=np.float64)
-        else:
-            y = np.array(cells, dtype=object)
+        try:
+            y = cells[:, t_index].astype(np.float64)
+        except ValueError:  # text class labels
+            y = np.array(cells[:, t_index].tolist(), dtype=object)
     return Table(x, y, tuple(header[i] for i in feature_index), target, path.name)
+
+
+def _feature_values(cells: np.ndarray, names: list, path: Path, option: str) -> np.ndarray:
+    """Feature cells (stripped text [N, F]) as float64, converted by numpy; the first cell that is
+    not a finite number is named by line and column."""
+    try:
+        x = cells.astype(np.float64)
+    except ValueError:  # some cell numpy cannot read: Python's float() decides, cell by cell
+        x = np.vectorize(lambda c: math.nan if _number(c) is None else _number(c), otypes=[np.float64])(cells)
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        r, c = (int(v) for v in bad[0])
+        value = _number(cells[r, c])
+        what = "not a number" if value is None else "not finite"
+        raise OptionError(f"{option} {path}: line {r + 2}, column {names[c]!r}: {str(cells[r, c])!r} is "
+                          f"{what} (feature cells must be finite numbers)")
+    return x
 
 
 def _load_array(path: Path, option: str):
@@ -163,6 +171,33 @@ def check_task(task: str) -> str:
     return task
 
 
+MAX_INFERRED_CLASSES = 20  # without --task: whole-number targets with more distinct values are regression
+
+
+def infer_task(table: Table, option: str = "--data") -> tuple[str, str]:
+    """(task, reason) for ``table``'s target when --task is not given: text labels or at most
+    MAX_INFERRED_CLASSES distinct whole numbers -> classify; fractional values or more distinct
+    whole numbers -> regress. OptionError (with the reason) when neither fits."""
+    y, name = table.y, table.target
+    if y is None:
+        raise OptionError(f"{option} {table.source}: no target column")
+    distinct = len(set(y.tolist()))
+    if distinct < 2:
+        raise OptionError(f"{option} {table.source}: the target column {name!r} holds one value only; nothing to learn")
+    if y.dtype == object:
+        if distinct > MAX_INFERRED_CLASSES and distinct * 2 > len(y):
+            raise OptionError(f"{option} {table.source}: the target column {name!r} has {distinct} distinct text "
+                              f"values in {len(y)} rows (an identifier?); pass --task classify to train on them anyway")
+        return "classify", f"{distinct} text classes"
+    if not np.all(np.isfinite(y)):
+        raise OptionError(f"{option} {table.source}: the target column {name!r} has NaN or inf")
+    if np.any(y != np.round(y)):
+        return "regress", "fractional values"
+    if distinct <= MAX_INFERRED_CLASSES:
+        return "classify", f"{distinct} distinct whole numbers"
+    return "regress", f"{distinct} distinct whole numbers (more than {MAX_INFERRED_CLASSES} classes)"
+
+
 def encode_target(table: Table, task: str, *, classes: list | None = None, transform: dict | None = None,
                   option: str = "--data") -> Target:
     """Class indices (labels sorted; strings allowed, their mapping kept) or regression targets.
@@ -211,12 +246,15 @@ def _label(value):
 
 def grid_scaling(x_train: np.ndarray, grid_range=(-1.0, 1.0)) -> dict:
     """Per-column scale and offset that map the training split's min..max onto ``grid_range``
-    (x_model = raw * scale + offset); a constant column maps to the range's middle."""
-    lo, hi = x_train.min(axis=0), x_train.max(axis=0)
-    span = hi - lo
-    width = grid_range[1] - grid_range[0]
-    scale = np.where(span > 0, width / np.where(span > 0, span, 1.0), 1.0)
-    offset = np.where(span > 0, grid_range[0] - lo * scale, 0.5 * (grid_range[0] + grid_range[1]) - lo)
+    (x_model = raw * scale + offset; scikit-learn's MinMaxScaler); a constant column maps to the
+    range's middle (MinMaxScaler would put it at the range's lower end)."""
+    from sklearn.preprocessing import MinMaxScaler
+
+    x_train = np.asarray(x_train, dtype=np.float64)
+    scaler = MinMaxScaler(feature_range=tuple(grid_range)).fit(x_train)
+    constant = scaler.data_range_ == 0
+    scale = np.where(constant, 1.0, scaler.scale_)
+    offset = np.where(constant, 0.5 * (grid_range[0] + grid_range[1]) - scaler.data_min_, scaler.min_)
     return {"scale": [float(v) for v in scale], "offset": [float(v) for v in offset]}
 
 

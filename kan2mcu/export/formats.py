@@ -12,9 +12,10 @@ import numpy as np
 
 from kan2mcu import __version__
 from kan2mcu.codegen.model_dir import ModelFolder
-from kan2mcu.paths import templates_dir
+from kan2mcu.paths import firmware_dir, templates_dir
 
 N_RAW_PROBES = 4
+N_EXAMPLE_VECTORS = 3  # test vectors the example projects run
 
 
 def _environment() -> jinja2.Environment:
@@ -91,6 +92,18 @@ def selftest_context(model: ModelFolder) -> dict:
     return ctx
 
 
+def example_context(model: ModelFolder) -> dict:
+    """Template data of the example projects: the first N_EXAMPLE_VECTORS test vectors."""
+    vectors = model.vectors
+    ctx = {"input_ctype": model.manifest["input_ctype"], "output_ctype": model.manifest["output_ctype"],
+           "tolerance": repr(float(vectors.get("abs_tolerance", 0.0)))}
+    inputs, outputs = vectors["inputs"][:N_EXAMPLE_VECTORS], vectors["outputs"][:N_EXAMPLE_VECTORS]
+    if model.arith == "int":
+        return dict(ctx, inputs=inputs, outputs=outputs)
+    return dict(ctx, inputs=[[_c_float(v) for v in row] for row in inputs],
+                outputs=[[_c_float(v) for v in row] for row in outputs])
+
+
 def _c_int32(value: int) -> str:
     return "INT32_MIN" if value == -(2**31) else str(value)
 
@@ -115,10 +128,22 @@ def platformio(model: ModelFolder, env) -> dict:
     files = _model_files(model, "include", "src")
     files["library.json"] = json.dumps(manifest, indent=2) + "\n"
     files["examples/basic/main.c"] = env.get_template("example.c.j2").render(ctx)
+    from kan2mcu.firmware.pio import PLATFORM_NAME  # pylint: disable=import-outside-toplevel
+
+    example = dict(ctx, **example_context(model), qemu_platform=PLATFORM_NAME)
+    files["examples/qemu/platformio.ini"] = env.get_template("platformio/platformio.ini.j2").render(example)
+    files["examples/qemu/src/main.c"] = env.get_template("platformio/main.c.j2").render(example)
+    files["examples/qemu/src/kan2mcu_port.h"] = (firmware_dir() / "port" / "kan2mcu_port.h").read_text()
     files["README.md"] = _readme(env, ctx, (
         f"In platformio.ini: `lib_deps = file://<path to this folder>` (or copy the folder into your\n"
         f"project's `lib/`), then `#include \"{ctx['header']}\"`. Float wrappers: "
-        f"`build_flags = -D{ctx['P']}_WITH_FLOAT_API`."))
+        f"`build_flags = -D{ctx['P']}_WITH_FLOAT_API`.\n\n"
+        "A complete firmware project that builds and runs as it is, on an emulated Cortex-M4:\n"
+        "`kan2mcu pio -- run -d examples/qemu -e qemu-cortex-m4 -t upload` (prints PASS). On kan2mcu's\n"
+        "emulated (QEMU) boards your firmware's entry point is `int kan2mcu_main(void)` (the start-up\n"
+        "code calls it; its return value is the exit status), and `kan2mcu_port_write_line(const char *s)`\n"
+        "prints one line (semihosting), both declared in `kan2mcu_port.h` (examples/qemu/src/); on a real\n"
+        "board keep your framework's `main()`/`setup()` and call the model the same way."))
     return files
 
 
@@ -144,8 +169,13 @@ def cmake(model: ModelFolder, env) -> dict:
     test_ctx = dict(ctx, **selftest_context(model))
     files["test/selftest.c"] = env.get_template("selftest.c.j2").render(test_ctx)
     files[f"test/{model.prefix}_selftest_vectors.h"] = env.get_template("selftest_vectors.h.j2").render(test_ctx)
+    example = dict(ctx, **example_context(model))
+    files["examples/host/CMakeLists.txt"] = env.get_template("cmake/example_CMakeLists.txt.j2").render(example)
+    files["examples/host/main.c"] = env.get_template("cmake/example_main.c.j2").render(example)
     files["README.md"] = _readme(env, ctx, (
         f"`add_subdirectory(<this folder>)` and `target_link_libraries(app PRIVATE kan2mcu::{model.prefix})`.\n"
+        f"A program that does this and builds and runs as it is: `cmake -S examples/host -B build &&\n"
+        f"cmake --build build && ./build/{model.prefix}_example` (your `main` calls `{model.prefix}_infer`).\n"
         f"Host self-check: `cmake -S . -B build -D{ctx['P']}_BUILD_SELFTEST=ON && cmake --build build &&\n"
         f"./build/{model.prefix}_selftest`. Cross: `-DCMAKE_TOOLCHAIN_FILE=cmake/arm-none-eabi.cmake`."))
     return files

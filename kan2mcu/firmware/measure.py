@@ -54,6 +54,11 @@ _OVERFLOW = re.compile(r"region [`']?(\w+)'? overflowed by (\d+) bytes")
 REPORT_KEYS = ("check", "instructions", "cycles_estimate", "flash_bytes", "ram_bytes")
 
 
+def step(message: str) -> None:
+    """A progress line on stderr for the slow steps (a build takes 10-30 s)."""
+    print(f"kan2mcu: {message} ...", file=sys.stderr, flush=True)
+
+
 def firmware_elf(project_dir: Path, board: Board) -> Path:
     """Where ``pio run`` puts the ELF of ``board`` in ``project_dir``."""
     return Path(project_dir) / ".pio" / "build" / board.name / "firmware.elf"
@@ -91,6 +96,7 @@ def build_firmware(model_dir: Path, board: str, project_dir: Path,
     require_build_tools(board_info)
     model = load_model_folder(model_dir)
     project_dir = write_project(model_dir, board, project_dir, vectors_override=vectors_override)
+    step(f"building the firmware of {model.name} ({model.arith}) for {board_info.name} with PlatformIO")
     completed = run_pio(project_dir, board_info.name, stream=stream)
     if completed.returncode != 0:
         overflow = _overflow_error(completed.stdout or "", board_info, model.name)
@@ -146,6 +152,7 @@ def measure_model(model_dir: Path, board: str, project_dir: Path, port: str | No
     }
     if board_info.is_qemu:
         require_run_tools(board_info)
+        step(f"running it under QEMU ({board_info.name}), counting instructions")
         run = run_elf(board_info, elf, count_instructions=True)
         result = run.result
         if run.trace is not None:
@@ -256,5 +263,6 @@ def markdown_table(report: dict) -> str:
     for label, getter in rows:
         lines.append(f"| {label} | " + " | ".join(_cell(getter(m)) for m in models) + " |")
     lines += ["", *breakdown_table(models)]
-    lines += ["", f"Cycles marked ESTIMATE are not measured: {report['cycles_estimate_note']}.", ""]
+    note = report["cycles_estimate_note"].removeprefix("ESTIMATE: ")
+    lines += ["", f"Cycles marked ESTIMATE are not measured: {note}.", ""]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from kan2mcu.errors import OptionError
 from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.quantize import step_options
 from kan2mcu.quant.strategies import get_strategy, mulfree
 
 CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55",
@@ -17,7 +18,7 @@ def layer_cost(layer: KANLayer, step, options, core: str, first: bool = False, l
     ``first``/``last``: the layer's position in the model (input clamping, output saturation)."""
     if core not in CORES:
         raise OptionError(f"no cost model for core {core!r}; known: {', '.join(CORES)}")
-    return get_strategy(step.strategy).estimate(layer, step, options, core, first, last)
+    return get_strategy(step.strategy).estimate(layer, step, step_options(options, step), core, first, last)
 
 
 def model_overhead(core: str) -> int:

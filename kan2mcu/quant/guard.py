@@ -49,8 +49,9 @@ class GuardReport:
     max_error: float  # max |quantized - float| logit / float output range
     output_range: float  # max - min of the float outputs
     argmax_agreement: float | None  # None with a single output
-    warnings: list
+    warnings: list  # what changes the user's result: argmax agreement lost, or (one output) the RMS error
     refused: str | None  # the reason when the model is too far from the float one
+    notes: list = ()  # figures past a threshold that do not change the result by themselves (saturation, ...)
 
     def as_dict(self) -> dict:
         return {"samples": self.samples, "source": self.source,
@@ -58,7 +59,7 @@ class GuardReport:
                 "rms_error": round(self.rms_error, 6), "max_error": round(self.max_error, 6),
                 "output_range": round(self.output_range, 6),
                 "argmax_agreement": None if self.argmax_agreement is None else round(self.argmax_agreement, 6),
-                "warnings": list(self.warnings), "refused": self.refused}
+                "warnings": list(self.warnings), "notes": list(self.notes), "refused": self.refused}
 
     def summary(self) -> str:
         """One line with the figures."""
@@ -102,18 +103,18 @@ def measure(model, qmodel, calibration: np.ndarray | None, seed: int = 0) -> Gua
         quant_out = run_model(qmodel, quantize_inputs(qmodel, x)).astype(np.float64) * qmodel.output_scale
     figures = output_error(float_out, quant_out, classifier=is_classifier(model))
     rms, worst, out_range, agreement = figures.rms, figures.max, figures.output_range, figures.argmax_agreement
-    warnings = []
+    warnings, notes = [], []
     for i, frac in enumerate(saturation):
         if frac > WARN_SATURATION:
             ql = qmodel.layers[i]
             lo = float(np.min(ql.in_scale * (0 - ql.in_zero)))
             hi = float(np.max(ql.in_scale * (ql.codes - 1 - ql.in_zero)))
             seen = activations[i]
-            warnings.append(f"layer {i} ({ql.name}): {100 * frac:.1f}% of calibration activations lie outside "
+            notes.append(f"layer {i} ({ql.name}): {100 * frac:.1f}% of calibration activations lie outside "
                             f"the {ql.codes}-code input window (about [{lo:.4g}, {hi:.4g}]; they span "
                             f"[{float(seen.min()):.4g}, {float(seen.max()):.4g}]) and saturate")
-    if rms > WARN_ERROR:
-        warnings.append(f"quantized outputs differ from the float model by {100 * rms:.2f}% RMS "
+    if rms > WARN_ERROR:  # for a classifier the argmax agreement says whether it matters: a note
+        (warnings if agreement is None else notes).append(f"quantized outputs differ from the float model by {100 * rms:.2f}% RMS "
                         f"(max {100 * worst:.2f}%) of the float output range")
     if agreement is not None and 1.0 - agreement > WARN_ERROR:
         warnings.append(f"argmax agrees with the float model on only {100 * agreement:.1f}% of the samples")
@@ -123,17 +124,19 @@ def measure(model, qmodel, calibration: np.ndarray | None, seed: int = 0) -> Gua
                    f"(limit {100 * REFUSE_ERROR:.0f}%) of the float output range"
                    + ("" if agreement is None else
                       f", argmax agreement {100 * agreement:.1f}% (limit {100 * (1 - REFUSE_ERROR):.0f}%)"))
-    return GuardReport(len(x), source, saturation, rms, worst, out_range, agreement, warnings, refused)
+    return GuardReport(len(x), source, saturation, rms, worst, out_range, agreement, warnings, refused, notes)
 
 
 def check(report: GuardReport, *, force: bool = False, warn=None) -> None:
-    """Print the guard's warnings through ``warn``; raise QuantizationError when refused and not forced."""
+    """Print the guard's warnings through ``warn`` (with its notes, as their likely causes, when there
+    is a warning); raise QuantizationError when refused and not forced. Notes alone stay in the report."""
     if report.refused and not force:
         sat = max(report.saturation)
         raise QuantizationError(f"{report.refused}; up to {100 * sat:.1f}% of a layer's calibration activations "
                                 f"saturate; nothing written (pass {FORCE_HINT} to write it anyway)")
     if warn is not None:
-        for line in report.warnings:
+        lost = list(report.warnings) + ([report.refused] if report.refused else [])
+        for line in list(report.warnings) + (list(report.notes) if lost else []):
             warn(line)
         if report.refused:
             warn(f"{report.refused}; written anyway ({FORCE_HINT})")
@@ -143,6 +146,7 @@ def markdown(figures: dict) -> str:
     """The guard's section of report.md."""
     lines = ["", "## Quantization guard", "", summary_of(figures) + "."]
     lines += [f"- warning: {w}" for w in figures["warnings"]]
+    lines += [f"- note: {n}" for n in figures.get("notes", [])]
     if figures["refused"]:
         lines.append(f"- far from the float model, written with {FORCE_HINT}: {figures['refused']}")
     held = figures.get("held_out")

@@ -1,15 +1,24 @@
-"""Choosing a strategy and an input code width per layer (``generate --strategy auto``).
+"""Choosing a strategy and bit widths per layer (``generate --strategy auto``).
 
-Every layer has a few options: ``spline`` at the user's bit widths, or ``edge-table`` with input
-codes of ``act_bits`` down to ``MIN_EDGE_TABLE_BITS`` (fewer codes: a smaller table, the same
-speed). The cost model (kan2mcu.quant.costmodel) predicts each option's instructions and flash; every
-combination within the flash budget is quantized for real and its output error against the
-float model measured on the calibration data (kan2mcu.quant.output_error: RMS error over the
-output range, and argmax agreement for classifiers); the fastest (``--optimize speed``) or smallest
-(``--optimize size``) combination whose error stays within ``max_error`` (or, when the user's bit
-widths cannot reach that, within the error of the best full-width plan) wins. With a
-handful of layers and options the search is exhaustive (each fitting combination is quantized
-whole: 1-3 s for the digits model), so the choice is exact, not greedy.
+Every layer has options: ``spline`` with coefficients of ``--coef-bits`` down to 2 bits, or
+``edge-table`` with input codes of ``--act-bits`` down to 2 and entries of ``--table-bits`` down
+to 2. An option that costs exactly what a wider one of the same strategy costs (2- and 3-bit
+entries are stored as nibbles like 4-bit ones) is weighed and dropped: it could only lose
+accuracy. The cost model (kan2mcu.quant.costmodel) predicts each plan's instructions and flash; the
+flash adds the C input API's tables (kan2mcu.quant.budget: the same count as report.json and the budget
+check). Plans over the flash budget are out; if none is left, generate stops, naming the smallest
+plan and its cost (``--allow-over-budget`` writes that one anyway).
+
+The budget is a ceiling, not a target. ``--optimize speed``: the fastest plan whose output error
+score on the calibration data (kan2mcu.quant.output_error) meets ``max_error`` sets the pace; among the plans within
+the cost model's error (``COST_MODEL_ERROR``) of its instructions that meet the error, the
+smallest wins, and the report says what the larger ones would have added. ``--optimize size``:
+the smallest plan that meets the error. When the user's bit widths cannot reach ``max_error`` at
+all, the best full-width plan's error is the limit instead (and the report says so).
+
+Plans are scored lazily, in rank order, with every layer quantization and every layer output
+shared between plans (kan2mcu.quant.plansearch): the choice is the one an exhaustive search over all
+fitting plans makes, at the cost of the plans the ranking reaches.
 """
 from __future__ import annotations
 
@@ -17,24 +26,20 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 
-import numpy as np
-
 from kan2mcu.quant import costmodel
+from kan2mcu.quant.budget import DEFAULT_FLASH_BUDGET, FIRMWARE_RESERVE, Budget, flash_budget, over_budget_message  # noqa: F401
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.model.ir import KANModel
-from kan2mcu.quant.quantize import TABLE_BITS_RANGE, LayerPlan, QuantModel, QuantOptions, calibrate, quantize
-from kan2mcu.quant.output_error import is_classifier, output_error
-from kan2mcu.quant.reference import quantize_inputs, run_model
+from kan2mcu.quant.plansearch import PlanSearch
+from kan2mcu.quant.planscore import Scores, describe, larger_plans, search_plans
+from kan2mcu.quant.quantize import LayerPlan, QuantModel, QuantOptions, step_options
 from kan2mcu.quant.strategies import get_strategy
 
 STRATEGY_CHOICES = ("auto", "spline", "edge-table")
 OBJECTIVES = ("speed", "size")
-MIN_EDGE_TABLE_BITS = 3
-NIBBLE_TABLE_BITS = 4  # edge-table entries packed 8 per word
-DEFAULT_FLASH_BUDGET = 64 * 1024  # no board given: a typical share of a small MCU's flash for a model
-FIRMWARE_RESERVE = 32 * 1024  # with --board: flash kept for the firmware around the model
+MIN_BITS = 2  # the narrowest codes, entries and coefficients the planner weighs
 DEFAULT_MAX_ERROR = 0.005  # output error score (RMS over the output range; classifiers: argmax too)
-MAX_COMBINATIONS = 4096
+MAX_COMBINATIONS = 50000
 
 
 @dataclass(frozen=True)
@@ -44,35 +49,36 @@ class Choice:
     plan: tuple[LayerPlan, ...]
     qmodel: QuantModel
     instructions: int  # predicted, on ``core``
-    flash_bytes: int  # predicted model flash (tables + code)
+    flash_bytes: int  # predicted model flash (tables + code + input API)
     error: float | None  # output error score on the calibration data (None without data)
     core: str
     budget: int
     objective: str
-    considered: int
-    layers: tuple[dict, ...]  # per layer: strategy, in_bits, predicted instructions/flash, alternative
+    considered: int  # plans scored (quantized and run on the calibration data)
+    layers: tuple[dict, ...]  # per layer: strategy, widths, predicted instructions/flash, alternative
     tolerance: float = DEFAULT_MAX_ERROR  # the error the plan had to stay under
-    warning: str | None = None  # set when no plan within the budget met the tolerance
+    warning: str | None = None  # set when no plan within the budget met the tolerance, or over budget
+    note: str | None = None  # the default tolerance is below what the bit widths reach (no --max-error given)
+    budget_source: str = "the default flash budget"
+    input_api_bytes: int = 0  # predicted flash of the input API (included in flash_bytes)
+    fitting: int = 0  # plans within the budget
+    weighed: dict | None = None  # widths weighed per kind, options dropped as costing the same as wider ones
+    larger: tuple[dict, ...] = ()  # acceptable plans as fast as the choice but larger: what they would add
 
     def as_dict(self) -> dict:
         return {"core": self.core, "objective": self.objective, "flash_budget": self.budget,
+                "flash_budget_source": self.budget_source,
                 "predicted_instructions": self.instructions, "predicted_flash_bytes": self.flash_bytes,
+                "predicted_input_api_bytes": self.input_api_bytes,
                 "calibration_error": self.error, "error_tolerance": self.tolerance, "warning": self.warning,
-                "plans_considered": self.considered, "layers": list(self.layers)}
+                "note": self.note,
+                "plans_considered": self.considered, "plans_within_budget": self.fitting,
+                "widths_weighed": self.weighed, "larger_plans": list(self.larger), "layers": list(self.layers)}
 
 
 def flash_budget_for(board: str | None, budget: int | None) -> int:
-    """The flash budget: explicit, else the board's flash less the firmware reserve, else the default."""
-    if budget is not None:
-        if budget <= 0:
-            raise OptionError(f"--flash-budget must be a positive number of bytes, got {budget}")
-        return int(budget)
-    if board is not None:
-        from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
-
-        flash = get_board(board).flash_bytes
-        return max(flash - FIRMWARE_RESERVE, flash // 2)
-    return DEFAULT_FLASH_BUDGET
+    """The flash budget in bytes (kan2mcu.quant.budget.flash_budget without its source)."""
+    return flash_budget(board, budget).bytes
 
 
 def core_for(board: str | None) -> str:
@@ -94,7 +100,7 @@ def board_options(options: QuantOptions, board: str | None) -> QuantOptions:
 
 
 def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list[list[LayerPlan]]:
-    """Per layer, the plans to weigh for ``strategy`` ("auto" weighs both strategies)."""
+    """Per layer, every plan to weigh for ``strategy`` ("auto" weighs both strategies)."""
     if strategy not in STRATEGY_CHOICES:
         raise OptionError(f"--strategy must be one of {', '.join(STRATEGY_CHOICES)}, got {strategy!r}")
     spline_top = get_strategy("spline").MAX_CODE_BITS
@@ -112,138 +118,133 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
             raise OptionError(f"{layer.name}: --strategy spline cannot deploy {why_not}; use --strategy edge-table "
                               "or auto")
         if strategy in ("auto", "spline") and not why_not and not options.mul_free:
-            opts.append(_full_width_step("spline", options))
+            bits = min(options.act_bits, spline_top)
+            opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c)
+                     for c in range(options.coef_bits, MIN_BITS - 1, -1)]
         if strategy in ("auto", "edge-table"):
-            low = min(MIN_EDGE_TABLE_BITS, options.act_bits)
-            # entries at --table-bits (bytes, or halfwords above 8 bits), and nibble entries (half the
-            # flash of bytes) when that is narrower
-            widths = [options.table_bits] + ([NIBBLE_TABLE_BITS] if options.table_bits > NIBBLE_TABLE_BITS else [])
-            opts += [LayerPlan("edge-table", b, t) for t in widths for b in range(options.act_bits, low - 1, -1)]
+            opts += [LayerPlan("edge-table", b, t) for t in range(options.table_bits, MIN_BITS - 1, -1)
+                     for b in range(options.act_bits, MIN_BITS - 1, -1)]
         per_layer.append(opts)
     return per_layer
 
 
-def plan_error(model: KANModel, qmodel: QuantModel, x: np.ndarray, float_out: np.ndarray) -> float:
-    """The output error's score (kan2mcu.quant.output_error) of ``qmodel`` on inputs ``x``: what
-    ``--max-error`` bounds."""
-    q_out = run_model(qmodel, quantize_inputs(qmodel, x)) * qmodel.output_scale
-    return output_error(float_out, q_out, classifier=is_classifier(model)).score
+def _widths(step: LayerPlan, options: QuantOptions) -> tuple:
+    return (step.in_bits, step.table_bits or options.table_bits, step.coef_bits or options.coef_bits)
 
 
-def choose(model: KANModel, options: QuantOptions, calibration: np.ndarray | None, *, strategy: str = "auto",
-           objective: str = "speed", budget: int = DEFAULT_FLASH_BUDGET, core: str = "cortex-m4",
-           max_error: float = DEFAULT_MAX_ERROR, hard_budget: bool = True) -> Choice:
+def _wider(other: LayerPlan, step: LayerPlan, options: QuantOptions) -> bool:
+    """``other`` is at least as wide as ``step`` in every width, and wider in one."""
+    mine, theirs = _widths(step, options), _widths(other, options)
+    return theirs != mine and all(t >= m for t, m in zip(theirs, mine))
+
+
+def _group_key(index: int, step: LayerPlan, costs: dict) -> tuple:
+    cost = costs[(index, step)]
+    return (step.strategy, step.in_bits if index == 0 else None, cost["flash_bytes"], cost["instructions"])
+
+
+def candidate_options(model: KANModel, options: QuantOptions, strategy: str, core: str):
+    """Per layer: the options left once those costing exactly what a wider one costs are dropped,
+    their predicted costs ``{(index, step): cost}``, and how many were dropped."""
+    per_layer, costs, dropped = [], {}, 0
+    n = len(model.layers)
+    for index, opts in enumerate(layer_options(model, options, strategy)):
+        groups = {}
+        for step in opts:
+            cost = costmodel.layer_cost(model.layers[index], step, step_options(options, step), core,
+                                        index == 0, index == n - 1)
+            costs[(index, step)] = cost
+            groups.setdefault(_group_key(index, step, costs), []).append(step)
+        kept = [step for step in opts if not any(_wider(other, step, options) for other in groups[_group_key(
+            index, step, costs)])]
+        dropped += len(opts) - len(kept)
+        per_layer.append(kept)
+    return per_layer, costs, dropped
+
+
+def _predict(model, combos, costs, options, core, search: PlanSearch, budget: Budget) -> dict:
+    """Predicted instructions and flash of every combination; the input API is counted for those
+    whose layers alone fit the budget (or for all when none does)."""
+    predicted = {}
+    for combo in combos:
+        layers = [costs[(i, step)] for i, step in enumerate(combo)]
+        predicted[combo] = {"instructions": sum(c["instructions"] for c in layers) + costmodel.model_overhead(core),
+                            "layer_flash": sum(c["flash_bytes"] for c in layers), "layers": layers}
+    if not any(p["layer_flash"] <= budget.bytes for p in predicted.values()):
+        for combo, p in predicted.items():  # none fits: the smallest needs every input API's size
+            p["api"] = search.api_bytes(combo[0])
+    for combo, p in predicted.items():
+        if "api" not in p:
+            p["api"] = search.api_bytes(combo[0]) if p["layer_flash"] <= budget.bytes else 0
+        p["flash_bytes"] = p["layer_flash"] + p["api"]
+    return predicted
+
+
+def choose(model: KANModel, options: QuantOptions, calibration, *, strategy: str = "auto",
+           objective: str = "speed", budget: Budget | int | None = None, core: str = "cortex-m4",
+           max_error: float | None = None, allow_over_budget: bool = False,
+           input_transform: dict | None = None) -> Choice:
     """The best plan under the budget (see the module docstring). When no plan fits: OptionError
-    naming the smallest model for a ``hard_budget`` (the user's or the board's), else the smallest
-    plan with a warning (the default budget is a preference, not a limit)."""
+    naming the smallest plan, or with ``allow_over_budget`` that plan with a warning. ``max_error``
+    None is the default limit: out of reach, it is a note in the report, not a warning."""
+    given, max_error = max_error is not None, DEFAULT_MAX_ERROR if max_error is None else max_error
     if objective not in OBJECTIVES:
         raise OptionError(f"--optimize must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    per_layer = layer_options(model, options, strategy)
+    if not isinstance(budget, Budget):
+        budget = flash_budget(None, budget)
+    per_layer, costs, dropped = candidate_options(model, options, strategy, core)
+    n_combos = 1
+    for opts in per_layer:
+        n_combos *= len(opts)
+    if n_combos > MAX_COMBINATIONS:
+        raise OptionError(f"{n_combos} plans to weigh; pass --strategy spline or edge-table")
     combos = list(itertools.product(*per_layer))
-    if len(combos) > MAX_COMBINATIONS:
-        raise OptionError(f"{len(combos)} plans to weigh; pass --strategy spline or edge-table")
-    predicted = {combo: costmodel.plan_cost(model, combo, options, core) for combo in combos}
-    fitting = [c for c in combos if predicted[c]["flash_bytes"] <= budget]
-    over_budget = None
+    search = PlanSearch(model, options, calibration, input_transform)
+    predicted = _predict(model, combos, costs, options, core, search, budget)
+    fitting = [c for c in combos if predicted[c]["flash_bytes"] <= budget.bytes]
+    over = None
     if not fitting:
-        smallest = min(combos, key=lambda c: predicted[c]["flash_bytes"])
-        over_budget = (f"no plan fits the default flash budget of {budget} bytes; using the smallest, about "
-                       f"{predicted[smallest]['flash_bytes']} bytes ({_describe(smallest)}); pass --flash-budget "
-                       "or --board")
-        fitting = [smallest]
-    if over_budget and hard_budget:
-        raise OptionError(f"no plan fits --flash-budget {budget} bytes: the smallest model possible with these bit "
-                          f"widths needs about {predicted[smallest]['flash_bytes']} bytes ({_describe(smallest)}); "
-                          "raise the budget or lower --act-bits/--coef-bits")
-    activations = calibrate(model, calibration)
-    x = calibration
-    float_out = activations[-1]
-    errors = {}  # combination -> output error score on the calibration data: none is quantized twice
-    results, refused = [], []
-    for combo in sorted(fitting, key=lambda c: _rank(predicted[c], objective)):
-        try:
-            qmodel = quantize(model, options, calibration, plan=combo, activations=activations)
-        except QuantizationError as exc:  # this combination cannot be built (e.g. a requantization
-            refused.append(str(exc))      # that fits no int32): weigh the others
-            continue
-        if x is not None:
-            errors[combo] = plan_error(model, qmodel, x, float_out)
-        results.append((combo, qmodel, errors.get(combo)))
-        if x is None:
-            break  # without data nothing can tell the plans' accuracy apart: take the best-ranked one
-    tolerance, unreachable = max_error, None
-    if x is not None:  # never ask for more than the user's bit widths allow: the best full-width plan sets a floor
-        full_width = [tuple(_full_width_step(name, options) for _ in model.layers)
-                      for name in ("spline", "edge-table") if strategy in ("auto", name)
-                      and not (options.mul_free and name == "spline")
-                      and not any(get_strategy(name).unsupported(layer) for layer in model.layers)]
-        for plan in full_width:
-            if plan not in errors:
-                errors[plan] = plan_error(
-                    model, quantize(model, options, calibration, plan=plan, activations=activations), x, float_out)
-        floor = min(errors[plan] for plan in full_width)
-        tolerance = max(max_error, floor)
-        if floor > max_error:  # say so: the user asked for more than these widths can give
-            unreachable = (f"--max-error {max_error:g} is below what these bit widths reach (output error "
-                           f"{floor:.3g} at best, on the calibration data); taking the most accurate plan"
-                           + (f"; edge-table layers go further with wider codes (--act-bits up to "
-                              f"{get_strategy('edge-table').MAX_CODE_BITS}) and entries (--table-bits up to {TABLE_BITS_RANGE[1]})"
-                              if strategy in ("auto", "edge-table") else ""))
-    if not results:
-        raise QuantizationError(f"no plan can be quantized ({len(refused)} tried); first reason: {refused[0]}")
-    acceptable = [r for r in results if r[2] is None or r[2] <= tolerance]
-    warning = None
-    if acceptable:
-        combo, qmodel, error = min(acceptable, key=lambda r: (_rank(predicted[r[0]], objective), r[2] or 0.0))
-    else:  # the budget is the hard limit: take the most accurate plan within it, and say so
-        combo, qmodel, error = min(results, key=lambda r: r[2])
-        warning = (f"no plan within the flash budget of {budget} bytes keeps the output error under "
-                   f"{tolerance:.3g}; the most accurate one within it has {error:.3g} ({_describe(combo)}); "
-                   "check the accuracy in the report, or raise the budget")
-    instructions, flash = predicted[combo]["instructions"], predicted[combo]["flash_bytes"]
-    layers = []
+        smallest = min(combos, key=lambda c: (predicted[c]["flash_bytes"], predicted[c]["instructions"]))
+        message = over_budget_message(budget, predicted[smallest]["flash_bytes"], describe(smallest))
+        if not allow_over_budget:
+            raise OptionError(message)
+        over, fitting = f"{message.split(': ', 1)[1].split('; ')[0]}; written anyway (--allow-over-budget)", [smallest]
+    scores = Scores(search)
+    combo, tolerance, warning, unreachable = search_plans(model, options, strategy, scores, fitting, predicted,
+                                                          objective, max_error, budget)
+    warning = "; ".join(w for w in (over, warning, unreachable if given else None) if w) or None
+    note = f"the default {unreachable}" if unreachable and not given else None
+    weighed = {"codes": [options.act_bits, MIN_BITS], "entries": [options.table_bits, MIN_BITS],
+               "coefficients": [options.coef_bits, MIN_BITS], "options_dropped_as_no_cheaper": dropped,
+               "quantized_layers": search.quantized_layers}
+    return Choice(tuple(combo), search.qmodel(combo), predicted[combo]["instructions"],
+                  predicted[combo]["flash_bytes"], scores.errors.get(combo), core, budget.bytes, objective,
+                  len(scores.errors), _layer_rows(model, combo, predicted, per_layer, costs), tolerance, warning,
+                  note, budget.source, predicted[combo]["api"], len(fitting), weighed,
+                  larger_plans(combo, scores, {c: predicted[c] for c in fitting}, tolerance, objective))
+
+
+def _layer_rows(model, combo, predicted, per_layer, costs) -> tuple:
+    rows = []
     for index, (step, cost) in enumerate(zip(combo, predicted[combo]["layers"])):
         row = {"layer": index, **step.as_dict(), "predicted_instructions": cost["instructions"],
                "predicted_flash_bytes": cost["flash_bytes"]}
-        position = (index == 0, index == len(combo) - 1)
-        others = [(o, costmodel.layer_cost(model.layers[index], o, options, core, *position))
-                  for o in per_layer[index] if o.strategy != step.strategy]
+        others = [(o, costs[(index, o)]) for o in per_layer[index] if o.strategy != step.strategy]
         if others:  # the other strategy's smallest option, for the report's "why"
             alt_step, alt = min(others, key=lambda item: item[1]["flash_bytes"])
             row["alternative"] = {**alt_step.as_dict(), "predicted_instructions": alt["instructions"],
                                   "predicted_flash_bytes": alt["flash_bytes"]}
-        layers.append(row)
-    if over_budget:
-        warning = over_budget if warning is None else f"{over_budget}; {warning}"
-    if unreachable:
-        warning = unreachable if warning is None else f"{warning}; {unreachable}"
-    return Choice(tuple(combo), qmodel, instructions, flash, error, core, budget, objective, len(results),
-                  tuple(layers), tolerance, warning)
-
-
-def _rank(prediction: dict, objective: str) -> tuple:
-    instructions, flash = prediction["instructions"], prediction["flash_bytes"]
-    return (instructions, flash) if objective == "speed" else (flash, instructions)
-
-
-def _full_width_step(strategy: str, options: QuantOptions) -> LayerPlan:
-    """A layer at the user's own widths, spelled as layer_options spells it."""
-    if strategy == "edge-table":
-        return LayerPlan(strategy, options.act_bits, options.table_bits)
-    return LayerPlan(strategy, min(options.act_bits, get_strategy(strategy).MAX_CODE_BITS))
-
-
-def _describe(combo) -> str:
-    return ", ".join(f"layer {i}: {s.strategy} {s.in_bits}-bit codes"
-                     + (f" {s.table_bits}-bit entries" if s.table_bits else "") for i, s in enumerate(combo))
+        rows.append(row)
+    return tuple(rows)
 
 
 def explain(choice: Choice) -> list[str]:
-    """One line per layer: what was chosen and what the alternative would have cost."""
+    """One line per layer (what was chosen, what the alternative would have cost), then the total."""
     lines = []
     for row in choice.layers:
-        entries = f", {row['table_bits']}-bit entries" if row.get("table_bits") else ""
-        text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes{entries}): "
+        widths = (f", {row['table_bits']}-bit entries" if row.get("table_bits") else "") + (
+            f", {row['coef_bits']}-bit coefficients" if row.get("coef_bits") else "")
+        text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes{widths}): "
                 f"{row['predicted_flash_bytes'] / 1024:.1f} KB, {row['predicted_instructions'] / 1000:.1f}k instr "
                 f"on {choice.core}")
         alt = row.get("alternative")
@@ -251,4 +252,11 @@ def explain(choice: Choice) -> list[str]:
             text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be "
                      f"{alt['predicted_flash_bytes'] / 1024:.1f} KB, {alt['predicted_instructions'] / 1000:.1f}k instr")
         lines.append(text)
+    lines.append(f"plan: about {choice.flash_bytes} bytes (layers {choice.flash_bytes - choice.input_api_bytes}, "
+                 f"input API {choice.input_api_bytes}) within {choice.budget_source} of {choice.budget} bytes; "
+                 f"{choice.fitting} plans fit, {choice.considered} scored; widths weighed from the options down to "
+                 f"{MIN_BITS} bits")
+    for alt in choice.larger:
+        lines.append(f"a larger plan ({alt['plan']}) would add {alt['extra_bytes']} bytes for "
+                     f"{alt['instructions_saved']} fewer instructions (within the cost model's error)")
     return lines

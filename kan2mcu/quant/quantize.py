@@ -6,6 +6,7 @@ to floats, and asks the strategy to quantize the layer against the next layer's 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,7 @@ class LayerPlan:
     strategy: str
     in_bits: int
     table_bits: int | None = None  # edge-table entry width (None: --table-bits)
+    coef_bits: int | None = None  # spline coefficient width (None: --coef-bits)
 
     def __post_init__(self) -> None:
         top = get_strategy(self.strategy).MAX_CODE_BITS
@@ -77,11 +79,16 @@ class LayerPlan:
                               + ("; use edge-table layers for wider codes" if top < MAX_CODE_BITS else ""))
         if self.table_bits is not None:
             check_table_bits(self.table_bits, "table bits")
+        if self.coef_bits is not None and (self.strategy != "spline" or not isinstance(self.coef_bits, int)
+                                           or not 2 <= self.coef_bits <= 8):
+            raise OptionError(f"coefficient bits are a spline layer's, 2..8; got {self.coef_bits!r} for {self.strategy}")
 
     def as_dict(self) -> dict:
         out = {"strategy": self.strategy, "in_bits": self.in_bits}
         if self.table_bits is not None:
             out["table_bits"] = self.table_bits
+        if self.coef_bits is not None:
+            out["coef_bits"] = self.coef_bits
         return out
 
 
@@ -104,8 +111,9 @@ class QuantModel:
 
     @property
     def plan(self) -> tuple[LayerPlan, ...]:
-        return tuple(LayerPlan(layer.strategy, layer.act_bits, getattr(layer, "table_bits", None))
-                     for layer in self.layers)
+        return tuple(LayerPlan(layer.strategy, layer.act_bits, getattr(layer, "table_bits", None),
+                               layer.coef_bits if layer.strategy == "spline" and layer.coef_bits != self.options.coef_bits
+                               else None) for layer in self.layers)
 
 
 def default_plan(model: KANModel, options: QuantOptions, strategy: str = "spline") -> tuple[LayerPlan, ...]:
@@ -165,29 +173,52 @@ def quantize(model: KANModel, options: QuantOptions, calibration: np.ndarray | N
         raise OptionError(f"a plan needs one entry per layer ({len(model.layers)}), got {len(plan)}")
     if activations is None:
         activations = calibrate(model, calibration)
-    encodings = []
-    for index, (layer, step) in enumerate(zip(model.layers, plan)):
-        lo, hi = channel_ranges(layer, activations[index])
-        enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits, activations[index])
-        enc["bits"] = step.in_bits
-        enc["table_bits"] = step.table_bits
-        enc["samples"] = activations[index]  # calibration activations entering the layer (or None)
-        encodings.append(enc)
+    encodings = [layer_encoding(model, index, step, activations) for index, step in enumerate(plan)]
+    output_scale = model_output_scale(model, activations)
+    layers = [quantize_one(model, index, plan, encodings, options, output_scale) for index in range(len(plan))]
+    how = "calibration data" if calibration is not None else "grid ranges only (no calibration data)"
+    return QuantModel(tuple(layers), options, output_scale, how)
+
+
+def layer_encoding(model: KANModel, index: int, step: LayerPlan, activations: list) -> dict:
+    """How layer ``index``'s input codes map to floats under ``step`` (its strategy's choice over the
+    calibrated range), with the step's widths and the calibration samples entering the layer."""
+    layer = model.layers[index]
+    lo, hi = channel_ranges(layer, activations[index])
+    enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits, activations[index])
+    enc["bits"] = step.in_bits
+    enc["table_bits"] = step.table_bits
+    enc["samples"] = activations[index]  # calibration activations entering the layer (or None)
+    return enc
+
+
+def model_output_scale(model: KANModel, activations: list) -> float:
+    """float logit per int32 output unit: the calibrated max |logit| (else a weight bound) at 2^14."""
     if activations[-1] is not None:
         out_abs = float(np.max(np.abs(activations[-1])))
     else:  # no data: bound the last layer's float output by its weights
         out_abs = _float_output_bound(model.layers[-1])
-    output_scale = max(out_abs, 1e-12) / 2**OUTPUT_FRACTION_BITS
-    layers = []
-    for index, (layer, step) in enumerate(zip(model.layers, plan)):
-        is_last = index == len(model.layers) - 1
-        next_scale = np.full(layer.out_features, output_scale) if is_last else encodings[index + 1]["scale"]
-        next_zero = np.zeros(layer.out_features) if is_last else encodings[index + 1]["zero"]
-        out_max = INT32_MAX if is_last else (1 << plan[index + 1].in_bits) - 1
-        layers.append(get_strategy(step.strategy).quantize_layer(layer, encodings[index], options, next_scale,
-                                                                 next_zero, is_last, out_max))
-    how = "calibration data" if calibration is not None else "grid ranges only (no calibration data)"
-    return QuantModel(tuple(layers), options, output_scale, how)
+    return max(out_abs, 1e-12) / 2**OUTPUT_FRACTION_BITS
+
+
+def step_options(options: QuantOptions, step: LayerPlan) -> QuantOptions:
+    """The options one layer is quantized with: the step's coefficient width when it sets one."""
+    if step.coef_bits is None or step.coef_bits == options.coef_bits:
+        return options
+    return dataclasses.replace(options, coef_bits=step.coef_bits)
+
+
+def quantize_one(model: KANModel, index: int, plan: tuple, encodings: list, options: QuantOptions,
+                 output_scale: float):
+    """Layer ``index`` of ``plan`` quantized against the next layer's input encoding (it depends on
+    its own step and its consumer's encoding only: the planner reuses it across plans)."""
+    layer, step = model.layers[index], plan[index]
+    is_last = index == len(model.layers) - 1
+    next_scale = np.full(layer.out_features, output_scale) if is_last else encodings[index + 1]["scale"]
+    next_zero = np.zeros(layer.out_features) if is_last else encodings[index + 1]["zero"]
+    out_max = INT32_MAX if is_last else (1 << plan[index + 1].in_bits) - 1
+    return get_strategy(step.strategy).quantize_layer(layer, encodings[index], step_options(options, step),
+                                                      next_scale, next_zero, is_last, out_max)
 
 
 def _float_output_bound(layer: KANLayer) -> float:

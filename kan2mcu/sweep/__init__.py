@@ -133,9 +133,7 @@ def run_sweep(checkpoint, out, *, act_bits=(8,), spline_bits=(3, 8), coef_bits=(
                                      indent=2, sort_keys=True) + "\n")
             done[key] = item["result"]
             timings[key] = item["seconds"]
-            if bar is not None:
-                bar.set_postfix_str(f"{key} {item['result']['status']}", refresh=False)
-                bar.update(1)
+            _advance(bar, key, item)
             if on_point is not None:
                 on_point(key)
     finally:
@@ -166,6 +164,24 @@ def write_outputs(out: Path, point_results: list[dict], boards: list[str], meta:
     _write_atomic(out / "sweep.json", results.to_json(doc))
     _write_atomic(out / "sweep.md", results.to_markdown(doc, figures))
     return doc
+
+
+def _advance(bar, key: str, item: dict) -> None:
+    """One point done: its warnings above the bar, then the bar one step on."""
+    _print_warnings(bar, key, item.get("warnings", ()))
+    if bar is not None:
+        bar.set_postfix_str(f"{key} {item['result']['status']}", refresh=False)
+        bar.update(1)
+
+
+def _print_warnings(bar, key: str, warnings) -> None:
+    """A point's warnings on stderr, above the progress bar (tqdm.write), not through it."""
+    for line in warnings:
+        text = f"kan2mcu: warning: point {key}: {line}"
+        if bar is not None:
+            bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
 
 
 def _progress(total: int, initial: int, enabled: bool):

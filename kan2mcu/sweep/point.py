@@ -7,11 +7,12 @@ toolchains, no shared file system), and the result holds no path and no timing.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,10 @@ def _clean_message(exc: BaseException, scratch: str) -> str:
 
 
 def run_point(task: PointTask) -> dict:
-    """Compute one point; returns ``{"key", "result", "seconds"}``. Never raises for a failing
-    point: the error goes into ``result["error"]`` (status "error")."""
+    """Compute one point; returns ``{"key", "result", "seconds", "warnings"}``. Never raises for a
+    failing point: the error goes into ``result["error"]`` (status "error"). What generate and verify
+    print on stderr is caught (it would break the sweep's progress bar); their warning lines are
+    returned for the sweep to print above the bar."""
     started = time.monotonic()
     result = {"key": task.key, **task.settings, "status": "error", "error": None, "bit_exact": None,
               "inputs_checked": None, "accuracy": None, "float_accuracy": None, "max_abs_error": None,
@@ -106,11 +109,15 @@ def run_point(task: PointTask) -> dict:
               "workspace_bytes": None, "boards": {}}
     with tempfile.TemporaryDirectory(prefix=f"kan2mcu-sweep-{task.key}-") as scratch, \
             _own_platformio_core(Path(scratch) / "platformio-core"):
+        printed = io.StringIO()
         try:
-            _compute(task, Path(scratch), result)
+            with redirect_stderr(printed):
+                _compute(task, Path(scratch), result)
         except Exception as exc:  # noqa: BLE001 - any failure is this point's result
             result["error"] = _clean_message(exc, scratch)
-    return {"key": task.key, "result": result, "seconds": round(time.monotonic() - started, 3)}
+    warnings = [line.partition("warning: ")[2] for line in printed.getvalue().splitlines() if "warning: " in line]
+    return {"key": task.key, "result": result, "seconds": round(time.monotonic() - started, 3),
+            "warnings": warnings}
 
 
 @contextmanager

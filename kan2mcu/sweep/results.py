@@ -203,7 +203,7 @@ def to_markdown(doc: dict, figures: list[str]) -> str:
     lines = [f"# kan2mcu sweep: {doc['checkpoint']}", "",
              f"- grid: act bits {doc['grid']['act_bits']}, spline (table) bits {doc['grid']['spline_bits']}, "
              f"coef bits {doc['grid']['coef_bits']}, strategies {doc['grid']['strategies']}; "
-             f"base/SiLU bits {doc['base_options']}",
+             "other bits " + ", ".join(f"{k.removesuffix('_bits')} {v}" for k, v in doc["base_options"].items()),
              f"- boards: {', '.join(boards) if boards else 'none (no firmware measured)'}",
              f"- points: {counts['points']}, ok {counts['ok']}, failed {counts['failed']}, "
              f"bit-exact on the host {counts['bit_exact']}"

@@ -10,6 +10,7 @@ function. Cost: ``I * 2^act_bits * O`` bytes of flash (twice that for halfword e
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -169,8 +170,21 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                                     "int32; use fewer --table-bits")
     else:
         chunk = min(n_in, LANE_MAX // largest)
+    mult, rounding, shift, thresholds = _requant(layer, entry_scale, centre, bias_code, acc_low, acc_high, next_scale,
+                                                 next_zero, mul_free, is_last, out_max)
+    return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
+                          in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
+                          rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
+                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped, mul_free=mul_free,
+                          thresholds=thresholds)
+
+
+def _requant(layer: KANLayer, entry_scale, centre, bias_code: int, acc_low, acc_high, next_scale, next_zero,
+             mul_free: bool, is_last: bool, out_max: int):
+    """The requantization of the entry sums into the next layer's codes (or the outputs): int32
+    multiplier, rounding and shift, and the multiply-free thresholds (or None)."""
     gain = entry_scale / next_scale
-    offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - n_in * bias_code * gain
+    offset = (centre.sum(axis=0) + layer.out_bias) / next_scale + next_zero - layer.in_features * bias_code * gain
     thresholds = None
     if mul_free and is_last:
         mult, rounding, shift = mulfree.shift_requant(gain, offset, acc_high, layer.name)
@@ -178,11 +192,21 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
         mult, rounding, shift = requant_int32(gain, offset, acc_low, acc_high, layer.name)
         if mul_free:
             thresholds = mulfree.code_thresholds(mult, rounding, shift, out_max, acc_high, layer.name)
-    return EdgeTableLayer(name=layer.name, in_features=n_in, out_features=n_out, act_bits=bits, table_bits=tbits,
-                          in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
-                          rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
-                          entry_scale=entry_scale, centre=centre, clipped_entries=clipped, mul_free=mul_free,
-                          thresholds=thresholds)
+    return mult, rounding, shift, thresholds
+
+
+def requantized(qlayer: EdgeTableLayer, layer: KANLayer, next_scale: np.ndarray, next_zero: np.ndarray,
+                is_last: bool, out_max: int) -> EdgeTableLayer:
+    """``qlayer`` (quantize_layer's result) against another consumer encoding: the table depends on
+    the layer's own input codes only, so the planner re-derives only the requantization."""
+    n_out, bias_code = qlayer.out_features, 1 << (qlayer.table_bits - 1)
+    entries = qlayer.table[:, :, :n_out]
+    acc_low = entries.min(axis=1).sum(axis=0, dtype=np.int64)
+    acc_high = entries.max(axis=1).sum(axis=0, dtype=np.int64)
+    mult, rounding, shift, thresholds = _requant(layer, qlayer.entry_scale, qlayer.centre, bias_code, acc_low,
+                                                 acc_high, next_scale, next_zero, qlayer.mul_free, is_last, out_max)
+    return dataclasses.replace(qlayer, mult=mult, rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
+                               thresholds=thresholds)
 
 
 def observed_codes(enc: dict, q_count: int, n_in: int) -> np.ndarray:
@@ -210,7 +234,11 @@ def accumulators(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
 
 def run_layer(layer: EdgeTableLayer, codes: np.ndarray) -> np.ndarray:
     """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
-    acc = accumulators(layer, codes)
+    return requantize_sums(layer, accumulators(layer, codes))
+
+
+def requantize_sums(layer: EdgeTableLayer, acc: np.ndarray) -> np.ndarray:
+    """The requantization of accumulators(layer, codes) (the planner shares the sums between consumers)."""
     if layer.thresholds is not None:  # multiply-free: the codes the thresholds give (already in range)
         return mulfree.requantize(layer.thresholds, acc)
     return (acc * layer.mult[None, :] + layer.rounding[None, :]) >> layer.shift[None, :]

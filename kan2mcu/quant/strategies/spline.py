@@ -6,6 +6,7 @@ template ``templates/kernels/spline.c.j2`` only lays them out. Arithmetic: docs/
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,9 +16,9 @@ from kan2mcu.errors import QuantizationError
 from kan2mcu.quant.fixedpoint import INT32_MAX, quantize_symmetric, requant_int64
 from kan2mcu.model.ir import KANLayer
 from kan2mcu.quant.strategies.levels import level_aligned
-# the layer type and its input decode live in spline_decode (spline_layout reads them too, without a cycle)
-from kan2mcu.quant.strategies.spline_decode import (  # noqa: F401  (re-exported)
-    SplineLayer, _normalize_edges, _overlapping_windows, decode_cardinal, decode_inputs,
+from kan2mcu.quant.strategies.spline_reference import (  # noqa: F401  (re-exported: the strategy interface)
+    SplineLayer, _normalize_edges, _overlapping_windows, accumulator_bounds, accumulators, decode_cardinal, decode_inputs,
+    live_coefficients, requantize_sums, run_layer,
 )
 from kan2mcu.quant.strategies.spline_fit import (choose_coefficients, code_weights, dense_basis, fit_coefficients,
                                            fit_residual, round_rows, round_rows_capped, shift_candidates,
@@ -78,7 +79,7 @@ def input_encoding(layer: KANLayer, lo: np.ndarray, hi: np.ndarray, bits: int,
 def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, next_zero: np.ndarray,
                    is_last: bool, out_max: int) -> SplineLayer:
     """The spline-strategy integer layer for input encoding ``enc`` (from :func:`input_encoding`)."""
-    k1, n_in, n_out = layer.order + 1, layer.in_features, layer.out_features
+    n_in, n_out = layer.in_features, layer.out_features
     bits = enc["bits"]
     q_count = 1 << bits
     spline_max = (1 << options.spline_bits) - 1
@@ -117,7 +118,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     # exact worst-case accumulators over every code of every input (inputs vary independently)
     draft = SplineLayer(**qlayer_args, mult_spline=np.zeros(n_out, np.int64), mult_base=np.zeros(n_out, np.int64),
                         rounding=np.zeros(n_out, np.int64), shift=np.zeros(n_out, np.int64))
-    bound_sp, bound_b = _accumulator_bounds(draft)
+    bound_sp, bound_b = accumulator_bounds(draft)
     where = layer.name
     if bound_sp.max() > INT32_MAX or bound_b.max() > INT32_MAX:
         raise QuantizationError(
@@ -273,45 +274,25 @@ def _shifted_tables(card: np.ndarray, card_start: np.ndarray, shifts: np.ndarray
     return np.concatenate(rows, axis=0).reshape(-1, k1), starts
 
 
-def live_coefficients(layer: SplineLayer, first: np.ndarray) -> np.ndarray:
-    """The K1 coefficients every edge reads: first indices [N, I] -> [O, N, I, K1]."""
-    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]
-    return layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]
-
-
-def _accumulator_bounds(layer: SplineLayer) -> tuple[np.ndarray, np.ndarray]:
-    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, layer.in_features))
-    first, basis, silu_q = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1], [Q, I]
-    # per output, per input: the largest |sum_j basis * coef| over codes; bounds every partial sum too
-    bound_sp = np.zeros(layer.out_features, np.int64)
-    for o in range(layer.out_features):  # one output at a time: memory O(Q * I * K1), not O(O * Q * I * K1)
-        gathered = layer.coef[o][np.arange(layer.in_features)[None, :, None],
-                                 first[:, :, None] + np.arange(layer.k1)[None, None, :]]  # [Q, I, K1]
-        bound_sp[o] = (np.abs(gathered) * basis).sum(axis=2).max(axis=0).sum()
-    silu_max = np.abs(silu_q).max(axis=0)  # [I]
-    bound_b = (np.abs(layer.base_weight) * silu_max[None, :]).sum(axis=1)
-    return bound_sp, bound_b
-
-
-def accumulators(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The two int32 accumulators (spline, base) of every output: [N, I] codes -> ([N, O], [N, O])."""
-    first, basis, silu_q = decode_inputs(layer, codes)
-    acc_spline = np.einsum("onik,nik->no", live_coefficients(layer, first), basis)
-    acc_base = silu_q @ layer.base_weight.T
-    return acc_spline, acc_base
-
-
-def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
-    """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
-    acc_spline, acc_base = accumulators(layer, codes)
-    total = acc_spline * layer.mult_spline[None, :] + acc_base * layer.mult_base[None, :] + layer.rounding[None, :]
-    return total >> layer.shift[None, :]  # arithmetic shift: floor division by 2^shift
-
-
-# The kernel's layouts and the cost model live in spline_layout (imported last: it reads this module).
+# The kernel's layouts and the cost model (spline_layout).
 from kan2mcu.quant.strategies.spline_layout import (  # noqa: E402,F401  (re-exported: the strategy interface)
     CODE_BYTES, COSTS, DSP_CORES, KernelLayout, LANE_MAX, NARROW_CORES, NIBBLE_OUTPUTS,
     SPLINE_OUTPUTS_PER_PASS, base_weight_groups, base_weight_order, coefficient_storage,
     cost_terms, estimate, halfword_passes, kernel_layout, m0_blocks, nibble_slot, nibble_sums,
     position_tables, spline_blocks, uses_nibbles,
 )
+
+
+def requantized(qlayer: SplineLayer, layer: KANLayer, next_scale: np.ndarray, next_zero: np.ndarray,
+                is_last: bool, out_max: int, bounds: tuple | None = None) -> SplineLayer:
+    """``qlayer`` (quantize_layer's result) against another consumer encoding: tables and
+    coefficients depend on the layer's own input codes only, so the planner re-derives only the
+    requantization (``bounds``: accumulator_bounds(qlayer), when already known). Must stay equal
+    to quantize_layer's own requantization (host_tests/test_planner_budget.py checks it)."""
+    bound_sp, bound_b = bounds if bounds is not None else accumulator_bounds(qlayer)
+    a_spline = layer.out_scale * qlayer.basis_scale * qlayer.coef_scale / next_scale
+    a_base = layer.out_scale * qlayer.base_scale * qlayer.silu_scale / next_scale
+    bias = layer.out_bias / next_scale + next_zero
+    m1, m2, r, sh = requant_int64(a_spline, a_base, bias, bound_sp, bound_b, layer.name)
+    return dataclasses.replace(qlayer, mult_spline=m1, mult_base=m2, rounding=r, shift=sh, is_last=is_last,
+                               out_max=out_max)

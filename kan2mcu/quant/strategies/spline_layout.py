@@ -11,7 +11,7 @@ import numpy as np
 
 from kan2mcu.errors import QuantizationError
 from kan2mcu.model.ir import KANLayer
-from kan2mcu.quant.strategies.spline_decode import SplineLayer, _overlapping_windows, decode_inputs
+from kan2mcu.quant.strategies.spline_reference import SplineLayer, _overlapping_windows, decode_inputs
 
 NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
 

@@ -1,14 +1,11 @@
-"""The spline strategy's layer (SplineLayer) and its input decode as the C computes it (first
-coefficient, basis values, base-function value per input and code). Shared by
-kan2mcu.quant.strategies.spline and spline_layout; imports neither (no import cycle).
-"""
+"""The spline layer's integer form (:class:`SplineLayer`) and its bit-exact reference: per input the
+decode (first live coefficient, K1 basis values, base-function value), the two int32 accumulators,
+and the requantization, as the C computes them (docs/arithmetic.md sections 2-4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-
-NAME = "spline"  # the strategy (kan2mcu.quant.strategies.spline.NAME)
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +62,7 @@ class SplineLayer:
     acc_bounds: dict = field(default_factory=dict)  # worst-case |accumulator| per kind
     # cardinal mode: input i reads its table rows scaled by 2**basis_shift[i] (finer coefficient steps)
     basis_shift: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    strategy: str = NAME
+    strategy: str = "spline"  # the strategy NAME (spline.py)
 
     @property
     def k1(self) -> int:
@@ -144,3 +141,44 @@ def decode_inputs(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np
         basis = layer.basis_table[rows]
     silu_q = layer.silu_table[layer.silu_start[None, :] + codes]
     return first, basis, silu_q
+
+
+def live_coefficients(layer: SplineLayer, first: np.ndarray) -> np.ndarray:
+    """The K1 coefficients every edge reads: first indices [N, I] -> [O, N, I, K1]."""
+    idx = first[:, :, None] + np.arange(layer.k1)[None, None, :]
+    return layer.coef[:, np.arange(layer.in_features)[None, :, None], idx]
+
+
+def accumulator_bounds(layer: SplineLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Per output, the exact worst-case |spline| and |base| accumulators over every input code."""
+    codes = np.broadcast_to(np.arange(layer.codes)[:, None], (layer.codes, layer.in_features))
+    first, basis, silu_q = decode_inputs(layer, codes)  # [Q, I], [Q, I, K1], [Q, I]
+    # per output, per input: the largest |sum_j basis * coef| over codes; bounds every partial sum too
+    bound_sp = np.zeros(layer.out_features, np.int64)
+    for o in range(layer.out_features):  # one output at a time: memory O(Q * I * K1), not O(O * Q * I * K1)
+        gathered = layer.coef[o][np.arange(layer.in_features)[None, :, None],
+                                 first[:, :, None] + np.arange(layer.k1)[None, None, :]]  # [Q, I, K1]
+        bound_sp[o] = (np.abs(gathered) * basis).sum(axis=2).max(axis=0).sum()
+    silu_max = np.abs(silu_q).max(axis=0)  # [I]
+    bound_b = (np.abs(layer.base_weight) * silu_max[None, :]).sum(axis=1)
+    return bound_sp, bound_b
+
+
+def accumulators(layer: SplineLayer, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two int32 accumulators (spline, base) of every output: [N, I] codes -> ([N, O], [N, O])."""
+    first, basis, silu_q = decode_inputs(layer, codes)
+    acc_spline = np.einsum("onik,nik->no", live_coefficients(layer, first), basis)
+    acc_base = silu_q @ layer.base_weight.T
+    return acc_spline, acc_base
+
+
+def run_layer(layer: SplineLayer, codes: np.ndarray) -> np.ndarray:
+    """Requantized outputs before saturation ([N, O] int64); the caller clamps."""
+    return requantize_sums(layer, accumulators(layer, codes))  # arithmetic shift: floor division by 2^shift
+
+
+def requantize_sums(qlayer: SplineLayer, sums: tuple) -> np.ndarray:
+    """run_layer's requantization of accumulators(qlayer, codes) (the planner shares the sums)."""
+    acc_spline, acc_base = sums
+    total = acc_spline * qlayer.mult_spline[None, :] + acc_base * qlayer.mult_base[None, :] + qlayer.rounding[None, :]
+    return total >> qlayer.shift[None, :]

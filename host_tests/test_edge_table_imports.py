@@ -32,7 +32,9 @@ def test_efficient_kan_after_update_grid(update_grid_checkpoint, tmp_path):
     acc = float((integer_outputs(tmp_path / "m", data.x_test).argmax(1) == data.y_test).mean())
     assert acc >= float_acc - 0.005, (acc, float_acc)
     # the spline kernel's per-input tables cost far more flash for the same model
-    spline = generate_model(checkpoint, tmp_path / "s", calibration=calib, strategy="spline", quiet=True)
+    # per-input (non-uniform) spline tables at 8-bit codes: about 115 KB, over the default 64 KiB budget
+    spline = generate_model(checkpoint, tmp_path / "s", calibration=calib, strategy="spline", quiet=True,
+                            flash_budget=256 * 1024)
     assert spline.report["totals"]["flash_bytes"] > result.report["totals"]["flash_bytes"]
 
 

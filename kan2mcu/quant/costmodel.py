@@ -26,14 +26,22 @@ def model_overhead(core: str) -> int:
     return INFER_OVERHEAD.get(core, 15)
 
 
+def mul_free_extra_bytes(model, plan, options) -> list[int]:
+    """Per layer, the flash its own cost leaves out: in a multiply-free model a hidden layer reads 2^b
+    thresholds per output (b: the next layer's code bits) instead of 3 requantization numbers."""
+    n = len(model.layers)
+    if not getattr(options, "mul_free", False):
+        return [0] * n
+    return [mulfree.threshold_bytes(model.layers[i].out_features, plan[i + 1].in_bits) if i < n - 1 else 0
+            for i in range(n)]
+
+
 def plan_cost(model, plan, options, core: str) -> dict:
     """Predicted instructions and flash of a whole plan on ``core``."""
     n = len(model.layers)
     costs = [layer_cost(layer, step, options, core, i == 0, i == n - 1)
              for i, (layer, step) in enumerate(zip(model.layers, plan))]
-    if options.mul_free:  # hidden layers read 2^b thresholds per output instead of 3 requantization numbers
-        for i in range(n - 1):
-            costs[i] = {**costs[i], "flash_bytes": costs[i]["flash_bytes"]
-                        + mulfree.threshold_bytes(model.layers[i].out_features, plan[i + 1].in_bits)}
+    extra = mul_free_extra_bytes(model, plan, options)
+    costs = [{**c, "flash_bytes": c["flash_bytes"] + e} for c, e in zip(costs, extra)]
     return {"instructions": sum(c["instructions"] for c in costs) + model_overhead(core),
             "flash_bytes": sum(c["flash_bytes"] for c in costs), "layers": costs}

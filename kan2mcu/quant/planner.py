@@ -168,8 +168,9 @@ def _predict(model, combos, costs, options, core, search: PlanSearch, budget: Bu
     predicted = {}
     for combo in combos:
         layers = [costs[(i, step)] for i, step in enumerate(combo)]
+        extra = sum(costmodel.mul_free_extra_bytes(model, combo, options))
         predicted[combo] = {"instructions": sum(c["instructions"] for c in layers) + costmodel.model_overhead(core),
-                            "layer_flash": sum(c["flash_bytes"] for c in layers), "layers": layers}
+                            "layer_flash": sum(c["flash_bytes"] for c in layers) + extra, "layers": layers}
     if not any(p["layer_flash"] <= budget.bytes for p in predicted.values()):
         for combo, p in predicted.items():  # none fits: the smallest needs every input API's size
             p["api"] = search.api_bytes(combo[0])

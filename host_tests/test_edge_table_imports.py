@@ -12,7 +12,7 @@ import torch
 from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.data.datasets import load_dataset
 from kan2mcu.generate import generate_model
-from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions
 from kan2mcu.quant.reference import dequantize_outputs, quantize_inputs, run_model
 from kan2mcu.model.torch_kan import KAN
 from kan2mcu.check.verify import verify
@@ -56,8 +56,10 @@ def test_efficient_kan_gelu_base(tmp_path):
         original = gelu_forward(torch.tensor(x)).numpy()
     torch.save(model.float().state_dict(), tmp_path / "gelu.pt")
     np.save(tmp_path / "calib.npy", x)
+    # the plan pinned at 8-bit codes: two random outputs and no recorded task make the planner's metric
+    # count argmax flips between near-equal outputs (docs/arithmetic.md section 8), which is not this test
     generate_model(tmp_path / "gelu.pt", tmp_path / "m", calibration=tmp_path / "calib.npy", base_activation="gelu",
-                   quiet=True, max_error=0.01, strategy="edge-table")
+                   quiet=True, plan=[LayerPlan("edge-table", 8, 8)] * 2)
     assert verify(tmp_path / "m", calibration=tmp_path / "calib.npy", quiet=True).inputs_checked >= 1000
     ours = integer_outputs(tmp_path / "m", x)
     span = float(original.max() - original.min())

@@ -14,7 +14,7 @@ from kan2mcu.firmware.boards import get_board
 from kan2mcu.firmware.measure import build_firmware, measure
 from kan2mcu.firmware.qemu import run_elf
 from kan2mcu.generate import generate_model
-from kan2mcu.quant.quantize import QuantOptions
+from kan2mcu.quant.quantize import LayerPlan, QuantOptions
 from kan2mcu.quant.reference import run_model
 from test_firmware_qemu import offline_environment  # noqa: F401  (fresh offline PlatformIO core, dead proxy)
 
@@ -26,8 +26,9 @@ def rule_model(small_checkpoints, tmp_path_factory):
     """8 inputs, raw = Q15.16, 8-bit codes: the raw API in the rule layout (8 rows)."""
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
     folder = tmp_path_factory.mktemp("rawfw") / "small"
+    # the plan pinned at 8-bit codes (the planner may narrow them): every code 0..255 is a vector below
     generate_model(checkpoint, folder, name="small", options=QuantOptions(act_bits=8), calibration=calibration,
-                   quiet=True)
+                   quiet=True, plan=[LayerPlan("edge-table", 8, 8)] * 2)
     assert "small_raw_rules[8]" in (folder / "small.c").read_text()
     return folder
 

@@ -119,14 +119,15 @@ def test_halfword_edge_tables_on_firmware(small_checkpoints, board, tmp_path):
 
 @pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m0", "qemu-rv32imac"])
 def test_low_bit_spline_kernel_on_firmware(small_checkpoints, board, tmp_path):
-    """4-bit coefficients with byte base-branch weights (--base-bits 8: SXTB16 pairs on M4): in the
-    cubic model the halfword kernel (4 and 1 outputs per pass on M0, 5 and 3 outputs), in the
+    """Low-bit coefficients with byte base-branch weights (--base-bits 8: SXTB16 pairs on M4): in the
+    cubic model (5-bit coefficients) the halfword kernel (4 and 1 outputs per pass on M0, 5 and 3 outputs), in the
     quadratic one the nibble path (layers of 4 outputs) and the byte path (2 outputs). Every code of
     every input and 300 random codes, run by the firmware, equal the Python integer reference's."""
     from kan2mcu.quant.quantize import QuantOptions
 
-    options = QuantOptions(act_bits=8, spline_bits=3, coef_bits=4, base_bits=8)
-    for shape, n_in in (("8x5x3-G5-k3", 8), ("6x4x4x2-G3-k2", 6)):
+    # the cubic model at 5-bit coefficients (4-bit ones take the compact nibble words)
+    for shape, n_in, coef in (("8x5x3-G5-k3", 8, 5), ("6x4x4x2-G3-k2", 6, 4)):
+        options = QuantOptions(act_bits=8, spline_bits=3, coef_bits=coef, base_bits=8)
         checkpoint, calibration = small_checkpoints[shape]
         generate_model(checkpoint, tmp_path / shape, calibration=calibration, quiet=True, strategy="spline",
                        options=options, max_error=10.0, allow_saturation=True)

@@ -95,6 +95,7 @@ def kernel_context(ql, macro: str) -> dict:
     L["asm_loop"] = asm_loop(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
+    L["odd_bytes"] = odd_bytes(ql.out_features, ql.row_words) if L["dsp_asm"] else None
     L["requant_rows"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
 
@@ -151,6 +152,17 @@ def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
     return {"rows": rows, "centre": centre, "offsets": [(k - centre) * stride for k in range(rows)],
             "row_lsl": base.bit_length() - 1, "row_times3": times3,
             "code_load": "lbu" if act_bits <= 8 else "lhu", "code_bytes": 1 if act_bits <= 8 else 2}
+
+
+def odd_bytes(out_features: int, row_words: int) -> list[str]:
+    """Per word of a byte-entry row, how the RV32 asm sums its odd bytes: ``mask`` (``(w >> 8) &
+    0x00FF00FF``), ``shift`` (``w >> 8``: a last word whose bytes 2 and 3 are padding, always 0) or
+    ``none`` (a last word with one entry: no odd sum)."""
+    kinds = ["mask"] * row_words
+    real = out_features - 4 * (row_words - 1)  # entries of the last word
+    if real <= 2:
+        kinds[-1] = "shift" if real == 2 else "none"
+    return kinds
 
 
 def v6m_loop(row_words: int, act_bits: int) -> dict | None:

@@ -111,3 +111,38 @@ def test_fewer_code_bits_never_slower_on_qemu(board, tmp_path):
     assert [m["check"] for m in report["models"]] == ["PASS"] * len(dirs)
     counts = [m["instructions"] for m in report["models"]]
     assert counts == sorted(counts), counts
+
+
+@pytest.fixture(scope="module")
+def clamped_codes_dir(tmp_path_factory):
+    """A [12, 6, 3] KAN at 5-bit codes whose test vectors hold first-layer codes above the top code
+    31 (vectors 1, 3, 5: a single code at 32, 63 or 255; the others in range), expected outputs
+    from the Python integer reference (which clamps them)."""
+    import json
+
+    from kan2mcu.quant.reference import run_model
+
+    base = tmp_path_factory.mktemp("clamped")
+    checkpoint, calibration = make_random_checkpoint(base / "c.pt", (12, 6, 3), 4, 3, seed=11)
+    folder = base / "model"
+    generate_model(checkpoint, folder, calibration=calibration, options=QuantOptions(act_bits=5),
+                   plan=[LayerPlan("edge-table", 5)] * 2, quiet=True)
+    codes = np.random.default_rng(4).integers(0, 32, (8, 12))
+    for vector, (index, code) in {1: (0, 32), 3: (11, 63), 5: (6, 255), 7: (3, 31)}.items():
+        codes[vector, index] = code
+    _, qmodel = load_bundle(folder)
+    vectors = json.loads((folder / "test_vectors.json").read_text())
+    vectors["inputs"], vectors["outputs"] = codes.tolist(), run_model(qmodel, codes).tolist()
+    (folder / "test_vectors.json").write_text(json.dumps(vectors))
+    return folder
+
+
+@pytest.mark.parametrize("board", MUL_BOARDS)
+def test_first_layer_codes_above_the_top_code_clamp_on_every_board(clamped_codes_dir, board, tmp_path):
+    """Codes above a first layer's top code decode as the top code on every core (RV32: the codes'
+    test sends them through the clamped copy; in-range vectors take the asm rows without clamps)."""
+    info = get_board(board)
+    require_tool(info.gcc_prefix + "gcc")
+    require_tool(info.qemu_system)
+    entry = measure([clamped_codes_dir], board, tmp_path / "measure")["models"][0]
+    assert entry["check"] == "PASS", entry["firmware_result"]

@@ -96,6 +96,7 @@ def kernel_context(ql, macro: str) -> dict:
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["odd_bytes"] = odd_bytes(ql.out_features, ql.row_words) if L["dsp_asm"] else None
+    L["code_check"] = code_check(ql.in_features, ql.act_bits) if L["rv32"] else None
     L["requant_rows"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
 
@@ -152,6 +153,20 @@ def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
     return {"rows": rows, "centre": centre, "offsets": [(k - centre) * stride for k in range(rows)],
             "row_lsl": base.bit_length() - 1, "row_times3": times3,
             "code_load": "lbu" if act_bits <= 8 else "lhu", "code_bytes": 1 if act_bits <= 8 else 2}
+
+
+def code_check(n_in: int, act_bits: int) -> dict:
+    """The RV32 kernel's test of a first layer's codes (used where the caller's codes need a clamp):
+    the codes read as aligned 32-bit words, ORed, and masked with the bits no code up to the top
+    code sets (``mask``, per code in the word); codes left after the last whole word (``tail``) are
+    ORed one by one. Nonzero (or codes not 4-byte aligned): the codes are clamped into a copy first,
+    so that the asm rows need no clamp per input."""
+    code_bits = 8 if act_bits <= 8 else 16
+    per_word = 32 // code_bits
+    lane = ((1 << code_bits) - 1) & ~((1 << act_bits) - 1)
+    mask = sum(lane << (code_bits * k) for k in range(per_word))
+    words = n_in // per_word
+    return {"words": words, "tail": list(range(words * per_word, n_in)), "mask": f"0x{mask:08X}u"}
 
 
 def odd_bytes(out_features: int, row_words: int) -> list[str]:

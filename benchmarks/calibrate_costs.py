@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "host_tests"))
 from conftest import make_random_checkpoint  # noqa: E402  (the tests' random-KAN maker)
 
+from kan2mcu.errors import BoardError  # noqa: E402
 from kan2mcu.firmware.boards import QEMU_BOARDS, get_board  # noqa: E402
 from kan2mcu.firmware.measure import measure  # noqa: E402
 from kan2mcu.generate import generate_model  # noqa: E402
@@ -39,6 +40,11 @@ VARIANTS = {  # name: (strategy, options)
     "edge-table-6bit": ("edge-table", QuantOptions(act_bits=6)),
     "edge-table-nibbles": ("edge-table", QuantOptions(act_bits=4, table_bits=4)),
     "edge-table-halfwords": ("edge-table", QuantOptions(act_bits=4, table_bits=12)),
+    # multiply-free layers (threshold requantization): measured on cores without a multiplier only
+    "edge-table-mulfree": ("edge-table", QuantOptions(act_bits=4, mul_free=True)),
+    "edge-table-mulfree-3bit": ("edge-table", QuantOptions(act_bits=3, mul_free=True)),
+    "edge-table-mulfree-nibbles": ("edge-table", QuantOptions(act_bits=4, table_bits=4, mul_free=True)),
+    "edge-table-mulfree-3bit-nibbles": ("edge-table", QuantOptions(act_bits=3, table_bits=4, mul_free=True)),
     "spline8": ("spline", QuantOptions()),
     "spline4": ("spline", QuantOptions(coef_bits=4)),
     "spline434": ("spline", QuantOptions(act_bits=4, spline_bits=3, coef_bits=4)),
@@ -54,6 +60,24 @@ def features(strategy: str, n_in: int, n_out: int, core: str, options: QuantOpti
                                           last).values())
     terms = spline.cost_terms(n_in, n_out, options.coef_bits, last, core)
     return [terms[key] for key in spline.COSTS[core]]
+
+
+def _mul_free(model_dir: Path) -> bool:
+    return "-mulfree" in model_dir.name
+
+
+def _measured(dirs: list[Path], board: str, work: Path, skip_misfits: bool) -> list[tuple[Path, dict]]:
+    """(model folder, measure entry) of every model; with ``skip_misfits`` one at a time, leaving out
+    those whose firmware does not fit the board (rv32ec: 16 KiB of flash)."""
+    if not skip_misfits:
+        return list(zip(dirs, measure(dirs, board, work)["models"]))
+    pairs = []
+    for model_dir in dirs:
+        try:
+            pairs.append((model_dir, measure([model_dir], board, work / model_dir.name)["models"][0]))
+        except BoardError:
+            print(f"{board}: {model_dir.name} does not fit, left out")
+    return pairs
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -82,17 +106,24 @@ def main(argv=None) -> int:
         ckpt, calib = make_random_checkpoint(work / f"{'x'.join(map(str, shape))}.pt", shape, 5, 3, seed=7)
         model = load_checkpoint(ckpt).model
         for variant, (strategy, options) in variants.items():
+            if options.mul_free and all(get_board(b).has_multiplier for b in args.boards):
+                continue
+            if not options.mul_free and not any(get_board(b).has_multiplier for b in args.boards):
+                continue
             out = work / f"{variant}-{'x'.join(map(str, shape))}"
             plan = [LayerPlan(strategy, options.act_bits) for _ in model.layers]
-            generate_model(ckpt, out, options=options, calibration=calib, plan=plan, quiet=True)
+            generate_model(ckpt, out, options=options, calibration=calib, plan=plan, quiet=True,
+                           allow_saturation=True)  # random KANs: speed is measured, not accuracy
             dirs.append(out)
             for index, layer in enumerate(model.layers):
                 samples.append((variant, layer.in_features, layer.out_features, out, index, index == 0,
                                 index == len(model.layers) - 1))
     counts = {}
     for board in args.boards:
-        report = measure(dirs, board, work / f"measure-{board}")
-        for model_dir, entry in zip(dirs, report["models"]):
+        # cores without a multiplier run multiply-free models only, and only those that fit the board
+        mul_free = not get_board(board).has_multiplier
+        board_dirs = [d for d in dirs if _mul_free(d) == mul_free]
+        for model_dir, entry in _measured(board_dirs, board, work / f"measure-{board}", skip_misfits=mul_free):
             for function, n in entry["functions"].items():
                 match = re.search(r"_layer(\d+)", function)
                 if match:
@@ -103,7 +134,7 @@ def main(argv=None) -> int:
         for strategy in strategies:
             rows, targets, names = [], [], []
             for variant, n_in, n_out, model_dir, index, first, last in samples:
-                if VARIANTS[variant][0] != strategy:
+                if VARIANTS[variant][0] != strategy or (board, str(model_dir), index) not in counts:
                     continue
                 rows.append(features(strategy, n_in, n_out, core, VARIANTS[variant][1], first, last))
                 targets.append(counts[(board, str(model_dir), index)])

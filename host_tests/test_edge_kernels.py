@@ -94,16 +94,24 @@ def test_asm_rows_per_step_grow_with_fewer_code_bits():
         assert counts == sorted(counts, reverse=True), (row_words, counts)
 
 
+# boards whose first layer's clamp costs no more than the table rows per step that one code bit
+# fewer saves (RV32: one test of all codes instead of a clamp per input), so that 8-bit codes (no
+# clamp) are not faster than 7-bit ones; on the others an 8-bit first layer is one clamp per input
+# cheaper (USAT on Thumb-2) and the rule holds among the clamped widths 3..7
+CHECKED_CODES_BOARDS = ("qemu-rv32imac",)
+
+
 @pytest.mark.parametrize("board", MUL_BOARDS)
 def test_fewer_code_bits_never_slower_on_qemu(board, tmp_path):
-    """The digits-shaped KAN [64, 16, 10] as edge tables at 3..7-bit codes (all clamped): QEMU's exact
-    instruction counts never grow with fewer code bits; every build PASSes."""
+    """The digits-shaped KAN [64, 16, 10] as edge tables at 3..7-bit codes (all clamped; 3..8 bits
+    where the codes are tested at once): QEMU's exact instruction counts never grow with fewer code
+    bits; every build PASSes."""
     info = get_board(board)
     require_tool(info.gcc_prefix + "gcc")
     require_tool(info.qemu_system)
     checkpoint, calibration = make_random_checkpoint(tmp_path / "d.pt", (64, 16, 10), 5, 3, seed=3)
     dirs = []
-    for bits in range(3, 8):
+    for bits in range(3, 9 if board in CHECKED_CODES_BOARDS else 8):
         generate_model(checkpoint, tmp_path / f"b{bits}", calibration=calibration, options=QuantOptions(act_bits=bits),
                        plan=[LayerPlan("edge-table", bits)] * 2, quiet=True)
         dirs.append(tmp_path / f"b{bits}")

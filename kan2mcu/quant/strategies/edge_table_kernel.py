@@ -96,7 +96,9 @@ def kernel_context(ql, macro: str) -> dict:
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["odd_bytes"] = odd_bytes(ql.out_features, ql.row_words) if L["dsp_asm"] else None
-    L["code_check"] = code_check(ql.in_features, ql.act_bits) if L["rv32"] else None
+    thumb2 = bool(L["asm_loop"] and L["asm_loop"]["unrolled"])  # the straight-line Thumb-2 asm
+    L["code_check"] = {**code_check(ql.in_features, ql.act_bits), "rv32": bool(L["rv32"]), "thumb2": thumb2} \
+        if L["rv32"] or thumb2 else None
     L["requant_rows"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
 
@@ -156,11 +158,12 @@ def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
 
 
 def code_check(n_in: int, act_bits: int) -> dict:
-    """The RV32 kernel's test of a first layer's codes (used where the caller's codes need a clamp):
+    """The straight-line asm kernels' test of a first layer's codes (RV32, Thumb-2; used where the
+    caller's codes need a clamp):
     the codes read as aligned 32-bit words, ORed, and masked with the bits no code up to the top
     code sets (``mask``, per code in the word); codes left after the last whole word (``tail``) are
     ORed one by one. Nonzero (or codes not 4-byte aligned): the codes are clamped into a copy first,
-    so that the asm rows need no clamp per input."""
+    so that the asm rows need no clamp (USAT on Thumb-2) per input."""
     code_bits = 8 if act_bits <= 8 else 16
     per_word = 32 // code_bits
     lane = ((1 << code_bits) - 1) & ~((1 << act_bits) - 1)

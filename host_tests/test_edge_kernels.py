@@ -168,3 +168,28 @@ def test_digits_default_plan_within_its_instruction_bound(digits_checkpoint, boa
     entry = measure([tmp_path / "kan"], board, tmp_path / "measure")["models"][0]
     assert entry["check"] == "PASS", entry["firmware_result"]
     assert entry["instructions"] <= bound, entry["functions"]
+
+
+STRICT_TARGETS = {  # cross compilers and flags of the cores whose asm kernels the shapes exercise
+    "cortex-m0plus": ("arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb"),
+    "cortex-m3": ("arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb"),
+    "cortex-m4": ("arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb"),
+    "rv32imac": ("riscv64-unknown-elf-gcc", "-march=rv32imac", "-mabi=ilp32"),
+    "rv32ec": ("riscv64-unknown-elf-gcc", "-march=rv32ec", "-mabi=ilp32e"),
+}
+
+
+@pytest.mark.parametrize("target", STRICT_TARGETS)
+def test_kernel_shapes_compile_warning_free(shape_dirs, target, tmp_path):
+    """Every shape's kan.c compiles for the core with -Wall -Wextra -Wconversion -Wcast-align
+    -pedantic -Werror (users' builds, e.g. Arduino's, turn warnings into errors; table pointers that
+    may pass a table's end once failed -Warray-bounds)."""
+    import subprocess
+
+    gcc, *flags = STRICT_TARGETS[target]
+    require_tool(gcc)
+    for name, folder in shape_dirs.items():
+        completed = subprocess.run([gcc, *flags, "-std=c99", "-O2", "-ffreestanding", "-Wall", "-Wextra", "-Wconversion",
+                                    "-Wcast-align", "-pedantic", "-Werror", "-c", str(folder / "kan.c"),
+                                    "-o", str(tmp_path / f"{name}.o")], capture_output=True, text=True, check=False)
+        assert completed.returncode == 0, (name, completed.stderr[-2000:])

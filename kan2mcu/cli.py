@@ -94,6 +94,10 @@ def _run_generate(args) -> int:
                             allow_saturation=args.allow_saturation, prefix=args.prefix, eval_data=args.eval_data,
                             fold_silu=args.fold_silu)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)
+    notes = result.report.get("notes")
+    if notes:  # what does not change the result is not a warning: one line points to it
+        print(f"kan2mcu: {len(notes)} note{'s' if len(notes) > 1 else ''} in {result.folder / 'report.md'}",
+              file=sys.stderr)
     if args.plots:
         _plot_folder(result.folder)
     return 0

@@ -117,10 +117,16 @@ class Generation:
     report: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     written: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # what does not change the result by itself: for the report
 
     def say(self, msg: str) -> None:
         if not self.request.quiet:
             print(msg, file=sys.stderr)
+
+    def note(self, msg: str | None) -> None:
+        """Keep ``msg`` for the report's notes (never printed as a warning); None: nothing to note."""
+        if msg:
+            self.notes.append(msg)
 
 
 ACCURACY_LOSS_WARN = 0.01  # accuracy (or R2) points lost on data against the float model that generate warns about
@@ -205,10 +211,10 @@ def calibrate(g: Generation) -> None:
     g.calib, g.calib_how = calibration_data(g.imported, req.calibration)
     g.evaluated_rows = eval_rows(g.imported, g.model, req.eval_data)
     if g.calib is None:
-        _warn("no calibration data: activation ranges come from the grids only; "
-              "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
-    elif req.arith == "int" and coverage.small_calibration(len(g.calib)):
-        _warn(coverage.small_calibration(len(g.calib)))
+        g.note("no calibration data: activation ranges come from the grids only; "
+               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
+    elif req.arith == "int":
+        g.note(coverage.small_calibration(len(g.calib)))
     g.target = g.model
     if req.fold_silu:
         _fold_silu(g)
@@ -226,7 +232,7 @@ def _fold_silu(g: Generation) -> None:
             g.say(f"kan2mcu: --fold-silu: {row['layer']} folded (its outputs change by "
                   f"{100 * row['rms_error']:.3g}% RMS of their range)")
         else:
-            _warn(f"--fold-silu: {row['layer']} keeps its SiLU branch: the refit would change its outputs by "
+            g.note(f"--fold-silu: {row['layer']} keeps its SiLU branch: the refit would change its outputs by "
                   f"{100 * row['rms_error']:.2f}% RMS of their range ({100 * row['inside_grid']:.0f}% of its "
                   f"inputs inside the grid)")
 
@@ -249,6 +255,7 @@ def plan(g: Generation) -> None:
                 g.say(f"kan2mcu: {line}")
             if g.choice.warning:
                 _warn(g.choice.warning)
+            g.note(g.choice.note)
     trained_for = g.model.metadata.get("qat")  # kan2mcu finetune / train --qat
     if trained_for:
         from kan2mcu.training.qat import deployment_warning  # pylint: disable=import-outside-toplevel
@@ -268,6 +275,7 @@ def guard_stage(g: Generation) -> None:
         guard.check_held_out(g.held_out, force=g.request.allow_saturation, warn=_warn)
         g.guard_report = guard.measure(g.model, g.qmodel, g.calib)
         guard.check(g.guard_report, force=g.request.allow_saturation, warn=_warn)
+        g.notes.extend(g.guard_report.notes)
 
 
 def render(g: Generation) -> None:
@@ -303,7 +311,8 @@ def report(g: Generation) -> None:
                                                                                         g.evaluated_rows),
                   "fold_silu": g.fold_report,
                   "accuracy": dataset_accuracy(model, qmodel, dataset) if dataset else None,
-                  "coverage": covered.as_dict() if covered is not None else None},
+                  "coverage": covered.as_dict() if covered is not None else None,
+                  "notes": list(g.notes)},
         code_bytes=code_bytes(qmodel) if qmodel is not None else 0)
     if g.choice is not None:  # the written model, counted as the budget counts it
         _check_budget(g.report["totals"], budget_of(req.board, req.flash_budget), req.allow_over_budget, g.say)
@@ -325,15 +334,14 @@ def _check_budget(t: dict, budget, allow: bool, say) -> None:
 
 
 def _coverage(g: Generation):
-    """How much of the held-out inputs the integer model's ranges cover (warns when too little)."""
+    """How much of the held-out inputs the integer model's ranges cover (a note when too little)."""
     dataset = g.imported.dataset
     held_out = ((load_dataset(dataset).x_test, f"{dataset} test split") if dataset
                 else held_out_inputs(g.model, g.evaluated_rows))
     if g.qmodel is None or held_out is None:
         return None
     covered = coverage.measure(g.model, g.qmodel, *held_out, calibration=g.calib)
-    if covered.warning():
-        _warn(covered.warning())
+    g.note(covered.note())
     return covered
 
 

@@ -122,8 +122,6 @@ def markdown(report: dict) -> str:
                          f"{alt['instructions_saved']} fewer instructions (predicted; within the cost model's error)")
         if planner.get("warning"):
             lines += ["", f"**Warning:** {planner['warning']}."]
-        if planner.get("note"):
-            lines += ["", f"Note: {planner['note']}."]
     acc = report.get("accuracy")
     if acc and report["arith"] == "float":
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
@@ -147,7 +145,16 @@ def markdown(report: dict) -> str:
     text = "\n".join(lines) + "\n" + f"\nBase activation: {report['model']['base_activation']}.\n"
     if "calibration_rows" in report:
         text += coverage.markdown(report["calibration_rows"], report.get("coverage"))
-    return text + (guard.markdown(report["guard"]) if report.get("guard") else "")
+    text += guard.markdown(report["guard"]) if report.get("guard") else ""
+    return text + notes_markdown(report.get("notes"))
+
+
+def notes_markdown(notes: list | None) -> str:
+    """The report's notes (what does not change the result by itself; generate prints only their
+    count), one item each, or nothing without notes."""
+    if not notes:
+        return ""
+    return "\n".join(["", "## Notes", "", *(f"- {note}" for note in notes)]) + "\n"
 
 
 def _fmt(value) -> str:

@@ -58,7 +58,7 @@ class Choice:
     layers: tuple[dict, ...]  # per layer: strategy, widths, predicted instructions/flash, alternative
     tolerance: float = DEFAULT_MAX_ERROR  # the error the plan had to stay under
     warning: str | None = None  # set when no plan within the budget met the tolerance, or over budget
-    note: str | None = None  # the default tolerance is below what the bit widths reach (no --max-error given)
+    note: str | None = None  # the default tolerance is out of reach of the widths or the budget (no --max-error)
     budget_source: str = "the default flash budget"
     input_api_bytes: int = 0  # predicted flash of the input API (included in flash_bytes)
     fitting: int = 0  # plans within the budget
@@ -213,8 +213,11 @@ def choose(model: KANModel, options: QuantOptions, calibration, *, strategy: str
     scores = Scores(search)
     combo, tolerance, warning, unreachable = search_plans(model, options, strategy, scores, fitting, predicted,
                                                           objective, max_error, budget)
-    warning = "; ".join(w for w in (over, warning, unreachable if given else None) if w) or None
-    note = f"the default {unreachable}" if unreachable and not given else None
+    # an error limit out of reach: the user's --max-error is warned about; the default one is noted
+    # (what the model loses on data is the guard's to warn about)
+    missed = (unreachable and f"the default {unreachable}", warning)
+    note = None if given else "; ".join(w for w in missed if w) or None
+    warning = "; ".join(w for w in (over, warning, unreachable) if w) if given else over
     weighed = {"codes": [options.act_bits, MIN_BITS], "entries": [options.table_bits, MIN_BITS],
                "coefficients": [options.coef_bits, MIN_BITS], "options_dropped_as_no_cheaper": dropped,
                "quantized_layers": search.quantized_layers}

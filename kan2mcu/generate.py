@@ -29,6 +29,7 @@ from kan2mcu.codegen.render import render_float, render_int
 from kan2mcu.codegen.report import build_report, layer_report, markdown
 from kan2mcu.codegen.vectors import N_TEST_VECTORS, test_vectors
 from kan2mcu.data.datasets import load_dataset
+from kan2mcu.data.tabular import TASKS
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.model.importers import ImportedModel, load_checkpoint
 from kan2mcu.model.ir import BASE_FUNCTIONS
@@ -38,6 +39,7 @@ from kan2mcu.quant.evaluate import dataset_accuracy, eval_rows, evaluation, held
 from kan2mcu.quant.fixedpoint import code_ctype
 from kan2mcu.quant.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.quant.budget import check_written_total, code_bytes, flash_budget as budget_of
+from kan2mcu.quant.output_error import task_of
 from kan2mcu.quant.planner import board_options, choose, core_for, explain
 from kan2mcu.quant.quantize import QuantOptions, quantize
 
@@ -79,12 +81,15 @@ class GenerateRequest:
     eval_data: Path | None = None
     fold_silu: bool = False
     allow_over_budget: bool = False
+    task: str | None = None  # None: the checkpoint's (kan2mcu.quant.output_error.task_of)
 
     def check(self) -> None:
         """Refuse, before any work, what cannot be generated (OptionError)."""
         if self.arith not in ARITHMETICS:
             raise OptionError(f"--arith must be one of {ARITHMETICS}, got {self.arith!r}")
         check_max_error(self.max_error)
+        if self.task is not None and self.task not in TASKS:
+            raise OptionError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         check_name(self.name)
         check_output_folder(Path(self.output))
 
@@ -166,6 +171,16 @@ def with_base_activation(imported: ImportedModel, name: str):
     return dataclasses.replace(imported.model, layers=layers)
 
 
+def with_task(model, task: str):
+    """``model`` with ``task`` recorded (the output-error metric and the bundle take it from there);
+    a checkpoint trained on your data keeps its own: its targets are what they are."""
+    recorded = model.metadata.get("task")
+    if model.metadata.get("target") is not None and recorded != task:
+        raise OptionError(f"--task {task}: this checkpoint was trained on your data as {recorded}; its "
+                          "targets decide the task")
+    return dataclasses.replace(model, metadata={**model.metadata, "task": task})
+
+
 def describe_base_activation(imported: ImportedModel, model, given: str | None) -> str:
     """The model's base activation, and whether it was assumed rather than read from the file."""
     text = "/".join(sorted({layer.base_function for layer in model.layers}))
@@ -199,6 +214,8 @@ def load(g: Generation) -> None:
         _warn(warning)
     if req.base_activation is not None:
         g.model = with_base_activation(g.imported, req.base_activation)
+    if req.task is not None:
+        g.model = with_task(g.model, req.task)
     g.activation = describe_base_activation(g.imported, g.model, req.base_activation)
     g.say(f"kan2mcu: read {checkpoint.name}: {g.imported.format} KAN {g.model.widths}, "
           f"base activation {g.activation}")
@@ -293,8 +310,10 @@ def report(g: Generation) -> None:
     """Assemble report.json: costs per layer, plan, guard, accuracy, evaluation and coverage."""
     req, model, qmodel = g.request, g.model, g.qmodel
     trained_for = model.metadata.get("qat")
+    task, task_source = task_of(model)
     model_info = {"name": req.name, "source_format": g.imported.format, "widths": model.widths,
-                  "sha256": model.sha256(), "base_activation": g.activation}
+                  "sha256": model.sha256(), "base_activation": g.activation, "task": task,
+                  "task_source": "--task" if req.task else task_source}
     if trained_for:
         model_info["qat"] = {k: trained_for.get(k) for k in ("strategy", "act_bits", "spline_bits", "coef_bits",
                                                              "base_bits", "silu_bits")}
@@ -392,7 +411,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    max_error: float | None = None, base_activation: str | None = None,
                    allow_saturation: bool = False, prefix: str | None = None,
                    eval_data: Path | None = None, fold_silu: bool = False,
-                   allow_over_budget: bool = False) -> GenerateResult:
+                   allow_over_budget: bool = False, task: str | None = None) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
@@ -411,6 +430,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     float model the report, the guard and ``verify`` compare with stays the unfolded one.
     A planned model over the flash budget (tables, input API and code, kan2mcu.quant.budget; whichever
     way the budget was given) is refused unless ``allow_over_budget``.
+    ``task`` ("classify" | "regress") sets what the outputs are for the output-error metric the
+    planner and the guard use (default: the checkpoint's, kan2mcu.quant.output_error.task_of).
     """
     options = options or QuantOptions()
     if arith == "int":
@@ -420,6 +441,6 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         calibration=calibration, quiet=quiet, plan=plan, strategy=strategy, optimize=optimize,
         flash_budget=flash_budget, board=board, max_error=max_error, base_activation=base_activation,
         allow_saturation=allow_saturation, prefix=prefix, eval_data=eval_data, fold_silu=fold_silu,
-        allow_over_budget=allow_over_budget)
+        allow_over_budget=allow_over_budget, task=task)
     state = run_stages(request)
     return GenerateResult(Path(output), state.written, state.report)

@@ -227,11 +227,8 @@ def calibrate(g: Generation) -> None:
     req = g.request
     g.calib, g.calib_how = calibration_data(g.imported, req.calibration)
     g.evaluated_rows = eval_rows(g.imported, g.model, req.eval_data)
-    if g.calib is None:
-        g.note("no calibration data: activation ranges come from the grids only; "
-               "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
-    elif req.arith == "int":
-        g.note(coverage.small_calibration(len(g.calib)))
+    if req.arith == "int":  # the float back end has no ranges to calibrate
+        g.note(coverage.small_calibration(None if g.calib is None else len(g.calib)))
     g.target = g.model
     if req.fold_silu:
         _fold_silu(g)

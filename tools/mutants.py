@@ -477,10 +477,9 @@ MUTANTS = (
            (T + "test_frictions.py::test_defaults_do_not_cry_wolf",)),
     Mutant("small-calibration-cries-wolf",
            "a small calibration set (or none) is printed as a warning instead of a note in the report",
-           (("kan2mcu/generate.py", "    elif req.arith == \"int\":\n        g.note(coverage.small_calibration(len(g.calib)))",
-             "    elif req.arith == \"int\" and coverage.small_calibration(len(g.calib)):\n"
-             "        _warn(coverage.small_calibration(len(g.calib)))"),),
-           (T + "test_ptq.py::test_small_calibration_is_a_note",)),
+           (("kan2mcu/generate.py", "        g.note(coverage.small_calibration(None if g.calib is None else len(g.calib)))",
+             "        _warn(coverage.small_calibration(None if g.calib is None else len(g.calib)) or '')"),),
+           (T + "test_ptq.py::test_small_calibration_is_a_note", T + "test_errors.py::test_no_calibration_is_noted")),
     Mutant("coverage-cries-wolf",
            "held-out rows outside the calibrated ranges are printed as a warning instead of noted",
            (("kan2mcu/generate.py", "    g.note(covered.note())", "    if covered.note():\n        _warn(covered.note())"),),

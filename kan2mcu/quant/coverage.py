@@ -21,8 +21,12 @@ NOTE_OUT_OF_RANGE_FRACTION = 0.05  # a note when more than 5% of held-out rows s
 # rows and 16 hidden channels put 2% of the test split past a hidden range by a few codes)
 
 
-def small_calibration(rows: int) -> str | None:
-    """The note for a calibration set of ``rows`` rows, or None when it is large enough."""
+def small_calibration(rows: int | None) -> str | None:
+    """The note for a calibration set of ``rows`` rows (None: no calibration data), or None when it
+    is large enough."""
+    if rows is None:
+        return ("no calibration data: activation ranges come from the grids only; "
+                "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
     if rows >= MIN_CALIBRATION_ROWS:
         return None
     return (f"calibration data has only {rows} rows: a new input leaves a channel's calibrated range "

@@ -174,3 +174,31 @@ def test_measure_note_says_estimate_once():
     text = markdown_table({"board": "b", "core": "c", "cycles_estimate_note": ESTIMATE_NOTE, "models": []})
     sentence = [line for line in text.splitlines() if line.startswith("Cycles marked")][0]
     assert sentence.count("ESTIMATE") == 1
+
+
+def test_one_formatter_for_the_plan_lines():
+    """generate's plan lines and report.md's plan list come from one formatter (planner.layer_line):
+    the same row, rounded on the console, exact in the report."""
+    from kan2mcu.codegen.report import markdown
+    from kan2mcu.quant.planner import larger_plan_line, layer_line
+
+    row = {"layer": 0, "strategy": "edge-table", "in_bits": 5, "table_bits": 8, "predicted_flash_bytes": 36454,
+           "predicted_instructions": 1034, "alternative": {"strategy": "spline", "in_bits": 8,
+                                                           "predicted_flash_bytes": 10035, "predicted_instructions": 12299}}
+    assert layer_line(row, core="cortex-m4") == ("layer 0: edge-table (5-bit codes, 8-bit entries): 35.6 KB, 1.0k instr "
+                                                 "on cortex-m4; spline (8-bit codes) would be 9.8 KB, 12.3k instr")
+    md = layer_line(row, markdown=True)
+    assert md == ("- layer 0: **edge-table**, 5-bit input codes, 8-bit entries: 36454 bytes, about 1034 instructions; "
+                  "spline (8-bit codes) would be 10035 bytes, about 12299 instructions")
+    larger = {"plan": "layer 0: edge-table 6-bit codes", "extra_bytes": 900, "instructions_saved": 12}
+    report = {"model": {"name": "kan", "source_format": "kan2mcu", "widths": [4, 2], "sha256": "0" * 64,
+                        "base_activation": "silu"},
+              "arith": "int", "options": {"act_bits": 8}, "calibration": "none", "layers": [],
+              "totals": {k: 0 for k in ("edges", "table_bytes", "coef_bytes", "flash_bytes", "macs", "bitops",
+                                        "bitops_float32", "bitops_reduction", "workspace_bytes")},
+              "planner": {"objective": "speed", "flash_budget": 65536, "core": "cortex-m4", "calibration_error": 0.001,
+                          "plans_considered": 3, "layers": [row], "larger_plans": [larger]}}
+    text = markdown(report)
+    assert md in text.splitlines() and larger_plan_line(larger, markdown=True) in text.splitlines()
+    assert larger_plan_line(larger) == ("a larger plan (layer 0: edge-table 6-bit codes) would add 900 bytes for 12 "
+                                        "fewer instructions (within the cost model's error)")

@@ -253,9 +253,9 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 # Cost-model entry. Instructions of one layer = the sum of COSTS[core][term] * cost_terms(...)[term]
 # (the terms: cost_terms' docstring). Fitted on QEMU counts of byte (3/4/6-bit codes), nibble and
 # halfword layers of five shapes by benchmarks/calibrate_costs.py, all terms at once (refitted after
-# the asm kernels' first-layer code test replaced the clamp per input): worst fit errors, on the
-# smallest layers (8 or fewer inputs), 25% on M0, 21% on RV32, 11% on M4, 10% on M7, 9% on M3, 13% on
-# M33 (which has its own fit now).
+# the asm kernels' first-layer code test replaced the clamp per input, Thumb-2 after its first rows):
+# worst fit errors, on the smallest layers (8 or fewer inputs), 25% on M0, 21% on RV32, 14% on M4,
+# 11% on M7, 11% on M3, 14% on M33 (which has its own fit now).
 # On Armv6-M the row address comes from the input index (no step of a table pointer): its cost does
 # not depend on the code width (row_step is 0 there; row_mul, rows whose bytes are not a power of
 # two, costs 2.6 per input).
@@ -269,25 +269,25 @@ _M0 = {"layer": -0.17, "input_pass": -3.9, "word": 9.56, "output": 15.81, "clamp
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": 4.28, "input_pass": 3.84, "word": 4.87, "output": 6.65,
-                  "clamp_pass": 1.34, "last_output": 0.17, "nibble_word": 2.24,
-                  "halfword_word": -2.01, "row_step": 0.95, "row_mul": 1.06, "looped_pass": 0.0,
-                  "asm_input": -0.4, "asm_word": -1.92},
-    "cortex-m4": {"layer": 18.14, "input_pass": 1.29, "word": 4.76, "output": 3.89,
-                  "clamp_pass": 0.62, "last_output": -0.4, "nibble_word": 1.47,
-                  "halfword_word": -0.99, "row_step": 1.09, "row_mul": 1.59, "looped_pass": 0.27,
-                  "asm_input": 1.47, "asm_word": -2.39},
-    "cortex-m7": {"layer": 13.16, "input_pass": 1.04, "word": 4.2, "output": 3.66,
-                  "clamp_pass": 0.96, "last_output": 0.32, "nibble_word": 2.65,
-                  "halfword_word": -0.45, "row_step": 1.11, "row_mul": 1.97, "looped_pass": 0.27,
-                  "asm_input": 1.34, "asm_word": -1.81},
+    "cortex-m3": {"layer": 5.03, "input_pass": 3.99, "word": 4.94, "output": 6.25,
+                  "clamp_pass": 1.09, "last_output": -0.3, "nibble_word": 2.22,
+                  "halfword_word": -2.04, "row_step": 0.96, "row_mul": 1.09, "looped_pass": 0.0,
+                  "asm_input": -1.12, "asm_word": -1.83},
+    "cortex-m4": {"layer": 18.39, "input_pass": 1.39, "word": 4.76, "output": 3.89,
+                  "clamp_pass": 0.52, "last_output": -0.74, "nibble_word": 1.47,
+                  "halfword_word": -0.99, "row_step": 1.09, "row_mul": 1.58, "looped_pass": 0.63,
+                  "asm_input": 0.9, "asm_word": -2.29},
+    "cortex-m7": {"layer": 14.02, "input_pass": 1.12, "word": 4.23, "output": 3.41,
+                  "clamp_pass": 0.85, "last_output": 0.08, "nibble_word": 2.63,
+                  "halfword_word": -0.47, "row_step": 1.12, "row_mul": 1.97, "looped_pass": 0.59,
+                  "asm_input": 0.84, "asm_word": -1.74},
     "rv32imac": {"layer": 20.05, "input_pass": 6.51, "word": 5.32, "output": 9.44, "clamp_pass": -0.14,
                  "last_output": -5.01, "nibble_word": 1.95, "halfword_word": -1.11, "row_step": 0.88,
                  "row_mul": 2.06, "looped_pass": 0.0, "asm_input": -6.03, "asm_word": 0.38},
-    "cortex-m33": {"layer": 17.75, "input_pass": 1.3, "word": 4.73, "output": 4.07,
-                   "clamp_pass": 0.63, "last_output": -0.47, "nibble_word": 1.49,
-                   "halfword_word": -0.97, "row_step": 1.07, "row_mul": 1.58, "looped_pass": 0.3,
-                   "asm_input": 1.45, "asm_word": -2.38},
+    "cortex-m33": {"layer": 18.39, "input_pass": 1.39, "word": 4.76, "output": 3.89,
+                   "clamp_pass": 0.52, "last_output": -0.74, "nibble_word": 1.47,
+                   "halfword_word": -0.99, "row_step": 1.08, "row_mul": 1.58, "looped_pass": 0.65,
+                   "asm_input": 0.9, "asm_word": -2.29},
 }
 # Not fitted: rv32ec the C kernel in narrow passes (2 words) with the threshold requantization, its terms
 # set by hand to the multiply-free digits layers (3,290 / 767 instructions measured before the asm

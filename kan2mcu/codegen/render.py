@@ -17,7 +17,8 @@ from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import edge_table_kernel, get_strategy
 from kan2mcu.quant.strategies.edge_table_mve import mve_context
 from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
-from kan2mcu.quant.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout, spline_blocks
+from kan2mcu.quant.strategies.spline import (NIBBLE_OUTPUTS, base_weight_order, kernel_layout, m0_base_blocks,
+                                            spline_blocks)
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 WS_IN_ENTRY_MAX = 24  # bytes of the halfword spline kernel's per-input scratch entry, at most
@@ -191,8 +192,11 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["groups"] = layout.groups
         order = base_weight_order(ql)
         L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
+        L["weight_bias_log2"] = layout.weight_bias.bit_length() - 1  # -1: signed weights, no bias
+        L["m0_base_blocks"] = m0_base_blocks(ql.out_features, layout.weight_bias > 0)
         L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
-                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit, "
+                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit"
+                                 f"{f' + {layout.weight_bias}' if layout.weight_bias else ''}, "
                                  f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")

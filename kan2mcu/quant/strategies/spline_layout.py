@@ -55,6 +55,7 @@ class KernelLayout:
     pos_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pos_base: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # base-function value
     pos_clamped: bool = False  # the tables run on to code 255: the C needs no input clamp
+    weight_bias: int = 0  # added to every real base-branch weight (weight_bias_for); the C subtracts it x sum(base values)
 
     @property
     def nibble(self) -> bool:
@@ -85,13 +86,25 @@ def base_weight_order(layer: SplineLayer) -> list[int]:
     return [0, 2, 1, 3] if layer.base_bits <= 8 else [0, 1, 2, 3]
 
 
+def weight_bias_for(layer: SplineLayer) -> int:
+    """Bias added to halfword base-branch weights (9..15 bits): stored unsigned, so Armv6-M reads them
+    with LDRH at an immediate offset (it has no LDRSH with one), yet still below 2**15 (SMLAD's signed
+    halfwords); the kernel subtracts bias x the sum of the base values once per output (exact modulo
+    2**32, the true sum fits int32). Byte weights (SXTB16) and 16-bit ones stay signed (bias 0)."""
+    if not 8 < layer.base_bits <= 15:
+        return 0
+    bias = 1 << (layer.base_bits - 1)
+    biased = layer.base_weight.astype(np.int64) + bias
+    return bias if biased.size and biased.min() >= 0 and biased.max() <= 0x7FFF else 0
+
+
 def base_weight_groups(layer: SplineLayer) -> np.ndarray:
-    """Base-branch weights [groups, O, 4]: inputs zero-padded to a multiple of 4, group g holds
-    inputs 4g .. 4g + 3 of every output (one pointer per group, outputs at immediate offsets), each
-    group in :func:`base_weight_order`."""
+    """Base-branch weights [groups, O, 4]: inputs zero-padded to a multiple of 4 (padding stays 0,
+    unbiased), real weights plus :func:`weight_bias_for`; group g holds inputs 4g .. 4g + 3 of every
+    output (one pointer per group, outputs at immediate offsets), each group in :func:`base_weight_order`."""
     groups = -(-layer.in_features // 4)
     padded = np.zeros((layer.out_features, groups * 4), np.int64)
-    padded[:, :layer.in_features] = layer.base_weight
+    padded[:, :layer.in_features] = layer.base_weight + weight_bias_for(layer)
     order = base_weight_order(layer)
     return padded.reshape(layer.out_features, groups, 4)[:, :, order].transpose(1, 0, 2).copy()
 
@@ -155,11 +168,12 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
         if stored.min() < 0 or stored.max() > top:
             raise QuantizationError(f"{layer.name}: coefficients do not fit biased {kind}s")
         if kind == "byte":
-            return KernelLayout(kind, stored, bias_log2, 0, layer.in_features, weight, groups)
+            return KernelLayout(kind, stored, bias_log2, 0, layer.in_features, weight, groups,
+                                weight_bias=weight_bias_for(layer))
         clamp = first and layer.codes - 1 < CODE_TYPE_TOP
         positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
         return KernelLayout(kind, stored.transpose(1, 0, 2).astype(np.uint16), bias_log2, 0, layer.in_features,
-                            weight, groups, **positions)
+                            weight, groups, **positions, weight_bias=weight_bias_for(layer))
     n_out, n_in = layer.out_features, layer.in_features
     blocks = -(-n_out // NIBBLE_OUTPUTS)
     stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)
@@ -176,7 +190,8 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
     _, basis, _ = decode_inputs(layer, codes)
     per_input = int(basis.sum(axis=2).max()) * 15 if basis.size else 0
     chunk = max(1, min(n_in, LANE_MAX // max(per_input, 1)))
-    return KernelLayout(kind, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups)
+    return KernelLayout(kind, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups,
+                        weight_bias=weight_bias_for(layer))
 
 
 def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tuple[np.ndarray, int]:
@@ -229,6 +244,15 @@ def m0_blocks(n_out: int, n_basis: int) -> list:
         fits = offset <= M0_ADDS_MAX and 2 * n_basis * (count - 1) + 6 <= M0_LDRH_REACH
         out.append((first, count, offset if fits else None))
     return out
+
+
+def m0_base_blocks(n_out: int, biased_halfwords: bool) -> list:
+    """(first, count, asm) passes of the Armv6-M base branch: up to 4 outputs (4 high-register
+    accumulators), weights read with LDRH at immediate offsets (biased halfword weights only), the
+    weight pointer stepped by one ADDS per group (8 x outputs <= 255); else the narrow C passes."""
+    if not biased_halfwords or 8 * n_out > M0_ADDS_MAX:
+        return [(first, count, False) for first, count in _blocks(n_out, SPLINE_OUTPUTS_PER_PASS["narrow"])]
+    return [(first, count, True) for first, count in _blocks(n_out, M0_OUTPUTS_PER_PASS)]
 
 
 THUMB2_LDR_REACH = 4095  # LDR's immediate offset on Thumb-2: the DSP assembly block reads rows within it

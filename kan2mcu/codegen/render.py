@@ -192,11 +192,9 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["groups"] = layout.groups
         order = base_weight_order(ql)
         L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
-        L["weight_bias_log2"] = layout.weight_bias.bit_length() - 1  # -1: signed weights, no bias
-        L["m0_base_blocks"] = m0_base_blocks(ql.out_features, layout.weight_bias > 0)
+        L.update(weight_bias_log2=layout.weight_bias.bit_length() - 1, m0_base_blocks=m0_base_blocks(ql.out_features, layout.weight_bias > 0))  # noqa: E501
         L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
-                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit"
-                                 f"{f' + {layout.weight_bias}' if layout.weight_bias else ''}, "
+                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit + {layout.weight_bias}, "
                                  f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")

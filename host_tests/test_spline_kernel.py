@@ -58,10 +58,15 @@ def test_layout_holds_exactly_the_coefficients(digits_models, setting):
         assert kl.coef.shape == (layer.in_features, layer.out_features, layer.n_basis)
         np.testing.assert_array_equal(kl.coef.astype(np.int64).transpose(1, 0, 2) - bias, layer.coef)
         flat = _unpermuted_weights(layer, kl)
-        # halfword base weights (9..15 bits) are stored biased (unsigned: Armv6-M's LDRH), padding stays 0
-        assert kl.weight_bias == (1 << (layer.base_bits - 1) if 8 < layer.base_bits <= 15 else 0)
-        np.testing.assert_array_equal(flat[:, :layer.in_features] - kl.weight_bias, layer.base_weight)
+        np.testing.assert_array_equal(flat[:, :layer.in_features], layer.base_weight)
         assert not flat[:, layer.in_features:].any()
+        # Armv6-M's copy of halfword base weights (9..15 bits): biased (unsigned, LDRH), padding stays 0
+        assert kl.weight_bias == (1 << (layer.base_bits - 1) if 8 < layer.base_bits <= 15 else 0)
+        copy = spline.base_weight_groups(layer, kl.weight_bias)
+        assert copy.shape == kl.weight.shape and copy.min() >= 0 and copy.max() <= 0x7FFF
+        diff = copy - kl.weight  # the bias on every real weight, 0 on the padding
+        assert set(np.unique(diff).tolist()) <= {0, kl.weight_bias}
+        assert int((diff == kl.weight_bias).sum()) == layer.out_features * layer.in_features
         # the decode of every code of every input, one table read; a first layer of narrow codes reads
         # every uint8_t code, those above the top as the top one (the tables absorb the clamp)
         first_layer = layer is qmodel.layers[0]
@@ -110,9 +115,11 @@ def test_halfword_layout_golden_bytes():
     assert kl.coef.tobytes()[:6] == bytes([13, 0, 14, 0, 15, 0])  # little-endian halfwords
     assert spline.kernel_layout(_tiny_layer(order=3, coef_bits=4)).kind == "nibble"  # low bits stay compact
     assert kl.weight.shape == (1, 5, 4)
-    # 12-bit base weights stored + 2048 (unsigned halfwords), the padding input stays 0
+    assert kl.weight[0, 0].tolist() == [-2, -1, 0, 0] and kl.weight[0, 1].tolist() == [1, 2, -2, 0]
+    # Armv6-M's copy: 12-bit base weights + 2048 (unsigned halfwords), the padding input stays 0
     assert kl.weight_bias == 2048
-    assert kl.weight[0, 0].tolist() == [2046, 2047, 2048, 0] and kl.weight[0, 1].tolist() == [2049, 2050, 2046, 0]
+    m0 = spline.base_weight_groups(layer, kl.weight_bias)
+    assert m0[0, 0].tolist() == [2046, 2047, 2048, 0] and m0[0, 1].tolist() == [2049, 2050, 2046, 0]
     assert kl.pos_start.tolist() == [0, 3, 0] and not kl.pos_clamped
     assert kl.pos_base[:4].tolist() == [-16, -15, -14, -13]  # input 0's base values (silu_start 0)
     # as a first layer (4-bit codes from uint8_t) the overlapping windows 0 and 3 keep the clamp in C; with

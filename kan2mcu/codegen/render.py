@@ -17,8 +17,8 @@ from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import edge_table_kernel, get_strategy
 from kan2mcu.quant.strategies.edge_table_mve import mve_context
 from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
-from kan2mcu.quant.strategies.spline import (NIBBLE_OUTPUTS, base_weight_order, kernel_layout, m0_base_blocks,
-                                            spline_blocks)
+from kan2mcu.quant.strategies.spline import (NIBBLE_OUTPUTS, base_weight_groups, base_weight_order, kernel_layout,
+                                            m0_base_blocks, spline_blocks)
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 WS_IN_ENTRY_MAX = 24  # bytes of the halfword spline kernel's per-input scratch entry, at most
@@ -88,7 +88,7 @@ class RenderedModel:
 def _table(symbols: _Symbols, name: str, values, ctype: str, comment: str, fmt=str, per_line: int = 16) -> dict:
     values = list(np.asarray(values).reshape(-1)) if isinstance(values, np.ndarray) else list(values)
     return {"symbol": symbols(name), "ctype": ctype, "length": max(len(values), 1),
-            "rows": _rows(values, per_line=per_line, fmt=fmt), "comment": comment, "attributes": "",
+            "rows": _rows(values, per_line=per_line, fmt=fmt), "comment": comment, "attributes": "", "armv6m_rows": [],
             "nbytes": max(len(values), 1) * _CTYPE_BYTES[ctype]}
 
 
@@ -104,8 +104,9 @@ class TableEmitter:
         self.sym, self.tables, self.prefix = symbols, [], f"l{layer_index}"
 
     def table(self, key: str, values, ctype: str | None = None, comment: str = "", hex_words: bool = False,
-              aligned: bool = False) -> str:
-        """Declare ``static const ctype <prefix>_l<N>_<key>[]``; returns its symbol."""
+              aligned: bool = False, armv6m=None) -> str:
+        """Declare ``static const ctype <prefix>_l<N>_<key>[]``; returns its symbol. ``armv6m``: other
+        values of the same count and ctype, compiled instead on Armv6-M (the bytes counted are one set)."""
         values = np.asarray(values).reshape(-1)
         ctype = ctype or _int_ctype(values)
         fmt = str
@@ -116,6 +117,9 @@ class TableEmitter:
         entry = _table(self.sym, f"{self.prefix}_{key}", values, ctype, comment, fmt=fmt,
                        per_line=8 if hex_words else 16)
         entry["attributes"] = " __attribute__((aligned(4)))" if aligned else ""
+        if armv6m is not None:
+            assert np.asarray(armv6m).size == values.size
+            entry["armv6m_rows"] = _rows(list(np.asarray(armv6m).reshape(-1)), per_line=8 if hex_words else 16, fmt=fmt)
         self.tables.append(entry)
         return entry["symbol"]
 
@@ -188,14 +192,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["coef"] = emit.table("coef", layout.coef, "uint8_t", f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] "
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale")
     if L["has_base"]:
-        L["weight_ctype"] = _int_ctype(layout.weight)
-        L["groups"] = layout.groups
-        order = base_weight_order(ql)
-        L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
-        L.update(weight_bias_log2=layout.weight_bias.bit_length() - 1, m0_base_blocks=m0_base_blocks(ql.out_features, layout.weight_bias > 0))  # noqa: E501
-        L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
-                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit + {layout.weight_bias}, "
-                                 f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
+        L.update(_base_weight_context(ql, layout, emit))
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")
     if L["has_base"]:
@@ -204,6 +201,19 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
     L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L
+
+
+def _base_weight_context(ql, layout, emit: TableEmitter) -> dict:
+    """The spline kernel's base-branch weights [group][output][4] (Armv6-M: a biased copy, same bytes)."""
+    order, bias = base_weight_order(ql), layout.weight_bias
+    ctype = _int_ctype(layout.weight)
+    comment = (f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit"
+               f"{f' (Armv6-M: + {bias})' if bias else ''}, groups of 4 inputs stored as w{' w'.join(map(str, order))}")
+    return {"weight_ctype": ctype, "groups": layout.groups,
+            "weight_slot": [order.index(k) for k in range(4)],  # where input k of a group is stored
+            "weight_bias_log2": bias.bit_length() - 1, "m0_base_blocks": m0_base_blocks(ql.out_features, bias > 0),
+            "weight": emit.table("weight", layout.weight, ctype, comment, aligned=True,
+                                 armv6m=base_weight_groups(ql, bias) if bias else None)}
 
 
 def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:

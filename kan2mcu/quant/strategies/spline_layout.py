@@ -55,7 +55,7 @@ class KernelLayout:
     pos_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pos_base: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # base-function value
     pos_clamped: bool = False  # the tables run on to code 255: the C needs no input clamp
-    weight_bias: int = 0  # added to every real base-branch weight (weight_bias_for); the C subtracts it x sum(base values)
+    weight_bias: int = 0  # Armv6-M's copy of ``weight`` holds every real weight + this (weight_bias_for)
 
     @property
     def nibble(self) -> bool:
@@ -87,10 +87,11 @@ def base_weight_order(layer: SplineLayer) -> list[int]:
 
 
 def weight_bias_for(layer: SplineLayer) -> int:
-    """Bias added to halfword base-branch weights (9..15 bits): stored unsigned, so Armv6-M reads them
-    with LDRH at an immediate offset (it has no LDRSH with one), yet still below 2**15 (SMLAD's signed
-    halfwords); the kernel subtracts bias x the sum of the base values once per output (exact modulo
-    2**32, the true sum fits int32). Byte weights (SXTB16) and 16-bit ones stay signed (bias 0)."""
+    """Bias of the Armv6-M copy of halfword base-branch weights (9..15 bits): unsigned there, so the
+    assembly reads them with LDRH at an immediate offset (Armv6-M has no LDRSH with one); the kernel
+    subtracts bias x the sum of the base values once per output (exact modulo 2**32, the true sum fits
+    int32). The copy has the same bytes count and ctype as the signed table (it replaces it under
+    ``__ARM_ARCH_6M__``). Byte weights and 16-bit ones: no copy (bias 0)."""
     if not 8 < layer.base_bits <= 15:
         return 0
     bias = 1 << (layer.base_bits - 1)
@@ -98,13 +99,13 @@ def weight_bias_for(layer: SplineLayer) -> int:
     return bias if biased.size and biased.min() >= 0 and biased.max() <= 0x7FFF else 0
 
 
-def base_weight_groups(layer: SplineLayer) -> np.ndarray:
-    """Base-branch weights [groups, O, 4]: inputs zero-padded to a multiple of 4 (padding stays 0,
-    unbiased), real weights plus :func:`weight_bias_for`; group g holds inputs 4g .. 4g + 3 of every
-    output (one pointer per group, outputs at immediate offsets), each group in :func:`base_weight_order`."""
+def base_weight_groups(layer: SplineLayer, bias: int = 0) -> np.ndarray:
+    """Base-branch weights [groups, O, 4]: inputs zero-padded to a multiple of 4 (the padding stays 0),
+    real weights plus ``bias``; group g holds inputs 4g .. 4g + 3 of every output (one pointer per
+    group, outputs at immediate offsets), each group in :func:`base_weight_order`."""
     groups = -(-layer.in_features // 4)
     padded = np.zeros((layer.out_features, groups * 4), np.int64)
-    padded[:, :layer.in_features] = layer.base_weight + weight_bias_for(layer)
+    padded[:, :layer.in_features] = layer.base_weight + bias
     order = base_weight_order(layer)
     return padded.reshape(layer.out_features, groups, 4)[:, :, order].transpose(1, 0, 2).copy()
 

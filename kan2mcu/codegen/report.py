@@ -110,6 +110,7 @@ def markdown(report: dict) -> str:
                       f"{_fmt(planner['calibration_error'])}, {planner['plans_considered']} plans weighed):", ""]
         for row in planner["layers"]:
             entries = f", {row['table_bits']}-bit entries" if row.get("table_bits") else ""
+            entries += f", {row['coef_layout']} coefficient layout" if row.get("coef_layout") else ""
             text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes{entries}: "
                     f"{row['predicted_flash_bytes']} bytes, about {row['predicted_instructions']} instructions")
             alt = row.get("alternative")

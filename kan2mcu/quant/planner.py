@@ -121,6 +121,10 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
             bits = min(options.act_bits, spline_top)
             opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c)
                      for c in range(options.coef_bits, MIN_BITS - 1, -1)]
+            # the compact coefficient layout (nibble words), weighed for when the budget needs its flash
+            opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c, "compact")
+                     for c in range(options.coef_bits, MIN_BITS - 1, -1)
+                     if get_strategy("spline").compact_differs(layer.order, c, layer.out_features)]
         if strategy in ("auto", "edge-table"):
             opts += [LayerPlan("edge-table", b, t) for t in range(options.table_bits, MIN_BITS - 1, -1)
                      for b in range(options.act_bits, MIN_BITS - 1, -1)]
@@ -244,7 +248,8 @@ def explain(choice: Choice) -> list[str]:
     lines = []
     for row in choice.layers:
         widths = (f", {row['table_bits']}-bit entries" if row.get("table_bits") else "") + (
-            f", {row['coef_bits']}-bit coefficients" if row.get("coef_bits") else "")
+            f", {row['coef_bits']}-bit coefficients" if row.get("coef_bits") else "") + (
+            f", {row['coef_layout']} coefficient layout" if row.get("coef_layout") else "")
         text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes{widths}): "
                 f"{row['predicted_flash_bytes'] / 1024:.1f} KB, {row['predicted_instructions'] / 1000:.1f}k instr "
                 f"on {choice.core}")

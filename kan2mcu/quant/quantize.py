@@ -71,6 +71,7 @@ class LayerPlan:
     in_bits: int
     table_bits: int | None = None  # edge-table entry width (None: --table-bits)
     coef_bits: int | None = None  # spline coefficient width (None: --coef-bits)
+    coef_layout: str | None = None  # spline: "compact" (nibble words, 2..4-bit coefficients); None: the fast kernel
 
     def __post_init__(self) -> None:
         top = get_strategy(self.strategy).MAX_CODE_BITS
@@ -82,6 +83,8 @@ class LayerPlan:
         if self.coef_bits is not None and (self.strategy != "spline" or not isinstance(self.coef_bits, int)
                                            or not 2 <= self.coef_bits <= 8):
             raise OptionError(f"coefficient bits are a spline layer's, 2..8; got {self.coef_bits!r} for {self.strategy}")
+        if self.coef_layout not in (None, "compact") or (self.coef_layout and self.strategy != "spline"):
+            raise OptionError(f"a coefficient layout is a spline layer's, 'compact' or none; got {self.coef_layout!r}")
 
     def as_dict(self) -> dict:
         out = {"strategy": self.strategy, "in_bits": self.in_bits}
@@ -89,6 +92,8 @@ class LayerPlan:
             out["table_bits"] = self.table_bits
         if self.coef_bits is not None:
             out["coef_bits"] = self.coef_bits
+        if self.coef_layout is not None:
+            out["coef_layout"] = self.coef_layout
         return out
 
 
@@ -217,8 +222,11 @@ def quantize_one(model: KANModel, index: int, plan: tuple, encodings: list, opti
     next_scale = np.full(layer.out_features, output_scale) if is_last else encodings[index + 1]["scale"]
     next_zero = np.zeros(layer.out_features) if is_last else encodings[index + 1]["zero"]
     out_max = INT32_MAX if is_last else (1 << plan[index + 1].in_bits) - 1
-    return get_strategy(step.strategy).quantize_layer(layer, encodings[index], step_options(options, step),
-                                                      next_scale, next_zero, is_last, out_max)
+    qlayer = get_strategy(step.strategy).quantize_layer(layer, encodings[index], step_options(options, step),
+                                                        next_scale, next_zero, is_last, out_max)
+    if getattr(step, "coef_layout", None):  # the planner's choice of the spline kernel's coefficient layout
+        qlayer = dataclasses.replace(qlayer, coef_layout=step.coef_layout)
+    return qlayer
 
 
 def _float_output_bound(layer: KANLayer) -> float:

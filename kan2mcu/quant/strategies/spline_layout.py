@@ -68,14 +68,20 @@ def uses_nibbles(coef_bits: int, out_features: int) -> bool:
     return coef_bits <= 4 and out_features >= 4
 
 
-def coefficient_storage(order: int, coef_bits: int, out_features: int) -> str:
-    """``nibble`` for 2..4-bit coefficients (:func:`uses_nibbles`: the KANtize path's small flash,
-    which is what a user asking for low-bit coefficients wants); otherwise ``halfword`` for cubic
-    layers (the fast kernel: two SMLAD per edge on DSP cores, twice the flash of bytes) and
-    ``byte`` for other orders."""
-    if uses_nibbles(coef_bits, out_features):
+def coefficient_storage(order: int, coef_bits: int, out_features: int, layout: str | None = None) -> str:
+    """Cubic layers: ``halfword`` (the fast kernel: two SMLAD per edge on DSP cores, 2 bytes per
+    coefficient at every width), or with ``layout == "compact"`` (the planner's choice when the flash
+    budget needs it) ``nibble`` words for 2..4-bit coefficients (:func:`uses_nibbles`). Other orders:
+    ``nibble`` for 2..4-bit coefficients, else ``byte``."""
+    if uses_nibbles(coef_bits, out_features) and (layout == "compact" or order != 3):
         return "nibble"
     return "halfword" if order == 3 else "byte"
+
+
+def compact_differs(order: int, coef_bits: int, out_features: int) -> bool:
+    """Whether the compact layout is another layout than the fast one (the planner weighs both)."""
+    return coefficient_storage(order, coef_bits, out_features, "compact") != coefficient_storage(
+        order, coef_bits, out_features)
 
 
 def base_weight_order(layer: SplineLayer) -> list[int]:
@@ -162,7 +168,7 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
     caller's codes may lie above the top code); the integer sums it computes are unchanged."""
     weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
     bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
-    kind = coefficient_storage(layer.order, layer.coef_bits, layer.out_features)
+    kind = coefficient_storage(layer.order, layer.coef_bits, layer.out_features, layer.coef_layout)
     if kind != "nibble":
         stored = layer.coef + (1 << bias_log2)
         top = 0xFFFF if kind == "halfword" else 255
@@ -316,7 +322,7 @@ def halfword_passes(n_out: int, core: str, n_basis: int = 8) -> tuple[int, int]:
 
 
 def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "cortex-m4", order: int = 3,
-               n_basis: int = 8) -> dict:
+               n_basis: int = 8, layout: str | None = None) -> dict:
     """The terms of the spline kernel's cost formula. Cubic layers (halfword kernel): decode per
     input, spline and base MACs per edge, per input and pass over the inputs (8 outputs per pass,
     4 on Armv6-M), per group of 4 inputs and base pass; other orders: decode per input, base branch
@@ -325,13 +331,14 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
     requantization per output."""
     edges = n_in * n_out
     terms = dict.fromkeys(COSTS[core], 0.0)
-    if coefficient_storage(order, coef_bits, n_out) == "halfword":
+    kind = coefficient_storage(order, coef_bits, n_out, layout)
+    if kind == "halfword":
         passes, base_passes = halfword_passes(n_out, core, n_basis)
         terms.update(hw_layer=1.0, hw_input=float(n_in), hw_edge=float(edges), hw_pass=float(n_in * passes),
                      hw_base_pass=float(-(-n_in // 4) * base_passes), hw_output=float(n_out),
                      hw_last_output=float(n_out * last))
         return terms
-    nibble = uses_nibbles(coef_bits, n_out)
+    nibble = kind == "nibble"
     full, tail = divmod(n_out, NIBBLE_OUTPUTS)
     terms.update(layer=1.0, input=float(n_in), edge=float(edges), byte_edge=0.0 if nibble else float(edges),
                  nibble_lane=float(n_in * (4 * full + (tail + 1) // 2)) if nibble else 0.0,
@@ -344,10 +351,11 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
     c = COSTS[core]
     n_in, n_out = layer.in_features, layer.out_features
-    terms = cost_terms(n_in, n_out, options.coef_bits, last, core, layer.order, layer.n_basis)
+    layout = getattr(step, "coef_layout", None)
+    terms = cost_terms(n_in, n_out, options.coef_bits, last, core, layer.order, layer.n_basis, layout)
     instructions = sum(c[key] * value for key, value in terms.items())
     k1, codes = layer.order + 1, 1 << step.in_bits
-    kind = coefficient_storage(layer.order, options.coef_bits, n_out)
+    kind = coefficient_storage(layer.order, options.coef_bits, n_out, layout)
     if kind == "halfword":
         coef = 2 * n_out * n_in * layer.n_basis
     elif kind == "nibble":  # words of 8 nibbles per block of 8 outputs

@@ -45,8 +45,8 @@ def digits_models(digits_checkpoint, tmp_path_factory):
 
 def test_planner_takes_the_compact_layout_only_when_the_budget_needs_it(digits_checkpoint, tmp_path):
     """4-bit coefficients: under the default budget the fast halfword kernel (fewer bits never run a
-    slower kernel); under a budget the halfword rows do not fit, the compact nibble words, reported
-    in the plan; both bit-exact on the host."""
+    slower kernel; the aligned copies where the planner takes them); under a budget the halfword rows
+    do not fit, the compact nibble words; the plan names the layouts; both bit-exact on the host."""
     import json
 
     options = QuantOptions(act_bits=4, spline_bits=3, coef_bits=4)
@@ -58,12 +58,26 @@ def test_planner_takes_the_compact_layout_only_when_the_budget_needs_it(digits_c
         kinds[name] = [spline.kernel_layout(layer).kind for layer in qmodel.layers]
         report = json.loads((tmp_path / name / "report.json").read_text())
         layouts = [row.get("coef_layout") for row in report["planner"]["layers"]]
-        assert layouts == [None if kind == "halfword" else "compact" for kind in kinds[name]]
+        assert [layout == "compact" for layout in layouts] == [kind == "nibble" for kind in kinds[name]]
+        assert [layout == "aligned" for layout in layouts] == [spline.kernel_layout(layer).aligned
+                                                               for layer in qmodel.layers]
         codes = verification_codes(qmodel, load_dataset("digits").x_test)
         assert_c_equals_reference(tmp_path / name, codes, tmp_path / f"build-{name}")
     assert kinds["fast"] == ["halfword", "halfword"]
     assert "nibble" in kinds["compact"]
     assert (tmp_path / "compact" / "report.md").read_text().count("compact coefficient layout") >= 1
+
+
+def test_aligned_layout_needs_even_rows():
+    """The aligned layout (two copies: LDRD) only where a row's alignment follows the first index's
+    parity (even halfwords per input); elsewhere the single copy, whatever the plan asked."""
+    odd = dataclasses.replace(_tiny_layer(order=3, coef_bits=5), coef_layout="aligned")  # 5 outputs x 5 B-splines
+    kl = spline.kernel_layout(odd)
+    assert not kl.aligned and kl.coef.shape == (3, 5, 5)
+    np.testing.assert_array_equal(kl.pos_row, kl.pos_first)
+    assert spline.aligned_fits(3, 64, 16, 8) and not spline.aligned_fits(3, 3, 5, 5)
+    assert not spline.aligned_fits(3, 1024, 32, 8)  # two copies past a 16-bit index
+    assert not spline.aligned_fits(2, 64, 16, 8)  # cubic only
 
 
 def _unpermuted_weights(layer, kl) -> np.ndarray:
@@ -87,8 +101,14 @@ def test_layout_holds_exactly_the_coefficients(digits_models, setting):
         kl = spline.kernel_layout(layer)
         bias = 1 << kl.bias_log2
         assert kl.kind == "halfword" and kl.coef.dtype == np.uint16
-        assert kl.coef.shape == (layer.in_features, layer.out_features, layer.n_basis)
-        np.testing.assert_array_equal(kl.coef.astype(np.int64).transpose(1, 0, 2) - bias, layer.coef)
+        rows = kl.coef
+        if kl.aligned:  # two copies of the rows, one pad halfword between them
+            n = layer.in_features * layer.out_features * layer.n_basis
+            assert kl.coef.shape == (2 * n + 1,) and kl.coef[n] == 0
+            np.testing.assert_array_equal(kl.coef[:n], kl.coef[n + 1:])
+            rows = kl.coef[:n].reshape(layer.in_features, layer.out_features, layer.n_basis)
+        assert rows.shape == (layer.in_features, layer.out_features, layer.n_basis)
+        np.testing.assert_array_equal(rows.astype(np.int64).transpose(1, 0, 2) - bias, layer.coef)
         flat = _unpermuted_weights(layer, kl)
         np.testing.assert_array_equal(flat[:, :layer.in_features], layer.base_weight)
         assert not flat[:, layer.in_features:].any()
@@ -110,6 +130,15 @@ def test_layout_holds_exactly_the_coefficients(digits_models, setting):
         at = kl.pos_start[None, :] + codes
         np.testing.assert_array_equal(kl.pos_first[at], first)
         np.testing.assert_array_equal(kl.pos_base[at], base)
+        # the coefficient index each decode entry carries: the first one, in the aligned layout in the
+        # copy where its 4 coefficients are two word-aligned words (one LDRD)
+        row = kl.pos_row[at]
+        if kl.aligned:
+            address = 2 * (row + np.arange(layer.in_features)[None, :] * layer.out_features * layer.n_basis)
+            assert not (address % 4).any()
+            np.testing.assert_array_equal(row - (first & 1) * (kl.coef.size // 2 + 1), first)
+        else:
+            np.testing.assert_array_equal(row, first)
         for j in range(layer.k1):
             np.testing.assert_array_equal((kl.pos_card[at] >> (8 * j)) & 0xFF, basis[:, :, j])
 

@@ -143,7 +143,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
          "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble,
-         "kind": layout.kind, "act_bits": ql.act_bits, **spline_blocks(ql.out_features, ql.n_basis),
+         "kind": layout.kind, "act_bits": ql.act_bits, **spline_blocks(ql.out_features, ql.n_basis, layout.aligned),
+         "aligned": layout.aligned,
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
@@ -158,7 +159,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     if L["positions"]:
         L["pos_start"] = emit.table("pos_start", layout.pos_start, _int_ctype(layout.pos_start, False),
                                     "per input: entry of its code 0 in the decode tables")
-        entries = np.stack([layout.pos_card, layout.pos_first | ((layout.pos_base & 0xFFFF) << 16)], axis=1)
+        entries = np.stack([layout.pos_card, layout.pos_row | ((layout.pos_base & 0xFFFF) << 16)], axis=1)
         L["pos"] = emit.table("pos", entries, "uint32_t",
                               f"per position: {ql.k1} basis values of {ql.spline_bits} bit (value j in byte j, scale "
                               f"{ql.basis_scale:.6g}), then first coefficient | base-function value << 16 (scale "
@@ -179,7 +180,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                                                  f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
         L["basis_direct"] = basis.direct
     if layout.kind == "halfword":
-        L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
+        L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"{'two copies (odd first indices: the second), ' if layout.aligned else ''}[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale",
                                aligned=True)
     elif layout.nibble:

@@ -125,6 +125,11 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
             opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c, "compact")
                      for c in range(options.coef_bits, MIN_BITS - 1, -1)
                      if get_strategy("spline").compact_differs(layer.order, c, layer.out_features)]
+            # the aligned layout (two halfword copies, LDRD on DSP cores): faster, twice the coefficients' flash
+            if layer.uniform_grid() is not None and get_strategy("spline").aligned_fits(
+                    layer.order, layer.in_features, layer.out_features, layer.n_basis):
+                opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c, "aligned")
+                         for c in range(options.coef_bits, MIN_BITS - 1, -1)]
         if strategy in ("auto", "edge-table"):
             opts += [LayerPlan("edge-table", b, t) for t in range(options.table_bits, MIN_BITS - 1, -1)
                      for b in range(options.act_bits, MIN_BITS - 1, -1)]

@@ -55,11 +55,22 @@ class KernelLayout:
     pos_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pos_base: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # base-function value
     pos_clamped: bool = False  # the tables run on to code 255: the C needs no input clamp
+    aligned: bool = False  # halfword, "aligned" layout: coef holds two copies, odd first indices read the second
     weight_bias: int = 0  # Armv6-M's copy of ``weight`` holds every real weight + this (weight_bias_for)
 
     @property
     def nibble(self) -> bool:
         return self.kind == "nibble"
+
+    @property
+    def pos_row(self) -> np.ndarray:
+        """Per position, the coefficient index the decode entry carries: the first coefficient, or in
+        the aligned layout ``first + (first & 1) * (copy + 1)`` (odd ones read the second copy, which
+        starts one halfword later: every edge's 4 coefficients are two word-aligned words, one LDRD)."""
+        if not self.aligned:
+            return self.pos_first
+        n = self.coef.size // 2  # copies of I * O * n_basis halfwords, one pad halfword between them
+        return self.pos_first + (self.pos_first & 1) * (n + 1)
 
 
 def uses_nibbles(coef_bits: int, out_features: int) -> bool:
@@ -76,6 +87,15 @@ def coefficient_storage(order: int, coef_bits: int, out_features: int, layout: s
     if uses_nibbles(coef_bits, out_features) and (layout == "compact" or order != 3):
         return "nibble"
     return "halfword" if order == 3 else "byte"
+
+
+ALIGNED_MAX_INDEX = 0xFFFF  # the aligned layout's coefficient index travels in a decode word's low halfword
+
+
+def aligned_fits(order: int, n_in: int, n_out: int, n_basis: int) -> bool:
+    """Whether a layer may take the aligned layout: cubic, both copies indexed by 16 bits, and an even
+    number of halfwords per input (so a row's word alignment follows its first index's parity)."""
+    return order == 3 and (n_out * n_basis) % 2 == 0 and 2 * n_in * n_out * n_basis + 1 <= ALIGNED_MAX_INDEX
 
 
 def compact_differs(order: int, coef_bits: int, out_features: int) -> bool:
@@ -179,8 +199,14 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
                                 weight_bias=weight_bias_for(layer))
         clamp = first and layer.codes - 1 < CODE_TYPE_TOP
         positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
-        return KernelLayout(kind, stored.transpose(1, 0, 2).astype(np.uint16), bias_log2, 0, layer.in_features,
-                            weight, groups, **positions, weight_bias=weight_bias_for(layer))
+        rows = stored.transpose(1, 0, 2).astype(np.uint16)
+        aligned = (layer.coef_layout == "aligned" and bool(positions)
+                   and aligned_fits(layer.order, layer.in_features, layer.out_features, layer.n_basis))
+        if aligned:  # [copy 1][pad][copy 2]: flat, the C indexes it by the decode's coefficient index
+            flat = rows.reshape(-1)
+            rows = np.concatenate([flat, np.zeros(1, np.uint16), flat])
+        return KernelLayout(kind, rows, bias_log2, 0, layer.in_features, weight, groups, **positions,
+                            weight_bias=weight_bias_for(layer), aligned=aligned)
     n_out, n_in = layer.out_features, layer.in_features
     blocks = -(-n_out // NIBBLE_OUTPUTS)
     stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)
@@ -263,13 +289,15 @@ def m0_base_blocks(n_out: int, biased_halfwords: bool) -> list:
 
 
 THUMB2_LDR_REACH = 4095  # LDR's immediate offset on Thumb-2: the DSP assembly block reads rows within it
+THUMB2_LDRD_REACH = 1020  # LDRD's (aligned layout)
 
 
-def spline_blocks(n_out: int, n_basis: int) -> dict:
+def spline_blocks(n_out: int, n_basis: int, aligned: bool = False) -> dict:
     """(first, count) blocks of the spline kernel's passes over the inputs; DSP blocks carry whether
     the assembly block reaches their rows (else they are C)."""
     blocks = {kind: _blocks(n_out, n) for kind, n in SPLINE_OUTPUTS_PER_PASS.items()}
-    dsp = [(first, count, 2 * n_basis * (first + count - 1) + 4 <= THUMB2_LDR_REACH) for first, count in blocks["dsp"]]
+    reach = (lambda at: at <= THUMB2_LDRD_REACH) if aligned else (lambda at: at + 4 <= THUMB2_LDR_REACH)
+    dsp = [(first, count, reach(2 * n_basis * (first + count - 1))) for first, count in blocks["dsp"]]
     return {"row_blocks": blocks, "base_blocks": blocks, "m0_blocks": m0_blocks(n_out, n_basis), "dsp_blocks": dsp}
 
 
@@ -285,26 +313,26 @@ CODE_BYTES = 1400  # one spline kernel at -O2, about
 _M0 = {"layer": -329.92, "input": 109.41, "edge": 17.65, "byte_edge": 12.98,
        "nibble_lane": 2.34, "nibble_pass": 16.15, "output": 142.71, "last_output": -24.1,
        "hw_layer": -1032.6, "hw_input": 67.6, "hw_edge": -30.62, "hw_pass": 10.73,
-       "hw_base_pass": 331.87, "hw_output": 365.93, "hw_last_output": -70.47}
+       "hw_base_pass": 331.87, "hw_output": 365.93, "hw_last_output": -70.47, "hw_aligned_edge": 0.0}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
     "cortex-m3": {"layer": 70.19, "input": 46.92, "edge": 7.8, "byte_edge": 10.59,
                   "nibble_lane": -1.4, "nibble_pass": 19.6, "output": 45.06, "last_output": 0.89,
                   "hw_layer": 29.12, "hw_input": 31.44, "hw_edge": 11.83, "hw_pass": 8.28,
-                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0},
+                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0, "hw_aligned_edge": 0.0},
     "cortex-m4": {"layer": 5.0, "input": 50.93, "edge": 5.74, "byte_edge": 5.09,
                   "nibble_lane": 0.32, "nibble_pass": 16.59, "output": 54.35, "last_output": 1.1,
                   "hw_layer": 110.85, "hw_input": 20.24, "hw_edge": 5.25, "hw_pass": 5.99,
-                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48},
+                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48, "hw_aligned_edge": -0.86},
     "cortex-m7": {"layer": 36.23, "input": 45.61, "edge": 5.83, "byte_edge": 5.22,
                   "nibble_lane": 0.31, "nibble_pass": 18.7, "output": 49.75, "last_output": 1.46,
                   "hw_layer": 109.86, "hw_input": 20.25, "hw_edge": 5.28, "hw_pass": 5.85,
-                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0},
+                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0, "hw_aligned_edge": -0.86},
     "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
                  "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97,
                  "hw_layer": 60.7, "hw_input": 39.41, "hw_edge": 14.92, "hw_pass": 1.52,
-                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6},
+                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6, "hw_aligned_edge": 0.0},
 }
 # Not fitted: Cortex-M33 has the M4's DSP path, Cortex-M55 runs the scalar DSP path as the M7 does.
 # No rv32ec entry: spline layers multiply, and cores without a multiplier take edge tables only.
@@ -336,6 +364,8 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
     kind = coefficient_storage(order, coef_bits, n_out, layout)
     if kind == "halfword":
         passes, base_passes = halfword_passes(n_out, core, n_basis)
+        aligned = layout == "aligned" and aligned_fits(order, n_in, n_out, n_basis)
+        terms.update(hw_aligned_edge=float(edges) if aligned else 0.0)
         terms.update(hw_layer=1.0, hw_input=float(n_in), hw_edge=float(edges), hw_pass=float(n_in * passes),
                      hw_base_pass=float(-(-n_in // 4) * base_passes), hw_output=float(n_out),
                      hw_last_output=float(n_out * last))
@@ -358,8 +388,9 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     instructions = sum(c[key] * value for key, value in terms.items())
     k1, codes = layer.order + 1, 1 << step.in_bits
     kind = coefficient_storage(layer.order, options.coef_bits, n_out, layout)
-    if kind == "halfword":
-        coef = 2 * n_out * n_in * layer.n_basis
+    if kind == "halfword":  # the aligned layout: two copies
+        copies = 2 if layout == "aligned" and aligned_fits(layer.order, n_in, n_out, layer.n_basis) else 1
+        coef = 2 * copies * n_out * n_in * layer.n_basis
     elif kind == "nibble":  # words of 8 nibbles per block of 8 outputs
         coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
     else:

@@ -36,6 +36,7 @@ def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedM
             # no per-edge multiply: one table read and add per edge; one int32 multiply per output
             row.update(strategy=ql.strategy, basis_mode="edge-table", in_bits=ql.act_bits, table_bits=ql.table_bits,
                        clipped_entries=ql.clipped_entries,
+                       **({"shared_inputs": ql.shared_inputs} if getattr(ql, "shared_inputs", 0) else {}),
                        table_bytes=sum(sizes.values()) - requant_bytes, coef_bytes=0, base_weight_bytes=0,
                        requant_bytes=requant_bytes, flash_bytes=sum(sizes.values()), macs=0, adds=edges,
                        bitops=layer.out_features * 32 * 32)

@@ -62,6 +62,8 @@ class EdgeTableLayer:
     entry_scale: np.ndarray  # float64 [O], for reports
     centre: np.ndarray  # float64 [I, O]: each edge's mid-range, folded into the bias (for plots)
     clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
+    # inputs on one shared encoder (kan2mcu.quant.input_share; first layer only). Omitted when 0.
+    shared_inputs: int = field(default=0, metadata={"omit_default": True})
     strategy: str = NAME
     # multiply-free requantization (kan2mcu.strategies.mulfree): [O, 2^b] thresholds of a hidden
     # layer; the last layer's mult is a power of two. Omitted from model.npz when unused.
@@ -129,6 +131,8 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
 
     def edge_rows(i: int) -> np.ndarray:  # [Q, O] float values of input i's edges at every code
         x = enc["scale"][i] * (codes - enc["zero"][i])
+        if "clip_lo" in enc:  # an input on a shared encoder: its edges held at its own range's ends
+            x = np.clip(x, enc["clip_lo"][i], enc["clip_hi"][i])
         values = edge_values(layer, i, x)
         if not np.all(np.isfinite(values)):
             q, o = np.argwhere(~np.isfinite(values))[0]
@@ -176,6 +180,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                           in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
                           entry_scale=entry_scale, centre=centre, clipped_entries=clipped, mul_free=mul_free,
+                          shared_inputs=int(enc.get("shared_inputs", 0)),
                           thresholds=thresholds)
 
 

@@ -17,7 +17,8 @@ equal.) The model-space encoder of input i is then ``scale_i = raw_scale[i] / A`
 B - raw_offset[i] / scale_i``.
 
 An input shares when its own range keeps at least ``SHARE_MIN_FRACTION`` of the shared range
-(it then loses at most log2(1 / SHARE_MIN_FRACTION) bits of resolution) or never varies. The
+(it then loses at most log2(1 / SHARE_MIN_FRACTION) bits of resolution) or never varies
+(:func:`shared_group`). The
 edge tables of a shared input are evaluated on its own range, clamped (``clip_lo``/``clip_hi``):
 codes beyond it hold the edge's value at the range's end, as the input's own encoder would have
 saturated there, so sharing changes resolution only, never what an out-of-range input does.
@@ -31,6 +32,8 @@ import numpy as np
 Q16_SCALE = 1.0 / 65536.0
 SHARE_MIN_FRACTION = 1.0 / 16  # an input shares when its range is at least 1/16 of the shared one
 _SIGNIFICANT_BITS = 24  # bits of the lattice step A
+ERROR_SLACK = 0.25  # sharing may add at most this share of the first layer's own input-quantization error
+PROBE_ROWS = 256  # calibration rows the decision is measured on
 
 
 def columns(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -77,16 +80,32 @@ def _dyadic_lattice(raw_lo: float, raw_hi: float, qmax: int) -> tuple[float, flo
 
 
 def shared_group(raw_lo: np.ndarray, raw_hi: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """[I] bool: the candidate inputs that share (see the module docstring): every candidate whose
-    range is at least SHARE_MIN_FRACTION of the widest candidate's and lies within the group's
-    range, plus the candidates that never vary."""
+    """[I] bool: the candidate inputs that share (see the module docstring). The group starts as
+    the most candidates whose widths lie within a factor 1 / SHARE_MIN_FRACTION of each other;
+    members centred farther than half the widest member / SHARE_MIN_FRACTION from the others'
+    median centre leave it, then members narrower than SHARE_MIN_FRACTION of the group's whole range (union of the members'
+    ranges: offsets count too) leave it, until none does. Candidates that never vary join when
+    they lie within the group's range."""
+    candidates = np.asarray(candidates, bool)
     width = raw_hi - raw_lo
-    if not np.any(candidates):
-        return candidates
-    widest = float(np.max(np.where(candidates, width, 0.0)))
-    if widest <= 0:
-        return np.zeros_like(candidates)
-    group = candidates & (width >= SHARE_MIN_FRACTION * widest)
+    varying = candidates & (width > 0)
+    group = np.zeros_like(candidates)
+    if not np.any(varying):
+        return group
+    widths = np.sort(width[varying])
+    first = np.searchsorted(widths, widths * SHARE_MIN_FRACTION, side="left")
+    count = np.arange(len(widths)) - first + 1
+    top = widths[len(count) - 1 - int(np.argmax(count[::-1]))]  # the most members; the widest on ties
+    group = varying & (width <= top) & (width >= top * SHARE_MIN_FRACTION)
+    middle = (raw_lo + raw_hi) / 2
+    centre = float(np.median(middle[group]))  # members far off the others' centre would stretch the lattice
+    group &= np.abs(middle - centre) <= top / SHARE_MIN_FRACTION / 2
+    while np.any(group):
+        span = float(np.max(raw_hi[group]) - np.min(raw_lo[group]))
+        keep = group & (width >= SHARE_MIN_FRACTION * span)
+        if np.array_equal(keep, group):
+            break
+        group = keep
     if not np.any(group):
         return group
     lo, hi = float(np.min(raw_lo[group])), float(np.max(raw_hi[group]))
@@ -94,24 +113,79 @@ def shared_group(raw_lo: np.ndarray, raw_hi: np.ndarray, candidates: np.ndarray)
     return group | constant
 
 
-def share_inputs(lo: np.ndarray, hi: np.ndarray, bits: int, input_transform: dict | None,
-                 candidates: np.ndarray) -> dict | None:
-    """The shared encoder of the first layer's ``candidates`` (inputs with model-space ranges
-    ``lo``..``hi``), or None when fewer than two inputs share: ``{"shared": [I] bool, "scale",
-    "zero" ([I], meaningful where shared), "clip_lo", "clip_hi" ([I] model-space own ranges)}``."""
-    n_in = len(lo)
+def _snapped(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, qmax: int) -> np.ndarray:
+    """[N, I] model inputs ``x`` at their codes' values (as the Python quantizer rounds them)."""
+    codes = np.clip(np.floor(x / scale + zero + 0.5), 0, qmax)
+    return scale * (codes - zero)
+
+
+def added_error(layer, x: np.ndarray, own: tuple, shared: tuple, qmax: int, clip: tuple) -> tuple[np.ndarray, float]:
+    """Per input, the extra squared error (mean over rows and outputs) of its edges' values when
+    its codes come from the ``shared`` (scale, zero) instead of its ``own``; and the first layer's
+    whole input-quantization error on its own encoders (sum over inputs of the same measure)."""
+    from kan2mcu.model.bspline import edge_values  # pylint: disable=import-outside-toplevel
+
+    x_own = _snapped(x, *own, qmax)
+    x_shared = np.clip(_snapped(x, *shared, qmax), *clip)
+    extra, total = np.zeros(x.shape[1]), 0.0
+    for i in range(x.shape[1]):
+        exact = edge_values(layer, i, x[:, i])
+        own_error = float(np.mean((edge_values(layer, i, x_own[:, i]) - exact) ** 2))
+        extra[i] = float(np.mean((edge_values(layer, i, x_shared[:, i]) - exact) ** 2)) - own_error
+        total += own_error
+    return extra, total
+
+
+def _probe_rows(samples: np.ndarray | None, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """[N, I] inputs to weigh the decision on: up to PROBE_ROWS calibration rows (evenly spaced,
+    deterministic), else points spread evenly over each input's range."""
+    if samples is not None and len(samples):
+        pick = np.unique(np.linspace(0, len(samples) - 1, min(len(samples), PROBE_ROWS)).astype(np.int64))
+        return np.asarray(samples, np.float64)[pick]
+    return lo + (hi - lo) * np.linspace(0.0, 1.0, 64)[:, None]
+
+
+def admitted(extra: np.ndarray, own_total: float, group: np.ndarray) -> np.ndarray:
+    """The members of ``group`` that may share: by increasing extra error, as long as their extra
+    errors add up to at most ERROR_SLACK of the layer's own input-quantization error (members
+    whose error does not grow always)."""
+    order = [int(i) for i in np.argsort(extra, kind="stable") if group[i]]
+    out, spent = np.zeros_like(group), 0.0
+    for i in order:
+        cost = max(float(extra[i]), 0.0)
+        if spent + cost > ERROR_SLACK * own_total and cost > 0:
+            break
+        out[i], spent = True, spent + cost
+    return out
+
+
+def share_inputs(layer, lo: np.ndarray, hi: np.ndarray, enc: dict, input_transform: dict | None,
+                 samples: np.ndarray | None = None) -> dict | None:
+    """The shared encoder of the first ``layer``'s continuous inputs (not on levels in ``enc``, its
+    own encoding; model-space ranges ``lo``..``hi``), or None when fewer than two inputs share:
+    ``{"shared": [I] bool, "scale", "zero" ([I], meaningful where shared), "clip_lo", "clip_hi"
+    ([I] model-space own ranges)}``. Inputs alike in range (:func:`shared_group`) share while the
+    error their coarser codes add to the layer's edges stays within ERROR_SLACK of its own
+    input-quantization error, measured on the calibration rows (:func:`added_error`)."""
+    n_in, bits = len(lo), int(enc["bits"])
+    qmax = (1 << bits) - 1
     raw_scale, raw_offset, _ = raw_transform(input_transform, n_in)
     if not np.all(raw_scale > 0):
         return None
     raw_lo, raw_hi = (lo - raw_offset) / raw_scale, (hi - raw_offset) / raw_scale
-    group = shared_group(raw_lo, raw_hi, np.asarray(candidates, bool))
-    if np.count_nonzero(group) < 2:
-        return None
-    lattice = _dyadic_lattice(float(np.min(raw_lo[group])), float(np.max(raw_hi[group])), (1 << bits) - 1)
-    if lattice is None:
-        return None
-    a, b = lattice
-    scale = raw_scale / a
-    zero = b - raw_offset / scale
+    group = shared_group(raw_lo, raw_hi, ~np.asarray(enc["on_levels"], bool))
+    for _ in range(2):  # the lattice of the group, then of its admitted members (finer: errors only drop)
+        if np.count_nonzero(group) < 2:
+            return None
+        lattice = _dyadic_lattice(float(np.min(raw_lo[group])), float(np.max(raw_hi[group])), qmax)
+        if lattice is None:
+            return None
+        scale = raw_scale / lattice[0]
+        zero = lattice[1] - raw_offset / scale
+        if _ > 0:
+            break
+        x = _probe_rows(samples, lo, hi)
+        extra, own_total = added_error(layer, x, (enc["scale"], enc["zero"]), (scale, zero), qmax, (lo, hi))
+        group = admitted(extra, own_total, group)
     return {"shared": group, "scale": scale, "zero": zero, "clip_lo": np.asarray(lo, np.float64),
             "clip_hi": np.asarray(hi, np.float64)}

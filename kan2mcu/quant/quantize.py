@@ -188,18 +188,20 @@ def layer_encoding(model: KANModel, index: int, step: LayerPlan, activations: li
     lo, hi = channel_ranges(layer, activations[index])
     enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits, activations[index])
     if index == 0 and step.strategy == "edge-table":
-        enc = shared_input_encoding(enc, lo, hi, step.in_bits, model.metadata.get("input_transform"))
+        enc = shared_input_encoding(layer, {**enc, "bits": step.in_bits}, lo, hi, activations[index],
+                                    model.metadata.get("input_transform"))
     enc["bits"] = step.in_bits
     enc["table_bits"] = step.table_bits
     enc["samples"] = activations[index]  # calibration activations entering the layer (or None)
     return enc
 
 
-def shared_input_encoding(enc: dict, lo: np.ndarray, hi: np.ndarray, bits: int, input_transform: dict | None) -> dict:
+def shared_input_encoding(layer: KANLayer, enc: dict, lo: np.ndarray, hi: np.ndarray, samples: np.ndarray | None,
+                          input_transform: dict | None) -> dict:
     """An edge-table first layer's encoding with its continuous inputs of one range on one shared
     encoder (kan2mcu.quant.input_share: one threshold row in the C input API); ``shared_inputs``
     counts them (0: none share), ``clip_lo``/``clip_hi`` bound where their edges are evaluated."""
-    shared = share_inputs(lo, hi, bits, input_transform, ~np.asarray(enc["on_levels"], bool))
+    shared = share_inputs(layer, lo, hi, enc, input_transform, samples)
     if shared is None:
         return {**enc, "shared_inputs": 0}
     group = shared["shared"]

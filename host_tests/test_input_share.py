@@ -79,7 +79,7 @@ def test_unlike_ranges_keep_their_own_encoders(tmp_path):
     assert input_share.shared_group(raw_lo, narrow_hi, everyone).tolist() == [True] * 2 + [False] + [True] * 5
     far_lo, far_hi = raw_lo.copy(), raw_hi.copy()  # alike widths, far apart: one lattice would crush it
     far_lo[2], far_hi[2] = raw_lo[2] + 1e3 * raw_hi.max(), raw_hi[2] + 1e3 * raw_hi.max()
-    assert not input_share.shared_group(far_lo, far_hi, everyone)[2]
+    assert input_share.shared_group(far_lo, far_hi, everyone).tolist() == [True] * 2 + [False] + [True] * 5
 
 
 def test_sharing_stops_where_the_added_error_would_exceed_its_slack():
@@ -89,6 +89,19 @@ def test_sharing_stops_where_the_added_error_would_exceed_its_slack():
     # by increasing extra error: -0.1, 0.0, 0.05, 0.2 (0.25 of 1.0 spent); 0.3 would exceed; 0.01 not a member
     assert input_share.admitted(extra, own_total, group).tolist() == [False, True, True, True, True, False]
     assert input_share.admitted(extra, 0.0, group).tolist() == [False, True, False, False, True, False]
+
+
+def test_inputs_whose_error_grows_too_much_keep_their_own_encoders(tmp_path):
+    """Alike ranges (maxima 2..16) on a random KAN whose every edge matters: at 3-bit codes the
+    coarser shared codes would add more than ERROR_SLACK of the layer's own error, so the inputs
+    that lose the most keep their own encoders (the alike group is larger than what shares)."""
+    checkpoint, calibration = _pixel_checkpoint(tmp_path / "px.pt", 64, seed=3, alike=False)
+    model = load_checkpoint(checkpoint).model
+    qmodel = quantize(model, QuantOptions(), calibration, _edge_plan(3))
+    lo, hi = channel_ranges(model.layers[0], calibration)
+    raw_scale, raw_offset, _ = input_share.raw_transform(model.metadata["input_transform"], 64)
+    alike = input_share.shared_group((lo - raw_offset) / raw_scale, (hi - raw_offset) / raw_scale, np.ones(64, bool))
+    assert 2 <= qmodel.layers[0].shared_inputs < np.count_nonzero(alike)
 
 
 def test_dyadic_lattice_stays_off_ties():

@@ -25,6 +25,7 @@ saturated there, so sharing changes resolution only, never what an out-of-range 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -34,6 +35,8 @@ SHARE_MIN_FRACTION = 1.0 / 16  # an input shares when its range is at least 1/16
 _SIGNIFICANT_BITS = 24  # bits of the lattice step A
 ERROR_SLACK = 0.25  # sharing may add at most this share of the first layer's own input-quantization error
 PROBE_ROWS = 256  # calibration rows the decision is measured on
+ELEMENTS_PER_CHUNK = 1 << 21  # edge values per evaluation chunk (16 MiB of float64)
+_EXACT_CACHE: dict = {}  # the last layer's exact edge values on its probe rows, by chunk
 
 
 def columns(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -119,21 +122,43 @@ def _snapped(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, qmax: int) -> n
     return scale * (codes - zero)
 
 
+def _edges(layer, x: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """[N, C, O] values of the edges leaving inputs ``cols`` at ``x`` [N, C] (as
+    kan2mcu.model.bspline.edge_values, several inputs at once)."""
+    from kan2mcu.model.bspline import BASE_FUNCTION_VALUES, bspline_basis, symbolic_values  # pylint: disable=import-outside-toplevel
+
+    basis = bspline_basis(x, layer.knots[cols], layer.order)  # [N, C, M]
+    values = np.matmul(basis.transpose(1, 0, 2), layer.coef[:, cols, :].transpose(1, 2, 0)).transpose(1, 0, 2)
+    values += BASE_FUNCTION_VALUES[layer.base_function](x)[:, :, None] * layer.base_weight[:, cols].T[None, :, :]
+    where = {int(c): k for k, c in enumerate(cols)}
+    for edge in layer.symbolic:
+        if edge.inp in where:
+            k = where[edge.inp]
+            values[:, k, edge.out] += symbolic_values(edge.name, edge.a, edge.b, edge.c, edge.d, x[:, k])
+    return values * layer.out_scale[None, None, :]
+
+
 def added_error(layer, x: np.ndarray, own: tuple, shared: tuple, qmax: int, clip: tuple) -> tuple[np.ndarray, float]:
     """Per input, the extra squared error (mean over rows and outputs) of its edges' values when
     its codes come from the ``shared`` (scale, zero) instead of its ``own``; and the first layer's
     whole input-quantization error on its own encoders (sum over inputs of the same measure)."""
-    from kan2mcu.model.bspline import edge_values  # pylint: disable=import-outside-toplevel
-
     x_own = _snapped(x, *own, qmax)
     x_shared = np.clip(_snapped(x, *shared, qmax), *clip)
-    extra, total = np.zeros(x.shape[1]), 0.0
-    for i in range(x.shape[1]):
-        exact = edge_values(layer, i, x[:, i])
-        own_error = float(np.mean((edge_values(layer, i, x_own[:, i]) - exact) ** 2))
-        extra[i] = float(np.mean((edge_values(layer, i, x_shared[:, i]) - exact) ** 2)) - own_error
-        total += own_error
-    return extra, total
+    n_in = x.shape[1]
+    extra, own_error = np.zeros(n_in), np.zeros(n_in)
+    step = max(1, ELEMENTS_PER_CHUNK // max(1, len(x) * layer.out_features))
+    key = (id(layer), hashlib.sha256(x.tobytes()).hexdigest())  # the exact values serve every code width
+    if _EXACT_CACHE.get("key") != key:
+        _EXACT_CACHE.clear()
+        _EXACT_CACHE.update(key=key, layer=layer)  # the layer kept alive: its id stays its own
+    for start in range(0, n_in, step):
+        cols = np.arange(start, min(n_in, start + step))
+        if start not in _EXACT_CACHE:
+            _EXACT_CACHE[start] = _edges(layer, x[:, cols], cols)
+        exact = _EXACT_CACHE[start]
+        own_error[cols] = np.mean((_edges(layer, x_own[:, cols], cols) - exact) ** 2, axis=(0, 2))
+        extra[cols] = np.mean((_edges(layer, x_shared[:, cols], cols) - exact) ** 2, axis=(0, 2)) - own_error[cols]
+    return extra, float(own_error.sum())
 
 
 def _probe_rows(samples: np.ndarray | None, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from kan2mcu.quant.strategies.levels import level_aligned
 NAME = "edge-table"
 TEMPLATE = "kernels/edge_table_select.c.j2"  # picks edge_table_mve.c.j2 or edge_table.c.j2 by core
 MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
+KEEP_ROWS_ELEMENTS = 1 << 24  # float64 edge values (128 MiB) kept between quantize_layer's two passes
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
 
 
@@ -143,11 +144,16 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     # The range each edge must cover: on level-aligned inputs only the levels' codes (splines refit by
     # update_grid can swing far between data levels, and such swings must not set the step of every
     # other edge); the codes between levels saturate, and are counted. Two passes over the inputs
-    # (centres and steps, then entries) keep memory at one input's rows plus the uint8 table.
+    # (centres and steps, then entries); the edge values of the first are kept for the second up to
+    # KEEP_ROWS_ELEMENTS, beyond that evaluated again (memory: one input's rows plus the table).
     seen = observed_codes(enc, q_count, n_in)  # [I, Q] bool
     centre, peak = np.zeros((n_in, n_out)), np.zeros(n_out)
+    kept = [] if n_in * q_count * n_out <= KEEP_ROWS_ELEMENTS else None  # small enough: evaluate once
     for i in range(n_in):
-        observed = edge_rows(i)[seen[i]]
+        rows = edge_rows(i)
+        if kept is not None:
+            kept.append(rows)
+        observed = rows[seen[i]]
         centre[i] = (observed.max(axis=0) + observed.min(axis=0)) / 2  # into the bias
         peak = np.maximum(peak, np.abs(observed - centre[i]).max(axis=0))
     half = (1 << (tbits - 1)) - 1
@@ -159,7 +165,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     table = np.zeros((n_in, q_count, out_pad), entry_dtype(tbits))
     clipped = 0
     for i in range(n_in):
-        scaled = np.round((edge_rows(i) - centre[i]) / entry_scale[None, :])
+        scaled = np.round(((edge_rows(i) if kept is None else kept[i]) - centre[i]) / entry_scale[None, :])
         clipped += int(np.count_nonzero(np.abs(scaled) > half))
         table[i, :, :n_out] = np.clip(scaled, -half, half).astype(np.int64) + bias_code
     largest = max(int(table.max()), 1)

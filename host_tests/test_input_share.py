@@ -155,3 +155,18 @@ def test_shared_row_c_equals_python_over_the_int32_range(shared_folder, tmp_path
     _assert_c_and_rule_equal_python(shared_folder, tmp_path, qmodel, codec, raws)
     report = __import__("json").loads((shared_folder / "report.json").read_text())
     assert report["layers"][0]["shared_inputs"] == 48
+    assert "48 of 48 inputs share one encoder" in (shared_folder / "report.md").read_text()
+
+
+def test_the_budget_counts_the_shared_input_api(tmp_path):
+    """784 alike pixels under a 24 KiB budget: the planner predicts the shared input API exactly (one
+    row), the written total fits the budget, and the report says which inputs share."""
+    checkpoint, _ = _pixel_checkpoint(tmp_path / "px.pt", 784, seed=13)
+    folder = tmp_path / "px"
+    generate_model(checkpoint, folder, name="px", calibration=tmp_path / "px.npy", flash_budget=24576,
+                   strategy="edge-table", quiet=True)
+    report = __import__("json").loads((folder / "report.json").read_text())
+    totals, planner = report["totals"], report["planner"]
+    assert planner["predicted_input_api_bytes"] == totals["input_api_bytes"] <= 1024
+    assert totals["model_flash_bytes"] <= 24576
+    assert report["layers"][0]["shared_inputs"] == 784

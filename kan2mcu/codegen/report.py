@@ -104,6 +104,11 @@ def markdown(report: dict) -> str:
                   f"= tables {t['flash_bytes'] - t.get('input_api_bytes', 0)} + input API {t.get('input_api_bytes', 0)} "
                   f"+ code {t.get('code_bytes', 0)} (estimated); `kan2mcu measure` gives the linked firmware's flash "
                   "and RAM."]
+    shared = report["layers"][0].get("shared_inputs", 0) if report["layers"] else 0
+    if shared:
+        lines += ["", f"Input encoding: {shared} of {report['layers'][0]['in_features']} inputs share one encoder "
+                      "(alike ranges, within the error slack of kan2mcu.quant.input_share): one threshold row of the "
+                      "C input API for all of them."]
     planner = report.get("planner")
     if planner:
         lines += ["", f"Plan ({planner['objective']}, flash budget {planner['flash_budget']} bytes, costs predicted for "

@@ -44,9 +44,9 @@ sweep: setup
 	@$(PY) -c "import json; t = json.load(open('out/sweep/timings.json')); \
 	    print(f\"sweep: {t['computed']} points computed in {t['wall_seconds']:.0f} s, {t['reused']} reused\")"
 
-## The tests (toolchain tests are forced on when CI=true).
+## The tests, one pytest-xdist worker per core (toolchain tests are forced on when CI=true).
 test: setup
-	$(PY) -m pytest host_tests -q -p no:cacheprovider
+	$(PY) -m pytest host_tests -q -p no:cacheprovider -n auto --dist loadfile
 
 ## The mutation suite: deliberate bugs (tools/mutants.py) applied one at a time to a temporary copy
 ## of the repository; fails unless the tests named for each one fail. mutants-fast: the quick subset.

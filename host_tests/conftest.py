@@ -17,6 +17,12 @@ import pytest
 REQUIRE_TOOLCHAINS = os.environ.get("CI") == "true" or os.environ.get("KAN2MCU_REQUIRE_TOOLCHAINS") == "1"
 # A prepared digits checkpoint (the mutation runner trains it once and shares it between runs).
 DIGITS_CHECKPOINT_ENV = "KAN2MCU_TEST_DIGITS_CHECKPOINT"
+# Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its own PlatformIO core folder:
+# PlatformIO rewrites the platform link there on every build, and builds sharing one folder race.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    _core = os.environ.get("KAN2MCU_PLATFORMIO_CORE_DIR", str(Path.home() / ".cache" / "kan2mcu" / "platformio"))
+    os.environ["KAN2MCU_PLATFORMIO_CORE_DIR"] = f"{_core}-{XDIST_WORKER}"
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:
@@ -72,8 +78,23 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     prepared = os.environ.get(DIGITS_CHECKPOINT_ENV)
     if prepared:
         return Path(prepared)
-    path = tmp_path_factory.mktemp("digits") / "digits_kan.pt"
-    train(path, progress=False)
+    return shared_artefact(tmp_path_factory, "digits_kan.pt", lambda path: train(path, progress=False))
+
+
+def shared_artefact(tmp_path_factory, name: str, make) -> Path:
+    """``make(path)`` once per test run: xdist workers share the file (the first one makes it, under
+    a lock, into a temporary name renamed when complete)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if XDIST_WORKER:
+        root = root.parent  # the folder all workers' base folders share
+    path = root / name
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            partial = path.with_name(path.name + ".partial" + path.suffix)
+            make(partial)
+            partial.replace(path)
     return path
 
 

@@ -111,7 +111,8 @@ def test_dyadic_lattice_stays_off_ties():
         a, b = input_share._dyadic_lattice(raw_lo, raw_hi, qmax)  # pylint: disable=protected-access
         (_, a_den), (b_num, b_den) = a.as_integer_ratio(), b.as_integer_ratio()
         assert b_num % 2 == 1 and b_den >= 4 and b_den % (2 * a_den) == 0
-        assert qmax / (raw_hi - raw_lo) * (1 - 1e-6) < a <= qmax / (raw_hi - raw_lo)
+        step = qmax / (raw_hi - raw_lo)
+        assert step - 2.0**-input_share.MAX_LATTICE_BITS < a <= step and a > step * (1 - 2.0**-12)
         assert abs(raw_lo * a + b) <= 2.0 / b_den  # the range starts at code 0
 
 

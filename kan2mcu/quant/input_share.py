@@ -46,6 +46,7 @@ ERROR_SLACK = 0.25  # sharing may add at most this share of the first layer's ow
 PROBE_ROWS = 256  # calibration rows the decision is measured on
 ELEMENTS_PER_CHUNK = 1 << 21  # edge values per evaluation chunk (16 MiB of float64)
 _EXACT_CACHE: dict = {}  # the last layer's exact edge values on its probe rows, by chunk
+CACHE_ELEMENTS = 1 << 24  # larger layers (128 MiB of float64 and more) evaluate them again instead
 
 
 def columns(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -162,9 +163,11 @@ def added_error(layer, x: np.ndarray, own: tuple, shared: tuple, qmax: int, clip
         _EXACT_CACHE.update(key=key, layer=layer)  # the layer kept alive: its id stays its own
     for start in range(0, n_in, step):
         cols = np.arange(start, min(n_in, start + step))
-        if start not in _EXACT_CACHE:
-            _EXACT_CACHE[start] = _edges(layer, x[:, cols], cols)
-        exact = _EXACT_CACHE[start]
+        exact = _EXACT_CACHE.get(start)
+        if exact is None:
+            exact = _edges(layer, x[:, cols], cols)
+            if x.size * layer.out_features <= CACHE_ELEMENTS:
+                _EXACT_CACHE[start] = exact
         own_error[cols] = np.mean((_edges(layer, x_own[:, cols], cols) - exact) ** 2, axis=(0, 2))
         extra[cols] = np.mean((_edges(layer, x_shared[:, cols], cols) - exact) ** 2, axis=(0, 2)) - own_error[cols]
     return extra, float(own_error.sum())

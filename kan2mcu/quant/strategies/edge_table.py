@@ -65,6 +65,10 @@ class EdgeTableLayer:
     clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
     # inputs on one shared encoder (kan2mcu.quant.input_share; first layer only). Omitted when 0.
     shared_inputs: int = field(default=0, metadata={"omit_default": True})
+    # with shared inputs: float64 [I] range each input's edges are tabulated on (its own calibrated
+    # range; -inf/inf for inputs on their own encoder): codes beyond it hold the range's ends
+    in_lo: np.ndarray | None = field(default=None, metadata={"omit_default": True})
+    in_hi: np.ndarray | None = field(default=None, metadata={"omit_default": True})
     strategy: str = NAME
     # multiply-free requantization (kan2mcu.strategies.mulfree): [O, 2^b] thresholds of a hidden
     # layer; the last layer's mult is a power of two. Omitted from model.npz when unused.
@@ -86,6 +90,12 @@ class EdgeTableLayer:
     @property
     def row_words(self) -> int:
         return self.out_pad // self.per_word
+
+    def code_inputs(self, codes: np.ndarray) -> np.ndarray:
+        """The float inputs [N, I] the table's entries at ``codes`` [N, I] stand for:
+        ``in_scale * (codes - in_zero)``, held to ``in_lo``..``in_hi`` where set."""
+        x = self.in_scale[None, :] * (np.asarray(codes, np.float64) - self.in_zero[None, :])
+        return x if self.in_lo is None else np.clip(x, self.in_lo[None, :], self.in_hi[None, :])
 
     def words(self) -> np.ndarray:
         """The table as uint32 words, ``[I * Q * row_words]``: entry ``n*w + j`` of a row in bits
@@ -187,6 +197,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
                           entry_scale=entry_scale, centre=centre, clipped_entries=clipped, mul_free=mul_free,
                           shared_inputs=int(enc.get("shared_inputs", 0)),
+                          in_lo=enc.get("clip_lo"), in_hi=enc.get("clip_hi"),
                           thresholds=thresholds)
 
 

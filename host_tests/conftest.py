@@ -98,18 +98,16 @@ def shared_artefact(tmp_path_factory, name: str, make) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def update_grid_checkpoint(digits_checkpoint, tmp_path_factory) -> tuple[Path, Path, float]:
-    """The default digits KAN after efficient-kan's ``update_grid`` on the training split (knots at
-    data quantiles, per input; coefficients refit by least squares, some at 1e6 on B-splines the
-    pixels barely reach), saved as an efficient-kan state dict; with calibration inputs (the
-    training split) and its float test accuracy."""
+def digits_after_update_grid(checkpoint: Path):
+    """The kan2mcu digits KAN at ``checkpoint`` in float64 after efficient-kan's ``update_grid``,
+    layer by layer on the digits training split (each layer on the activations entering it), and
+    the data set. Shared by the update_grid fixture and fixtures/hashed/make_fixtures.py."""
     import torch
 
     from kan2mcu.data.datasets import load_dataset
     from kan2mcu.model.torch_kan import KAN
 
-    payload = torch.load(digits_checkpoint, weights_only=True)
+    payload = torch.load(checkpoint, weights_only=True)
     cfg = payload["config"]
     model = KAN(cfg["widths"], cfg["grid_size"], cfg["spline_order"])
     model.load_state_dict(payload["state_dict"])
@@ -120,6 +118,19 @@ def update_grid_checkpoint(digits_checkpoint, tmp_path_factory) -> tuple[Path, P
         for layer in model.layers:
             layer.update_grid(h)
             h = layer(h)
+    return model, data
+
+
+@pytest.fixture(scope="session")
+def update_grid_checkpoint(digits_checkpoint, tmp_path_factory) -> tuple[Path, Path, float]:
+    """The default digits KAN after efficient-kan's ``update_grid`` on the training split (knots at
+    data quantiles, per input; coefficients refit by least squares, some at 1e6 on B-splines the
+    pixels barely reach), saved as an efficient-kan state dict; with calibration inputs (the
+    training split) and its float test accuracy."""
+    import torch
+
+    model, data = digits_after_update_grid(digits_checkpoint)
+    with torch.no_grad():
         accuracy = float((model(torch.tensor(data.x_test)).argmax(1).numpy() == data.y_test).mean())
     base = tmp_path_factory.mktemp("update_grid")
     torch.save(model.float().state_dict(), base / "ek.pt")
@@ -154,6 +165,23 @@ def small_checkpoints(tmp_path_factory) -> dict:
         "8x5x3-G5-k3": make_random_checkpoint(base / "a.pt", (8, 5, 3), 5, 3, seed=1),
         "6x4x4x2-G3-k2": make_random_checkpoint(base / "b.pt", (6, 4, 4, 2), 3, 2, seed=2),
     }
+
+
+@pytest.fixture()
+def small(small_checkpoints) -> tuple[Path, Path]:
+    """The [8, 5, 3] random KAN's checkpoint and calibration inputs."""
+    return small_checkpoints["8x5x3-G5-k3"]
+
+
+@pytest.fixture()
+def generated(small, tmp_path) -> Path:
+    """A complete model folder of ``small`` (tmp_path/model), to regenerate over or verify."""
+    from kan2mcu.generate import generate_model
+
+    checkpoint, calibration = small
+    out = tmp_path / "model"
+    generate_model(checkpoint, out, calibration=calibration, quiet=True)
+    return out
 
 
 def nonuniform_state_dict(widths, grid_size=5, order=3, seed=0) -> dict:

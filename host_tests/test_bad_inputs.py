@@ -47,20 +47,6 @@ def scaled_checkpoint(source: Path, target: Path, factor: float, suffixes=("spli
     return target
 
 
-@pytest.fixture()
-def small(small_checkpoints):
-    return small_checkpoints["8x5x3-G5-k3"]
-
-
-@pytest.fixture()
-def generated(small, tmp_path):
-    """A complete model folder to regenerate over."""
-    checkpoint, calibration = small
-    out = tmp_path / "model"
-    generate_model(checkpoint, out, calibration=calibration, quiet=True)
-    return out
-
-
 # ---- output paths -------------------------------------------------------------------------------
 
 def test_output_is_a_file(capsys, small, tmp_path):

@@ -28,19 +28,6 @@ def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture()
-def small(small_checkpoints):
-    return small_checkpoints["8x5x3-G5-k3"]
-
-
-@pytest.fixture()
-def generated(small, tmp_path):
-    checkpoint, calibration = small
-    out = tmp_path / "model"
-    generate_model(checkpoint, out, calibration=calibration, quiet=True)
-    return out
-
-
 # ---- 1. data loss ---------------------------------------------------------------------------------
 
 def test_generate_into_the_folder_holding_its_checkpoint_loses_nothing(capsys, small, generated):

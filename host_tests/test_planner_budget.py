@@ -18,7 +18,7 @@ from kan2mcu.quant.budget import Budget, input_api_bytes
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.generate import generate_model
 from kan2mcu.model.importers import load_checkpoint
-from kan2mcu.quant.planner import candidate_options, choose
+from kan2mcu.quant.planner import DEFAULT_MAX_ERROR, candidate_options, choose
 from kan2mcu.quant.planscore import COST_MODEL_ERROR, describe
 from kan2mcu.quant.quantize import QuantOptions, calibrate, quantize
 from kan2mcu.quant.reference import quantize_inputs, run_model
@@ -255,3 +255,14 @@ def test_ceiling_rule_takes_the_smallest_of_the_equally_fast(objective):
     if objective == "speed":
         (alt,) = larger_plans(combo, scores, predicted, tolerance, objective)
         assert (alt["extra_bytes"], alt["instructions_saved"]) == (4000, predicted[near]["instructions"] - 1000)
+
+
+def test_a_default_limit_the_budget_keeps_out_of_reach_is_a_note(tiny):
+    """2000 bytes hold no plan within the default --max-error: the most accurate plan that fits, and
+    a note (what it loses on data is the guard's to warn about); the same limit given is a warning."""
+    _, _, model, x = tiny
+    default = choose(model, QuantOptions(), x, budget=2000)
+    assert default.warning is None and default.note.startswith("no plan within --flash-budget of 2000 bytes")
+    given = choose(model, QuantOptions(), x, budget=2000, max_error=DEFAULT_MAX_ERROR)
+    assert given.note is None and given.warning.startswith("no plan within --flash-budget of 2000 bytes")
+    assert given.plan == default.plan

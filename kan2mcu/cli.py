@@ -54,6 +54,10 @@ def _add_generate(sub) -> None:
                         "accepts: RMS error over the float output range (classifiers: also the share of samples "
                         f"whose argmax differs); default {DEFAULT_MAX_ERROR}, i.e. 0.5%% of the output range (then "
                         "only noted in the report when the bit widths cannot reach it)")
+    p.add_argument("--task", choices=("classify", "regress"), default=None,
+                   help="what the outputs are, for the output-error metric (classify: argmax agreement counts "
+                        "too); default: the task recorded in the checkpoint, its data set's, else classify for "
+                        "several outputs; the report says which")
     p.add_argument("--base-activation", default=None, metavar="NAME",
                    help="base function of an efficient-kan model (its state dict does not record it): silu "
                         "(assumed), gelu, relu, tanh, sigmoid, identity; non-SiLU bases deploy as edge tables")
@@ -92,8 +96,12 @@ def _run_generate(args) -> int:
                             allow_over_budget=args.allow_over_budget,
                             max_error=args.max_error, base_activation=args.base_activation,
                             allow_saturation=args.allow_saturation, prefix=args.prefix, eval_data=args.eval_data,
-                            fold_silu=args.fold_silu)
+                            fold_silu=args.fold_silu, task=args.task)
     print(f"kan2mcu: wrote {', '.join(result.files)} to {result.folder}", file=sys.stderr)
+    notes = result.report.get("notes")
+    if notes:  # what does not change the result is not a warning: one line points to it
+        print(f"kan2mcu: {len(notes)} note{'s' if len(notes) > 1 else ''} in {result.folder / 'report.md'}",
+              file=sys.stderr)
     if args.plots:
         _plot_folder(result.folder)
     return 0

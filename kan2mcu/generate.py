@@ -29,6 +29,7 @@ from kan2mcu.codegen.render import render_float, render_int
 from kan2mcu.codegen.report import build_report, layer_report, markdown
 from kan2mcu.codegen.vectors import N_TEST_VECTORS, test_vectors
 from kan2mcu.data.datasets import load_dataset
+from kan2mcu.data.tabular import TASKS
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.model.importers import ImportedModel, load_checkpoint
 from kan2mcu.model.ir import BASE_FUNCTIONS
@@ -38,6 +39,7 @@ from kan2mcu.quant.evaluate import dataset_accuracy, eval_rows, evaluation, held
 from kan2mcu.quant.fixedpoint import code_ctype
 from kan2mcu.quant.foldsilu import fold_silu as fold_silu_model
 from kan2mcu.quant.budget import check_written_total, code_bytes, flash_budget as budget_of
+from kan2mcu.quant.output_error import task_of
 from kan2mcu.quant.planner import board_options, choose, core_for, explain
 from kan2mcu.quant.quantize import QuantOptions, quantize
 
@@ -79,12 +81,15 @@ class GenerateRequest:
     eval_data: Path | None = None
     fold_silu: bool = False
     allow_over_budget: bool = False
+    task: str | None = None  # None: the checkpoint's (kan2mcu.quant.output_error.task_of)
 
     def check(self) -> None:
         """Refuse, before any work, what cannot be generated (OptionError)."""
         if self.arith not in ARITHMETICS:
             raise OptionError(f"--arith must be one of {ARITHMETICS}, got {self.arith!r}")
         check_max_error(self.max_error)
+        if self.task is not None and self.task not in TASKS:
+            raise OptionError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         check_name(self.name)
         check_output_folder(Path(self.output))
 
@@ -117,10 +122,16 @@ class Generation:
     report: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     written: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # what does not change the result by itself: for the report
 
     def say(self, msg: str) -> None:
         if not self.request.quiet:
             print(msg, file=sys.stderr)
+
+    def note(self, msg: str | None) -> None:
+        """Keep ``msg`` for the report's notes (never printed as a warning); None: nothing to note."""
+        if msg:
+            self.notes.append(msg)
 
 
 ACCURACY_LOSS_WARN = 0.01  # accuracy (or R2) points lost on data against the float model that generate warns about
@@ -160,6 +171,16 @@ def with_base_activation(imported: ImportedModel, name: str):
     return dataclasses.replace(imported.model, layers=layers)
 
 
+def with_task(model, task: str):
+    """``model`` with ``task`` recorded (the output-error metric and the bundle take it from there);
+    a checkpoint trained on your data keeps its own: its targets are what they are."""
+    recorded = model.metadata.get("task")
+    if model.metadata.get("target") is not None and recorded != task:
+        raise OptionError(f"--task {task}: this checkpoint was trained on your data as {recorded}; its "
+                          "targets decide the task")
+    return dataclasses.replace(model, metadata={**model.metadata, "task": task})
+
+
 def describe_base_activation(imported: ImportedModel, model, given: str | None) -> str:
     """The model's base activation, and whether it was assumed rather than read from the file."""
     text = "/".join(sorted({layer.base_function for layer in model.layers}))
@@ -193,6 +214,8 @@ def load(g: Generation) -> None:
         _warn(warning)
     if req.base_activation is not None:
         g.model = with_base_activation(g.imported, req.base_activation)
+    if req.task is not None:
+        g.model = with_task(g.model, req.task)
     g.activation = describe_base_activation(g.imported, g.model, req.base_activation)
     g.say(f"kan2mcu: read {checkpoint.name}: {g.imported.format} KAN {g.model.widths}, "
           f"base activation {g.activation}")
@@ -204,11 +227,8 @@ def calibrate(g: Generation) -> None:
     req = g.request
     g.calib, g.calib_how = calibration_data(g.imported, req.calibration)
     g.evaluated_rows = eval_rows(g.imported, g.model, req.eval_data)
-    if g.calib is None:
-        _warn("no calibration data: activation ranges come from the grids only; "
-              "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
-    elif req.arith == "int" and coverage.small_calibration(len(g.calib)):
-        _warn(coverage.small_calibration(len(g.calib)))
+    if req.arith == "int":  # the float back end has no ranges to calibrate
+        g.note(coverage.small_calibration(None if g.calib is None else len(g.calib)))
     g.target = g.model
     if req.fold_silu:
         _fold_silu(g)
@@ -226,7 +246,7 @@ def _fold_silu(g: Generation) -> None:
             g.say(f"kan2mcu: --fold-silu: {row['layer']} folded (its outputs change by "
                   f"{100 * row['rms_error']:.3g}% RMS of their range)")
         else:
-            _warn(f"--fold-silu: {row['layer']} keeps its SiLU branch: the refit would change its outputs by "
+            g.note(f"--fold-silu: {row['layer']} keeps its SiLU branch: the refit would change its outputs by "
                   f"{100 * row['rms_error']:.2f}% RMS of their range ({100 * row['inside_grid']:.0f}% of its "
                   f"inputs inside the grid)")
 
@@ -249,6 +269,7 @@ def plan(g: Generation) -> None:
                 g.say(f"kan2mcu: {line}")
             if g.choice.warning:
                 _warn(g.choice.warning)
+            g.note(g.choice.note)
     trained_for = g.model.metadata.get("qat")  # kan2mcu finetune / train --qat
     if trained_for:
         from kan2mcu.training.qat import deployment_warning  # pylint: disable=import-outside-toplevel
@@ -268,6 +289,7 @@ def guard_stage(g: Generation) -> None:
         guard.check_held_out(g.held_out, force=g.request.allow_saturation, warn=_warn)
         g.guard_report = guard.measure(g.model, g.qmodel, g.calib)
         guard.check(g.guard_report, force=g.request.allow_saturation, warn=_warn)
+        g.notes.extend(g.guard_report.notes)
 
 
 def render(g: Generation) -> None:
@@ -285,8 +307,10 @@ def report(g: Generation) -> None:
     """Assemble report.json: costs per layer, plan, guard, accuracy, evaluation and coverage."""
     req, model, qmodel = g.request, g.model, g.qmodel
     trained_for = model.metadata.get("qat")
+    task, task_source = task_of(model)
     model_info = {"name": req.name, "source_format": g.imported.format, "widths": model.widths,
-                  "sha256": model.sha256(), "base_activation": g.activation}
+                  "sha256": model.sha256(), "base_activation": g.activation, "task": task,
+                  "task_source": "--task" if req.task else task_source}
     if trained_for:
         model_info["qat"] = {k: trained_for.get(k) for k in ("strategy", "act_bits", "spline_bits", "coef_bits",
                                                              "base_bits", "silu_bits")}
@@ -303,7 +327,8 @@ def report(g: Generation) -> None:
                                                                                         g.evaluated_rows),
                   "fold_silu": g.fold_report,
                   "accuracy": dataset_accuracy(model, qmodel, dataset) if dataset else None,
-                  "coverage": covered.as_dict() if covered is not None else None},
+                  "coverage": covered.as_dict() if covered is not None else None,
+                  "notes": list(g.notes)},
         code_bytes=code_bytes(qmodel) if qmodel is not None else 0)
     if g.choice is not None:  # the written model, counted as the budget counts it
         _check_budget(g.report["totals"], budget_of(req.board, req.flash_budget), req.allow_over_budget, g.say)
@@ -325,15 +350,14 @@ def _check_budget(t: dict, budget, allow: bool, say) -> None:
 
 
 def _coverage(g: Generation):
-    """How much of the held-out inputs the integer model's ranges cover (warns when too little)."""
+    """How much of the held-out inputs the integer model's ranges cover (a note when too little)."""
     dataset = g.imported.dataset
     held_out = ((load_dataset(dataset).x_test, f"{dataset} test split") if dataset
                 else held_out_inputs(g.model, g.evaluated_rows))
     if g.qmodel is None or held_out is None:
         return None
     covered = coverage.measure(g.model, g.qmodel, *held_out, calibration=g.calib)
-    if covered.warning():
-        _warn(covered.warning())
+    g.note(covered.note())
     return covered
 
 
@@ -384,7 +408,7 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
                    max_error: float | None = None, base_activation: str | None = None,
                    allow_saturation: bool = False, prefix: str | None = None,
                    eval_data: Path | None = None, fold_silu: bool = False,
-                   allow_over_budget: bool = False) -> GenerateResult:
+                   allow_over_budget: bool = False, task: str | None = None) -> GenerateResult:
     """Generate the C model for ``checkpoint`` into folder ``output`` (written only when all succeeded).
 
     The integer model's per-layer strategies come from ``plan`` (a LayerPlan per layer) when given,
@@ -403,6 +427,8 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
     float model the report, the guard and ``verify`` compare with stays the unfolded one.
     A planned model over the flash budget (tables, input API and code, kan2mcu.quant.budget; whichever
     way the budget was given) is refused unless ``allow_over_budget``.
+    ``task`` ("classify" | "regress") sets what the outputs are for the output-error metric the
+    planner and the guard use (default: the checkpoint's, kan2mcu.quant.output_error.task_of).
     """
     options = options or QuantOptions()
     if arith == "int":
@@ -412,6 +438,6 @@ def generate_model(checkpoint, output, *, name: str = "kan", arith: str = "int",
         calibration=calibration, quiet=quiet, plan=plan, strategy=strategy, optimize=optimize,
         flash_budget=flash_budget, board=board, max_error=max_error, base_activation=base_activation,
         allow_saturation=allow_saturation, prefix=prefix, eval_data=eval_data, fold_silu=fold_silu,
-        allow_over_budget=allow_over_budget)
+        allow_over_budget=allow_over_budget, task=task)
     state = run_stages(request)
     return GenerateResult(Path(output), state.written, state.report)

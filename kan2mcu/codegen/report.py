@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from kan2mcu.quant import coverage, guard
+from kan2mcu.quant.planner import larger_plan_line, layer_line
 from kan2mcu.model.ir import KANModel
 from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.codegen.render import RenderedModel
@@ -84,7 +85,7 @@ def markdown(report: dict) -> str:
              f"sha256 {report['model']['sha256'][:16]}",
              f"- arithmetic: {report['arith']}" + (f", options: {format_options(report['options'])}"
                                                    if report["options"] else " (float32 C, no quantization)"),
-             f"- calibration: {report['calibration']}", "",
+             f"- calibration: {report['calibration']}", *_task_line(report["model"]), "",
              "| layer | in->out | edges | strategy | input bits | basis | tables B | coef B | flash B (tables) | MACs | "
              "BitOps | BitOps float32 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -114,22 +115,10 @@ def markdown(report: dict) -> str:
         lines += ["", f"Plan ({planner['objective']}, flash budget {planner['flash_budget']} bytes, costs predicted for "
                       f"{planner['core']}; relative output error on the calibration data "
                       f"{_fmt(planner['calibration_error'])}, {planner['plans_considered']} plans weighed):", ""]
-        for row in planner["layers"]:
-            entries = f", {row['table_bits']}-bit entries" if row.get("table_bits") else ""
-            text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes{entries}: "
-                    f"{row['predicted_flash_bytes']} bytes, about {row['predicted_instructions']} instructions")
-            alt = row.get("alternative")
-            if alt:
-                text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be {alt['predicted_flash_bytes']} "
-                         f"bytes, about {alt['predicted_instructions']} instructions")
-            lines.append(text)
-        for alt in planner.get("larger_plans", []):
-            lines.append(f"- a larger plan ({alt['plan']}) would add {alt['extra_bytes']} bytes for "
-                         f"{alt['instructions_saved']} fewer instructions (predicted; within the cost model's error)")
+        lines += [layer_line(row, markdown=True) for row in planner["layers"]]
+        lines += [larger_plan_line(alt, markdown=True) for alt in planner.get("larger_plans", [])]
         if planner.get("warning"):
             lines += ["", f"**Warning:** {planner['warning']}."]
-        if planner.get("note"):
-            lines += ["", f"Note: {planner['note']}."]
     acc = report.get("accuracy")
     if acc and report["arith"] == "float":
         lines += ["", f"Accuracy on the {acc['dataset']} {acc['split']} split ({acc['samples']} samples): "
@@ -153,7 +142,24 @@ def markdown(report: dict) -> str:
     text = "\n".join(lines) + "\n" + f"\nBase activation: {report['model']['base_activation']}.\n"
     if "calibration_rows" in report:
         text += coverage.markdown(report["calibration_rows"], report.get("coverage"))
-    return text + (guard.markdown(report["guard"]) if report.get("guard") else "")
+    text += guard.markdown(report["guard"]) if report.get("guard") else ""
+    return text + notes_markdown(report.get("notes"))
+
+
+def notes_markdown(notes: list | None) -> str:
+    """The report's notes (what does not change the result by itself; generate prints only their
+    count), one item each, or nothing without notes."""
+    if not notes:
+        return ""
+    return "\n".join(["", "## Notes", "", *(f"- {note}" for note in notes)]) + "\n"
+
+
+def _task_line(model: dict) -> list[str]:
+    """The task the output-error metric used (planner, guard), and where it came from."""
+    if "task" not in model:
+        return []
+    metric = ("argmax agreement and RMS error" if model["task"] == "classify" else "RMS error")
+    return [f"- task: {model['task']} ({model['task_source']}): the output error weighs {metric}"]
 
 
 def _fmt(value) -> str:

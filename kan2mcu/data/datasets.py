@@ -9,6 +9,7 @@ from kan2mcu.errors import OptionError
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.25
+DATASET_TASKS = {"digits": "classify"}  # what each named data set's models do (kan2mcu.data.tabular.TASKS)
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,14 @@ def is_own_checkpoint(path: Path) -> bool:
 
 
 def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: dict | None,
-                    metrics: dict | None = None, data: dict | None = None) -> Path:
+                    metrics: dict | None = None, data: dict | None = None, task: str | None = None) -> Path:
     """Write ``model`` (a :class:`kan2mcu.model.torch_kan.KAN`) and what it was trained on to ``path``.
 
     ``input_transform``: x_model = raw * scale + offset, scale and offset scalars (digits) or one per
     column (own data). ``data`` (own data, kan2mcu.training.train.train_on_data): task, target, columns,
-    classes, target_transform, source, and tensors calibration, heldout_x, heldout_y."""
+    classes, target_transform, source, and tensors calibration, heldout_x, heldout_y. ``task``
+    ("classify" | "regress", when known): what the outputs are, which the output-error metric
+    weighs (kan2mcu.quant.output_error)."""
     import torch
 
     path = Path(path)
@@ -68,6 +70,8 @@ def save_checkpoint(model, path: Path, *, dataset: str | None, input_transform: 
     }
     if data is not None:
         payload["data"] = data
+    if task is not None:
+        payload["task"] = task
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save(payload, tmp)

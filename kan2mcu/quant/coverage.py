@@ -1,5 +1,5 @@
 """Does the calibration data cover what the model will see? Two checks with numbers, both in the
-report and, past a threshold, as warnings:
+report and, past a threshold, as notes in it (what is lost on data is the guard's to warn about):
 
 - a small calibration set: with ``n`` rows, a fresh input leaves one channel's calibrated
   [min, max] with probability up to ``2 / (n + 1)`` (order statistics of i.i.d. data);
@@ -16,13 +16,17 @@ from kan2mcu.model.bspline import model_forward
 from kan2mcu.quant.quantize import sample_ranges
 
 MIN_CALIBRATION_ROWS = 500  # below: up to 0.4% of new inputs per channel leave the calibrated range
-WARN_OUT_OF_RANGE_FRACTION = 0.05  # warn when more than 5% of held-out rows saturate somewhere
+NOTE_OUT_OF_RANGE_FRACTION = 0.05  # a note when more than 5% of held-out rows saturate somewhere
 # (a calibration set of n rows leaves about 2 / (n + 1) of new rows outside per channel: 1347 digits
 # rows and 16 hidden channels put 2% of the test split past a hidden range by a few codes)
 
 
-def small_calibration(rows: int) -> str | None:
-    """The warning for a calibration set of ``rows`` rows, or None when it is large enough."""
+def small_calibration(rows: int | None) -> str | None:
+    """The note for a calibration set of ``rows`` rows (None: no calibration data), or None when it
+    is large enough."""
+    if rows is None:
+        return ("no calibration data: activation ranges come from the grids only; "
+                "pass --calibration FILE (.npy/.csv of model inputs) for better accuracy")
     if rows >= MIN_CALIBRATION_ROWS:
         return None
     return (f"calibration data has only {rows} rows: a new input leaves a channel's calibrated range "
@@ -47,9 +51,9 @@ class Coverage:
         return {"source": self.source, "rows": self.rows, "rows_outside": self.rows_outside,
                 "fraction_outside": self.fraction, "layers": list(self.layers)}
 
-    def warning(self) -> str | None:
-        """A warning when more than WARN_OUT_OF_RANGE_FRACTION of the rows saturate somewhere."""
-        if self.fraction <= WARN_OUT_OF_RANGE_FRACTION:
+    def note(self) -> str | None:
+        """A note when more than NOTE_OUT_OF_RANGE_FRACTION of the rows saturate somewhere."""
+        if self.fraction <= NOTE_OUT_OF_RANGE_FRACTION:
             return None
         where = ", ".join(f"{row['layer']}: {row['rows']} rows on {row['channels']} channels, up to "
                           f"{row['max_excess_codes']:g} codes beyond" for row in self.layers if row["rows"])

@@ -17,16 +17,16 @@ from kan2mcu.data import tabular
 from kan2mcu.data.datasets import load_dataset
 from kan2mcu.model.bspline import model_forward
 from kan2mcu.errors import OptionError
+from kan2mcu.quant import output_error
 from kan2mcu.quant.input_codec import float_api_inputs, float_api_transform
 from kan2mcu.quant.reference import quantize_inputs, run_model
 
 
 def task_of(model) -> tuple[str, bool]:
-    """(task, inferred?): the checkpoint's task, else "regress" for one output, "classify" otherwise."""
-    task = model.metadata.get("task")
-    if task in tabular.TASKS:
-        return task, False
-    return ("regress" if model.layers[-1].out_features == 1 else "classify"), True
+    """(task, inferred from the output width?), as the output-error metric takes it
+    (kan2mcu.quant.output_error.task_of)."""
+    task, source = output_error.task_of(model)
+    return task, source.startswith("assumed")
 
 
 def _match_columns(table: tabular.Table, columns: list, option: str) -> np.ndarray:

@@ -9,8 +9,9 @@ integer reference), so it holds whatever strategy quantized a layer. Two figures
   metric of kan2mcu.quant.output_error (RMS and max error over the float output range, argmax
   agreement for classifiers).
 
-``check`` warns when the error's score passes WARN_ERROR and refuses (QuantizationError) past
-REFUSE_ERROR, unless forced; it also warns about saturation above WARN_SATURATION.
+``check`` warns when the result changes (argmax agreement below 1 - WARN_ERROR; a one-output model's
+RMS error above WARN_ERROR) and refuses (QuantizationError) past REFUSE_ERROR, unless forced;
+saturation above WARN_SATURATION and a classifier's logit RMS error are notes for the report.
 
 Calibration rows can be unlike the data the model meets (wider, shifted): when labelled held-out
 rows exist (an own-data checkpoint's held-out split, ``--eval-data``), ``check_held_out`` also
@@ -128,25 +129,23 @@ def measure(model, qmodel, calibration: np.ndarray | None, seed: int = 0) -> Gua
 
 
 def check(report: GuardReport, *, force: bool = False, warn=None) -> None:
-    """Print the guard's warnings through ``warn`` (with its notes, as their likely causes, when there
-    is a warning); raise QuantizationError when refused and not forced. Notes alone stay in the report."""
-    if report.refused and not force:
-        sat = max(report.saturation)
-        raise QuantizationError(f"{report.refused}; up to {100 * sat:.1f}% of a layer's calibration activations "
-                                f"saturate; nothing written (pass {FORCE_HINT} to write it anyway)")
+    """Print the guard's warnings through ``warn``; raise QuantizationError when refused and not
+    forced. Notes (the likely causes: saturation, a classifier's logit RMS) stay in the report."""
+    reason = report.refused and (f"{report.refused}; up to {100 * max(report.saturation):.1f}% of a layer's "
+                                 "calibration activations saturate")
+    if reason and not force:
+        raise QuantizationError(f"{reason}; nothing written (pass {FORCE_HINT} to write it anyway)")
     if warn is not None:
-        lost = list(report.warnings) + ([report.refused] if report.refused else [])
-        for line in list(report.warnings) + (list(report.notes) if lost else []):
+        for line in report.warnings:
             warn(line)
-        if report.refused:
-            warn(f"{report.refused}; written anyway ({FORCE_HINT})")
+        if reason:
+            warn(f"{reason}; written anyway ({FORCE_HINT})")
 
 
 def markdown(figures: dict) -> str:
     """The guard's section of report.md."""
     lines = ["", "## Quantization guard", "", summary_of(figures) + "."]
     lines += [f"- warning: {w}" for w in figures["warnings"]]
-    lines += [f"- note: {n}" for n in figures.get("notes", [])]
     if figures["refused"]:
         lines.append(f"- far from the float model, written with {FORCE_HINT}: {figures['refused']}")
     held = figures.get("held_out")

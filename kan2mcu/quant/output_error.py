@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kan2mcu.data.datasets import DATASET_TASKS
+from kan2mcu.data.tabular import TASKS
+
 
 @dataclass(frozen=True)
 class OutputError:
@@ -34,12 +37,22 @@ class OutputError:
         return max(self.rms, 1.0 - self.argmax_agreement)
 
 
+def task_of(model) -> tuple[str, str]:
+    """("classify" | "regress", where that comes from): the task recorded in ``model``'s metadata
+    (at training, or ``generate --task``), else its data set's, else assumed from the output width
+    (several outputs: class scores)."""
+    metadata = getattr(model, "metadata", None) or {}
+    if metadata.get("task") in TASKS:
+        return metadata["task"], "recorded in the checkpoint"
+    if metadata.get("dataset") in DATASET_TASKS:
+        return DATASET_TASKS[metadata["dataset"]], f"the {metadata['dataset']} data set"
+    outputs = model.layers[-1].out_features
+    return ("classify" if outputs > 1 else "regress"), f"assumed from the {outputs} output(s)"
+
+
 def is_classifier(model) -> bool:
-    """Whether ``model``'s outputs are class scores: its recorded task, else several outputs."""
-    task = model.metadata.get("task") if getattr(model, "metadata", None) else None
-    if task in ("classify", "regress"):
-        return task == "classify"
-    return model.layers[-1].out_features > 1
+    """Whether ``model``'s outputs are class scores (:func:`task_of`)."""
+    return task_of(model)[0] == "classify"
 
 
 def output_error(float_out: np.ndarray, quant_out: np.ndarray, *, classifier: bool) -> OutputError:

@@ -58,7 +58,7 @@ class Choice:
     layers: tuple[dict, ...]  # per layer: strategy, widths, predicted instructions/flash, alternative
     tolerance: float = DEFAULT_MAX_ERROR  # the error the plan had to stay under
     warning: str | None = None  # set when no plan within the budget met the tolerance, or over budget
-    note: str | None = None  # the default tolerance is below what the bit widths reach (no --max-error given)
+    note: str | None = None  # the default tolerance is out of reach of the widths or the budget (no --max-error)
     budget_source: str = "the default flash budget"
     input_api_bytes: int = 0  # predicted flash of the input API (included in flash_bytes)
     fitting: int = 0  # plans within the budget
@@ -213,8 +213,11 @@ def choose(model: KANModel, options: QuantOptions, calibration, *, strategy: str
     scores = Scores(search)
     combo, tolerance, warning, unreachable = search_plans(model, options, strategy, scores, fitting, predicted,
                                                           objective, max_error, budget)
-    warning = "; ".join(w for w in (over, warning, unreachable if given else None) if w) or None
-    note = f"the default {unreachable}" if unreachable and not given else None
+    # an error limit out of reach: the user's --max-error is warned about; the default one is noted
+    # (what the model loses on data is the guard's to warn about)
+    missed = (unreachable and f"the default {unreachable}", warning)
+    note = None if given else "; ".join(w for w in missed if w) or None
+    warning = "; ".join(w for w in (over, warning, unreachable) if w) if given else over
     weighed = {"codes": [options.act_bits, MIN_BITS], "entries": [options.table_bits, MIN_BITS],
                "coefficients": [options.coef_bits, MIN_BITS], "options_dropped_as_no_cheaper": dropped,
                "quantized_layers": search.quantized_layers}
@@ -239,25 +242,43 @@ def _layer_rows(model, combo, predicted, per_layer, costs) -> tuple:
     return tuple(rows)
 
 
+def _predicted(row: dict, markdown: bool) -> str:
+    """A row's predicted flash and instructions: exact in report.md, rounded on the console."""
+    if markdown:
+        return f"{row['predicted_flash_bytes']} bytes, about {row['predicted_instructions']} instructions"
+    return f"{row['predicted_flash_bytes'] / 1024:.1f} KB, {row['predicted_instructions'] / 1000:.1f}k instr"
+
+
+def layer_line(row: dict, *, markdown: bool = False, core: str = "") -> str:
+    """One layer of the plan (a ``Choice.layers`` row, as in report.json ``planner.layers``): what was
+    chosen, its predicted cost (on ``core``) and what the other strategy would have cost. ``markdown``:
+    report.md's list item; else the line generate prints."""
+    entries = f", {row['table_bits']}-bit entries" if row.get("table_bits") else ""
+    if markdown:
+        text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes{entries}: "
+                f"{_predicted(row, markdown)}")
+    else:
+        coefficients = f", {row['coef_bits']}-bit coefficients" if row.get("coef_bits") else ""
+        text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes{entries}{coefficients}): "
+                f"{_predicted(row, markdown)} on {core}")
+    alt = row.get("alternative")
+    if alt:
+        text += f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be {_predicted(alt, markdown)}"
+    return text
+
+
+def larger_plan_line(alt: dict, *, markdown: bool = False) -> str:
+    """One of ``Choice.larger`` (report.json ``planner.larger_plans``): what a larger plan would add."""
+    return (f"{'- ' if markdown else ''}a larger plan ({alt['plan']}) would add {alt['extra_bytes']} bytes for "
+            f"{alt['instructions_saved']} fewer instructions ({'predicted; ' if markdown else ''}within the cost "
+            "model's error)")
+
+
 def explain(choice: Choice) -> list[str]:
     """One line per layer (what was chosen, what the alternative would have cost), then the total."""
-    lines = []
-    for row in choice.layers:
-        widths = (f", {row['table_bits']}-bit entries" if row.get("table_bits") else "") + (
-            f", {row['coef_bits']}-bit coefficients" if row.get("coef_bits") else "")
-        text = (f"layer {row['layer']}: {row['strategy']} ({row['in_bits']}-bit codes{widths}): "
-                f"{row['predicted_flash_bytes'] / 1024:.1f} KB, {row['predicted_instructions'] / 1000:.1f}k instr "
-                f"on {choice.core}")
-        alt = row.get("alternative")
-        if alt:
-            text += (f"; {alt['strategy']} ({alt['in_bits']}-bit codes) would be "
-                     f"{alt['predicted_flash_bytes'] / 1024:.1f} KB, {alt['predicted_instructions'] / 1000:.1f}k instr")
-        lines.append(text)
+    lines = [layer_line(row, core=choice.core) for row in choice.layers]
     lines.append(f"plan: about {choice.flash_bytes} bytes (layers {choice.flash_bytes - choice.input_api_bytes}, "
                  f"input API {choice.input_api_bytes}) within {choice.budget_source} of {choice.budget} bytes; "
                  f"{choice.fitting} plans fit, {choice.considered} scored; widths weighed from the options down to "
                  f"{MIN_BITS} bits")
-    for alt in choice.larger:
-        lines.append(f"a larger plan ({alt['plan']}) would add {alt['extra_bytes']} bytes for "
-                     f"{alt['instructions_saved']} fewer instructions (within the cost model's error)")
-    return lines
+    return lines + [larger_plan_line(alt) for alt in choice.larger]

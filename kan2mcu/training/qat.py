@@ -342,7 +342,8 @@ def finetune(checkpoint, output, options: QuantOptions, *, dataset: str | None =
     transform = model.metadata.get("input_transform") if imported.dataset == name else data.input_transform
     metrics = {"test_accuracy" if _is_classification(data.y_test) else "test_r2": result.float_after,
                "qat": qat_metrics(options, result, epochs=epochs, lr=lr, seed=seed, source=imported.format)}
-    path = save_checkpoint(kan, output, dataset=name, input_transform=transform, metrics=metrics)
+    path = save_checkpoint(kan, output, dataset=name, input_transform=transform, metrics=metrics,
+                           task="classify" if _is_classification(data.y_test) else "regress")
     return dataclasses.replace(result, checkpoint=path)
 
 

@@ -93,7 +93,7 @@ def train(output: Path, *, dataset: str = "digits", hidden: tuple[int, ...] = (1
     train_acc = float((predict(model, data.x_train).argmax(1) == data.y_train).mean())
     test_acc = float((predict(model, data.x_test).argmax(1) == data.y_test).mean())
     path = save_checkpoint(model, Path(output), dataset=dataset, input_transform=data.input_transform,
-                           metrics={"train_accuracy": train_acc, "test_accuracy": test_acc, **extra})
+                           metrics={"train_accuracy": train_acc, "test_accuracy": test_acc, **extra}, task="classify")
     return TrainResult(path, train_acc, test_acc, "classify",
                        {"train_accuracy": train_acc, "test_accuracy": test_acc})
 
@@ -185,7 +185,8 @@ def train_on_data(output: Path, data: Path, *, target: str, task: str | None = N
            "heldout_x": torch.tensor(table.x[test_idx], dtype=torch.float64),  # raw feature values
            # held-out targets: class indices, or regression targets in the data's own units
            "heldout_y": torch.tensor(encoded.y[test_idx] if task == "classify" else table.y[test_idx].astype(np.float64))}
-    path = save_checkpoint(model, Path(output), dataset=None, input_transform=transform, metrics=metrics, data=own)
+    path = save_checkpoint(model, Path(output), dataset=None, input_transform=transform, metrics=metrics, data=own,
+                           task=task)
     warnings = tuple(w for w in (overfitting_warning(metrics, task),) if w)
     if task == "classify":
         return TrainResult(path, metrics["train_accuracy"], metrics["test_accuracy"], task, metrics, warnings)

@@ -102,6 +102,8 @@ def load_checkpoint(path, prefix: str | None = None) -> ImportedModel:
         own = payload.get("data") or {}
         metadata = {"dataset": payload.get("dataset"), "input_transform": payload.get("input_transform")}
         metadata.update({k: own[k] for k in OWN_DATA_KEYS if k in own})
+        if payload.get("task") is not None:  # recorded at training (kan2mcu.model.checkpoint.save_checkpoint)
+            metadata["task"] = payload["task"]
         trained_for = (payload.get("metrics") or {}).get("qat")
         if trained_for:  # the widths `kan2mcu finetune` / `train --qat` trained for (kan2mcu.training.qat)
             metadata["qat"] = trained_for

@@ -28,8 +28,7 @@ def test_edge_table_entries_track_the_float_layer(small_checkpoints):
     ql, layer = qmodel.layers[0], model.layers[0]
     rng = np.random.default_rng(0)
     codes = rng.integers(0, ql.codes, size=(200, ql.in_features))
-    x = ql.in_scale[None, :] * (codes - ql.in_zero[None, :])
-    float_out = layer_forward(layer, x)
+    float_out = layer_forward(layer, ql.code_inputs(codes))  # shared inputs held to their own range (input_share)
     entries = ql.table[np.arange(ql.in_features)[None, :], codes][:, :, : ql.out_features].astype(np.int64)  # [N, I, O]
     signed = entries - (1 << (ql.table_bits - 1))
     # the centres folded into the bias: recover them from the float forward at code 0 is circular, so

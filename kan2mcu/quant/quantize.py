@@ -14,6 +14,7 @@ import numpy as np
 from kan2mcu.model.bspline import model_forward
 from kan2mcu.errors import OptionError
 from kan2mcu.quant.fixedpoint import INT32_MAX
+from kan2mcu.quant.input_share import share_inputs
 from kan2mcu.model.ir import KANLayer, KANModel
 from kan2mcu.quant.strategies import get_strategy
 from kan2mcu.quant.strategies.edge_table import EdgeTableLayer
@@ -193,10 +194,28 @@ def layer_encoding(model: KANModel, index: int, step: LayerPlan, activations: li
     layer = model.layers[index]
     lo, hi = channel_ranges(layer, activations[index])
     enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits, activations[index])
+    if index == 0 and step.strategy == "edge-table":
+        enc = shared_input_encoding(layer, {**enc, "bits": step.in_bits}, lo, hi, activations[index],
+                                    model.metadata.get("input_transform"))
     enc["bits"] = step.in_bits
     enc["table_bits"] = step.table_bits
     enc["samples"] = activations[index]  # calibration activations entering the layer (or None)
     return enc
+
+
+def shared_input_encoding(layer: KANLayer, enc: dict, lo: np.ndarray, hi: np.ndarray, samples: np.ndarray | None,
+                          input_transform: dict | None) -> dict:
+    """An edge-table first layer's encoding with its continuous inputs of one range on one shared
+    encoder (kan2mcu.quant.input_share: one threshold row in the C input API); ``shared_inputs``
+    counts them (0: none share), ``clip_lo``/``clip_hi`` bound where their edges are evaluated."""
+    shared = share_inputs(layer, lo, hi, enc, input_transform, samples)
+    if shared is None:
+        return {**enc, "shared_inputs": 0}
+    group = shared["shared"]
+    return {**enc, "scale": np.where(group, shared["scale"], enc["scale"]),
+            "zero": np.where(group, shared["zero"], enc["zero"]),
+            "clip_lo": np.where(group, shared["clip_lo"], -np.inf), "clip_hi": np.where(group, shared["clip_hi"], np.inf),
+            "shared_inputs": int(np.count_nonzero(group))}
 
 
 def model_output_scale(model: KANModel, activations: list) -> float:

@@ -49,16 +49,19 @@ VARIANTS = {  # name: (strategy, options)
     "spline4": ("spline", QuantOptions(coef_bits=4)),
     "spline434": ("spline", QuantOptions(act_bits=4, spline_bits=3, coef_bits=4)),
     "spline685": ("spline", QuantOptions(act_bits=6, spline_bits=8, coef_bits=5)),
+    # the compact coefficient layout (nibble words), which the planner weighs when the budget needs it
+    "spline4-compact": ("spline", QuantOptions(coef_bits=4), "compact"),
+    "spline434-compact": ("spline", QuantOptions(act_bits=4, spline_bits=3, coef_bits=4), "compact"),
 }
 
 
 def features(strategy: str, n_in: int, n_out: int, core: str, options: QuantOptions, first: bool,
-             last: bool) -> list[float]:
+             last: bool, layout: str | None = None) -> list[float]:
     """The terms of a strategy's cost formula, in the order of its COSTS keys."""
     if strategy == "edge-table":
         return list(edge_table.cost_terms(n_in, n_out, options.table_bits, options.act_bits, core, first,
                                           last).values())
-    terms = spline.cost_terms(n_in, n_out, options.coef_bits, last, core)
+    terms = spline.cost_terms(n_in, n_out, options.coef_bits, last, core, layout=layout)
     return [terms[key] for key in spline.COSTS[core]]
 
 
@@ -105,15 +108,15 @@ def main(argv=None) -> int:
     for shape in args.shapes:
         ckpt, calib = make_random_checkpoint(work / f"{'x'.join(map(str, shape))}.pt", shape, 5, 3, seed=7)
         model = load_checkpoint(ckpt).model
-        for variant, (strategy, options) in variants.items():
+        for variant, (strategy, options, *layout) in variants.items():
             if options.mul_free and all(get_board(b).has_multiplier for b in args.boards):
                 continue
             if not options.mul_free and not any(get_board(b).has_multiplier for b in args.boards):
                 continue
             out = work / f"{variant}-{'x'.join(map(str, shape))}"
-            plan = [LayerPlan(strategy, options.act_bits) for _ in model.layers]
+            plan = [LayerPlan(strategy, options.act_bits, None, None, *layout) for _ in model.layers]
             generate_model(ckpt, out, options=options, calibration=calib, plan=plan, quiet=True,
-                           allow_saturation=True)  # random KANs: speed is measured, not accuracy
+                           allow_saturation=True)  # instructions only: the accuracy guard is not the subject
             dirs.append(out)
             for index, layer in enumerate(model.layers):
                 samples.append((variant, layer.in_features, layer.out_features, out, index, index == 0,
@@ -136,7 +139,8 @@ def main(argv=None) -> int:
             for variant, n_in, n_out, model_dir, index, first, last in samples:
                 if VARIANTS[variant][0] != strategy or (board, str(model_dir), index) not in counts:
                     continue
-                rows.append(features(strategy, n_in, n_out, core, VARIANTS[variant][1], first, last))
+                rows.append(features(strategy, n_in, n_out, core, VARIANTS[variant][1], first, last,
+                                     *VARIANTS[variant][2:]))
                 targets.append(counts[(board, str(model_dir), index)])
                 names.append(f"{variant} {n_in}->{n_out}")
             current = (edge_table.COSTS if strategy == "edge-table" else spline.COSTS)[core]

@@ -171,7 +171,7 @@ def _inner_layer_errors_vs_float(folder) -> tuple[float, float]:
     for index, (layer, qlayer) in enumerate(zip(model.layers[:-1], qmodel.layers[:-1])):
         following = qmodel.layers[index + 1]
         codes = rng.integers(0, qlayer.codes, size=(4000, qlayer.in_features))
-        ideal = layer_forward(layer, qlayer.in_scale * (codes - qlayer.in_zero)) / following.in_scale + following.in_zero
+        ideal = layer_forward(layer, qlayer.code_inputs(codes)) / following.in_scale + following.in_zero
         inside = (ideal > 0.5) & (ideal < qlayer.out_max - 0.5)
         diff = (run_layer(qlayer, codes) - ideal)[inside]
         assert diff.size > 1000

@@ -4,6 +4,7 @@ and the outputs bit for bit, and ``measure`` reports the input quantization next
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -23,13 +24,19 @@ BOARDS = ["qemu-cortex-m0", "qemu-cortex-m4", "qemu-rv32imac"]
 
 @pytest.fixture(scope="module")
 def rule_model(small_checkpoints, tmp_path_factory):
-    """8 inputs, raw = Q15.16, 8-bit codes: the raw API in the rule layout (8 rows)."""
+    """8 inputs, raw = Q15.16, 8-bit codes: the raw API in the rule layout, 3 rows or more (inputs
+    on 3 calibrated ranges 30x apart, too unlike to share one encoder) found by a row per channel."""
     checkpoint, calibration = small_checkpoints["8x5x3-G5-k3"]
-    folder = tmp_path_factory.mktemp("rawfw") / "small"
+    base = tmp_path_factory.mktemp("rawfw")
+    unlike = base / "unlike.npy"
+    np.save(unlike, np.load(calibration) * np.array([1.0, 30.0, 900.0] * 2 + [1.0, 30.0]))
+    folder = base / "small"
     # the plan pinned at 8-bit codes (the planner may narrow them): every code 0..255 is a vector below
-    generate_model(checkpoint, folder, name="small", options=QuantOptions(act_bits=8), calibration=calibration,
+    generate_model(checkpoint, folder, name="small", options=QuantOptions(act_bits=8), calibration=unlike,
                    quiet=True, plan=[LayerPlan("edge-table", 8, 8)] * 2)
-    assert "small_raw_rules[8]" in (folder / "small.c").read_text()
+    source = (folder / "small.c").read_text()
+    rows = int(re.search(r"small_raw_rules\[(\d+)\]", source).group(1))
+    assert rows >= 3 and "small_raw_row[SMALL_INPUT_SIZE]" in source
     return folder
 
 
@@ -78,7 +85,7 @@ def test_a_threshold_off_by_one_fails_the_firmware(rule_model, tmp_path):
     broken = tmp_path / "small"
     shutil.copytree(rule_model, broken)
     source = (broken / "small.c").read_text()
-    start = source.index("small_raw_rules[8] = {")
+    start = re.search(r"small_raw_rules\[\d+\] = \{", source).start()
     line_start = source.index("{ 0x", start)
     base = int(source[line_start + 4:line_start + 12], 16)
     (broken / "small.c").write_text(source[:line_start + 2] + f"0x{base + 1:08X}" + source[line_start + 12:])

@@ -75,10 +75,10 @@ def test_header_and_report(digits_checkpoint, tmp_path):
 
 
 def test_coefficients_are_nibble_packed(digits_checkpoint, tmp_path):
-    """4-bit coefficients: words of 8 nibbles per block of 8 outputs (layer 1's 10 outputs take two
-    blocks), half the bytes of 8-bit coefficients in layer 0."""
+    """4-bit coefficients in the compact layout: words of 8 nibbles per block of 8 outputs (layer 1's
+    10 outputs take two blocks), half the bytes of 8-bit coefficients in layer 0."""
     generate_model(digits_checkpoint, tmp_path / "m", options=QuantOptions(coef_bits=4), quiet=True,
-                   plan=[LayerPlan("spline", 8)] * 2)  # pinned: the planner may narrow coefficients further
+                   plan=[LayerPlan("spline", 8, None, None, "compact")] * 2)  # pinned: the planner's choice
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     n_coef = 64 * 16 * 8 + 16 * 10 * 8
     assert report["totals"]["coef_bytes"] == 4 * (2 * 64 * 8 + 2 * 16 * 8)

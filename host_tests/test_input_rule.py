@@ -109,8 +109,9 @@ def features_8bit(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs_model(tmp_path_factory):
-    """64 inputs in two blocks of one calibrated range each (inside the grid / twice as wide): two
-    rows, found by runs of consecutive channels instead of a row per channel."""
+    """64 inputs in two blocks of one calibrated range each (inside the grid / 40 times as wide: too
+    unlike to share one encoder, kan2mcu.quant.input_share): two rows, found by runs of consecutive
+    channels instead of a row per channel."""
     import sys
     from pathlib import Path
 
@@ -120,8 +121,8 @@ def runs_model(tmp_path_factory):
     base = tmp_path_factory.mktemp("rule")
     checkpoint, _ = make_random_checkpoint(base / "r.pt", (64, 3, 2), 5, 3, seed=7)
     rng = np.random.default_rng(7)
-    data = np.concatenate([rng.uniform(-0.9, 0.9, (600, 32)), rng.uniform(-1.8, 1.8, (600, 32))], axis=1)
-    data[0, 32:], data[1, 32:] = -2.0, 2.0
+    data = np.concatenate([rng.uniform(-0.9, 0.9, (600, 32)), rng.uniform(-36.0, 36.0, (600, 32))], axis=1)
+    data[0, 32:], data[1, 32:] = -40.0, 40.0
     np.save(base / "r.npy", data)
     folder = base / "runs"
     generate_model(checkpoint, folder, name="runs", options=QuantOptions(act_bits=6), calibration=base / "r.npy",
@@ -156,8 +157,9 @@ def test_rule_layout_bytes_and_source(q16_8bit):
     model, qmodel = load_bundle(q16_8bit)
     codec = input_codec(qmodel, model.metadata.get("input_transform"))
     n_rows, n_in = codec.raw_keys.shape[0], qmodel.in_features
-    assert row_index(codec) == ("table", n_in)  # 8 rows in 8 runs: a uint8_t per channel is smaller
-    assert raw_table_bytes(codec) == RULE_BYTES * n_rows + n_in
+    assert (n_rows, row_index(codec)) == (1, ("shared", 0))  # 8 inputs of one calibrated range share an encoder
+    assert qmodel.layers[0].strategy != "edge-table" or qmodel.layers[0].shared_inputs == n_in
+    assert raw_table_bytes(codec) == RULE_BYTES
     assert api_flash_bytes(qmodel, model.metadata.get("input_transform")) == raw_table_bytes(codec)
     assert raw_table_bytes(codec) < 4 * 255 * n_rows  # one row of 8-bit thresholds alone is 1,020 B
     source = (q16_8bit / "small.c").read_text()

@@ -6,6 +6,8 @@ without a lane passing 0xFFFF; and the C is bit-exact at the issue's bit setting
 for the Armv6-M assembly and DSP paths, with no libgcc call in the model's code."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -20,18 +22,62 @@ from kan2mcu.check.verify import verification_codes
 # act / spline / coef bits: the issue's four settings, plus 8-bit basis values with nibble
 # coefficients (lanes fill fastest: widened every few inputs) and 2-bit coefficients
 SETTINGS = [(8, 8, 8), (6, 4, 4), (4, 3, 4), (4, 2, 3), (8, 8, 4), (6, 8, 2)]
+# the 2..4-bit settings again with the compact coefficient layout (nibble words), as the planner
+# chooses it when the flash budget needs it; without it they take the fast halfword kernel
+COMPACT = [s + ("compact",) for s in SETTINGS if s[2] <= 4]
 
 
 @pytest.fixture(scope="module")
 def digits_models(digits_checkpoint, tmp_path_factory):
     base = tmp_path_factory.mktemp("spline-kernel")
     out = {}
-    for act, spl, coef in SETTINGS:
-        folder = base / f"{act}{spl}{coef}"
+    from kan2mcu.quant.quantize import LayerPlan
+
+    for setting in SETTINGS + COMPACT:
+        act, spl, coef = setting[:3]
+        folder = base / "".join(map(str, setting))
+        plan = [LayerPlan("spline", act, None, None, "compact")] * 2 if len(setting) == 4 else None
         generate_model(digits_checkpoint, folder, options=QuantOptions(act_bits=act, spline_bits=spl, coef_bits=coef),
-                       quiet=True, strategy="spline", max_error=1.0, allow_saturation=True)
-        out[(act, spl, coef)] = folder
+                       quiet=True, strategy="spline", max_error=1.0, allow_saturation=True, plan=plan)
+        out[setting] = folder
     return out
+
+
+def test_planner_takes_the_compact_layout_only_when_the_budget_needs_it(digits_checkpoint, tmp_path):
+    """4-bit coefficients: under the default budget the fast halfword kernel (fewer bits never run a
+    slower kernel; the aligned copies where the planner takes them); under a budget the halfword rows
+    do not fit, the compact nibble words; the plan names the layouts; both bit-exact on the host."""
+    import json
+
+    options = QuantOptions(act_bits=4, spline_bits=3, coef_bits=4)
+    kinds = {}
+    for name, budget in (("fast", None), ("compact", 20000)):
+        generate_model(digits_checkpoint, tmp_path / name, options=options, quiet=True, strategy="spline",
+                       max_error=1.0, allow_saturation=True, **({"flash_budget": budget} if budget else {}))
+        _, qmodel = load_bundle(tmp_path / name)
+        kinds[name] = [spline.kernel_layout(layer).kind for layer in qmodel.layers]
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        layouts = [row.get("coef_layout") for row in report["planner"]["layers"]]
+        assert [layout == "compact" for layout in layouts] == [kind == "nibble" for kind in kinds[name]]
+        assert [layout == "aligned" for layout in layouts] == [spline.kernel_layout(layer).aligned
+                                                               for layer in qmodel.layers]
+        codes = verification_codes(qmodel, load_dataset("digits").x_test)
+        assert_c_equals_reference(tmp_path / name, codes, tmp_path / f"build-{name}")
+    assert kinds["fast"] == ["halfword", "halfword"]
+    assert "nibble" in kinds["compact"]
+    assert (tmp_path / "compact" / "report.md").read_text().count("compact coefficient layout") >= 1
+
+
+def test_aligned_layout_needs_even_rows():
+    """The aligned layout (two copies: LDRD) only where a row's alignment follows the first index's
+    parity (even halfwords per input); elsewhere the single copy, whatever the plan asked."""
+    odd = dataclasses.replace(_tiny_layer(order=3, coef_bits=5), coef_layout="aligned")  # 5 outputs x 5 B-splines
+    kl = spline.kernel_layout(odd)
+    assert not kl.aligned and kl.coef.shape == (3, 5, 5)
+    np.testing.assert_array_equal(kl.pos_row, kl.pos_first)
+    assert spline.aligned_fits(3, 64, 16, 8) and not spline.aligned_fits(3, 3, 5, 5)
+    assert not spline.aligned_fits(3, 1024, 32, 8)  # two copies past a 16-bit index
+    assert not spline.aligned_fits(2, 64, 16, 8)  # cubic only
 
 
 def _unpermuted_weights(layer, kl) -> np.ndarray:
@@ -42,24 +88,37 @@ def _unpermuted_weights(layer, kl) -> np.ndarray:
     return unpermuted.transpose(1, 0, 2).reshape(layer.out_features, -1)
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("setting", SETTINGS + COMPACT, ids=lambda s: "-".join(map(str, s)))
 def test_layout_holds_exactly_the_coefficients(digits_models, setting):
     """Cubic layers: halfword rows [i][o][k] of biased 5..8-bit coefficients (2..4-bit ones keep the
     compact nibble words, checked in test_nibble_*); the base-branch weights in [group][output][4]
     (zero padding), and per position the reference's decode."""
     _, qmodel = load_bundle(digits_models[setting])
-    if setting[2] <= 4:  # low-bit coefficients: the KANtize path's small flash, nibble words
+    if len(setting) == 4:  # the compact layout chosen: the KANtize path's small flash, nibble words
         assert all(spline.kernel_layout(layer).kind == "nibble" for layer in qmodel.layers)
         return
     for layer in qmodel.layers:
         kl = spline.kernel_layout(layer)
         bias = 1 << kl.bias_log2
         assert kl.kind == "halfword" and kl.coef.dtype == np.uint16
-        assert kl.coef.shape == (layer.in_features, layer.out_features, layer.n_basis)
-        np.testing.assert_array_equal(kl.coef.astype(np.int64).transpose(1, 0, 2) - bias, layer.coef)
+        rows = kl.coef
+        if kl.aligned:  # two copies of the rows, one pad halfword between them
+            n = layer.in_features * layer.out_features * layer.n_basis
+            assert kl.coef.shape == (2 * n + 1,) and kl.coef[n] == 0
+            np.testing.assert_array_equal(kl.coef[:n], kl.coef[n + 1:])
+            rows = kl.coef[:n].reshape(layer.in_features, layer.out_features, layer.n_basis)
+        assert rows.shape == (layer.in_features, layer.out_features, layer.n_basis)
+        np.testing.assert_array_equal(rows.astype(np.int64).transpose(1, 0, 2) - bias, layer.coef)
         flat = _unpermuted_weights(layer, kl)
         np.testing.assert_array_equal(flat[:, :layer.in_features], layer.base_weight)
         assert not flat[:, layer.in_features:].any()
+        # Armv6-M's copy of halfword base weights (9..15 bits): biased (unsigned, LDRH), padding stays 0
+        assert kl.weight_bias == (1 << (layer.base_bits - 1) if 8 < layer.base_bits <= 15 else 0)
+        copy = spline.base_weight_groups(layer, kl.weight_bias)
+        assert copy.shape == kl.weight.shape and copy.min() >= 0 and copy.max() <= 0x7FFF
+        diff = copy - kl.weight  # the bias on every real weight, 0 on the padding
+        assert set(np.unique(diff).tolist()) <= {0, kl.weight_bias}
+        assert int((diff == kl.weight_bias).sum()) == layer.out_features * layer.in_features
         # the decode of every code of every input, one table read; a first layer of narrow codes reads
         # every uint8_t code, those above the top as the top one (the tables absorb the clamp)
         first_layer = layer is qmodel.layers[0]
@@ -71,6 +130,15 @@ def test_layout_holds_exactly_the_coefficients(digits_models, setting):
         at = kl.pos_start[None, :] + codes
         np.testing.assert_array_equal(kl.pos_first[at], first)
         np.testing.assert_array_equal(kl.pos_base[at], base)
+        # the coefficient index each decode entry carries: the first one, in the aligned layout in the
+        # copy where its 4 coefficients are two word-aligned words (one LDRD)
+        row = kl.pos_row[at]
+        if kl.aligned:
+            address = 2 * (row + np.arange(layer.in_features)[None, :] * layer.out_features * layer.n_basis)
+            assert not (address % 4).any()
+            np.testing.assert_array_equal(row - (first & 1) * (kl.coef.size // 2 + 1), first)
+        else:
+            np.testing.assert_array_equal(row, first)
         for j in range(layer.k1):
             np.testing.assert_array_equal((kl.pos_card[at] >> (8 * j)) & 0xFF, basis[:, :, j])
 
@@ -106,9 +174,16 @@ def test_halfword_layout_golden_bytes():
     assert kl.coef[1, 0].tolist() == [18, 19, 13, 14, 15]  # output 0, input 1
     assert kl.coef[0, 1].tolist() == [14, 15, 16, 17, 18]  # output 1, input 0
     assert kl.coef.tobytes()[:6] == bytes([13, 0, 14, 0, 15, 0])  # little-endian halfwords
-    assert spline.kernel_layout(_tiny_layer(order=3, coef_bits=4)).kind == "nibble"  # low bits stay compact
+    # 4-bit coefficients: the fast halfword kernel, unless the planner chose the compact layout
+    assert spline.kernel_layout(_tiny_layer(order=3, coef_bits=4)).kind == "halfword"
+    compact = dataclasses.replace(_tiny_layer(order=3, coef_bits=4), coef_layout="compact")
+    assert spline.kernel_layout(compact).kind == "nibble"
     assert kl.weight.shape == (1, 5, 4)
     assert kl.weight[0, 0].tolist() == [-2, -1, 0, 0] and kl.weight[0, 1].tolist() == [1, 2, -2, 0]
+    # Armv6-M's copy: 12-bit base weights + 2048 (unsigned halfwords), the padding input stays 0
+    assert kl.weight_bias == 2048
+    m0 = spline.base_weight_groups(layer, kl.weight_bias)
+    assert m0[0, 0].tolist() == [2046, 2047, 2048, 0] and m0[0, 1].tolist() == [2049, 2050, 2046, 0]
     assert kl.pos_start.tolist() == [0, 3, 0] and not kl.pos_clamped
     assert kl.pos_base[:4].tolist() == [-16, -15, -14, -13]  # input 0's base values (silu_start 0)
     # as a first layer (4-bit codes from uint8_t) the overlapping windows 0 and 3 keep the clamp in C; with
@@ -201,7 +276,7 @@ def test_lanes_are_widened_within_a_layer(tmp_path):
     assert_c_equals_reference(tmp_path / "m", rng.integers(0, 256, size=(300, 24)), tmp_path / "build")
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("setting", SETTINGS + COMPACT, ids=lambda s: "-".join(map(str, s)))
 def test_spline_kernel_bit_exact_on_the_host(digits_models, setting, tmp_path):
     folder = digits_models[setting]
     _, qmodel = load_bundle(folder)
@@ -218,7 +293,7 @@ def test_no_libgcc_call_on_armv6m(digits_models, tmp_path):
     gcc, nm = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-eabi-nm")
     if gcc is None or nm is None:
         pytest.skip("arm-none-eabi toolchain missing")
-    for setting in [(8, 8, 8), (4, 3, 4)]:
+    for setting in [(8, 8, 8), (4, 3, 4), (4, 3, 4, "compact")]:
         folder = digits_models[setting]
         obj = tmp_path / f"{'-'.join(map(str, setting))}.o"
         subprocess.run([gcc, "-mcpu=cortex-m0", "-mthumb", "-O2", "-ffreestanding", "-Wall", "-Werror", "-c",
@@ -228,11 +303,11 @@ def test_no_libgcc_call_on_armv6m(digits_models, tmp_path):
         # no libgcc helper anywhere; the halfword path (8/8/8) calls nothing at all, the nibble path
         # (4/3/4) may let GCC turn its lane-zeroing loop into memset (freestanding GCC's own contract)
         assert not [sym for sym in undefined if sym.startswith("__")], undefined
-        assert undefined == ([] if setting == (8, 8, 8) else undefined) and set(undefined) <= {"memset"}, undefined
+        assert undefined == ([] if len(setting) == 3 else undefined) and set(undefined) <= {"memset"}, undefined
         listing = subprocess.run([gcc.replace("gcc", "objdump"), "-d", str(obj)], check=True, capture_output=True,
                                  text=True).stdout
         assert "__muldi3" not in listing and "__aeabi_lmul" not in listing
-        assert "ldm" in listing or setting != (8, 8, 8)
+        assert "ldm" in listing or len(setting) == 4
 
 
 def test_armv6m_int64_product_is_exact(digits_models, tmp_path):

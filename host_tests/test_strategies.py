@@ -28,8 +28,7 @@ def test_edge_table_entries_track_the_float_layer(small_checkpoints):
     ql, layer = qmodel.layers[0], model.layers[0]
     rng = np.random.default_rng(0)
     codes = rng.integers(0, ql.codes, size=(200, ql.in_features))
-    x = ql.in_scale[None, :] * (codes - ql.in_zero[None, :])
-    float_out = layer_forward(layer, x)
+    float_out = layer_forward(layer, ql.code_inputs(codes))  # shared inputs held to their own range (input_share)
     entries = ql.table[np.arange(ql.in_features)[None, :], codes][:, :, : ql.out_features].astype(np.int64)  # [N, I, O]
     signed = entries - (1 << (ql.table_bits - 1))
     # the centres folded into the bias: recover them from the float forward at code 0 is circular, so
@@ -183,8 +182,10 @@ def test_cost_model_matches_qemu(digits_checkpoint, tmp_path, board):
 def test_low_bits_are_not_slower(digits_checkpoint, tmp_path, board, strategy):
     """act 4 / spline 3 / coef 4 takes less table flash than 8/8/8 with the same strategy, both run
     bit-exact on the board, and edge-table layers run no more instructions (QEMU's exact counts).
-    Spline layers trade: 5..8-bit coefficients take the fast halfword kernel, 2..4-bit ones the
-    compact nibble words (less than half the flash, slower: see benchmarks/results.md)."""
+    Spline layers under the default budget take the fast halfword kernel at every coefficient width
+    (the compact nibble words only when the budget needs them: test_spline_kernel): the same kernel
+    instructions; on M4, where the requantization is branch-free, the whole inference is never slower
+    (on M0 and RV32 its 64-bit sign and clamp branches vary with the data by under 1%)."""
     from kan2mcu.firmware.boards import get_board
     from kan2mcu.firmware.measure import measure
 
@@ -202,7 +203,14 @@ def test_low_bits_are_not_slower(digits_checkpoint, tmp_path, board, strategy):
         assert low_entry["instructions"] <= high_entry["instructions"]
         assert low_flash < high_flash
     else:
-        assert low_flash < high_flash / 2
+        from kan2mcu.codegen.bundle import load_bundle
+        from kan2mcu.quant.strategies import spline
+
+        _, low_model = load_bundle(tmp_path / "low")
+        assert all(spline.kernel_layout(layer).kind == "halfword" for layer in low_model.layers)
+        assert low_flash <= high_flash
+        if board == "qemu-cortex-m4":
+            assert low_entry["instructions"] <= high_entry["instructions"]
 
 
 def test_two_models_in_one_build_folder(small_checkpoints, tmp_path):

@@ -58,6 +58,8 @@ CASES = [(name, key) for name in ("8x5x3-G5-k3", "6x4x4x2-G3-k2", "nonuniform-5x
 def _code_values(qlayer) -> tuple[np.ndarray, np.ndarray]:
     """Every code [Q, I] and the float input it stands for."""
     codes = np.repeat(np.arange(qlayer.codes)[:, None], qlayer.in_features, axis=1)
+    if hasattr(qlayer, "code_inputs"):  # edge-table: shared inputs' edges held to their own range
+        return codes, qlayer.code_inputs(codes)
     return codes, qlayer.in_scale[None, :] * (codes - qlayer.in_zero[None, :])
 
 

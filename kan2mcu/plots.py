@@ -87,8 +87,11 @@ def _edge_table_edges(qlayer, float_layer) -> np.ndarray:
 
 
 def code_inputs(qlayer) -> np.ndarray:
-    """The float input each code stands for, [Q, I]: ``in_scale * (q - in_zero)``."""
-    q = np.arange(qlayer.codes)[:, None]
+    """The float input each code stands for, [Q, I]: ``in_scale * (q - in_zero)`` (held to an
+    edge-table layer's ``in_lo``..``in_hi`` where set: inputs on a shared encoder)."""
+    q = np.repeat(np.arange(qlayer.codes)[:, None], qlayer.in_features, axis=1)
+    if hasattr(qlayer, "code_inputs"):
+        return qlayer.code_inputs(q)
     return qlayer.in_scale[None, :] * (q - qlayer.in_zero[None, :])
 
 

@@ -17,7 +17,8 @@ from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import edge_table_kernel, get_strategy
 from kan2mcu.quant.strategies.edge_table_mve import mve_context
 from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
-from kan2mcu.quant.strategies.spline import NIBBLE_OUTPUTS, base_weight_order, kernel_layout, spline_blocks
+from kan2mcu.quant.strategies.spline import (NIBBLE_OUTPUTS, base_weight_groups, base_weight_order, kernel_layout,
+                                            m0_base_blocks, spline_blocks)
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 WS_IN_ENTRY_MAX = 24  # bytes of the halfword spline kernel's per-input scratch entry, at most
@@ -87,7 +88,7 @@ class RenderedModel:
 def _table(symbols: _Symbols, name: str, values, ctype: str, comment: str, fmt=str, per_line: int = 16) -> dict:
     values = list(np.asarray(values).reshape(-1)) if isinstance(values, np.ndarray) else list(values)
     return {"symbol": symbols(name), "ctype": ctype, "length": max(len(values), 1),
-            "rows": _rows(values, per_line=per_line, fmt=fmt), "comment": comment, "attributes": "",
+            "rows": _rows(values, per_line=per_line, fmt=fmt), "comment": comment, "attributes": "", "armv6m_rows": [],
             "nbytes": max(len(values), 1) * _CTYPE_BYTES[ctype]}
 
 
@@ -103,8 +104,9 @@ class TableEmitter:
         self.sym, self.tables, self.prefix = symbols, [], f"l{layer_index}"
 
     def table(self, key: str, values, ctype: str | None = None, comment: str = "", hex_words: bool = False,
-              aligned: bool = False) -> str:
-        """Declare ``static const ctype <prefix>_l<N>_<key>[]``; returns its symbol."""
+              aligned: bool = False, armv6m=None) -> str:
+        """Declare ``static const ctype <prefix>_l<N>_<key>[]``; returns its symbol. ``armv6m``: other
+        values of the same count and ctype, compiled instead on Armv6-M (the bytes counted are one set)."""
         values = np.asarray(values).reshape(-1)
         ctype = ctype or _int_ctype(values)
         fmt = str
@@ -115,6 +117,9 @@ class TableEmitter:
         entry = _table(self.sym, f"{self.prefix}_{key}", values, ctype, comment, fmt=fmt,
                        per_line=8 if hex_words else 16)
         entry["attributes"] = " __attribute__((aligned(4)))" if aligned else ""
+        if armv6m is not None:
+            assert np.asarray(armv6m).size == values.size
+            entry["armv6m_rows"] = _rows(list(np.asarray(armv6m).reshape(-1)), per_line=8 if hex_words else 16, fmt=fmt)
         self.tables.append(entry)
         return entry["symbol"]
 
@@ -138,7 +143,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                         f"({storage}), SiLU {ql.silu_bits} bit, base weights {ql.base_bits} bit",
          "mode": ql.mode, "k1": ql.k1, "order": ql.order, "n_basis": ql.n_basis, "first_max": ql.n_basis - ql.k1,
          "spline_bits": ql.spline_bits, "coef_bits": ql.coef_bits, "nibble": layout.nibble,
-         "kind": layout.kind, "act_bits": ql.act_bits, **spline_blocks(ql.out_features, ql.n_basis),
+         "kind": layout.kind, "act_bits": ql.act_bits, **spline_blocks(ql.out_features, ql.n_basis, layout.aligned),
+         "aligned": layout.aligned,
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
@@ -153,7 +159,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     if L["positions"]:
         L["pos_start"] = emit.table("pos_start", layout.pos_start, _int_ctype(layout.pos_start, False),
                                     "per input: entry of its code 0 in the decode tables")
-        entries = np.stack([layout.pos_card, layout.pos_first | ((layout.pos_base & 0xFFFF) << 16)], axis=1)
+        entries = np.stack([layout.pos_card, layout.pos_row | ((layout.pos_base & 0xFFFF) << 16)], axis=1)
         L["pos"] = emit.table("pos", entries, "uint32_t",
                               f"per position: {ql.k1} basis values of {ql.spline_bits} bit (value j in byte j, scale "
                               f"{ql.basis_scale:.6g}), then first coefficient | base-function value << 16 (scale "
@@ -174,7 +180,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                                                  f"{ql.spline_bits} bit, scale {ql.basis_scale:.6g}")
         L["basis_direct"] = basis.direct
     if layout.kind == "halfword":
-        L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
+        L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"{'two copies (odd first indices: the second), ' if layout.aligned else ''}[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale",
                                aligned=True)
     elif layout.nibble:
@@ -187,13 +193,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["coef"] = emit.table("coef", layout.coef, "uint8_t", f"[{ql.out_features}][{ql.in_features}][{ql.n_basis}] "
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale")
     if L["has_base"]:
-        L["weight_ctype"] = _int_ctype(layout.weight)
-        L["groups"] = layout.groups
-        order = base_weight_order(ql)
-        L["weight_slot"] = [order.index(k) for k in range(4)]  # where input k of a group is stored
-        L["weight"] = emit.table("weight", layout.weight, L["weight_ctype"],
-                                 f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit, "
-                                 f"groups of 4 inputs stored as w{' w'.join(map(str, order))}", aligned=True)
+        L.update(_base_weight_context(ql, layout, emit))
     L["mult_spline"] = emit.table("mult_spline", ql.mult_spline, "int32_t",
                                   "requantization multiplier of the spline accumulator")
     if L["has_base"]:
@@ -202,6 +202,19 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
     L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L
+
+
+def _base_weight_context(ql, layout, emit: TableEmitter) -> dict:
+    """The spline kernel's base-branch weights [group][output][4] (Armv6-M: a biased copy, same bytes)."""
+    order, bias = base_weight_order(ql), layout.weight_bias
+    ctype = _int_ctype(layout.weight)
+    comment = (f"[{layout.groups}][{ql.out_features}][4] base-branch weights, {ql.base_bits} bit"
+               f"{f' (Armv6-M: + {bias})' if bias else ''}, groups of 4 inputs stored as w{' w'.join(map(str, order))}")
+    return {"weight_ctype": ctype, "groups": layout.groups,
+            "weight_slot": [order.index(k) for k in range(4)],  # where input k of a group is stored
+            "weight_bias_log2": bias.bit_length() - 1, "m0_base_blocks": m0_base_blocks(ql.out_features, bias > 0),
+            "weight": emit.table("weight", layout.weight, ctype, comment, aligned=True,
+                                 armv6m=base_weight_groups(ql, bias) if bias else None)}
 
 
 def _edge_table_context(ql, index: int, emit: TableEmitter) -> dict:

@@ -37,6 +37,7 @@ def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedM
             # no per-edge multiply: one table read and add per edge; one int32 multiply per output
             row.update(strategy=ql.strategy, basis_mode="edge-table", in_bits=ql.act_bits, table_bits=ql.table_bits,
                        clipped_entries=ql.clipped_entries,
+                       **({"shared_inputs": ql.shared_inputs} if getattr(ql, "shared_inputs", 0) else {}),
                        table_bytes=sum(sizes.values()) - requant_bytes, coef_bytes=0, base_weight_bytes=0,
                        requant_bytes=requant_bytes, flash_bytes=sum(sizes.values()), macs=0, adds=edges,
                        bitops=layer.out_features * 32 * 32)
@@ -104,6 +105,11 @@ def markdown(report: dict) -> str:
                   f"= tables {t['flash_bytes'] - t.get('input_api_bytes', 0)} + input API {t.get('input_api_bytes', 0)} "
                   f"+ code {t.get('code_bytes', 0)} (estimated); `kan2mcu measure` gives the linked firmware's flash "
                   "and RAM."]
+    shared = report["layers"][0].get("shared_inputs", 0) if report["layers"] else 0
+    if shared:
+        lines += ["", f"Input encoding: {shared} of {report['layers'][0]['in_features']} inputs share one encoder "
+                      "(alike ranges, within the error slack of kan2mcu.quant.input_share): one threshold row of the "
+                      "C input API for all of them."]
     planner = report.get("planner")
     if planner:
         lines += ["", f"Plan ({planner['objective']}, flash budget {planner['flash_budget']} bytes, costs predicted for "

@@ -121,6 +121,15 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
             bits = min(options.act_bits, spline_top)
             opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c)
                      for c in range(options.coef_bits, MIN_BITS - 1, -1)]
+            # the compact coefficient layout (nibble words), weighed for when the budget needs its flash
+            opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c, "compact")
+                     for c in range(options.coef_bits, MIN_BITS - 1, -1)
+                     if get_strategy("spline").compact_differs(layer.order, c, layer.out_features)]
+            # the aligned layout (two halfword copies, LDRD on DSP cores): faster, twice the coefficients' flash
+            if layer.uniform_grid() is not None and get_strategy("spline").aligned_fits(
+                    layer.order, layer.in_features, layer.out_features, layer.n_basis):
+                opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c, "aligned")
+                         for c in range(options.coef_bits, MIN_BITS - 1, -1)]
         if strategy in ("auto", "edge-table"):
             opts += [LayerPlan("edge-table", b, t) for t in range(options.table_bits, MIN_BITS - 1, -1)
                      for b in range(options.act_bits, MIN_BITS - 1, -1)]
@@ -254,6 +263,7 @@ def layer_line(row: dict, *, markdown: bool = False, core: str = "") -> str:
     chosen, its predicted cost (on ``core``) and what the other strategy would have cost. ``markdown``:
     report.md's list item; else the line generate prints."""
     entries = f", {row['table_bits']}-bit entries" if row.get("table_bits") else ""
+    entries += f", {row['coef_layout']} coefficient layout" if row.get("coef_layout") else ""
     if markdown:
         text = (f"- layer {row['layer']}: **{row['strategy']}**, {row['in_bits']}-bit input codes{entries}: "
                 f"{_predicted(row, markdown)}")

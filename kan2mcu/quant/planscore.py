@@ -56,6 +56,7 @@ def describe(combo) -> str:
         text = f"layer {i}: {s.strategy} {s.in_bits}-bit codes"
         text += f" {s.table_bits}-bit entries" if s.table_bits else ""
         text += f" {s.coef_bits}-bit coefficients" if s.coef_bits else ""
+        text += f" ({s.coef_layout} layout)" if getattr(s, "coef_layout", None) else ""
         parts.append(text)
     return ", ".join(parts)
 

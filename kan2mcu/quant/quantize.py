@@ -14,6 +14,7 @@ import numpy as np
 from kan2mcu.model.bspline import model_forward
 from kan2mcu.errors import OptionError
 from kan2mcu.quant.fixedpoint import INT32_MAX
+from kan2mcu.quant.input_share import share_inputs
 from kan2mcu.model.ir import KANLayer, KANModel
 from kan2mcu.quant.strategies import get_strategy
 from kan2mcu.quant.strategies.edge_table import EdgeTableLayer
@@ -71,6 +72,8 @@ class LayerPlan:
     in_bits: int
     table_bits: int | None = None  # edge-table entry width (None: --table-bits)
     coef_bits: int | None = None  # spline coefficient width (None: --coef-bits)
+    coef_layout: str | None = None  # spline: "compact" (nibble words, 2..4-bit coefficients), "aligned" (two
+    # halfword copies: LDRD on DSP cores); None: the fast halfword kernel
 
     def __post_init__(self) -> None:
         top = get_strategy(self.strategy).MAX_CODE_BITS
@@ -82,6 +85,9 @@ class LayerPlan:
         if self.coef_bits is not None and (self.strategy != "spline" or not isinstance(self.coef_bits, int)
                                            or not 2 <= self.coef_bits <= 8):
             raise OptionError(f"coefficient bits are a spline layer's, 2..8; got {self.coef_bits!r} for {self.strategy}")
+        if self.coef_layout not in (None, "compact", "aligned") or (self.coef_layout and self.strategy != "spline"):
+            raise OptionError(f"a coefficient layout is a spline layer's, 'compact', 'aligned' or none; got "
+                              f"{self.coef_layout!r}")
 
     def as_dict(self) -> dict:
         out = {"strategy": self.strategy, "in_bits": self.in_bits}
@@ -89,6 +95,8 @@ class LayerPlan:
             out["table_bits"] = self.table_bits
         if self.coef_bits is not None:
             out["coef_bits"] = self.coef_bits
+        if self.coef_layout is not None:
+            out["coef_layout"] = self.coef_layout
         return out
 
 
@@ -186,10 +194,28 @@ def layer_encoding(model: KANModel, index: int, step: LayerPlan, activations: li
     layer = model.layers[index]
     lo, hi = channel_ranges(layer, activations[index])
     enc = get_strategy(step.strategy).input_encoding(layer, lo, hi, step.in_bits, activations[index])
+    if index == 0 and step.strategy == "edge-table":
+        enc = shared_input_encoding(layer, {**enc, "bits": step.in_bits}, lo, hi, activations[index],
+                                    model.metadata.get("input_transform"))
     enc["bits"] = step.in_bits
     enc["table_bits"] = step.table_bits
     enc["samples"] = activations[index]  # calibration activations entering the layer (or None)
     return enc
+
+
+def shared_input_encoding(layer: KANLayer, enc: dict, lo: np.ndarray, hi: np.ndarray, samples: np.ndarray | None,
+                          input_transform: dict | None) -> dict:
+    """An edge-table first layer's encoding with its continuous inputs of one range on one shared
+    encoder (kan2mcu.quant.input_share: one threshold row in the C input API); ``shared_inputs``
+    counts them (0: none share), ``clip_lo``/``clip_hi`` bound where their edges are evaluated."""
+    shared = share_inputs(layer, lo, hi, enc, input_transform, samples)
+    if shared is None:
+        return {**enc, "shared_inputs": 0}
+    group = shared["shared"]
+    return {**enc, "scale": np.where(group, shared["scale"], enc["scale"]),
+            "zero": np.where(group, shared["zero"], enc["zero"]),
+            "clip_lo": np.where(group, shared["clip_lo"], -np.inf), "clip_hi": np.where(group, shared["clip_hi"], np.inf),
+            "shared_inputs": int(np.count_nonzero(group))}
 
 
 def model_output_scale(model: KANModel, activations: list) -> float:
@@ -217,8 +243,11 @@ def quantize_one(model: KANModel, index: int, plan: tuple, encodings: list, opti
     next_scale = np.full(layer.out_features, output_scale) if is_last else encodings[index + 1]["scale"]
     next_zero = np.zeros(layer.out_features) if is_last else encodings[index + 1]["zero"]
     out_max = INT32_MAX if is_last else (1 << plan[index + 1].in_bits) - 1
-    return get_strategy(step.strategy).quantize_layer(layer, encodings[index], step_options(options, step),
-                                                      next_scale, next_zero, is_last, out_max)
+    qlayer = get_strategy(step.strategy).quantize_layer(layer, encodings[index], step_options(options, step),
+                                                        next_scale, next_zero, is_last, out_max)
+    if getattr(step, "coef_layout", None):  # the planner's choice of the spline kernel's coefficient layout
+        qlayer = dataclasses.replace(qlayer, coef_layout=step.coef_layout)
+    return qlayer
 
 
 def _float_output_bound(layer: KANLayer) -> float:

@@ -28,6 +28,7 @@ from kan2mcu.quant.strategies.levels import level_aligned
 NAME = "edge-table"
 TEMPLATE = "kernels/edge_table_select.c.j2"  # picks edge_table_mve.c.j2 or edge_table.c.j2 by core
 MAX_CODE_BITS = 12  # 4096 table rows per input: regression models that need fine inputs (ADC counts)
+KEEP_ROWS_ELEMENTS = 1 << 24  # float64 edge values (128 MiB) kept between quantize_layer's two passes
 LANE_MAX = 0xFFFF  # unsigned 16-bit lanes: two outputs per 32-bit word of lane sums
 
 
@@ -62,6 +63,12 @@ class EdgeTableLayer:
     entry_scale: np.ndarray  # float64 [O], for reports
     centre: np.ndarray  # float64 [I, O]: each edge's mid-range, folded into the bias (for plots)
     clipped_entries: int = 0  # entries saturated at codes the calibration data never reaches
+    # inputs on one shared encoder (kan2mcu.quant.input_share; first layer only). Omitted when 0.
+    shared_inputs: int = field(default=0, metadata={"omit_default": True})
+    # with shared inputs: float64 [I] range each input's edges are tabulated on (its own calibrated
+    # range; -inf/inf for inputs on their own encoder): codes beyond it hold the range's ends
+    in_lo: np.ndarray | None = field(default=None, metadata={"omit_default": True})
+    in_hi: np.ndarray | None = field(default=None, metadata={"omit_default": True})
     strategy: str = NAME
     # multiply-free requantization (kan2mcu.strategies.mulfree): [O, 2^b] thresholds of a hidden
     # layer; the last layer's mult is a power of two. Omitted from model.npz when unused.
@@ -83,6 +90,12 @@ class EdgeTableLayer:
     @property
     def row_words(self) -> int:
         return self.out_pad // self.per_word
+
+    def code_inputs(self, codes: np.ndarray) -> np.ndarray:
+        """The float inputs [N, I] the table's entries at ``codes`` [N, I] stand for:
+        ``in_scale * (codes - in_zero)``, held to ``in_lo``..``in_hi`` where set."""
+        x = self.in_scale[None, :] * (np.asarray(codes, np.float64) - self.in_zero[None, :])
+        return x if self.in_lo is None else np.clip(x, self.in_lo[None, :], self.in_hi[None, :])
 
     def words(self) -> np.ndarray:
         """The table as uint32 words, ``[I * Q * row_words]``: entry ``n*w + j`` of a row in bits
@@ -129,6 +142,8 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
 
     def edge_rows(i: int) -> np.ndarray:  # [Q, O] float values of input i's edges at every code
         x = enc["scale"][i] * (codes - enc["zero"][i])
+        if "clip_lo" in enc:  # an input on a shared encoder: its edges held at its own range's ends
+            x = np.clip(x, enc["clip_lo"][i], enc["clip_hi"][i])
         values = edge_values(layer, i, x)
         if not np.all(np.isfinite(values)):
             q, o = np.argwhere(~np.isfinite(values))[0]
@@ -139,11 +154,16 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     # The range each edge must cover: on level-aligned inputs only the levels' codes (splines refit by
     # update_grid can swing far between data levels, and such swings must not set the step of every
     # other edge); the codes between levels saturate, and are counted. Two passes over the inputs
-    # (centres and steps, then entries) keep memory at one input's rows plus the uint8 table.
+    # (centres and steps, then entries); the edge values of the first are kept for the second up to
+    # KEEP_ROWS_ELEMENTS, beyond that evaluated again (memory: one input's rows plus the table).
     seen = observed_codes(enc, q_count, n_in)  # [I, Q] bool
     centre, peak = np.zeros((n_in, n_out)), np.zeros(n_out)
+    kept = [] if n_in * q_count * n_out <= KEEP_ROWS_ELEMENTS else None  # small enough: evaluate once
     for i in range(n_in):
-        observed = edge_rows(i)[seen[i]]
+        rows = edge_rows(i)
+        if kept is not None:
+            kept.append(rows)
+        observed = rows[seen[i]]
         centre[i] = (observed.max(axis=0) + observed.min(axis=0)) / 2  # into the bias
         peak = np.maximum(peak, np.abs(observed - centre[i]).max(axis=0))
     half = (1 << (tbits - 1)) - 1
@@ -155,7 +175,7 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
     table = np.zeros((n_in, q_count, out_pad), entry_dtype(tbits))
     clipped = 0
     for i in range(n_in):
-        scaled = np.round((edge_rows(i) - centre[i]) / entry_scale[None, :])
+        scaled = np.round(((edge_rows(i) if kept is None else kept[i]) - centre[i]) / entry_scale[None, :])
         clipped += int(np.count_nonzero(np.abs(scaled) > half))
         table[i, :, :n_out] = np.clip(scaled, -half, half).astype(np.int64) + bias_code
     largest = max(int(table.max()), 1)
@@ -176,6 +196,8 @@ def quantize_layer(layer: KANLayer, enc: dict, options, next_scale: np.ndarray, 
                           in_scale=enc["scale"], in_zero=enc["zero"], table=table, chunk=int(chunk), mult=mult,
                           rounding=rounding, shift=shift, is_last=is_last, out_max=out_max,
                           entry_scale=entry_scale, centre=centre, clipped_entries=clipped, mul_free=mul_free,
+                          shared_inputs=int(enc.get("shared_inputs", 0)),
+                          in_lo=enc.get("clip_lo"), in_hi=enc.get("clip_hi"),
                           thresholds=thresholds)
 
 

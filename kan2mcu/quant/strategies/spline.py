@@ -277,8 +277,8 @@ def _shifted_tables(card: np.ndarray, card_start: np.ndarray, shifts: np.ndarray
 # The kernel's layouts and the cost model (spline_layout).
 from kan2mcu.quant.strategies.spline_layout import (  # noqa: E402,F401  (re-exported: the strategy interface)
     CODE_BYTES, COSTS, DSP_CORES, KernelLayout, LANE_MAX, NARROW_CORES, NIBBLE_OUTPUTS,
-    SPLINE_OUTPUTS_PER_PASS, base_weight_groups, base_weight_order, coefficient_storage,
-    cost_terms, estimate, halfword_passes, kernel_layout, m0_blocks, nibble_slot, nibble_sums,
+    SPLINE_OUTPUTS_PER_PASS, aligned_fits, base_weight_groups, base_weight_order, coefficient_storage, compact_differs,
+    cost_terms, estimate, halfword_passes, kernel_layout, m0_base_blocks, m0_blocks, nibble_slot, nibble_sums,
     position_tables, spline_blocks, uses_nibbles,
 )
 

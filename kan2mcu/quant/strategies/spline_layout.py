@@ -55,10 +55,22 @@ class KernelLayout:
     pos_first: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pos_base: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # base-function value
     pos_clamped: bool = False  # the tables run on to code 255: the C needs no input clamp
+    aligned: bool = False  # halfword, "aligned" layout: coef holds two copies, odd first indices read the second
+    weight_bias: int = 0  # Armv6-M's copy of ``weight`` holds every real weight + this (weight_bias_for)
 
     @property
     def nibble(self) -> bool:
         return self.kind == "nibble"
+
+    @property
+    def pos_row(self) -> np.ndarray:
+        """Per position, the coefficient index the decode entry carries: the first coefficient, or in
+        the aligned layout ``first + (first & 1) * (copy + 1)`` (odd ones read the second copy, which
+        starts one halfword later: every edge's 4 coefficients are two word-aligned words, one LDRD)."""
+        if not self.aligned:
+            return self.pos_first
+        n = self.coef.size // 2  # copies of I * O * n_basis halfwords, one pad halfword between them
+        return self.pos_first + (self.pos_first & 1) * (n + 1)
 
 
 def uses_nibbles(coef_bits: int, out_features: int) -> bool:
@@ -67,14 +79,29 @@ def uses_nibbles(coef_bits: int, out_features: int) -> bool:
     return coef_bits <= 4 and out_features >= 4
 
 
-def coefficient_storage(order: int, coef_bits: int, out_features: int) -> str:
-    """``nibble`` for 2..4-bit coefficients (:func:`uses_nibbles`: the KANtize path's small flash,
-    which is what a user asking for low-bit coefficients wants); otherwise ``halfword`` for cubic
-    layers (the fast kernel: two SMLAD per edge on DSP cores, twice the flash of bytes) and
-    ``byte`` for other orders."""
-    if uses_nibbles(coef_bits, out_features):
+def coefficient_storage(order: int, coef_bits: int, out_features: int, layout: str | None = None) -> str:
+    """Cubic layers: ``halfword`` (the fast kernel: two SMLAD per edge on DSP cores, 2 bytes per
+    coefficient at every width), or with ``layout == "compact"`` (the planner's choice when the flash
+    budget needs it) ``nibble`` words for 2..4-bit coefficients (:func:`uses_nibbles`). Other orders:
+    ``nibble`` for 2..4-bit coefficients, else ``byte``."""
+    if uses_nibbles(coef_bits, out_features) and (layout == "compact" or order != 3):
         return "nibble"
     return "halfword" if order == 3 else "byte"
+
+
+ALIGNED_MAX_INDEX = 0xFFFF  # the aligned layout's coefficient index travels in a decode word's low halfword
+
+
+def aligned_fits(order: int, n_in: int, n_out: int, n_basis: int) -> bool:
+    """Whether a layer may take the aligned layout: cubic, both copies indexed by 16 bits, and an even
+    number of halfwords per input (so a row's word alignment follows its first index's parity)."""
+    return order == 3 and (n_out * n_basis) % 2 == 0 and 2 * n_in * n_out * n_basis + 1 <= ALIGNED_MAX_INDEX
+
+
+def compact_differs(order: int, coef_bits: int, out_features: int) -> bool:
+    """Whether the compact layout is another layout than the fast one (the planner weighs both)."""
+    return coefficient_storage(order, coef_bits, out_features, "compact") != coefficient_storage(
+        order, coef_bits, out_features)
 
 
 def base_weight_order(layer: SplineLayer) -> list[int]:
@@ -85,13 +112,26 @@ def base_weight_order(layer: SplineLayer) -> list[int]:
     return [0, 2, 1, 3] if layer.base_bits <= 8 else [0, 1, 2, 3]
 
 
-def base_weight_groups(layer: SplineLayer) -> np.ndarray:
-    """Base-branch weights [groups, O, 4]: inputs zero-padded to a multiple of 4, group g holds
-    inputs 4g .. 4g + 3 of every output (one pointer per group, outputs at immediate offsets), each
-    group in :func:`base_weight_order`."""
+def weight_bias_for(layer: SplineLayer) -> int:
+    """Bias of the Armv6-M copy of halfword base-branch weights (9..15 bits): unsigned there, so the
+    assembly reads them with LDRH at an immediate offset (Armv6-M has no LDRSH with one); the kernel
+    subtracts bias x the sum of the base values once per output (exact modulo 2**32, the true sum fits
+    int32). The copy has the same bytes count and ctype as the signed table (it replaces it under
+    ``__ARM_ARCH_6M__``). Byte weights and 16-bit ones: no copy (bias 0)."""
+    if not 8 < layer.base_bits <= 15:
+        return 0
+    bias = 1 << (layer.base_bits - 1)
+    biased = layer.base_weight.astype(np.int64) + bias
+    return bias if biased.size and biased.min() >= 0 and biased.max() <= 0x7FFF else 0
+
+
+def base_weight_groups(layer: SplineLayer, bias: int = 0) -> np.ndarray:
+    """Base-branch weights [groups, O, 4]: inputs zero-padded to a multiple of 4 (the padding stays 0),
+    real weights plus ``bias``; group g holds inputs 4g .. 4g + 3 of every output (one pointer per
+    group, outputs at immediate offsets), each group in :func:`base_weight_order`."""
     groups = -(-layer.in_features // 4)
     padded = np.zeros((layer.out_features, groups * 4), np.int64)
-    padded[:, :layer.in_features] = layer.base_weight
+    padded[:, :layer.in_features] = layer.base_weight + bias
     order = base_weight_order(layer)
     return padded.reshape(layer.out_features, groups, 4)[:, :, order].transpose(1, 0, 2).copy()
 
@@ -148,18 +188,25 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
     caller's codes may lie above the top code); the integer sums it computes are unchanged."""
     weight, groups = base_weight_groups(layer), -(-layer.in_features // 4)
     bias_log2 = layer.coef_bits - 1  # stored values 1 .. 2**coef_bits - 1, unsigned
-    kind = coefficient_storage(layer.order, layer.coef_bits, layer.out_features)
+    kind = coefficient_storage(layer.order, layer.coef_bits, layer.out_features, layer.coef_layout)
     if kind != "nibble":
         stored = layer.coef + (1 << bias_log2)
         top = 0xFFFF if kind == "halfword" else 255
         if stored.min() < 0 or stored.max() > top:
             raise QuantizationError(f"{layer.name}: coefficients do not fit biased {kind}s")
         if kind == "byte":
-            return KernelLayout(kind, stored, bias_log2, 0, layer.in_features, weight, groups)
+            return KernelLayout(kind, stored, bias_log2, 0, layer.in_features, weight, groups,
+                                weight_bias=weight_bias_for(layer))
         clamp = first and layer.codes - 1 < CODE_TYPE_TOP
         positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
-        return KernelLayout(kind, stored.transpose(1, 0, 2).astype(np.uint16), bias_log2, 0, layer.in_features,
-                            weight, groups, **positions)
+        rows = stored.transpose(1, 0, 2).astype(np.uint16)
+        aligned = (layer.coef_layout == "aligned" and bool(positions)
+                   and aligned_fits(layer.order, layer.in_features, layer.out_features, layer.n_basis))
+        if aligned:  # [copy 1][pad][copy 2]: flat, the C indexes it by the decode's coefficient index
+            flat = rows.reshape(-1)
+            rows = np.concatenate([flat, np.zeros(1, np.uint16), flat])
+        return KernelLayout(kind, rows, bias_log2, 0, layer.in_features, weight, groups, **positions,
+                            weight_bias=weight_bias_for(layer), aligned=aligned)
     n_out, n_in = layer.out_features, layer.in_features
     blocks = -(-n_out // NIBBLE_OUTPUTS)
     stored = np.full((blocks * NIBBLE_OUTPUTS, n_in, layer.n_basis), 1 << bias_log2, np.int64)
@@ -176,7 +223,8 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
     _, basis, _ = decode_inputs(layer, codes)
     per_input = int(basis.sum(axis=2).max()) * 15 if basis.size else 0
     chunk = max(1, min(n_in, LANE_MAX // max(per_input, 1)))
-    return KernelLayout(kind, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups)
+    return KernelLayout(kind, words.astype(np.uint32), bias_log2, blocks, chunk, weight, groups,
+                        weight_bias=weight_bias_for(layer))
 
 
 def nibble_sums(layer: SplineLayer, kl: KernelLayout, codes: np.ndarray) -> tuple[np.ndarray, int]:
@@ -231,14 +279,25 @@ def m0_blocks(n_out: int, n_basis: int) -> list:
     return out
 
 
+def m0_base_blocks(n_out: int, biased_halfwords: bool) -> list:
+    """(first, count, asm) passes of the Armv6-M base branch: up to 4 outputs (4 high-register
+    accumulators), weights read with LDRH at immediate offsets (biased halfword weights only), the
+    weight pointer stepped by one ADDS per group (8 x outputs <= 255); else the narrow C passes."""
+    if not biased_halfwords or 8 * n_out > M0_ADDS_MAX:
+        return [(first, count, False) for first, count in _blocks(n_out, SPLINE_OUTPUTS_PER_PASS["narrow"])]
+    return [(first, count, True) for first, count in _blocks(n_out, M0_OUTPUTS_PER_PASS)]
+
+
 THUMB2_LDR_REACH = 4095  # LDR's immediate offset on Thumb-2: the DSP assembly block reads rows within it
+THUMB2_LDRD_REACH = 1020  # LDRD's (aligned layout)
 
 
-def spline_blocks(n_out: int, n_basis: int) -> dict:
+def spline_blocks(n_out: int, n_basis: int, aligned: bool = False) -> dict:
     """(first, count) blocks of the spline kernel's passes over the inputs; DSP blocks carry whether
     the assembly block reaches their rows (else they are C)."""
     blocks = {kind: _blocks(n_out, n) for kind, n in SPLINE_OUTPUTS_PER_PASS.items()}
-    dsp = [(first, count, 2 * n_basis * (first + count - 1) + 4 <= THUMB2_LDR_REACH) for first, count in blocks["dsp"]]
+    reach = (lambda at: at <= THUMB2_LDRD_REACH) if aligned else (lambda at: at + 4 <= THUMB2_LDR_REACH)
+    dsp = [(first, count, reach(2 * n_basis * (first + count - 1))) for first, count in blocks["dsp"]]
     return {"row_blocks": blocks, "base_blocks": blocks, "m0_blocks": m0_blocks(n_out, n_basis), "dsp_blocks": dsp}
 
 
@@ -248,30 +307,32 @@ def spline_blocks(n_out: int, n_basis: int) -> dict:
 CODE_BYTES = 1400  # one spline kernel at -O2, about
 # Byte/nibble terms: worst fit error 7.8% (M0, M7), under 6.5% elsewhere, on 4 shapes x 4 bit settings.
 # hw_* terms (non-negative least squares, 4 cubic shapes x 4 bit settings): worst error 2.1-2.9% on
-# M3/M4/M7/rv32imac; 24% on M0 (small layers; the digits layers within 3%).
+# M3/M4/M7/rv32imac. M0 refitted after its base-branch assembly block (least squares, 5 shapes x 4 bit
+# settings, benchmarks/calibrate_costs.py --strategy spline --term hw_*): worst 18.5% (the 8->4 and
+# 4->6 layers; the terms are collinear there, hence signs without a per-instruction meaning).
 _M0 = {"layer": -329.92, "input": 109.41, "edge": 17.65, "byte_edge": 12.98,
        "nibble_lane": 2.34, "nibble_pass": 16.15, "output": 142.71, "last_output": -24.1,
-       "hw_layer": 0.0, "hw_input": 0.0, "hw_edge": 6.91, "hw_pass": 0.0,
-       "hw_base_pass": 119.35, "hw_output": 247.38, "hw_last_output": 0.0}
+       "hw_layer": -1032.6, "hw_input": 67.6, "hw_edge": -30.62, "hw_pass": 10.73,
+       "hw_base_pass": 331.87, "hw_output": 365.93, "hw_last_output": -70.47, "hw_aligned_edge": 0.0}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
     "cortex-m3": {"layer": 70.19, "input": 46.92, "edge": 7.8, "byte_edge": 10.59,
                   "nibble_lane": -1.4, "nibble_pass": 19.6, "output": 45.06, "last_output": 0.89,
                   "hw_layer": 29.12, "hw_input": 31.44, "hw_edge": 11.83, "hw_pass": 8.28,
-                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0},
+                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0, "hw_aligned_edge": 0.0},
     "cortex-m4": {"layer": 5.0, "input": 50.93, "edge": 5.74, "byte_edge": 5.09,
                   "nibble_lane": 0.32, "nibble_pass": 16.59, "output": 54.35, "last_output": 1.1,
                   "hw_layer": 110.85, "hw_input": 20.24, "hw_edge": 5.25, "hw_pass": 5.99,
-                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48},
+                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48, "hw_aligned_edge": -0.86},
     "cortex-m7": {"layer": 36.23, "input": 45.61, "edge": 5.83, "byte_edge": 5.22,
                   "nibble_lane": 0.31, "nibble_pass": 18.7, "output": 49.75, "last_output": 1.46,
                   "hw_layer": 109.86, "hw_input": 20.25, "hw_edge": 5.28, "hw_pass": 5.85,
-                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0},
+                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0, "hw_aligned_edge": -0.86},
     "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
                  "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97,
                  "hw_layer": 60.7, "hw_input": 39.41, "hw_edge": 14.92, "hw_pass": 1.52,
-                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6},
+                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6, "hw_aligned_edge": 0.0},
 }
 # Not fitted: Cortex-M33 has the M4's DSP path, Cortex-M55 runs the scalar DSP path as the M7 does.
 # No rv32ec entry: spline layers multiply, and cores without a multiplier take edge tables only.
@@ -291,7 +352,7 @@ def halfword_passes(n_out: int, core: str, n_basis: int = 8) -> tuple[int, int]:
 
 
 def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "cortex-m4", order: int = 3,
-               n_basis: int = 8) -> dict:
+               n_basis: int = 8, layout: str | None = None) -> dict:
     """The terms of the spline kernel's cost formula. Cubic layers (halfword kernel): decode per
     input, spline and base MACs per edge, per input and pass over the inputs (8 outputs per pass,
     4 on Armv6-M), per group of 4 inputs and base pass; other orders: decode per input, base branch
@@ -300,13 +361,16 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
     requantization per output."""
     edges = n_in * n_out
     terms = dict.fromkeys(COSTS[core], 0.0)
-    if coefficient_storage(order, coef_bits, n_out) == "halfword":
+    kind = coefficient_storage(order, coef_bits, n_out, layout)
+    if kind == "halfword":
         passes, base_passes = halfword_passes(n_out, core, n_basis)
+        aligned = layout == "aligned" and aligned_fits(order, n_in, n_out, n_basis)
+        terms.update(hw_aligned_edge=float(edges) if aligned else 0.0)
         terms.update(hw_layer=1.0, hw_input=float(n_in), hw_edge=float(edges), hw_pass=float(n_in * passes),
                      hw_base_pass=float(-(-n_in // 4) * base_passes), hw_output=float(n_out),
                      hw_last_output=float(n_out * last))
         return terms
-    nibble = uses_nibbles(coef_bits, n_out)
+    nibble = kind == "nibble"
     full, tail = divmod(n_out, NIBBLE_OUTPUTS)
     terms.update(layer=1.0, input=float(n_in), edge=float(edges), byte_edge=0.0 if nibble else float(edges),
                  nibble_lane=float(n_in * (4 * full + (tail + 1) // 2)) if nibble else 0.0,
@@ -319,12 +383,14 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
     c = COSTS[core]
     n_in, n_out = layer.in_features, layer.out_features
-    terms = cost_terms(n_in, n_out, options.coef_bits, last, core, layer.order, layer.n_basis)
+    layout = getattr(step, "coef_layout", None)
+    terms = cost_terms(n_in, n_out, options.coef_bits, last, core, layer.order, layer.n_basis, layout)
     instructions = sum(c[key] * value for key, value in terms.items())
     k1, codes = layer.order + 1, 1 << step.in_bits
-    kind = coefficient_storage(layer.order, options.coef_bits, n_out)
-    if kind == "halfword":
-        coef = 2 * n_out * n_in * layer.n_basis
+    kind = coefficient_storage(layer.order, options.coef_bits, n_out, layout)
+    if kind == "halfword":  # the aligned layout: two copies
+        copies = 2 if layout == "aligned" and aligned_fits(layer.order, n_in, n_out, layer.n_basis) else 1
+        coef = 2 * copies * n_out * n_in * layer.n_basis
     elif kind == "nibble":  # words of 8 nibbles per block of 8 outputs
         coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
     else:

@@ -63,6 +63,9 @@ class SplineLayer:
     # cardinal mode: input i reads its table rows scaled by 2**basis_shift[i] (finer coefficient steps)
     basis_shift: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     strategy: str = "spline"  # the strategy NAME (spline.py)
+    # the kernel's coefficient layout chosen by the planner (spline_layout.coefficient_storage): None: the
+    # fast one, "compact": nibble words for 2..4-bit coefficients
+    coef_layout: str | None = field(default=None, metadata={"omit_default": True})
 
     @property
     def k1(self) -> int:

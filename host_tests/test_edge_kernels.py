@@ -111,9 +111,9 @@ def test_fewer_code_bits_never_slower_on_qemu(board, tmp_path):
     require_tool(info.qemu_system)
     checkpoint, calibration = make_random_checkpoint(tmp_path / "d.pt", (64, 16, 10), 5, 3, seed=3)
     dirs = []
-    for bits in range(3, 9 if board in CHECKED_CODES_BOARDS else 8):
+    for bits in range(3, 9 if board in CHECKED_CODES_BOARDS else 8):  # instructions only: the guard is not the subject
         generate_model(checkpoint, tmp_path / f"b{bits}", calibration=calibration, options=QuantOptions(act_bits=bits),
-                       plan=[LayerPlan("edge-table", bits)] * 2, quiet=True)
+                       plan=[LayerPlan("edge-table", bits)] * 2, quiet=True, allow_saturation=True)
         dirs.append(tmp_path / f"b{bits}")
     report = measure(dirs, board, tmp_path / "measure")
     assert [m["check"] for m in report["models"]] == ["PASS"] * len(dirs)

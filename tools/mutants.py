@@ -118,6 +118,12 @@ MUTANTS = (
              "{{ prefix }}_ws_spline[o + {{ p }}u] = (int32_t)(acc{{ p }} - correction);",
              "{{ prefix }}_ws_spline[o + {{ p }}u] = (int32_t)acc{{ p }};"),),
            (T + "test_bit_exact.py::test_small_models_bit_exact[6x4x4x2-G3-k2-8bit-spline]",)),
+    Mutant("spline-positions-not-counted",
+           "the planner keeps its formula's decode-position bytes for the chosen plan (inputs far apart each "
+           "need their own): the plan it prints and picks is over the budget it claims to meet",
+           (("kan2mcu/quant/strategies/spline_layout.py", 'if quantized is not None and kind == "halfword" and quantized.mode == "cardinal":',
+             'if False:'),),
+           (T + "test_guard.py::test_weights_x1e6_spline_is_refused_with_numbers",)),
     Mutant("halfword-layout-transposed",
            "halfword coefficients stored [o][i][k] while the kernel reads [i][o][k] (C only)",
            (("kan2mcu/quant/strategies/spline_layout.py", "rows = stored.transpose(1, 0, 2).astype(np.uint16)",

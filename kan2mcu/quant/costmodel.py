@@ -13,12 +13,15 @@ CORES = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "c
 INFER_OVERHEAD = {"cortex-m0": 20, "cortex-m0plus": 20}  # the infer wrapper and layer calls; others 15
 
 
-def layer_cost(layer: KANLayer, step, options, core: str, first: bool = False, last: bool = False) -> dict:
+def layer_cost(layer: KANLayer, step, options, core: str, first: bool = False, last: bool = False,
+               quantized=None) -> dict:
     """``{"instructions", "flash_bytes"}`` predicted for one layer under ``step`` (a LayerPlan);
-    ``first``/``last``: the layer's position in the model (input clamping, output saturation)."""
+    ``first``/``last``: the layer's position in the model (input clamping, output saturation);
+    ``quantized``: the layer quantized under ``step``, for what only it tells (exact table sizes)."""
     if core not in CORES:
         raise OptionError(f"no cost model for core {core!r}; known: {', '.join(CORES)}")
-    return get_strategy(step.strategy).estimate(layer, step, step_options(options, step), core, first, last)
+    return get_strategy(step.strategy).estimate(layer, step, step_options(options, step), core, first, last,
+                                                quantized=quantized)
 
 
 def model_overhead(core: str) -> int:

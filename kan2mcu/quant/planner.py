@@ -186,8 +186,14 @@ def _predict(model, combos, costs, options, core, search: PlanSearch, budget: Bu
     for combo, p in predicted.items():
         if "api" not in p:
             p["api"] = search.api_bytes(combo[0]) if p["layer_flash"] <= budget.bytes else 0
-        p["flash_bytes"] = p["layer_flash"] + p["api"]
+        _add_input_api(p, p["api"])
     return predicted
+
+
+def _add_input_api(p: dict, api: int) -> None:
+    """A prediction's total: its layers and the input API (``api`` bytes)."""
+    p["api"] = api
+    p["flash_bytes"] = p["layer_flash"] + p["api"]
 
 
 def choose(model: KANModel, options: QuantOptions, calibration, *, strategy: str = "auto",
@@ -220,8 +226,13 @@ def choose(model: KANModel, options: QuantOptions, calibration, *, strategy: str
             raise OptionError(message)
         over, fitting = f"{message.split(': ', 1)[1].split('; ')[0]}; written anyway (--allow-over-budget)", [smallest]
     scores = Scores(search)
-    combo, tolerance, warning, unreachable = search_plans(model, options, strategy, scores, fitting, predicted,
-                                                          objective, max_error, budget)
+    while True:  # the winner's quantized layers may need more than predicted: then the next one
+        combo, tolerance, warning, unreachable = search_plans(model, options, strategy, scores, fitting, predicted,
+                                                              objective, max_error, budget)
+        _count_quantized(model, combo, options, core, search, predicted)
+        if predicted[combo]["flash_bytes"] <= budget.bytes or over is not None or len(fitting) == 1:
+            break
+        fitting = [c for c in fitting if c != combo]
     # an error limit out of reach: the user's --max-error is warned about; the default one is noted
     # (what the model loses on data is the guard's to warn about)
     missed = (unreachable and f"the default {unreachable}", warning)
@@ -235,6 +246,18 @@ def choose(model: KANModel, options: QuantOptions, calibration, *, strategy: str
                   len(scores.errors), _layer_rows(model, combo, predicted, per_layer, costs), tolerance, warning,
                   note, budget.source, predicted[combo]["api"], len(fitting), weighed,
                   larger_plans(combo, scores, {c: predicted[c] for c in fitting}, tolerance, objective))
+
+
+def _count_quantized(model, combo, options, core: str, search: PlanSearch, predicted: dict) -> None:
+    """``combo``'s predicted flash recounted with its quantized layers (a spline layer's decode
+    positions depend on where its inputs' codes lie, which only quantization tells)."""
+    n, qmodel = len(model.layers), search.qmodel(combo)
+    layers = [costmodel.layer_cost(model.layers[i], step, options, core, i == 0, i == n - 1, quantized=qmodel.layers[i])
+              for i, step in enumerate(combo)]
+    p = predicted[combo]
+    p["layers"] = layers
+    p["layer_flash"] = sum(c["flash_bytes"] for c in layers) + sum(costmodel.mul_free_extra_bytes(model, combo, options))
+    _add_input_api(p, search.api_bytes(combo[0]))
 
 
 def _layer_rows(model, combo, predicted, per_layer, costs) -> tuple:

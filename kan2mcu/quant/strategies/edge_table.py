@@ -387,8 +387,9 @@ def code_bytes(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str) 
     return CODE_BYTES + 4 * n_in * (3 * passes + -(-row_words // 2) + 2 * row_words)
 
 
-def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
-    """Predicted instructions and flash bytes of this layer as an edge-table layer on ``core``."""
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool, quantized=None) -> dict:
+    """Predicted instructions and flash bytes of this layer as an edge-table layer on ``core``
+    (``quantized`` adds nothing: the tables' size follows from the shapes)."""
     tbits = getattr(step, "table_bits", None) or options.table_bits
     terms = cost_terms(layer.in_features, layer.out_features, tbits, step.in_bits, core, first, last)
     instructions = sum(COSTS[core][key] * value for key, value in terms.items())

@@ -379,8 +379,21 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
     return terms
 
 
-def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool) -> dict:
-    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``."""
+def decode_position_bytes(layer: SplineLayer, first: bool) -> int:
+    """Exact flash of a cardinal halfword layer's decode tables: two words per position (basis
+    values; first coefficient and base value) and a start index per input."""
+    positions = position_tables(layer, first and layer.codes - 1 < CODE_TYPE_TOP)
+    top = int(positions["pos_start"].max(initial=0))
+    start_bytes = 1 if top <= 0xFF else 2 if top <= 0xFFFF else 4  # the renderer's narrowest type
+    return 8 * len(positions["pos_card"]) + start_bytes * layer.in_features
+
+
+def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool, quantized=None) -> dict:
+    """Predicted instructions and flash bytes of this layer as a spline layer on ``core``.
+
+    ``quantized`` (the layer as quantized under ``step``, when the planner has it): the decode
+    positions of the halfword kernel are counted exactly (the formula assumes that the inputs' code
+    windows overlap and share positions; inputs whose ranges lie apart each take their own)."""
     c = COSTS[core]
     n_in, n_out = layer.in_features, layer.out_features
     layout = getattr(step, "coef_layout", None)
@@ -403,5 +416,7 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool)
     else:  # one row of K1 bytes per position (at most one per code) + per-input offsets
         basis = codes * k1 + 6 * n_in
     silu_table = 2 * (codes + n_in) + 2 * n_in
+    if quantized is not None and kind == "halfword" and quantized.mode == "cardinal":
+        basis, silu_table = decode_position_bytes(quantized, first), 0
     flash = coef + weights + basis + silu_table + 17 * n_out + CODE_BYTES
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

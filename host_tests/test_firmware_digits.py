@@ -137,3 +137,32 @@ def test_low_bit_spline_kernel_on_firmware(small_checkpoints, board, tmp_path):
         vectors = _reference_vectors(tmp_path / shape, codes)
         result = _run_vectors(tmp_path / shape, board, vectors, tmp_path / f"p{shape}")
         assert (result["check"], result["mismatches"], result["vectors"]) == ("PASS", 0, len(codes)), shape
+
+
+@pytest.fixture(scope="module")
+def spline_dir(digits_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits-spline") / "kan"
+    generate_model(digits_checkpoint, folder, strategy="spline", quiet=True)  # 8/8/8, aligned layer 0
+    return folder
+
+
+@pytest.mark.parametrize("level", ["-O0", "-Os"])
+@pytest.mark.parametrize("board", ["qemu-cortex-m4", "qemu-cortex-m3", "qemu-cortex-m0", "qemu-rv32imac"])
+def test_users_optimisation_levels_build_and_match(digits_dirs, spline_dir, board, level, tmp_path):
+    """Users build at their own level (debug -O0, size -Os): the kernels' inline asm needs -O1..-O3
+    (KAN_ASM), elsewhere the portable C runs. Both models build at the level and the firmware
+    reproduces the reference's outputs exactly (its self-check against the test vectors)."""
+    from kan2mcu.firmware.measure import firmware_elf
+    from kan2mcu.firmware.pio import run_pio
+    from kan2mcu.firmware.project import write_project
+
+    info = get_board(board)
+    for name, folder in (("edge", digits_dirs / "kan_int"), ("spline", spline_dir)):
+        project = write_project(folder, board, tmp_path / name)
+        ini = project / "platformio.ini"
+        ini.write_text(ini.read_text().replace("model_build_flags = -O2", f"model_build_flags = {level}"))
+        completed = run_pio(project, info.name)
+        assert completed.returncode == 0, (name, completed.stdout[-3000:])
+        run = run_elf(info, firmware_elf(project, info))
+        assert run.result is not None and run.result["check"] == "PASS", (name, run.output[-2000:])
+        assert run.result["mismatches"] == 0

@@ -78,14 +78,15 @@ def test_generated_c_reader_decodes_golden_bytes(small_checkpoints, tmp_path):
     generate_model(checkpoint, tmp_path / "m", options=QuantOptions(spline_bits=3, coef_bits=4),
                    calibration=calibration, quiet=True, strategy="spline")
     source = (tmp_path / "m" / "kan.c").read_text()
-    readers = re.search(r"static inline uint32_t kan_field\(.*?\n}\n.*?static inline int32_t kan_sfield\(.*?\n}\n",
-                        source, flags=re.S)
+    readers = re.search(r"static inline uint32_t kan_field\(.*?\n}\n", source, flags=re.S)
     assert readers, "field readers not found in the generated C"
     packed = [(values, bits, signed, expected) for values, bits, signed, expected in
               (p.values for p in GOLDEN) if bits < 8]
     arrays = "\n".join(f"static const uint8_t table{n}[] = {{{', '.join(map(str, expected))}}};"
                        for n, (_, _, _, expected) in enumerate(packed))
-    cases = "\n".join(f"    case {n}: return {'kan_sfield' if signed else '(int32_t)kan_field'}(table{n}, index, {bits}u);"
+    # signed fields: the two's-complement value of the field (sign bit flipped, then subtracted)
+    cases = "\n".join(f"    case {n}: return (int32_t)(kan_field(table{n}, index, {bits}u) ^ {1 << (bits - 1)}u) - {1 << (bits - 1)};"
+                      if signed else f"    case {n}: return (int32_t)kan_field(table{n}, index, {bits}u);"
                       for n, (_, bits, signed, _) in enumerate(packed))
     program = tmp_path / "reader.c"
     program.write_text(f"#include <stdint.h>\n{readers.group(0)}\n{arrays}\n"

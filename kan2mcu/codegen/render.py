@@ -313,7 +313,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
-    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "mul64", "field", "sfield",
+    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "mul64", "field",
                    "infer"):
         sym(symbol)
     layers, layer_bytes, calls = [], [], []

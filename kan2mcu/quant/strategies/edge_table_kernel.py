@@ -19,7 +19,7 @@ LW_MIN_OFFSET, LW_MAX_OFFSET = -2048, 2047  # RV32 load offsets
 RV32_STEP = 4096  # RV32: the table pointer's step at most (the same constants at every code width)
 MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
 UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
-INLINE_REQUANT_MAX_OUTPUTS = 32  # up to this many outputs, requantization is straight-line (no loop)
+INLINE_REQUANT_MAX_OUTPUTS = 16  # up to this many outputs, requantization is straight-line (no loop); 32 live sums made GCC (hard-float ABI) fail the asm rows
 NARROW_WORDS = 2  # RV32E (16 registers): table words per pass (nibbles: 1)
 HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
 

@@ -166,3 +166,20 @@ def test_users_optimisation_levels_build_and_match(digits_dirs, spline_dir, boar
         run = run_elf(info, firmware_elf(project, info))
         assert run.result is not None and run.result["check"] == "PASS", (name, run.output[-2000:])
         assert run.result["mismatches"] == 0
+
+
+@pytest.mark.parametrize("board", ["qemu-cortex-m0", "qemu-cortex-m4"])
+def test_wide_spline_layer_on_firmware(board, tmp_path):
+    """A spline layer of 32 outputs with 12-bit base weights, both coefficient layouts: too wide for
+    the Armv6-M base assembly's weight steps, so M0 reads the signed weights in C (a biased copy
+    there once gave wrong outputs); the firmware's outputs equal the reference's."""
+    from conftest import make_random_checkpoint
+    from kan2mcu.quant.quantize import LayerPlan, QuantOptions
+
+    checkpoint, calibration = make_random_checkpoint(tmp_path / "w.pt", (12, 32, 3), 5, 3, seed=5)
+    for layout in (None, "compact"):
+        folder = tmp_path / f"kan-{layout}"
+        generate_model(checkpoint, folder, calibration=calibration, options=QuantOptions(coef_bits=4),
+                       plan=[LayerPlan("spline", 8, coef_layout=layout)] * 2, quiet=True, allow_saturation=True)
+        entry = measure([folder], board, tmp_path / f"m-{layout}")["models"][0]
+        assert entry["check"] == "PASS", (layout, entry["firmware_result"])

@@ -140,6 +140,13 @@ MUTANTS = (
            (("templates/kernels/edge_table.c.j2", "{% for k in range((ch.end - ch.start) % L.asm_loop.rows) %}",
              "{% for k in range(1 if (ch.end - ch.start) % L.asm_loop.rows else 0) %}"),),
            (T + "test_edge_kernels.py::test_kernel_shapes_on_every_emulated_board[qemu-cortex-m4]",)),
+    Mutant("m0-biased-weights-without-assembly",
+           "Armv6-M gets the biased base-weight copy even for layers too wide for the assembly, whose C "
+           "passes read the weights as they are (no bias removed)",
+           (("kan2mcu/quant/strategies/spline_layout.py",
+             "if not 8 < layer.base_bits <= 15 or 8 * layer.out_features > M0_ADDS_MAX:",
+             "if not 8 < layer.base_bits <= 15:"),),
+           (T + "test_firmware_digits.py::test_wide_spline_layer_on_firmware[qemu-cortex-m0]",)),
     Mutant("halfword-layout-transposed",
            "halfword coefficients stored [o][i][k] while the kernel reads [i][o][k] (C only)",
            (("kan2mcu/quant/strategies/spline_layout.py", "rows = stored.transpose(1, 0, 2).astype(np.uint16)",

@@ -117,8 +117,9 @@ def weight_bias_for(layer: SplineLayer) -> int:
     assembly reads them with LDRH at an immediate offset (Armv6-M has no LDRSH with one); the kernel
     subtracts bias x the sum of the base values once per output (exact modulo 2**32, the true sum fits
     int32). The copy has the same bytes count and ctype as the signed table (it replaces it under
-    ``__ARM_ARCH_6M__``). Byte weights and 16-bit ones: no copy (bias 0)."""
-    if not 8 < layer.base_bits <= 15:
+    ``__ARM_ARCH_6M__``). Byte weights and 16-bit ones, and layers too wide for the assembly's weight
+    steps (:func:`m0_base_blocks` runs C there, which reads the weights as they are): no copy (bias 0)."""
+    if not 8 < layer.base_bits <= 15 or 8 * layer.out_features > M0_ADDS_MAX:
         return 0
     bias = 1 << (layer.base_bits - 1)
     biased = layer.base_weight.astype(np.int64) + bias

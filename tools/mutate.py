@@ -91,10 +91,12 @@ def _env(copy: Path, checkpoint: Path | None) -> dict:
     return env
 
 
-def run_tests(python: str, copy: Path, tests: list[str], checkpoint: Path, report: Path) -> tuple[int, list[str], str]:
-    """Run ``tests`` in ``copy``; returns (pytest exit status, failed test ids, output tail)."""
+def run_tests(python: str, copy: Path, tests: list[str], checkpoint: Path, report: Path,
+              options: tuple[str, ...] = ()) -> tuple[int, list[str], str]:
+    """Run ``tests`` in ``copy`` (with pytest ``options``); returns (pytest exit status, failed test
+    ids, output tail)."""
     command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", f"--junitxml={report}",
-               *tests]
+               *options, *tests]
     try:
         done = subprocess.run(command, cwd=copy, env=_env(copy, checkpoint), capture_output=True, text=True,
                               timeout=TIMEOUT_S)
@@ -126,7 +128,8 @@ def run_mutant(python: str, copy: Path, mutant: Mutant, checkpoint: Path) -> Out
             originals.setdefault(file, file.read_text())
             text = file.read_text()
             file.write_text(text.replace(old, new, 1))
-        code, failed, tail = run_tests(python, copy, list(mutant.tests), checkpoint, copy / "mutant-report.xml")
+        # -x: one failing test kills the mutant, the rest need not run
+        code, failed, tail = run_tests(python, copy, list(mutant.tests), checkpoint, copy / "mutant-report.xml", ("-x",))
     finally:
         for file, text in originals.items():
             file.write_text(text)
@@ -168,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         selection = sorted({test for m in mutants for test in m.tests})
         print(f"mutants: baseline: {len(selection)} tests on the unmutated copy", flush=True)
-        code, failed, tail = run_tests(args.python, copies[0], selection, checkpoint, copies[0] / "baseline.xml")
+        # the baseline on every worker the mutants will use (pytest-xdist, a file per worker)
+        parallel = ("-n", str(jobs), "--dist", "loadfile") if jobs > 1 else ()
+        code, failed, tail = run_tests(args.python, copies[0], selection, checkpoint, copies[0] / "baseline.xml",
+                                       parallel)
         if code != 0:
             print(f"mutants: FAIL: the selected tests do not pass without mutation (exit {code}): {failed}\n{tail}")
             return 1

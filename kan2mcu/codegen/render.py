@@ -314,9 +314,9 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
     for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "mul64", "field",
-                   "infer"):
+                   "infer", "infer_q", "satu"):
         sym(symbol)
-    layers, layer_bytes, calls = [], [], []
+    layers, layer_bytes, calls, codes_check = [], [], [], None
     n_layers = len(qmodel.layers)
     # codes between layers: the consumer's width decides the buffer's type (uint8_t or uint16_t)
     act_buffers = [{"symbol": sym(f"act{i}"), "size": layer.out_features, "ctype": code_ctype(consumer.act_bits)}
@@ -326,6 +326,10 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         L = LAYER_CONTEXTS[ql.strategy](ql, index, emit)
         out_ctype = "int32_t" if ql.is_last else act_buffers[index]["ctype"]
         clamp = index == 0 and clamps_caller_codes(ql.act_bits)
+        if clamp and ql.strategy == "edge-table":  # the codes API tests the codes first (codes_check)
+            codes_check = {"fn": sym("l0_codes"), "bits": ql.act_bits,
+                           **edge_table_kernel.code_check(ql.in_features, ql.act_bits)}
+            clamp = False
         L.update(fn=sym(f"layer{index}"), template=get_strategy(ql.strategy).TEMPLATE, strategy=ql.strategy, n_in=ql.in_features,
                  n_out=ql.out_features, codes=ql.codes, code_max=ql.codes - 1,
                  clamp_input=clamp, is_last=ql.is_last, out_code_max=ql.out_max,
@@ -361,7 +365,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "has_mve_table": any(L.get("mve") for L in layers),
         "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "has_halfword_spline": halfword,
         "has_compact_spline": compact, "act_buffers": act_buffers, "layers": layers,
-        "calls": calls,
+        "calls": calls, "codes_check": codes_check,
     }
     api, api_bytes = _input_api_context(qmodel, sym, input_transform)
     context.update(api)

@@ -3,7 +3,7 @@
 Parts are told apart by the generated symbols' names (templates/model_int.c.j2,
 templates/model_api_int.c.j2): the raw-input API is ``<prefix>_quantize_input_q`` with its helpers
 and ``<prefix>_raw_*`` tables, layer N is the function ``<prefix>_layerN`` (never inlined) with its
-``<prefix>_lN_*`` tables, and "output" is the rest of the inference (``<prefix>_infer``'s own code,
+``<prefix>_lN_*`` tables and functions (``<prefix>_l0_codes``: the codes API's test of the first layer's codes), and "output" is the rest of the inference (``<prefix>_infer``'s own code,
 its other read-only data and the library helpers it calls). Flash counts the read-only symbols'
 sizes (code and tables) from the ELF; instructions come from the QEMU trace per function.
 """
@@ -51,10 +51,11 @@ def breakdown(model_counts: dict[str, int], input_counts: dict[str, int], info: 
             layers.setdefault(index, {"instructions": 0, "flash_bytes": 0})["flash_bytes"] += size
         else:
             output_flash += size
-    for name, count in model_counts.items():
+    for name, count in model_counts.items():  # layer N's functions: <prefix>_layerN and <prefix>_lN_codes
         match = layer_of.match(base_name(name))
-        if match and match.group(1) is not None:
-            layers.setdefault(int(match.group(1)), {"instructions": 0, "flash_bytes": 0})["instructions"] += count
+        if match:
+            index = int(match.group(1) or match.group(2))
+            layers.setdefault(index, {"instructions": 0, "flash_bytes": 0})["instructions"] += count
     in_layers = sum(part["instructions"] for part in layers.values())
     parts = [{"part": "input quantization",
               "instructions": sum(input_counts.values()) if input_counts else None,

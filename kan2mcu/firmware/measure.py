@@ -7,13 +7,18 @@ board with ``port``, flash it and read the serial port), and collect one report 
 Report keys (stable; one entry per model under ``"models"``):
 
 ``check``            "PASS" / "FAIL": the firmware's own comparison with test_vectors.json
-``instructions``     executed instructions of ONE inference (the call of ``<prefix>_infer`` on
-                     vector 0, model code plus the library helpers it calls; start-up and the
-                     self-check harness excluded); exact, from QEMU; null on real boards
+``instructions``     executed instructions of ONE inference on vector 0 (the call of
+                     ``<prefix>_infer_q`` on raw int32 inputs as a user's firmware does, without its
+                     input quantization; or of ``<prefix>_infer`` on codes: float models, codes out of
+                     the raw API's reach), model code plus the library helpers it calls; start-up and
+                     the self-check harness excluded; exact, from QEMU; null on real boards.
+                     ``<prefix>_infer`` on caller codes also tests a first edge-table layer's codes
+                     (``<prefix>_l0_codes``, about 2 instructions per 4 codes), which
+                     ``<prefix>_infer_q``'s codes, in range by construction, skip
 ``input_instructions`` executed instructions of the raw-input API on the same vector
-                     (``<prefix>_quantize_input_q``, which the firmware calls on raw int32 inputs as
-                     a user's firmware does, before ``<prefix>_infer``); null when the firmware passes
-                     codes (float models, codes out of the raw API's reach) or on real boards
+                     (``<prefix>_quantize_input_q``, called by ``<prefix>_infer_q``); null when the
+                     firmware passes codes (float models, codes out of the raw API's reach) or on
+                     real boards
 ``total_instructions`` instructions + input_instructions: raw inputs to outputs
 ``breakdown``        instructions and flash bytes (code + tables, from the ELF's symbols) per part:
                      ``input_quantization``, one entry per layer (``<prefix>_layerN`` and its

@@ -17,7 +17,7 @@ import numpy as np
 
 from kan2mcu.model.bspline import edge_values
 from kan2mcu.errors import QuantizationError
-from kan2mcu.quant.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int32
+from kan2mcu.quant.fixedpoint import INT32_MAX, requant_int32
 from kan2mcu.model.ir import KANLayer
 from kan2mcu.quant.strategies import edge_table_mve, mulfree
 from kan2mcu.quant.strategies.edge_table_kernel import (INLINE_REQUANT_MAX_OUTPUTS, KERNEL_WORDS,
@@ -350,7 +350,8 @@ def asm_kernel(n_in: int, row_words: int, in_bits: int, table_bits: int, core: s
 
 def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, first: bool, last: bool) -> dict:
     """The terms of the edge-table kernel's cost formula (the keys of COSTS[core]): per layer, per
-    input and pass (``input_pass``; ``clamp_pass`` when a first layer clamps its codes), per table
+    input and pass (``input_pass``; ``clamp_pass`` is 0: a first layer's kernel never clamps, the codes API
+    tests the codes before it and ``<prefix>_infer_q``, which measure counts, needs no test), per table
     word, per output; for the inline-asm kernels of byte entries their own per-input and per-word
     terms, one per step of the table pointer (``row_step``: every ``rows`` inputs, more rows with
     fewer code bits; none on Armv6-M, whose rows come from the input index) and per input of a
@@ -359,11 +360,10 @@ def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, 
     nibbles, halfwords = per_word == 8, per_word == 2
     row_words = padded_outputs(n_out, table_bits) // per_word
     passes = -(-row_words // (WORDS_PER_PASS.get(core, KERNEL_WORDS) // (2 if nibbles else 1)))
-    clamp = first and clamps_caller_codes(in_bits)
     asm = asm_kernel(n_in, row_words, in_bits, table_bits, core)
     row_bytes = 4 * row_words
     return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
-            "output": float(n_out), "clamp_pass": float(n_in * passes * clamp), "last_output": float(n_out * last),
+            "output": float(n_out), "clamp_pass": 0.0, "last_output": float(n_out * last),
             "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords),
             "row_step": float(n_in * passes / asm["rows"]) if asm and asm["rows"] else 0.0,
             "row_mul": float(n_in * passes * bool(row_bytes & (row_bytes - 1))),

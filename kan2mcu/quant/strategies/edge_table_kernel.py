@@ -96,10 +96,6 @@ def kernel_context(ql, macro: str) -> dict:
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["odd_bytes"] = odd_bytes(ql.out_features, ql.row_words) if L["dsp_asm"] else None
-    thumb2 = bool(L["asm_loop"] and L["asm_loop"]["unrolled"])  # the straight-line Thumb-2 asm
-    v6m = bool(L["v6m"]) and ql.in_features <= UNROLL_MAX_INPUTS  # the Armv6-M loop (a small copy)
-    L["code_check"] = {**code_check(ql.in_features, ql.act_bits), "rv32": bool(L["rv32"]), "thumb2": thumb2,
-                       "v6m": v6m} if L["rv32"] or thumb2 or v6m else None
     L["requant_rows"] = [{"acc": acc[o], "shift": int(ql.shift[o])} for o in range(ql.out_features)] if inline else []
     return L
 
@@ -159,18 +155,19 @@ def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
 
 
 def code_check(n_in: int, act_bits: int) -> dict:
-    """The asm kernels' test of a first layer's codes (RV32 and Thumb-2 straight-line, the Armv6-M
-    loop of up to UNROLL_MAX_INPUTS inputs; used where the caller's codes need a clamp):
+    """The codes API's test of a first edge-table layer's codes (``<prefix>_infer``; the layer's kernel
+    itself never clamps, so that the raw-input API's codes, always in range, run no clamp at all):
     the codes read as aligned 32-bit words, ORed, and masked with the bits no code up to the top
     code sets (``mask``, per code in the word); codes left after the last whole word (``tail``) are
-    ORed one by one. Nonzero (or codes not 4-byte aligned): the codes are clamped into a copy first,
-    so that the asm rows need no clamp (USAT on Thumb-2) per input."""
+    ORed one by one; straight-line up to UNROLL_MAX_INPUTS inputs, else a loop over the words
+    (``loop``). Nonzero (or codes not 4-byte aligned): the codes are clamped into a copy first."""
     code_bits = 8 if act_bits <= 8 else 16
     per_word = 32 // code_bits
     lane = ((1 << code_bits) - 1) & ~((1 << act_bits) - 1)
     mask = sum(lane << (code_bits * k) for k in range(per_word))
     words = n_in // per_word
-    return {"words": words, "tail": list(range(words * per_word, n_in)), "mask": f"0x{mask:08X}u"}
+    return {"words": words, "tail": list(range(words * per_word, n_in)), "mask": f"0x{mask:08X}u",
+            "loop": n_in > UNROLL_MAX_INPUTS}
 
 
 def odd_bytes(out_features: int, row_words: int) -> list[str]:

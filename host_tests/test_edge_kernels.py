@@ -18,7 +18,7 @@ MUL_BOARDS = [b for b in QEMU_BOARDS if get_board(b).has_multiplier]  # rv32ec: 
 
 # (widths, code bits): each exercises a kernel shape of byte entries
 KERNEL_SHAPES = {
-    # 67 inputs: the looped asm on DSP cores (3 rows per iteration and a tail row); 16 -> 6: 2 words
+    # 67 inputs: the looped asm on DSP cores (4 rows per iteration and 3 tail rows); 16 -> 6: 2 words
     "looped-67x16x6-5bit": ((67, 16, 6), 5),
     # 20 outputs: 5-word rows (two passes; row bytes not a power of two: C rows on DSP cores, MULS on
     # Armv6-M); 12-byte rows in layer 1 (three times a power of two)
@@ -53,7 +53,7 @@ def shape_dirs(tmp_path_factory):
 def test_kernel_shapes_take_the_intended_paths(shape_dirs):
     """The generated C holds the shapes the names promise (the asm loop, two passes, LDRH codes)."""
     looped = (shape_dirs["looped-67x16x6-5bit"] / "kan.c").read_text()
-    assert "3 input(s) per iteration, the whole loop in asm" in looped
+    assert "4 input(s) per iteration, the whole loop in asm" in looped
     assert "all 16 inputs straight-line in asm" in looped
     passes = (shape_dirs["passes-8x20x9-4bit"] / "kan.c").read_text()
     assert "e4_0" in passes and "muls %[row], %[x0], %[row]" in passes

@@ -376,7 +376,7 @@ MUTANTS = (
     Mutant("edge-table-dsp-row-offsets-uncentred",
            "the DSP straight-line asm reads the rows of a step at offsets not centred on the table pointer",
            (("templates/kernels/edge_table_dsp.c.j2",
-             "t = (const uint32_t *)((uintptr_t)t + {{ 4 * L.asm_loop.centre * L.stride }}u);",
+             "t = (const uint32_t *)((uintptr_t)t + {{ L.asm_loop.bias }}u);",
              "t = (const uint32_t *)((uintptr_t)t + 0u);"),),
            (T + "test_edge_kernels.py::test_kernel_shapes_on_every_emulated_board[qemu-cortex-m4]",)),
     Mutant("edge-table-requant-pairs-swapped",

@@ -103,9 +103,10 @@ def kernel_context(ql, macro: str) -> dict:
 def asm_loop(n_in: int, row_words: int, act_bits: int) -> dict | None:
     """The whole input loop of a byte-entry layer in Thumb-2 asm (LDRD + UXTAB16): as many inputs per
     iteration as LDRD's immediate offsets (+-1020 bytes around t) reach (fewer code bits, shorter
-    tables, more rows per iteration: never slower), the row address
-    ``t + q * row_bytes`` in one ADD (row bytes a power of two) or two (three times one); None
-    (a C loop around the asm rows) for other row sizes."""
+    tables, more rows per iteration: never slower), with t ``bias`` bytes into the first row's input
+    (any multiple of 4: the rows need not sit on row boundaries around t, so two rows of 1,024
+    bytes apart fit), the row address ``t + q * row_bytes`` in one ADD (row bytes a power of two) or
+    two (three times one); None (a C loop around the asm rows) for other row sizes."""
     row_bytes = 4 * row_words
     times3 = row_bytes % 3 == 0
     base = row_bytes // 3 if times3 else row_bytes
@@ -113,23 +114,31 @@ def asm_loop(n_in: int, row_words: int, act_bits: int) -> dict | None:
         return None
     stride_bytes = 4 * (1 << act_bits) * row_words
     loads = [ld for w in range(0, row_words, KERNEL_WORDS) for ld in _block(w, min(w + KERNEL_WORDS, row_words))["loads"]]
-
-    def reachable(offset: int) -> bool:  # every load of a row at `offset` bytes from t encodes
-        return all(-LDRD_MAX_OFFSET <= offset + ld["offset"] <= LDRD_MAX_OFFSET if len(ld["words"]) == 2
-                   else LDR_MIN_OFFSET <= offset + ld["offset"] <= LDR_MAX_OFFSET for ld in loads)
-
-    # rows k = 0 .. rows-1 of an iteration at offsets (k - centre) * stride from t: as many as fit
-    rows, centre = 1, 0
+    rows, bias = 1, 0
     for r in range(2, MAX_ASM_ROWS + 1):
-        for c in range(r):
-            if r * stride_bytes <= ADDW_MAX and all(reachable((k - c) * stride_bytes) for k in range(r)):
-                rows, centre = r, c
-                break
-    offsets = [(k - centre) * stride_bytes for k in range(rows)]
-    return {"rows": rows, "centre": centre, "offsets": offsets, "unrolled": n_in <= UNROLL_MAX_INPUTS,
+        found = _row_bias(r, stride_bytes, loads)
+        if r * stride_bytes > ADDW_MAX or found is None:
+            break
+        rows, bias = r, found
+    offsets = [k * stride_bytes - bias for k in range(rows)]
+    return {"rows": rows, "bias": bias, "offsets": offsets, "unrolled": n_in <= UNROLL_MAX_INPUTS,
             "row_lsl": base.bit_length() - 1,
             "row_times3": times3, "code_load": "ldrb" if act_bits <= 8 else "ldrh",
             "code_bytes": 1 if act_bits <= 8 else 2}
+
+
+def _row_bias(rows: int, stride_bytes: int, loads: list[dict]) -> int | None:
+    """The smallest bias (bytes, a multiple of 4, at least 0) that puts every load of ``rows`` rows at
+    offsets ``k * stride - bias`` within its immediate's reach (LDRD +-1020, LDR -255..4095), or None."""
+    low, high = 0, None
+    for k in range(rows):
+        for ld in loads:
+            at = k * stride_bytes + ld["offset"]
+            lo, hi = (at - LDRD_MAX_OFFSET, at + LDRD_MAX_OFFSET) if len(ld["words"]) == 2 else (
+                at - LDR_MAX_OFFSET, at - LDR_MIN_OFFSET)
+            low, high = max(low, lo), hi if high is None else min(high, hi)
+    bias = -(-low // 4) * 4
+    return bias if high is None or bias <= high else None
 
 
 def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:

@@ -164,8 +164,8 @@ def test_digits_multiply_free_on_rv32ec(offline_environment, digits_checkpoint, 
     code = _model_disassembly("qemu-rv32ec", elf)
     assert {"kan_infer"} <= set(code) and any(name.startswith("kan_layer") for name in code), sorted(code)
     for name, text in code.items():
-        bad = [line for line in text.splitlines()
-               if re.search(r"\s(mul|mulh|mulhu|mulhsu|div|divu|rem|remu)\s|<__", line)]
+        bad = [line for line in text.splitlines()  # (objdump's "# <symbol>" notes on immediates are no calls)
+               if re.search(r"\s(mul|mulh|mulhu|mulhsu|div|divu|rem|remu)\s|<__", line.split(" # ")[0])]
         assert not bad, (name, bad[:3])
 
 

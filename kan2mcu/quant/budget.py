@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kan2mcu.errors import OptionError
+from kan2mcu.quant.fixedpoint import clamps_caller_codes
 from kan2mcu.quant.strategies import get_strategy
+from kan2mcu.quant.strategies.edge_table_kernel import codes_test_bytes
 
 DEFAULT_FLASH_BUDGET = 64 * 1024  # no board given: a typical share of a small MCU's flash for a model
 FIRMWARE_RESERVE = 32 * 1024  # with --board: flash kept for the firmware around the model
@@ -95,8 +97,17 @@ def input_api_bytes_for(encoding: dict, n_inputs: int, input_transform: dict | N
 
 
 def code_bytes(qmodel) -> int:
-    """Estimated code of the model's layers (one kernel function per layer)."""
-    return sum(get_strategy(layer.strategy).CODE_BYTES for layer in qmodel.layers)
+    """Estimated code of the model's layers (one kernel function per layer) and of the frame around
+    them (``<prefix>_infer_q``, the codes API's test of a first edge-table layer's codes)."""
+    first = qmodel.layers[0]
+    return (frame_code_bytes(first.in_features, first.act_bits, first.strategy)
+            + sum(get_strategy(layer.strategy).CODE_BYTES for layer in qmodel.layers))
+
+
+def frame_code_bytes(n_in: int, in_bits: int, first_strategy: str) -> int:
+    """Code bytes, about, of ``<prefix>_infer_q`` and of the codes API's test of a first edge-table
+    layer's codes (kan2mcu.quant.strategies.edge_table_kernel.codes_test_bytes)."""
+    return codes_test_bytes(n_in, in_bits, first_strategy == "edge-table" and clamps_caller_codes(in_bits))
 
 
 def over_budget_message(budget: Budget, smallest_bytes: int, smallest_plan: str) -> str:

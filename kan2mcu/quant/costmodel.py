@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from kan2mcu.errors import OptionError
 from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.budget import frame_code_bytes
 from kan2mcu.quant.quantize import step_options
 from kan2mcu.quant.strategies import get_strategy, mulfree
 
@@ -46,5 +47,6 @@ def plan_cost(model, plan, options, core: str) -> dict:
              for i, (layer, step) in enumerate(zip(model.layers, plan))]
     extra = mul_free_extra_bytes(model, plan, options)
     costs = [{**c, "flash_bytes": c["flash_bytes"] + e} for c, e in zip(costs, extra)]
+    frame = frame_code_bytes(model.layers[0].in_features, plan[0].in_bits, plan[0].strategy)
     return {"instructions": sum(c["instructions"] for c in costs) + model_overhead(core),
-            "flash_bytes": sum(c["flash_bytes"] for c in costs), "layers": costs}
+            "flash_bytes": sum(c["flash_bytes"] for c in costs) + frame, "layers": costs}

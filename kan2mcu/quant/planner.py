@@ -27,7 +27,8 @@ import itertools
 from dataclasses import dataclass
 
 from kan2mcu.quant import costmodel
-from kan2mcu.quant.budget import DEFAULT_FLASH_BUDGET, FIRMWARE_RESERVE, Budget, flash_budget, over_budget_message  # noqa: F401
+from kan2mcu.quant.budget import (DEFAULT_FLASH_BUDGET, FIRMWARE_RESERVE, Budget, flash_budget,  # noqa: F401
+                                  frame_code_bytes, over_budget_message)
 from kan2mcu.errors import OptionError, QuantizationError
 from kan2mcu.model.ir import KANModel
 from kan2mcu.quant.plansearch import PlanSearch
@@ -177,7 +178,7 @@ def _predict(model, combos, costs, options, core, search: PlanSearch, budget: Bu
     predicted = {}
     for combo in combos:
         layers = [costs[(i, step)] for i, step in enumerate(combo)]
-        extra = sum(costmodel.mul_free_extra_bytes(model, combo, options))
+        extra = sum(costmodel.mul_free_extra_bytes(model, combo, options)) + _frame(model, combo)
         predicted[combo] = {"instructions": sum(c["instructions"] for c in layers) + costmodel.model_overhead(core),
                             "layer_flash": sum(c["flash_bytes"] for c in layers) + extra, "layers": layers}
     if not any(p["layer_flash"] <= budget.bytes for p in predicted.values()):
@@ -188,6 +189,11 @@ def _predict(model, combos, costs, options, core, search: PlanSearch, budget: Bu
             p["api"] = search.api_bytes(combo[0]) if p["layer_flash"] <= budget.bytes else 0
         _add_input_api(p, p["api"])
     return predicted
+
+
+def _frame(model, combo) -> int:
+    """Code bytes of the frame around the layers (budget.frame_code_bytes) for ``combo``'s first layer."""
+    return frame_code_bytes(model.layers[0].in_features, combo[0].in_bits, combo[0].strategy)
 
 
 def _add_input_api(p: dict, api: int) -> None:
@@ -256,7 +262,8 @@ def _count_quantized(model, combo, options, core: str, search: PlanSearch, predi
               for i, step in enumerate(combo)]
     p = predicted[combo]
     p["layers"] = layers
-    p["layer_flash"] = sum(c["flash_bytes"] for c in layers) + sum(costmodel.mul_free_extra_bytes(model, combo, options))
+    p["layer_flash"] = (sum(c["flash_bytes"] for c in layers) + sum(costmodel.mul_free_extra_bytes(model, combo, options))
+                        + _frame(model, combo))
     _add_input_api(p, search.api_bytes(combo[0]))
 
 

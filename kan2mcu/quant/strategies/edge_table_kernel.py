@@ -179,6 +179,16 @@ def code_check(n_in: int, act_bits: int) -> dict:
             "loop": n_in > UNROLL_MAX_INPUTS}
 
 
+def codes_test_bytes(n_in: int, act_bits: int, clamps: bool) -> int:
+    """Code bytes, about, of the model frame around the layers: ``<prefix>_infer_q`` (48) and, for a
+    first edge-table layer whose codes need a clamp (``clamps``), the codes API's test (code_check:
+    48, plus a load and an OR per word when straight-line)."""
+    if not clamps:
+        return 48
+    check = code_check(n_in, act_bits)
+    return 96 + (16 if check["loop"] else 4 * (check["words"] + len(check["tail"])))
+
+
 def odd_bytes(out_features: int, row_words: int) -> list[str]:
     """Per word of a byte-entry row, how the RV32 asm sums its odd bytes: ``mask`` (``(w >> 8) &
     0x00FF00FF``), ``shift`` (``w >> 8``: a last word whose bytes 2 and 3 are padding, always 0) or

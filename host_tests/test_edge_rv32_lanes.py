@@ -31,6 +31,12 @@ SHAPES = {
     "g2-21x10x5-8bit": ((21, 10, 5), (8, 5), (7, 7)),
     # 9 inputs, fewer than a group of 8 (one partial group); one word
     "g8-9x4x2-7bit": ((9, 4, 2), (7, 3), (5, 5)),
+    # nibbles (8 per word): 35 inputs = 17 + 17 + 1 (4-bit entries, groups of 17); two words in one pass
+    "n17-35x16x4-4bit": ((35, 16, 4), (4, 5), (4, 4)),
+    # 3-bit nibbles (groups of 36): 40 inputs = 36 + 4; 24 outputs: 3 words in two passes, 12-byte rows (MUL)
+    "n36-40x24x3-8bit": ((40, 24, 3), (8, 3), (3, 3)),
+    # 2-bit nibbles (groups of 85): one partial group; a last word of one entry in layer 1
+    "n85-20x8x1-3bit": ((20, 8, 1), (3, 6), (2, 2)),
 }
 
 
@@ -86,13 +92,14 @@ def _brimful_checkpoint(path, widths):
     return path, calibration
 
 
-@pytest.fixture(scope="module", params=[5, 6, 7])
+@pytest.fixture(scope="module", params=[3, 4, 5, 6, 7])
 def brimful_dir(request, tmp_path_factory):
-    """Entries of ``param`` bits, every first-layer entry at the top code the largest one: test vectors
-    with all inputs at that code fill every byte lane of every group to group * (2^bits - 1)."""
+    """Entries of ``param`` bits (3, 4: nibbles), every first-layer entry at the top code the largest
+    one: test vectors with all inputs at that code fill every byte lane of every group (40 inputs:
+    more than one group at every width) to group * (2^bits - 1)."""
     bits = request.param
     base = tmp_path_factory.mktemp(f"brimful{bits}")
-    checkpoint, calibration = _brimful_checkpoint(base / "b.pt", (19, 8, 3))
+    checkpoint, calibration = _brimful_checkpoint(base / "b.pt", (40, 8, 3))
     folder = base / "model"
     _generate(checkpoint, calibration, folder, (4, 4), (bits, 8))
     _, qmodel = load_bundle(folder)
@@ -100,7 +107,7 @@ def brimful_dir(request, tmp_path_factory):
     top = (1 << bits) - 1
     peak = [int(np.flatnonzero(table[0, :, 0] == top)[0])] if (table[0, :, 0] == top).any() else []
     assert peak and np.all(table[:, peak[0], :] == top), "no code holds the largest entry of every edge"
-    codes = np.random.default_rng(bits).integers(0, 16, (6, 19))
+    codes = np.random.default_rng(bits).integers(0, 16, (6, 40))
     codes[:3] = peak[0]  # byte lanes at their brim in every group
     _set_vectors(folder, codes)
     return folder
@@ -109,6 +116,7 @@ def brimful_dir(request, tmp_path_factory):
 def test_lane_groups_grow_with_fewer_entry_bits():
     groups = [edge_table_kernel.rv32_lane_group(b) for b in range(8, 4, -1)]
     assert groups == [1, 2, 4, 8]
+    assert [edge_table_kernel.rv32_lane_group(b) for b in (4, 3, 2)] == [17, 36, 85]  # nibbles
     assert all(g * ((1 << b) - 1) <= 255 < (g + 1) * ((1 << b) - 1) for g, b in zip(groups, range(8, 4, -1)))
     with pytest.raises(ValueError):
         edge_table_kernel.rv32_lane_group(6, largest=64)
@@ -119,6 +127,8 @@ def test_kernel_takes_the_groups(shape_dirs):
     assert "the words of 8 rows summed whole first" in text
     assert "the words of 4 rows summed whole first" in (shape_dirs["g4-37x12x3-6bit"] / "kan.c").read_text()
     assert "the words of 2 rows summed whole first" in (shape_dirs["g2-21x10x5-8bit"] / "kan.c").read_text()
+    nibbles = (shape_dirs["n17-35x16x4-4bit"] / "kan.c").read_text()
+    assert "nibble entries" in nibbles and "every 17 rows (no byte lane can carry)" in nibbles
 
 
 def _require_board():
@@ -142,8 +152,8 @@ def test_brimful_byte_lanes_bit_exact_on_rv32imac(brimful_dir, tmp_path):
 
 @pytest.mark.parametrize("n_in, n_out", [(64, 16), (16, 10), (40, 12), (21, 5), (8, 20), (300, 5)])
 def test_fewer_entry_bits_never_slower_by_the_cost_model(n_in, n_out):
-    """rv32imac: predicted instructions of a layer never grow as its byte entries narrow (8..5 bits,
-    more rows per byte-lane group), at every code width; the saving is 0 where the C loop runs."""
+    """rv32imac: predicted instructions of a layer never grow as its entries narrow (bytes 8..5 bits,
+    nibbles 4..2: more rows per byte-lane group), at every code width; the saving is 0 where the C loop runs."""
     class Step:  # the planner's LayerPlan fields estimate reads
         def __init__(self, in_bits, table_bits):
             self.in_bits, self.table_bits = in_bits, table_bits
@@ -153,9 +163,10 @@ def test_fewer_entry_bits_never_slower_by_the_cost_model(n_in, n_out):
 
     for first, last in ((True, False), (False, True)):
         for bits in range(3, 9):
-            costs = [edge_table.estimate(Layer, Step(bits, t), QuantOptions(), "rv32imac", first, last)["instructions"]
-                     for t in (8, 7, 6, 5)]
-            assert costs == sorted(costs, reverse=True), (n_in, n_out, bits, costs)
+            for widths in ((8, 7, 6, 5), (4, 3, 2)):  # bytes, nibbles
+                costs = [edge_table.estimate(Layer, Step(bits, t), QuantOptions(), "rv32imac", first, last)["instructions"]
+                         for t in widths]
+                assert costs == sorted(costs, reverse=True), (n_in, n_out, bits, costs)
     assert edge_table.lane_group_saving(300, 5, 6, 4, "rv32imac") == 0.0  # over 64 inputs: the C loop
     assert edge_table.lane_group_saving(64, 16, 6, 5, "cortex-m4") == 0.0
 

@@ -37,6 +37,10 @@ SHAPES = {
     "n36-40x24x3-8bit": ((40, 24, 3), (8, 3), (3, 3)),
     # 2-bit nibbles (groups of 85): one partial group; a last word of one entry in layer 1
     "n85-20x8x1-3bit": ((20, 8, 1), (3, 6), (2, 2)),
+    # 24 outputs of 5-bit entries: 6-word rows of 24 bytes (MUL) in two passes (4 + 2 words)
+    "g8-12x24x3-5bit": ((12, 24, 3), (5, 4), (5, 6)),
+    # 32 outputs of 7-bit entries: two passes of 4 words, sums in acc[] (over 16 outputs)
+    "g2-11x32x2-4bit": ((11, 32, 2), (4, 5), (7, 7)),
 }
 
 
@@ -200,3 +204,27 @@ def test_fewer_code_bits_never_slower_with_lane_groups_on_qemu(table_bits, tmp_p
     assert [m["check"] for m in report["models"]] == ["PASS"] * len(dirs)
     counts = [m["instructions"] for m in report["models"]]
     assert counts == sorted(counts), counts
+
+
+STRICT_TARGETS = {  # the cores that compile the RV32 rows, and two that compile their C fallback
+    "rv32imac": ("riscv64-unknown-elf-gcc", "-march=rv32imac", "-mabi=ilp32"),
+    "rv32ec": ("riscv64-unknown-elf-gcc", "-march=rv32ec", "-mabi=ilp32e"),
+    "cortex-m4": ("arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb"),
+}
+
+
+@pytest.mark.parametrize("target", STRICT_TARGETS)
+def test_lane_group_shapes_compile_warning_free(shape_dirs, target, tmp_path):
+    """Every shape compiles with the strict flags of test_edge_kernels.py at -O0, -O2 and -Os (the asm
+    rows' operands, up to 6 per nibble word, must find registers at -O0 too)."""
+    import subprocess
+
+    gcc, *flags = STRICT_TARGETS[target]
+    require_tool(gcc)
+    for name, folder in shape_dirs.items():
+        for level in ("-O0", "-O2", "-Os"):
+            completed = subprocess.run([gcc, *flags, "-std=c99", level, "-ffreestanding", "-Wall", "-Wextra",
+                                        "-Wconversion", "-Wcast-align", "-pedantic", "-Werror", "-c",
+                                        str(folder / "kan.c"), "-o", str(tmp_path / f"{name}.o")],
+                                       capture_output=True, text=True, check=False)
+            assert completed.returncode == 0, (name, level, completed.stderr[-2000:])

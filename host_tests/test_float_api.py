@@ -146,5 +146,5 @@ def test_float_api_compiles_warning_free(model_dir, tmp_path, compiler, flags):
     run = subprocess.run([tool, *STRICT_FLAGS, *flags, FLOAT_API, "-c", str(model_dir / "kan.c"), "-o", str(obj)],
                          capture_output=True, text=True)
     assert run.returncode == 0 and not run.stderr, run.stderr
-    assert _defined_functions(obj) == {"kan_infer", "kan_quantize_input_q", "kan_quantize_input",
+    assert _defined_functions(obj) == {"kan_infer", "kan_infer_q", "kan_quantize_input_q", "kan_quantize_input",
                                        "kan_dequantize_output"}

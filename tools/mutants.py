@@ -348,7 +348,7 @@ MUTANTS = (
            (T + "test_edge_kernels.py::test_first_layer_codes_above_the_top_code_clamp_on_every_board[qemu-cortex-m0]",)),
     Mutant("edge-table-codes-test-one-word-short",
            "the codes API's test ORs every code word but the last: a code above the top code there skips the clamp",
-           (("templates/model_int.c.j2", "{% for k in range(C.words) %}", "{% for k in range(C.words - 1) %}"),),
+           (("templates/model_int.c.j2", "{% for k in range(C.words) %}{% set _ = terms", "{% for k in range(C.words - 1) %}{% set _ = terms"),),
            (T + "test_edge_kernels.py::test_first_layer_codes_above_the_top_code_clamp_on_every_board[qemu-cortex-m4]",)),
     Mutant("edge-table-dsp-row-bias-one-word-short",
            "the Thumb-2 rows' bias from the table pointer one word short: a row's last LDRD beyond its +-1020 reach",

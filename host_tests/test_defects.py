@@ -214,10 +214,10 @@ def plant_wrong_answer(folder: Path) -> None:
     code = next(a for a in range(1, 200) if not np.any(codes[codes[:, 3] == a][:, 5] > 200))
     source = folder / "kan.c"
     text = source.read_text()
-    line = "    kan_layer1(kan_act0, output);\n"
-    assert text.count(line) == 1
+    line = "    kan_layer1(kan_act0, output);\n"  # first in kan_infer (the codes API), then in kan_infer_q
+    assert text.count(line) == 2 and text.index(line) < text.index("int kan_infer_q(")
     source.write_text(text.replace(line, line + f"    if (input[3] == {code}u && input[5] > 200u) {{\n"
-                                               "        output[0] += 1;\n    }\n"))
+                                               "        output[0] += 1;\n    }\n", 1))
 
 
 @pytest.fixture()

@@ -1,0 +1,38 @@
+"""A new user's pass over the command line (session 7): options that would be silently ignored or
+fail late are refused first, in one line, before anything is written; help texts say what the
+tool is."""
+from __future__ import annotations
+
+from conftest import assert_one_error, run_cli
+
+
+def test_top_level_help_describes_the_tool_not_its_modules():
+    """`kan2mcu --help` opens with what the tool does for a user, not the module's docstring
+    (which named internal modules in reST markup)."""
+    from kan2mcu.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "``" not in text and "kan2mcu.firmware" not in text, text
+    assert "microcontrollers" in text and "COMMAND --help" in text, text
+
+
+def test_measure_refuses_a_port_for_an_emulated_board(capsys, generated, tmp_path):
+    """--port with a qemu-* board was ignored (the firmware ran under QEMU and the user believed the
+    real board measured); now one error, nothing built or written."""
+    out = tmp_path / "m"
+    status, err = run_cli(capsys, "measure", generated, "--board", "qemu-cortex-m4", "--port", "/dev/ttyACM0",
+                          "-o", out)
+    assert_one_error(status, err, "--port /dev/ttyACM0", "qemu-cortex-m4 is emulated")
+    assert not out.exists()
+
+
+def test_demo_refuses_a_bad_board_before_training(capsys, tmp_path):
+    """An unknown or real board stopped the demo only at step 4, after training, generating and
+    verifying; now it stops first, and writes nothing."""
+    out = tmp_path / "demo"
+    status, err = run_cli(capsys, "demo", "-o", out, "--board", "qemu-cortex-m99")
+    assert_one_error(status, err, "unknown board 'qemu-cortex-m99'")
+    assert "== 1/5" not in err and not out.exists()
+    status, err = run_cli(capsys, "demo", "-o", out, "--board", "pico")
+    assert_one_error(status, err, "--board pico", "emulated board", "qemu-cortex-m4")
+    assert "== 1/5" not in err and not out.exists()

@@ -8,6 +8,10 @@ from pathlib import Path
 from kan2mcu import __version__
 from kan2mcu.errors import Kan2mcuError, OptionError
 
+DESCRIPTION = ("Deploy Kolmogorov-Arnold Networks to microcontrollers as bit-exact integer C: train or import a KAN, "
+               "generate C, verify it on the host, build and measure the firmware (QEMU or a real board). "
+               "'kan2mcu COMMAND --help' gives each command's options.")
+
 
 def _bits(text: str) -> int:
     try:
@@ -316,7 +320,7 @@ def _run_verify(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kan2mcu", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kan2mcu", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"kan2mcu {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     runners = {}

@@ -36,3 +36,24 @@ def test_demo_refuses_a_bad_board_before_training(capsys, tmp_path):
     status, err = run_cli(capsys, "demo", "-o", out, "--board", "pico")
     assert_one_error(status, err, "--board pico", "emulated board", "qemu-cortex-m4")
     assert "== 1/5" not in err and not out.exists()
+
+
+def test_float_back_end_refuses_integer_options(capsys, small, tmp_path):
+    """`generate --arith float --strategy edge-table --act-bits 4` wrote the float32 model and ignored
+    both options without a word; now they are named in one error and nothing is written. The float
+    back end on its own still generates."""
+    checkpoint, calibration = small
+    out = tmp_path / "f"
+    status, err = run_cli(capsys, "generate", checkpoint, "-o", out, "--calibration", calibration, "--arith", "float",
+                          "--strategy", "edge-table", "--act-bits", "4")
+    assert_one_error(status, err, "--arith float", "--act-bits, --strategy", "--arith int")
+    assert not out.exists()
+    for option in (["--board", "qemu-cortex-m0"], ["--flash-budget", "9000"], ["--no-mul"], ["--max-error", "0.01"]):
+        status, err = run_cli(capsys, "generate", checkpoint, "-o", out, "--calibration", calibration,
+                              "--arith", "float", *option)
+        assert_one_error(status, err, "--arith float", option[0])
+        assert not out.exists()
+    status, err = run_cli(capsys, "generate", checkpoint, "-o", out, "--calibration", calibration, "--arith", "float",
+                          "-q")
+    assert status == 0, err
+    assert (out / "kan.c").exists()

@@ -91,9 +91,9 @@ def _run_generate(args) -> int:
                            base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits,
                            mul_free=args.no_mul)
     if args.plots and args.arith != "int":
-        from kan2mcu.errors import OptionError
-
         raise OptionError("--plots compares float and quantized edges: it needs --arith int")
+    if args.arith != "int":
+        _refuse_int_only_options(args)
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
@@ -109,6 +109,23 @@ def _run_generate(args) -> int:
     if args.plots:
         _plot_folder(result.folder)
     return 0
+
+
+# generate's options that only the integer back end uses (quantization, planner, budget, guard's board)
+INT_ONLY_OPTIONS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits", "table_bits", "strategy",
+                    "optimize", "flash_budget", "allow_over_budget", "board", "no_mul", "max_error", "fold_silu")
+
+
+def _refuse_int_only_options(args) -> None:
+    """--arith float with an option of the integer model: refused, not silently ignored."""
+    sub = argparse.ArgumentParser().add_subparsers()
+    _add_generate(sub)
+    defaults = sub.choices["generate"]
+    given = [f"--{dest.replace('_', '-')}" for dest in INT_ONLY_OPTIONS
+             if getattr(args, dest) != defaults.get_default(dest)]
+    if given:
+        raise OptionError(f"--arith float writes the float32 model: {', '.join(given)} only apply to the integer "
+                          "model (its quantization, plan and flash budget); leave them out, or use --arith int")
 
 
 def _plot_folder(folder: Path) -> None:

@@ -671,4 +671,19 @@ MUTANTS = (
            "the plot shows the largest-range edges, look-alikes, instead of edges whose shapes differ",
            (("kan2mcu/plots.py", "distance = np.minimum(distance, np.sqrt(", "distance = np.maximum(distance, np.sqrt("),),
            (T + "test_plot.py::test_picked_edges_differ_more_than_the_largest_ones",)),
+    # --- a new user's pass (session 7): what the CLI prints and refuses ---
+    Mutant("reported-code-not-the-planned-code",
+           "the written model's code estimate ignores the plan's core (a flat kernel size per layer): the "
+           "model flash reported below the plan printed for it",
+           (("kan2mcu/quant/budget.py", "layer.table_bits, layer.act_bits,\n                                           core)",
+             "layer.table_bits, layer.act_bits,\n                                           'cortex-m0')"),),
+           (T + "test_user_pass.py::test_model_flash_line_counts_the_code_the_plan_counted",)),
+    Mutant("measure-port-ignored-on-qemu",
+           "measure --port with an emulated board runs QEMU and ignores the port",
+           (("kan2mcu/firmware/measure.py", "    if port is not None and board_info.is_qemu:", "    if False:"),),
+           (T + "test_user_pass.py::test_measure_refuses_a_port_for_an_emulated_board",)),
+    Mutant("float-back-end-ignores-int-options",
+           "generate --arith float silently drops the integer model's options",
+           (("kan2mcu/cli.py", "    if args.arith != \"int\":\n        _refuse_int_only_options(args)", "    pass"),),
+           (T + "test_user_pass.py::test_float_back_end_refuses_integer_options",)),
 )

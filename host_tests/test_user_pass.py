@@ -85,3 +85,15 @@ def test_model_flash_line_counts_the_code_the_plan_counted(capsys, small, tmp_pa
         assert totals["model_flash_bytes"] == counted
         if board[1:] != ["qemu-cortex-m0"]:  # straight-line asm on M4 and RV32: more than the kernel alone
             assert totals["code_bytes"] > 2 * 240, totals
+
+
+def test_eval_data_format_error_names_its_own_forms(capsys, small, tmp_path):
+    """A wrong --eval-data file listed --data's forms ('--target names the labels .npy'), an option
+    generate does not have; now it names --eval-data's FEATURES.npy,LABELS.npy pair."""
+    checkpoint, calibration = small
+    notes = tmp_path / "rows.txt"
+    notes.write_text("1,2,3\n")
+    status, err = run_cli(capsys, "generate", checkpoint, "-o", tmp_path / "m", "--calibration", calibration,
+                          "--eval-data", notes)
+    assert_one_error(status, err, "--eval-data", "unknown format .txt", "FEATURES.npy,LABELS.npy")
+    assert "--target" not in err and not (tmp_path / "m").exists()

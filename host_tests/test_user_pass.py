@@ -97,3 +97,18 @@ def test_eval_data_format_error_names_its_own_forms(capsys, small, tmp_path):
                           "--eval-data", notes)
     assert_one_error(status, err, "--eval-data", "unknown format .txt", "FEATURES.npy,LABELS.npy")
     assert "--target" not in err and not (tmp_path / "m").exists()
+
+
+def test_output_that_is_a_file_is_refused_in_words(capsys, generated, small, tmp_path):
+    """-o naming an existing file: build, measure and sweep stopped on a bare OS error ('afile/src: Not a
+    directory', export 'File exists'); now each says what is wrong, as generate does, and the file is
+    left as it was."""
+    checkpoint, _ = small
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for args in (["build", generated, "--board", "qemu-cortex-m4"], ["measure", generated, "--board", "qemu-cortex-m4"],
+                 ["export", generated, "--format", "cmake"],
+                 ["sweep", checkpoint, "--act-bits", "8", "--strategy", "edge-table", "--board", "none"]):
+        status, err = run_cli(capsys, *args, "-o", afile)
+        assert_one_error(status, err, f"-o {afile}: is a file, not a folder")
+        assert afile.read_text() == "mine\n"

@@ -171,6 +171,9 @@ def _run_sweep(args) -> int:
     from kan2mcu.sweep import run_sweep
     from kan2mcu.sweep.grid import STRATEGIES, parse_int_list, parse_name_list
 
+    from kan2mcu.fsutil import check_output_folder
+
+    check_output_folder(args.output)
     boards = [] if args.board.strip() == "none" else parse_name_list(args.board, "--board")
     doc = run_sweep(args.checkpoint, args.output, act_bits=parse_int_list(args.act_bits, "--act-bits"),
                     spline_bits=parse_int_list(args.spline_bits, "--spline-bits"),

@@ -112,3 +112,30 @@ def test_output_that_is_a_file_is_refused_in_words(capsys, generated, small, tmp
         status, err = run_cli(capsys, *args, "-o", afile)
         assert_one_error(status, err, f"-o {afile}: is a file, not a folder")
         assert afile.read_text() == "mine\n"
+
+
+def test_strategy_refuses_the_other_kernels_widths(capsys, small, tmp_path):
+    """`--strategy edge-table --coef-bits 3` and `--strategy spline --table-bits 4` wrote a model that
+    ignored the width (the report even listed 'coef 3'); now one error names it, nothing is written.
+    The same widths with --strategy auto (where the planner weighs both kernels) still generate."""
+    checkpoint, calibration = small
+    out = tmp_path / "m"
+    base = ["generate", checkpoint, "-o", out, "--calibration", calibration, "-q"]
+    status, err = run_cli(capsys, *base, "--strategy", "edge-table", "--coef-bits", "3", "--silu-bits", "10")
+    assert_one_error(status, err, "--strategy edge-table", "--coef-bits, --silu-bits", "spline layers")
+    assert not out.exists()
+    status, err = run_cli(capsys, *base, "--strategy", "spline", "--table-bits", "4")
+    assert_one_error(status, err, "--strategy spline", "--table-bits", "edge-table layers")
+    assert not out.exists()
+    status, err = run_cli(capsys, *base, "--coef-bits", "6", "--table-bits", "6", "--max-error", "1")
+    assert status == 0, err
+
+
+def test_train_refuses_hidden_with_widths(capsys, tmp_path):
+    """--hidden 8 --widths 30,16,2 trained [30, 16, 2] and dropped --hidden without a word."""
+    rows = tmp_path / "t.csv"
+    rows.write_text("a,b,y\n" + "".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(40)))
+    status, err = run_cli(capsys, "train", "--data", rows, "--target", "y", "--hidden", "8", "--widths", "2,16,2",
+                          "-o", tmp_path / "m.pt", "--epochs", "1", "--no-progress")
+    assert_one_error(status, err, "--hidden and --widths")
+    assert not (tmp_path / "m.pt").exists()

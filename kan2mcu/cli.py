@@ -92,8 +92,7 @@ def _run_generate(args) -> int:
                            mul_free=args.no_mul)
     if args.plots and args.arith != "int":
         raise OptionError("--plots compares float and quantized edges: it needs --arith int")
-    if args.arith != "int":
-        _refuse_int_only_options(args)
+    _refuse_ignored_options(args)
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
@@ -116,16 +115,30 @@ INT_ONLY_OPTIONS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_b
                     "optimize", "flash_budget", "allow_over_budget", "board", "no_mul", "max_error", "fold_silu")
 
 
-def _refuse_int_only_options(args) -> None:
-    """--arith float with an option of the integer model: refused, not silently ignored."""
+SPLINE_ONLY_OPTIONS = ("spline_bits", "coef_bits", "base_bits", "silu_bits")  # edge tables tabulate whole edges
+EDGE_TABLE_ONLY_OPTIONS = ("table_bits",)
+
+
+def _refuse_ignored_options(args) -> None:
+    """Options the chosen back end or strategy would ignore are refused, not silently dropped:
+    --arith float with an option of the integer model, --strategy edge-table with a spline layer's
+    widths, --strategy spline with an edge table's entry width."""
     sub = argparse.ArgumentParser().add_subparsers()
     _add_generate(sub)
     defaults = sub.choices["generate"]
-    given = [f"--{dest.replace('_', '-')}" for dest in INT_ONLY_OPTIONS
-             if getattr(args, dest) != defaults.get_default(dest)]
-    if given:
-        raise OptionError(f"--arith float writes the float32 model: {', '.join(given)} only apply to the integer "
-                          "model (its quantization, plan and flash budget); leave them out, or use --arith int")
+
+    def given(dests):
+        return ", ".join(f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != defaults.get_default(d))
+
+    if args.arith != "int" and given(INT_ONLY_OPTIONS):
+        raise OptionError(f"--arith float writes the float32 model: {given(INT_ONLY_OPTIONS)} only apply to the "
+                          "integer model (its quantization, plan and flash budget); leave them out, or use --arith int")
+    if args.strategy == "edge-table" and given(SPLINE_ONLY_OPTIONS):
+        raise OptionError(f"--strategy edge-table tabulates whole edges: {given(SPLINE_ONLY_OPTIONS)} only apply to "
+                          "spline layers; leave them out, or use --strategy spline or auto (entry width: --table-bits)")
+    if args.strategy == "spline" and given(EDGE_TABLE_ONLY_OPTIONS):
+        raise OptionError(f"--strategy spline has no edge tables: {given(EDGE_TABLE_ONLY_OPTIONS)} only applies to "
+                          "edge-table layers; leave it out, or use --strategy edge-table or auto")
 
 
 def _plot_folder(folder: Path) -> None:
@@ -214,7 +227,7 @@ def _add_train(sub) -> None:
     p.add_argument("--widths", default=None, metavar="I,H,...,O",
                    help="with --data: layer widths, inputs first and outputs last, e.g. 8,16,3 "
                         "(default: features,HIDDEN,classes or features,HIDDEN,1)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[16], help="hidden widths when --widths is not given (default: 16)")
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden widths when --widths is not given (default: 16)")
     p.add_argument("--grid-size", type=int, default=5, help="grid intervals per input (default 5)")
     p.add_argument("--order", type=int, default=3, help="B-spline order k (default 3, cubic)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 60 on digits, 100 with --data)")
@@ -260,11 +273,15 @@ def _run_train(args) -> int:
     if given and not args.qat:
         raise OptionError(f"{', '.join(given)}: bit widths of quantization-aware training; add --qat")
     qat = _qat_options(args) if args.qat else None  # bits checked before training
+    if args.hidden is not None and args.widths is not None:
+        raise OptionError("--hidden and --widths both set the hidden widths: give one (--widths lists every layer, "
+                          "--hidden only the hidden ones)")
+    hidden = tuple(args.hidden) if args.hidden is not None else (16,)
     if args.data is None:
         for option, value in (("--target", args.target), ("--task", args.task), ("--widths", args.widths)):
             if value is not None:
                 raise OptionError(f"{option} needs --data FILE (without --data, train uses digits)")
-        result = train(args.output, hidden=tuple(args.hidden), grid_size=args.grid_size, order=args.order,
+        result = train(args.output, hidden=hidden, grid_size=args.grid_size, order=args.order,
                        epochs=60 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
                        batch_size=args.batch_size, progress=not args.no_progress, qat=qat,
                        qat_epochs=args.qat_epochs)
@@ -273,7 +290,7 @@ def _run_train(args) -> int:
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
         result = train_on_data(args.output, args.data, target=args.target, task=args.task,
                                widths=parse_widths(args.widths) if args.widths else None,
-                               hidden=tuple(args.hidden), grid_size=args.grid_size,
+                               hidden=hidden, grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
                                lr=args.lr, batch_size=args.batch_size,
                                test_fraction=args.test_fraction, progress=not args.no_progress, qat=qat,

@@ -139,3 +139,33 @@ def test_train_refuses_hidden_with_widths(capsys, tmp_path):
                           "-o", tmp_path / "m.pt", "--epochs", "1", "--no-progress")
     assert_one_error(status, err, "--hidden and --widths")
     assert not (tmp_path / "m.pt").exists()
+
+
+def _readme_commands():
+    """Every `kan2mcu COMMAND ...` line of the README's code blocks and inline code, with its flags."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = []
+    for match in re.finditer(r"(?:^    |`)kan2mcu ([a-z]+)((?:\\\n|[^`\n#])*)", text, re.M):
+        found.append((match.group(1), re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", match.group(2))))
+    return found
+
+
+def test_readme_commands_and_flags_exist():
+    """The README's commands and their --flags are the CLI's (a renamed or dropped option fails here,
+    not in a user's shell)."""
+    from kan2mcu.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # pylint: disable=protected-access
+    seen = _readme_commands()
+    assert len(seen) > 20
+    missing = []
+    for command, flags in seen:
+        if command == "pio":
+            continue  # its arguments are PlatformIO's
+        assert command in commands, command
+        known = {s for action in commands[command]._actions for s in action.option_strings}  # pylint: disable=protected-access
+        missing += [f"kan2mcu {command} {flag}" for flag in flags if flag not in known]
+    assert not missing, missing

@@ -169,3 +169,19 @@ def test_readme_commands_and_flags_exist():
         known = {s for action in commands[command]._actions for s in action.option_strings}  # pylint: disable=protected-access
         missing += [f"kan2mcu {command} {flag}" for flag in flags if flag not in known]
     assert not missing, missing
+
+
+def test_verify_refuses_calibration_it_would_drop(capsys, digits_checkpoint, tmp_path):
+    """`verify DIR --calibration FILE` on a model trained on a named data set compared on that data
+    set's test split and dropped FILE without a word (even a file of the wrong width passed)."""
+    import numpy as np
+
+    out = tmp_path / "m"
+    status, err = run_cli(capsys, "generate", digits_checkpoint, "-o", out, "-q", "--strategy", "edge-table",
+                          "--act-bits", "3", "--max-error", "1")
+    assert status == 0, err
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((5, 3)))
+    status, err = run_cli(capsys, "verify", out, "--calibration", wrong)
+    assert_one_error(status, err, "--calibration", "digits data set", "leave --calibration out")
+    assert "compiling" not in err

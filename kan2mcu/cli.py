@@ -336,7 +336,7 @@ def _run_finetune(args) -> int:
 def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="compile generated C on the host and check it bit for bit")
     p.add_argument("folder", type=Path)
-    p.add_argument("--calibration", type=Path, help="model inputs (.npy/.csv) when the checkpoint has no data set")
+    p.add_argument("--calibration", type=Path, help="model inputs (.npy/.csv) for a model trained on no named data set")
     p.add_argument("--sanitize", action="store_true", help="also run under AddressSanitizer and UBSan")
     p.add_argument("--random", type=int, default=0, metavar="N",
                    help="also compare the C with the integer reference on N random input codes")
@@ -352,6 +352,13 @@ def _run_verify(args) -> int:
     if args.random < 0:
         raise OptionError("--random must not be negative")
     check_fuzz_seconds(args.fuzz)
+    if args.calibration is not None:
+        from kan2mcu.codegen.model_dir import load_model_folder
+
+        dataset = load_model_folder(args.folder).manifest.get("dataset")
+        if dataset:  # verify would compare on the data set's test split and drop the file without a word
+            raise OptionError(f"--calibration {args.calibration}: {args.folder} was trained on the {dataset} data set, "
+                              f"which verify compares on (its test split); leave --calibration out")
     verify(args.folder, calibration=args.calibration, sanitize=args.sanitize, random=args.random, fuzz=args.fuzz)
     return 0
 

@@ -185,3 +185,36 @@ def test_verify_refuses_calibration_it_would_drop(capsys, digits_checkpoint, tmp
     status, err = run_cli(capsys, "verify", out, "--calibration", wrong)
     assert_one_error(status, err, "--calibration", "digits data set", "leave --calibration out")
     assert "compiling" not in err
+
+
+def test_verify_reads_own_data_calibration_as_generate_does(capsys, tmp_path):
+    """`verify DIR --calibration rows.csv` on an own-data model: the same raw feature rows generate's
+    --calibration takes (header row, columns by name, scaled by the model). verify read them as
+    headerless model inputs ('could not convert string ... to float64'); now it checks the same rows
+    as the folder's own calibration and prints the same guard figures."""
+    import csv
+    from pathlib import Path
+
+    import numpy as np
+
+    from kan2mcu.check.verify import verify
+    from kan2mcu.codegen.bundle import load_bundle
+
+    checkpoint = Path(__file__).parent / "fixtures" / "hashed" / "cancer.pt"
+    out = tmp_path / "m"
+    status, err = run_cli(capsys, "generate", checkpoint, "-o", out, "-q", "--strategy", "edge-table",
+                          "--act-bits", "4", "--max-error", "1")
+    assert status == 0, err
+    model, _ = load_bundle(out)
+    transform = model.metadata["input_transform"]
+    x = np.load(out / "calibration.npy")
+    raw = (x - np.asarray(transform["offset"])) / np.asarray(transform["scale"])
+    rows = tmp_path / "rows.csv"
+    with open(rows, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(reversed(model.metadata["columns"])))  # matched by name, not position
+        writer.writerows([[repr(float(v)) for v in reversed(row)] for row in raw])
+    own = verify(out, quiet=True)
+    given = verify(out, calibration=rows, quiet=True)
+    assert given.bit_exact and given.inputs_checked == own.inputs_checked
+    assert given.guard["argmax_agreement"] == own.guard["argmax_agreement"]

@@ -336,7 +336,9 @@ def _run_finetune(args) -> int:
 def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="compile generated C on the host and check it bit for bit")
     p.add_argument("folder", type=Path)
-    p.add_argument("--calibration", type=Path, help="model inputs (.npy/.csv) for a model trained on no named data set")
+    p.add_argument("--calibration", type=Path,
+                   help="inputs to compare on, for a model trained on no named data set: model inputs (.npy/.csv); "
+                        "for a model trained with `train --data`, raw feature rows as generate --calibration takes")
     p.add_argument("--sanitize", action="store_true", help="also run under AddressSanitizer and UBSan")
     p.add_argument("--random", type=int, default=0, metavar="N",
                    help="also compare the C with the integer reference on N random input codes")

@@ -218,3 +218,23 @@ def test_verify_reads_own_data_calibration_as_generate_does(capsys, tmp_path):
     given = verify(out, calibration=rows, quiet=True)
     assert given.bit_exact and given.inputs_checked == own.inputs_checked
     assert given.guard["argmax_agreement"] == own.guard["argmax_agreement"]
+
+
+def test_multiply_free_report_counts_no_multiplies(capsys, small, tmp_path):
+    """A --no-mul model has no multiply (threshold compares, shifts in the last layer), yet the report
+    counted 32x32 BitOps per output, claimed a 'BitOps reduction vs float32', and listed the switch
+    as 'mul free True'. Now: 0 BitOps, no reduction factor, 'multiply-free'."""
+    import json
+
+    checkpoint, calibration = small
+    out = tmp_path / "m"
+    status, err = run_cli(capsys, "generate", checkpoint, "-o", out, "--calibration", calibration, "--no-mul",
+                          "--max-error", "1", "-q")
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert [row["bitops"] for row in report["layers"]] == [0, 0]
+    assert report["totals"]["bitops"] == 0 and report["totals"]["bitops_reduction"] is None
+    assert report["totals"]["bitops_float32"] > 0
+    text = (out / "report.md").read_text()
+    assert "table 8 bits, multiply-free" in text and "True" not in text
+    assert "BitOps: none (multiply-free" in text and "reduction" not in text

@@ -238,3 +238,17 @@ def test_multiply_free_report_counts_no_multiplies(capsys, small, tmp_path):
     text = (out / "report.md").read_text()
     assert "table 8 bits, multiply-free" in text and "True" not in text
     assert "BitOps: none (multiply-free" in text and "reduction" not in text
+
+
+def test_flash_budget_beyond_the_boards_flash_is_refused(capsys, small, tmp_path):
+    """`--board qemu-rv32ec --flash-budget 100000` wrote a 47.7 KB digits model for a 16 KiB board
+    without a word (measure failed later: 'does not fit'); now the budget is refused first. A budget
+    within the board's flash still plans."""
+    checkpoint, calibration = small
+    out = tmp_path / "m"
+    base = ["generate", checkpoint, "-o", out, "--calibration", calibration, "--board", "qemu-rv32ec", "-q"]
+    status, err = run_cli(capsys, *base, "--flash-budget", "100000")
+    assert_one_error(status, err, "--flash-budget 100000", "qemu-rv32ec's whole flash (16384 bytes)")
+    assert not out.exists()
+    status, err = run_cli(capsys, *base, "--flash-budget", "16384", "--max-error", "1")
+    assert status == 0, err

@@ -45,6 +45,14 @@ def flash_budget(board: str | None, budget: int | None) -> Budget:
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
             raise OptionError(f"--flash-budget must be a positive number of bytes, got {budget}")
+        if board is not None:  # a model the board cannot hold is no plan for it
+            from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
+
+            flash = get_board(board).flash_bytes
+            if budget > flash:
+                raise OptionError(f"--flash-budget {budget} is more than --board {board}'s whole flash ({flash} bytes); "
+                                  f"give at most {flash}, or leave --flash-budget out (the board's budget: "
+                                  f"{max(flash - FIRMWARE_RESERVE, flash // 2)} bytes)")
         return Budget(int(budget), "--flash-budget")
     if board is not None:
         from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel

@@ -17,6 +17,7 @@ from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import edge_table_kernel, get_strategy
 from kan2mcu.quant.strategies.edge_table_mve import mve_context
 from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
+from kan2mcu.quant.strategies.spline_pair import pair_base_blocks, pair_blocks
 from kan2mcu.quant.strategies.spline import (NIBBLE_OUTPUTS, base_weight_groups, base_weight_order, kernel_layout,
                                             m0_base_blocks, spline_blocks)
 
@@ -135,7 +136,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     layout = kernel_layout(ql, first=index == 0)
     storage = {"nibble": f"biased by {1 << layout.bias_log2} in nibbles, {NIBBLE_OUTPUTS} outputs per word",
                "byte": f"biased by {1 << layout.bias_log2} in bytes",
-               "halfword": f"biased by {1 << layout.bias_log2} in halfwords, the outputs' rows side by side per input"}[
+               "halfword": f"biased by {1 << layout.bias_log2} in halfwords, the outputs' rows side by side per input",
+               "pair": f"biased by {1 << layout.bias_log2}, two outputs per word (16-bit lanes)"}[
                    layout.kind]
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy spline, "
                   f"order {ql.order}, {ql.n_basis} B-splines per input, {ql.mode} basis tables",
@@ -148,7 +150,12 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
-         "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1}
+         "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1,
+         # halfword and pair layouts: the decode's row address per input (elements per input)
+         "row_stride": layout.coef[0].size if layout.kind in ("halfword", "pair") and not layout.aligned
+         else ql.out_features * ql.n_basis,
+         "pair_blocks": pair_blocks(ql.out_features), "lane_groups": layout.lane_groups,
+         "pair_base_blocks": pair_base_blocks(ql.out_features)}
     # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
     L["has_base"] = bool(np.any(ql.base_weight))
     L["positions"], L["pos_clamped"] = bool(layout.pos_card.size), layout.pos_clamped
@@ -183,6 +190,11 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"{'two copies (odd first indices: the second), ' if layout.aligned else ''}[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale",
                                aligned=True)
+    elif layout.kind == "pair":
+        L["coef"] = emit.table("coef", layout.coef, "uint32_t",
+                               f"[{ql.in_features}][{layout.coef.shape[1]}][{ql.n_basis}] words: coefficient of output "
+                               f"2p + {1 << layout.bias_log2} | that of output 2p + 1 + {1 << layout.bias_log2} << 16, "
+                               f"{ql.coef_bits} bit, per-output scale", hex_words=True, aligned=True)
     elif layout.nibble:
         L["coef"] = emit.table("coef", layout.coef, "uint32_t",
                                f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) "
@@ -343,7 +355,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     k1_max = max((l.k1 for l in splines), default=0)
     max_out = max((l.out_features for l in splines), default=0)
     kinds = {kernel_layout(l).kind for l in splines}
-    halfword, compact = "halfword" in kinds, bool(kinds - {"halfword"})
+    halfword, compact = bool(kinds & {"halfword", "pair"}), bool(kinds - {"halfword", "pair"})
     # the halfword kernel's per-input entry is 12 bytes on DSP cores, 20 on other 32-bit cores and 24 on
     # 64-bit hosts: its workspace figure is the largest of these, an upper bound (docs/report-keys.md)
     workspace = ((max_in + 4 * max_in * k1_max if compact else 0) + 4 * max_in + 8 * max_out

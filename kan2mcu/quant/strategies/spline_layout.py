@@ -11,6 +11,7 @@ import numpy as np
 
 from kan2mcu.errors import QuantizationError
 from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.strategies.spline_pair import lane_groups, pair_fits, pair_words
 from kan2mcu.quant.strategies.spline_reference import SplineLayer, _overlapping_windows, decode_inputs
 
 NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
@@ -57,6 +58,7 @@ class KernelLayout:
     pos_clamped: bool = False  # the tables run on to code 255: the C needs no input clamp
     aligned: bool = False  # halfword, "aligned" layout: coef holds two copies, odd first indices read the second
     weight_bias: int = 0  # Armv6-M's copy of ``weight`` holds every real weight + this (weight_bias_for)
+    lane_groups: tuple = ()  # pair layout: basis slots whose products share one lane split (spline_pair)
 
     @property
     def nibble(self) -> bool:
@@ -201,6 +203,11 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
         clamp = first and layer.codes - 1 < CODE_TYPE_TOP
         positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
         rows = stored.transpose(1, 0, 2).astype(np.uint16)
+        if layer.coef_layout == "pair" and positions and pair_fits(layer.order):  # spline_pair
+            basis = (positions["pos_card"][:, None] >> (8 * np.arange(layer.k1))[None, :]) & 0xFF
+            return KernelLayout("pair", pair_words(stored), bias_log2, 0, layer.in_features, weight, groups,
+                                **positions, weight_bias=weight_bias_for(layer),
+                                lane_groups=lane_groups(basis, int(stored.max())))
         aligned = (layer.coef_layout == "aligned" and bool(positions)
                    and aligned_fits(layer.order, layer.in_features, layer.out_features, layer.n_basis))
         if aligned:  # [copy 1][pad][copy 2]: flat, the C indexes it by the decode's coefficient index

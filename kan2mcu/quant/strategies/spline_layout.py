@@ -11,7 +11,7 @@ import numpy as np
 
 from kan2mcu.errors import QuantizationError
 from kan2mcu.model.ir import KANLayer
-from kan2mcu.quant.strategies.spline_pair import lane_groups, pair_fits, pair_words
+from kan2mcu.quant.strategies.spline_pair import lane_groups, pair_fits, pair_words, row_sum_shift, row_sums
 from kan2mcu.quant.strategies.spline_reference import SplineLayer, _overlapping_windows, decode_inputs
 
 NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
@@ -59,6 +59,7 @@ class KernelLayout:
     aligned: bool = False  # halfword, "aligned" layout: coef holds two copies, odd first indices read the second
     weight_bias: int = 0  # Armv6-M's copy of ``weight`` holds every real weight + this (weight_bias_for)
     lane_groups: tuple = ()  # pair layout: basis slots whose products share one lane split (spline_pair)
+    row_sum_shift: int = 0  # pair layout: the decode entry carries first | row sum << this
 
     @property
     def nibble(self) -> bool:
@@ -69,6 +70,8 @@ class KernelLayout:
         """Per position, the coefficient index the decode entry carries: the first coefficient, or in
         the aligned layout ``first + (first & 1) * (copy + 1)`` (odd ones read the second copy, which
         starts one halfword later: every edge's 4 coefficients are two word-aligned words, one LDRD)."""
+        if self.kind == "pair":  # first | the row's sum of basis values << row_sum_shift (spline_pair)
+            return self.pos_first | (row_sums(self.pos_card, 4) << self.row_sum_shift)
         if not self.aligned:
             return self.pos_first
         n = self.coef.size // 2  # copies of I * O * n_basis halfwords, one pad halfword between them
@@ -203,11 +206,11 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
         clamp = first and layer.codes - 1 < CODE_TYPE_TOP
         positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
         rows = stored.transpose(1, 0, 2).astype(np.uint16)
-        if layer.coef_layout == "pair" and positions and pair_fits(layer.order):  # spline_pair
-            basis = (positions["pos_card"][:, None] >> (8 * np.arange(layer.k1))[None, :]) & 0xFF
+        if layer.coef_layout == "pair" and positions and pair_fits(layer.order, layer.n_basis - layer.k1):
+            basis = (positions["pos_card"][:, None] >> (8 * np.arange(layer.k1))[None, :]) & 0xFF  # spline_pair
             return KernelLayout("pair", pair_words(stored), bias_log2, 0, layer.in_features, weight, groups,
-                                **positions, weight_bias=weight_bias_for(layer),
-                                lane_groups=lane_groups(basis, int(stored.max())))
+                                **positions, weight_bias=weight_bias_for(layer), lane_groups=lane_groups(
+                                    basis, int(stored.max())), row_sum_shift=row_sum_shift(layer.n_basis - layer.k1))
         aligned = (layer.coef_layout == "aligned" and bool(positions)
                    and aligned_fits(layer.order, layer.in_features, layer.out_features, layer.n_basis))
         if aligned:  # [copy 1][pad][copy 2]: flat, the C indexes it by the decode's coefficient index

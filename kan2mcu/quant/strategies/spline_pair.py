@@ -20,9 +20,23 @@ PAIR_LANE_MAX = 0xFFFF  # one 16-bit lane of a pair word's product sum
 PAIR_OUTPUTS_PER_PASS = 16  # eight pairs: 16 accumulators (lo, hi) plus operands fit RV32's registers
 
 
-def pair_fits(order: int) -> bool:
-    """Whether a layer may take the pair layout: cubic (the halfword kernel's decode), any width."""
-    return order == 3
+ROW_SUM_MASK = 0x1FF  # a decode row's sum of basis values: at most 2 * 255 (docs/arithmetic.md section 2)
+
+
+def row_sum_shift(first_max: int) -> int:
+    """Where the row sum sits in the decode entry's low halfword, above the first coefficient index."""
+    return max(1, int(first_max).bit_length())
+
+
+def pair_fits(order: int, first_max: int) -> bool:
+    """Whether a layer may take the pair layout: cubic (the halfword kernel's decode), and the first
+    coefficient index and the row sum of basis values (9 bits) share the decode entry's low halfword."""
+    return order == 3 and row_sum_shift(first_max) + ROW_SUM_MASK.bit_length() <= 16
+
+
+def row_sums(pos_card: np.ndarray, k1: int) -> np.ndarray:
+    """Per decode position, the sum of its K1 basis values (value j in byte j of ``pos_card``)."""
+    return ((pos_card[:, None] >> (8 * np.arange(k1))[None, :]) & 0xFF).sum(axis=1)
 
 
 def pair_words(stored: np.ndarray) -> np.ndarray:

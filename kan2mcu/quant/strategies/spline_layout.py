@@ -324,26 +324,31 @@ CODE_BYTES = 1400  # one spline kernel at -O2, about
 _M0 = {"layer": -329.92, "input": 109.41, "edge": 17.65, "byte_edge": 12.98,
        "nibble_lane": 2.34, "nibble_pass": 16.15, "output": 142.71, "last_output": -24.1,
        "hw_layer": -1032.6, "hw_input": 67.6, "hw_edge": -30.62, "hw_pass": 10.73,
-       "hw_base_pass": 331.87, "hw_output": 365.93, "hw_last_output": -70.47, "hw_aligned_edge": 0.0}
+       "hw_base_pass": 331.87, "hw_output": 365.93, "hw_last_output": -70.47, "hw_aligned_edge": 0.0,
+       "hw_pair_edge": -0.67}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
     "cortex-m3": {"layer": 70.19, "input": 46.92, "edge": 7.8, "byte_edge": 10.59,
                   "nibble_lane": -1.4, "nibble_pass": 19.6, "output": 45.06, "last_output": 0.89,
                   "hw_layer": 29.12, "hw_input": 31.44, "hw_edge": 11.83, "hw_pass": 8.28,
-                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0, "hw_aligned_edge": 0.0},
+                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0, "hw_aligned_edge": 0.0,
+                  "hw_pair_edge": -2.84},
     "cortex-m4": {"layer": 5.0, "input": 50.93, "edge": 5.74, "byte_edge": 5.09,
                   "nibble_lane": 0.32, "nibble_pass": 16.59, "output": 54.35, "last_output": 1.1,
                   "hw_layer": 110.85, "hw_input": 20.24, "hw_edge": 5.25, "hw_pass": 5.99,
-                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48, "hw_aligned_edge": -0.86},
+                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48, "hw_aligned_edge": -0.86,
+                  "hw_pair_edge": 3.67},
     "cortex-m7": {"layer": 36.23, "input": 45.61, "edge": 5.83, "byte_edge": 5.22,
                   "nibble_lane": 0.31, "nibble_pass": 18.7, "output": 49.75, "last_output": 1.46,
                   "hw_layer": 109.86, "hw_input": 20.25, "hw_edge": 5.28, "hw_pass": 5.85,
-                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0, "hw_aligned_edge": -0.86},
+                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0, "hw_aligned_edge": -0.86,
+                  "hw_pair_edge": 3.67},
     "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
                  "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97,
                  "hw_layer": 60.7, "hw_input": 39.41, "hw_edge": 14.92, "hw_pass": 1.52,
-                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6, "hw_aligned_edge": 0.0},
+                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6, "hw_aligned_edge": 0.0,
+                 "hw_pair_edge": -5.58},
 }
 # Not fitted: Cortex-M33 has the M4's DSP path, Cortex-M55 runs the scalar DSP path as the M7 does.
 # No rv32ec entry: spline layers multiply, and cores without a multiplier take edge tables only.
@@ -376,7 +381,8 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
     if kind == "halfword":
         passes, base_passes = halfword_passes(n_out, core, n_basis)
         aligned = layout == "aligned" and aligned_fits(order, n_in, n_out, n_basis)
-        terms.update(hw_aligned_edge=float(edges) if aligned else 0.0)
+        pair = layout == "pair" and pair_fits(order, n_basis - order - 1)
+        terms.update(hw_aligned_edge=float(edges) if aligned else 0.0, hw_pair_edge=float(edges) if pair else 0.0)
         terms.update(hw_layer=1.0, hw_input=float(n_in), hw_edge=float(edges), hw_pass=float(n_in * passes),
                      hw_base_pass=float(-(-n_in // 4) * base_passes), hw_output=float(n_out),
                      hw_last_output=float(n_out * last))
@@ -412,9 +418,10 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool,
     instructions = sum(c[key] * value for key, value in terms.items())
     k1, codes = layer.order + 1, 1 << step.in_bits
     kind = coefficient_storage(layer.order, options.coef_bits, n_out, layout)
-    if kind == "halfword":  # the aligned layout: two copies
+    if kind == "halfword":  # the aligned layout: two copies; the pair layout: words of two outputs
         copies = 2 if layout == "aligned" and aligned_fits(layer.order, n_in, n_out, layer.n_basis) else 1
-        coef = 2 * copies * n_out * n_in * layer.n_basis
+        outputs = 2 * -(-n_out // 2) if layout == "pair" and pair_fits(layer.order, layer.n_basis - k1) else n_out
+        coef = 2 * copies * outputs * n_in * layer.n_basis
     elif kind == "nibble":  # words of 8 nibbles per block of 8 outputs
         coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
     else:

@@ -17,7 +17,7 @@ from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import edge_table_kernel, get_strategy
 from kan2mcu.quant.strategies.edge_table_mve import mve_context
 from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
-from kan2mcu.quant.strategies.spline_pair import ROW_SUM_MASK, pair_base_blocks, pair_blocks
+from kan2mcu.quant.strategies.spline_pair import pair_context, pair_table_comment
 from kan2mcu.quant.strategies.spline import (NIBBLE_OUTPUTS, base_weight_groups, base_weight_order, kernel_layout,
                                             m0_base_blocks, spline_blocks)
 
@@ -151,15 +151,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
-         "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1,
-         # halfword and pair layouts: the decode's row address per input (elements per input)
-         "row_stride": layout.coef[0].size if layout.kind in ("halfword", "pair") and not layout.aligned
-         else ql.out_features * ql.n_basis,
-         "pair_blocks": pair_blocks(ql.out_features), "lane_groups": layout.lane_groups,
-         "pair_base_blocks": pair_base_blocks(ql.out_features), "pair_sum_shift": layout.row_sum_shift, "pair_first_mask": (1 << layout.row_sum_shift) - 1,
-         "pair_sum_mask": ROW_SUM_MASK,
-         # pair layers: requantization straight-line, shifts inline (the shift table stays: same bytes)
-         "straight_requant": [int(v) for v in ql.shift] if layout.kind == "pair" else []}
+         "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1, **pair_context(ql, layout)}
     # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
     L["has_base"] = bool(np.any(ql.base_weight))
     L["positions"], L["pos_clamped"] = bool(layout.pos_card.size), layout.pos_clamped
@@ -195,10 +187,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale",
                                aligned=True)
     elif layout.kind == "pair":
-        L["coef"] = emit.table("coef", layout.coef, "uint32_t",
-                               f"[{ql.in_features}][{layout.coef.shape[1]}][{ql.n_basis}] words: coefficient of output "
-                               f"2p + {1 << layout.bias_log2} | that of output 2p + 1 + {1 << layout.bias_log2} << 16, "
-                               f"{ql.coef_bits} bit, per-output scale", hex_words=True, aligned=True)
+        L["coef"] = emit.table("coef", layout.coef, "uint32_t", pair_table_comment(ql, layout), hex_words=True, aligned=True)
     elif layout.nibble:
         L["coef"] = emit.table("coef", layout.coef, "uint32_t",
                                f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) "

@@ -125,3 +125,22 @@ def pair_base_blocks(n_out: int) -> list:
     """(first, count) passes of the base branch next to a pair layer on cores without SIMD: as many
     outputs per pass as the pair passes (16 accumulators, one load of 4 base values per group)."""
     return [(start, min(PAIR_OUTPUTS_PER_PASS, n_out - start)) for start in range(0, n_out, PAIR_OUTPUTS_PER_PASS)]
+
+
+def pair_context(ql, layout) -> dict:
+    """Render data of the halfword and pair kernels (templates/kernels/spline_halfword.c.j2 ``pair_block``):
+    the decode's row stride per input (elements), the pair passes, slot groups, the decode entry's fields,
+    and the requantization's shifts inline (pair layers only)."""
+    pair, n_out = layout.kind == "pair", ql.out_features
+    stride = layout.coef[0].size if layout.kind in ("halfword", "pair") and not layout.aligned else n_out * ql.n_basis
+    return {"row_stride": stride, "pair_blocks": pair_blocks(n_out), "lane_groups": layout.lane_groups,
+            "pair_base_blocks": pair_base_blocks(n_out), "pair_sum_shift": layout.row_sum_shift,
+            "pair_first_mask": (1 << layout.row_sum_shift) - 1, "pair_sum_mask": ROW_SUM_MASK,
+            "straight_requant": [int(v) for v in ql.shift] if pair else []}
+
+
+def pair_table_comment(ql, layout) -> str:
+    """The C comment of a pair layer's coefficient table."""
+    bias = 1 << layout.bias_log2
+    return (f"[{ql.in_features}][{layout.coef.shape[1]}][{ql.n_basis}] words: coefficient of output 2p + {bias} | "
+            f"that of output 2p + 1 + {bias} << 16, {ql.coef_bits} bit, per-output scale")

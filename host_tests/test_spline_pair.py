@@ -120,8 +120,10 @@ def test_pair_lanes_equal_the_reference(pair_models, name):
         np.testing.assert_array_equal(sums, accumulators(layer, codes)[0])
         assert peak <= 0xFFFF
         peaks.append(peak)
-        # the decode entry carries first | row sum << shift; the row sums are those of the basis values
-        np.testing.assert_array_equal(kl.pos_row & ((1 << kl.row_sum_shift) - 1), kl.pos_first)
+        # the decode entry carries 4 * first (bytes) | row sum << shift; row sums of the basis values
+        np.testing.assert_array_equal(kl.pos_row & ((1 << kl.row_sum_shift) - 1), 4 * kl.pos_first)
+        rows = (kl.pos_card[:, None] >> (8 * np.arange(4))[None, :]) & 0xFF
+        np.testing.assert_array_equal(kl.pos_row >> kl.row_sum_shift, rows.sum(axis=1))
     if name == "6x4x3-extreme":
         assert max(peaks) >= 255 * 250, peaks
 

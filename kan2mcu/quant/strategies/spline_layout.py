@@ -70,8 +70,8 @@ class KernelLayout:
         """Per position, the coefficient index the decode entry carries: the first coefficient, or in
         the aligned layout ``first + (first & 1) * (copy + 1)`` (odd ones read the second copy, which
         starts one halfword later: every edge's 4 coefficients are two word-aligned words, one LDRD)."""
-        if self.kind == "pair":  # first | the row's sum of basis values << row_sum_shift (spline_pair)
-            return self.pos_first | (row_sums(self.pos_card, 4) << self.row_sum_shift)
+        if self.kind == "pair":  # 4 * first (bytes) | the row's sum of basis values << row_sum_shift (spline_pair)
+            return 4 * self.pos_first | (row_sums(self.pos_card, 4) << self.row_sum_shift)
         if not self.aligned:
             return self.pos_first
         n = self.coef.size // 2  # copies of I * O * n_basis halfwords, one pad halfword between them

@@ -23,14 +23,17 @@ PAIR_OUTPUTS_PER_PASS = 16  # eight pairs: 16 accumulators (lo, hi) plus operand
 ROW_SUM_MASK = 0x1FF  # a decode row's sum of basis values: at most 2 * 255 (docs/arithmetic.md section 2)
 
 
+WORD_BYTES = 4  # the decode entry carries the first live word's byte offset in its input's row
+
+
 def row_sum_shift(first_max: int) -> int:
-    """Where the row sum sits in the decode entry's low halfword, above the first coefficient index."""
-    return max(1, int(first_max).bit_length())
+    """Where the row sum sits in the decode entry's low halfword, above the first live word's byte offset."""
+    return max(1, (WORD_BYTES * int(first_max)).bit_length())
 
 
 def pair_fits(order: int, first_max: int) -> bool:
-    """Whether a layer may take the pair layout: cubic (the halfword kernel's decode), and the first
-    coefficient index and the row sum of basis values (9 bits) share the decode entry's low halfword."""
+    """Whether a layer may take the pair layout: cubic (the halfword kernel's decode), and the first live
+    word's byte offset and the row sum of basis values (9 bits) share the decode entry's low halfword."""
     return order == 3 and row_sum_shift(first_max) + ROW_SUM_MASK.bit_length() <= 16
 
 

@@ -171,3 +171,16 @@ def test_the_budget_counts_the_shared_input_api(tmp_path):
     assert planner["predicted_input_api_bytes"] == totals["input_api_bytes"] <= 1024
     assert totals["model_flash_bytes"] <= 24576
     assert report["layers"][0]["shared_inputs"] == 784
+
+
+def test_input_columns_of_a_checkpoint():
+    """One reading of a checkpoint's input transform for the codec and the sharing pass: scalar or
+    per column, none without one, and a clear error for a column scaled by zero or less."""
+    from kan2mcu.errors import QuantizationError
+
+    assert input_share.columns(None, 3) is None
+    scale, offset, per_column = input_share.columns({"scale": 0.5, "offset": -1.0}, 3)
+    assert scale.tolist() == [0.5] * 3 and offset.tolist() == [-1.0] * 3 and not per_column
+    assert input_share.columns({"scale": 0.0, "offset": 0.0}, 3) is None
+    with pytest.raises(QuantizationError, match="positive in every column"):
+        input_share.columns({"scale": [1.0, 0.0, 2.0], "offset": [0.0, 0.0, 0.0]}, 3)

@@ -31,6 +31,9 @@ CONFIGS = {
     "float": ("digits.pt", ["--arith", "float"]),
     "efficient-kan-update-grid": ("ek_update_grid.pt", ["--calibration", str(FIXTURES / "ek_calibration.npy")]),
     "own-data": ("cancer.pt", []),
+    # the RV32 asm rows' layouts: byte entries in byte-lane groups (5/6 + 6/7), nibble rows (3/4 layer 0)
+    "board-rv32imac": ("digits.pt", ["--board", "qemu-rv32imac"]),
+    "board-rv32ec": ("digits.pt", ["--board", "qemu-rv32ec"]),
 }
 
 

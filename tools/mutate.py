@@ -1,19 +1,20 @@
 """Mutation suite: apply each deliberate bug of tools/mutants.py to a temporary copy of the
 repository, one at a time, run the tests named for it, and fail unless every mutant is killed.
 
-    python tools/mutate.py [--fast] [--only NAME ...] [--jobs N] [--keep]
+    python tools/mutate.py [--fast] [--only NAME ...] [--jobs N]
 
 The working tree is never modified: the tracked and untracked (not ignored) files are copied to a
 temporary folder per worker. Before any mutant, every pattern is checked (it must occur exactly
-once) and the union of the named tests must pass on the unmutated copy. The digits checkpoint the
-tests train is trained once and cached (``$XDG_CACHE_HOME/kan2mcu-mutants``), keyed by the hash of
-the training code. Exit status 0 only when all mutants were killed.
+once) and the union of the named tests must pass on the unmutated copy. The tests that need the
+default digits KAN read the committed one (host_tests/fixtures/hashed/digits.pt); mutants of the
+training code are killed by tests that train their own models. Exit status 0 only when all
+mutants were killed.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import hashlib
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -29,7 +30,12 @@ sys.path.insert(0, str(ROOT / "tools"))
 from mutants import MUTANTS, Mutant  # noqa: E402
 
 TIMEOUT_S = 600
-TRAINING_SOURCES = ("kan2mcu/training/train.py", "kan2mcu/model/torch_kan.py", "kan2mcu/data/datasets.py", "kan2mcu/model/checkpoint.py")
+DIGITS_FIXTURE = "host_tests/fixtures/hashed/digits.pt"  # the README's default digits KAN, committed
+# Each run of the named tests is a fresh process forked from one server that imported these once
+# (about 2 s of start-up per mutant otherwise); kan2mcu itself is imported from each copy.
+PRELOAD = ["torch", "numpy", "scipy.interpolate", "sklearn.datasets", "jinja2", "elftools.elf.elffile", "pytest",
+           "filelock", "matplotlib"]
+FORK_SERVER = multiprocessing.get_context("forkserver")
 
 
 @dataclass
@@ -66,41 +72,38 @@ def check_patterns(mutants: list[Mutant]) -> list[str]:
     return problems
 
 
-def digits_checkpoint(python: str, files: list[str]) -> Path:
-    """The default digits KAN, trained once with the unmutated code and cached by code hash."""
-    digest = hashlib.sha256()
-    for name in TRAINING_SOURCES:
-        digest.update((ROOT / name).read_bytes())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kan2mcu-mutants"
-    path = cache / f"digits-{digest.hexdigest()[:16]}.pt"
-    if not path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        print(f"mutants: training the digits KAN once (cached as {path})", flush=True)
-        with tempfile.TemporaryDirectory(prefix="kan2mcu-train-") as tmp:
-            work = copy_repo(files, Path(tmp))
-            subprocess.run([python, "-c", "import sys; from kan2mcu.training.train import train; "
-                                          "train(sys.argv[1], progress=False)", str(path)],
-                           cwd=work, env=_env(work, None), check=True)
-    return path
+def _env(copy: Path) -> dict:
+    """The environment of the tests in ``copy``: kan2mcu imported from the copy, toolchains
+    required, and the committed default digits KAN instead of training one per run."""
+    return dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1", KAN2MCU_REQUIRE_TOOLCHAINS="1",
+                KAN2MCU_TEST_DIGITS_CHECKPOINT=str(copy / DIGITS_FIXTURE))
 
 
-def _env(copy: Path, checkpoint: Path | None) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1", KAN2MCU_REQUIRE_TOOLCHAINS="1")
-    if checkpoint is not None:
-        env["KAN2MCU_TEST_DIGITS_CHECKPOINT"] = str(checkpoint)
-    return env
+def _pytest_child(copy: Path, arguments: list[str], log: Path) -> None:
+    """In a child forked from the fork server (torch, numpy, pytest ... already imported, kan2mcu
+    not): run pytest in ``copy`` with its output in ``log``; the exit status is pytest's."""
+    os.chdir(copy)
+    os.environ.update(_env(copy))
+    sys.path.insert(0, str(copy))
+    with open(log, "wb") as stream:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+    import pytest
+
+    sys.exit(int(pytest.main(arguments)))
 
 
-def run_tests(python: str, copy: Path, tests: list[str], checkpoint: Path, report: Path,
-              options: tuple[str, ...] = ()) -> tuple[int, list[str], str]:
-    """Run ``tests`` in ``copy`` (with pytest ``options``); returns (pytest exit status, failed test
-    ids, output tail)."""
-    command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", f"--junitxml={report}",
-               *options, *tests]
-    try:
-        done = subprocess.run(command, cwd=copy, env=_env(copy, checkpoint), capture_output=True, text=True,
-                              timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+def run_tests(copy: Path, tests: list[str], report: Path, options: tuple[str, ...] = ()) -> tuple[int, list[str], str]:
+    """Run ``tests`` in ``copy`` (with pytest ``options``) in a child of the fork server; returns
+    (pytest exit status, failed test ids, output tail)."""
+    arguments = ["-q", "-p", "no:cacheprovider", "-o", "addopts=", f"--junitxml={report}", *options, *tests]
+    log = report.with_suffix(".log")
+    child = FORK_SERVER.Process(target=_pytest_child, args=(copy, arguments, log))
+    child.start()
+    child.join(TIMEOUT_S)
+    if child.is_alive():
+        child.kill()
+        child.join()
         return -1, [f"timeout after {TIMEOUT_S} s"], ""
     failed = []
     if report.is_file():
@@ -109,17 +112,27 @@ def run_tests(python: str, copy: Path, tests: list[str], checkpoint: Path, repor
                 test_file = case.get("classname", "").replace(".", "/") + ".py"
                 failed.append(f"{Path(test_file).name}::{case.get('name')}")
         report.unlink()
-    return done.returncode, failed, (done.stdout + done.stderr)[-3000:]
+    tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+    return child.exitcode, failed, tail
 
 
-def imports_from_copy(python: str, copy: Path) -> bool:
+def _import_check_child(copy: Path) -> None:
+    os.chdir(copy)
+    sys.path.insert(0, str(copy))
+    import kan2mcu
+
+    sys.exit(0 if Path(kan2mcu.__file__).resolve().is_relative_to(copy.resolve()) else 1)
+
+
+def imports_from_copy(copy: Path) -> bool:
     """The tests must import kan2mcu from the copy (not the editable install of the working tree)."""
-    done = subprocess.run([python, "-c", "import kan2mcu; print(kan2mcu.__file__)"], cwd=copy, env=_env(copy, None),
-                          capture_output=True, text=True, check=True)
-    return Path(done.stdout.strip()).resolve().is_relative_to(copy.resolve())
+    child = FORK_SERVER.Process(target=_import_check_child, args=(copy,))
+    child.start()
+    child.join()
+    return child.exitcode == 0
 
 
-def run_mutant(python: str, copy: Path, mutant: Mutant, checkpoint: Path) -> Outcome:
+def run_mutant(copy: Path, mutant: Mutant) -> Outcome:
     start = time.monotonic()
     originals = {}
     try:
@@ -129,7 +142,7 @@ def run_mutant(python: str, copy: Path, mutant: Mutant, checkpoint: Path) -> Out
             text = file.read_text()
             file.write_text(text.replace(old, new, 1))
         # -x: one failing test kills the mutant, the rest need not run
-        code, failed, tail = run_tests(python, copy, list(mutant.tests), checkpoint, copy / "mutant-report.xml", ("-x",))
+        code, failed, tail = run_tests(copy, list(mutant.tests), copy / "mutant-report.xml", ("-x",))
     finally:
         for file, text in originals.items():
             file.write_text(text)
@@ -148,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="only the mutants marked fast (the CI subset)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these mutants")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run in parallel (one repo copy each)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter with kan2mcu's test dependencies")
     args = parser.parse_args(argv)
 
     mutants = [m for m in MUTANTS if (not args.fast or m.fast) and (not args.only or m.name in args.only)]
@@ -162,18 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     files = repo_files()
-    checkpoint = digits_checkpoint(args.python, files)
+    FORK_SERVER.set_forkserver_preload(PRELOAD)
     with tempfile.TemporaryDirectory(prefix="kan2mcu-mutants-") as tmp:
         jobs = max(1, min(args.jobs, len(mutants)))
         copies = [copy_repo(files, Path(tmp) / f"copy{n}") for n in range(jobs)]
-        if not imports_from_copy(args.python, copies[0]):
+        if not imports_from_copy(copies[0]):
             print("mutants: FAIL: the tests would import kan2mcu from outside the temporary copy")
             return 2
         selection = sorted({test for m in mutants for test in m.tests})
         print(f"mutants: baseline: {len(selection)} tests on the unmutated copy", flush=True)
         # the baseline on every worker the mutants will use (pytest-xdist, a file per worker)
         parallel = ("-n", str(jobs), "--dist", "loadfile") if jobs > 1 else ()
-        code, failed, tail = run_tests(args.python, copies[0], selection, checkpoint, copies[0] / "baseline.xml",
+        code, failed, tail = run_tests(copies[0], selection, copies[0] / "baseline.xml",
                                        parallel)
         if code != 0:
             print(f"mutants: FAIL: the selected tests do not pass without mutation (exit {code}): {failed}\n{tail}")
@@ -188,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 while queue and free:
                     copy = free.pop()
                     mutant = queue.pop(0)
-                    pending[pool.submit(run_mutant, args.python, copy, mutant, checkpoint)] = copy
+                    pending[pool.submit(run_mutant, copy, mutant)] = copy
                 done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     free.append(pending.pop(future))

@@ -35,6 +35,7 @@ import numpy as np
 from kan2mcu.errors import QuantizationError
 from kan2mcu.quant.input_lut import LUT_HEADER_BYTES, RawLut, build_luts
 from kan2mcu.quant.input_rule import RULE_BYTES, RawRule, fit_rules, rule_shift
+from kan2mcu.quant.input_share import columns as columns_of
 from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.reference import quantize_inputs
 
@@ -128,25 +129,10 @@ def model_input_to_float(x: np.ndarray, codec: InputCodec) -> np.ndarray:
 def float_api_transform(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     """(scale [I], offset [I]) the float API applies to its inputs: the checkpoint's per-column
     scaling (own data), else the identity (the float API then takes model inputs x)."""
-    columns = _columns(input_transform, n_in)
+    columns = columns_of(input_transform, n_in)
     if columns is not None and columns[2]:
         return columns[0], columns[1]
     return np.ones(n_in), np.zeros(n_in)
-
-
-def _columns(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
-    """(scale [I], offset [I], per column?) of a checkpoint's input transform, or None without one."""
-    if not input_transform or input_transform.get("scale") is None:
-        return None
-    scale, offset = input_transform["scale"], input_transform["offset"]
-    per_column = isinstance(scale, (list, tuple, np.ndarray))
-    scale = np.broadcast_to(np.asarray(scale, np.float64), (n_in,)).copy()
-    offset = np.broadcast_to(np.asarray(offset, np.float64), (n_in,)).copy()
-    if not np.all(scale > 0):
-        if per_column:
-            raise QuantizationError("the checkpoint's input scaling must be positive in every column")
-        return None
-    return scale, offset, per_column
 
 
 def _smallest_reaching(evaluate, lo: np.ndarray, hi: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -193,7 +179,7 @@ def input_codec(qmodel: QuantModel, input_transform: dict | None) -> InputCodec:
         raise QuantizationError("input scales must be positive for the C input quantizer")
     n_in = qmodel.in_features
     ones, zeros = np.ones(n_in), np.zeros(n_in)
-    columns = _columns(input_transform, n_in)
+    columns = columns_of(input_transform, n_in)
     float_scale, float_offset = ones, zeros
     if columns is None:
         raw_scale, raw_offset, kind = ones * Q16_SCALE, zeros, "q16"
@@ -288,7 +274,7 @@ def api_flash_bytes(qmodel: QuantModel, input_transform: dict | None) -> int:
     totals count. The float API's tables (compiled only with ``<P>_WITH_FLOAT_API``) are not included.
     Depends only on the first layer's input encoding, so plans sharing it share one computation."""
     first = qmodel.layers[0]
-    columns = _columns(input_transform, qmodel.in_features)
+    columns = columns_of(input_transform, qmodel.in_features)
     parts = [first.in_scale, first.in_zero, [first.codes]] + ([] if columns is None else [*columns[:2], [columns[2]]])
     key = hashlib.sha256(b"|".join(np.asarray(p, np.float64).tobytes() for p in parts)).digest()
     if key not in _API_BYTES_CACHE:

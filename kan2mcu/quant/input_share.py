@@ -38,6 +38,8 @@ import math
 
 import numpy as np
 
+from kan2mcu.errors import QuantizationError
+
 Q16_SCALE = 1.0 / 65536.0
 SHARE_MIN_FRACTION = 1.0 / 16  # an input shares when its range is at least 1/16 of the shared one
 _SIGNIFICANT_BITS = 24  # bits of the lattice step A (fewer when MAX_LATTICE_BITS binds)
@@ -51,14 +53,16 @@ CACHE_ELEMENTS = 1 << 24  # larger layers (128 MiB of float64 and more) evaluate
 
 def columns(input_transform: dict | None, n_in: int) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """(scale [I], offset [I], per column?) of a checkpoint's input transform, or None without one
-    (or a scalar one that is not positive)."""
+    (or a scalar one that is not positive); a per-column one must be positive in every column."""
     if not input_transform or input_transform.get("scale") is None:
         return None
     scale, offset = input_transform["scale"], input_transform["offset"]
     per_column = isinstance(scale, (list, tuple, np.ndarray))
     scale = np.broadcast_to(np.asarray(scale, np.float64), (n_in,)).copy()
     offset = np.broadcast_to(np.asarray(offset, np.float64), (n_in,)).copy()
-    if not np.all(scale > 0) and not per_column:
+    if not np.all(scale > 0):
+        if per_column:
+            raise QuantizationError("the checkpoint's input scaling must be positive in every column")
         return None
     return scale, offset, per_column
 

@@ -21,8 +21,8 @@ from kan2mcu.quant.fixedpoint import INT32_MAX, clamps_caller_codes, requant_int
 from kan2mcu.model.ir import KANLayer
 from kan2mcu.quant.strategies import edge_table_mve, mulfree
 from kan2mcu.quant.strategies.edge_table_kernel import (INLINE_REQUANT_MAX_OUTPUTS, KERNEL_WORDS,
-                                                        asm_loop, entries_per_word, padded_outputs, rv32_rows,
-                                                        v6m_loop)
+                                                        asm_loop, entries_per_word, padded_outputs, rv32_lane_group,
+                                                        rv32_rows, v6m_loop)
 from kan2mcu.quant.strategies.levels import level_aligned
 
 NAME = "edge-table"
@@ -283,6 +283,11 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 # two, costs 2.6 per input).
 WORDS_PER_PASS = {"rv32ec": 2,  # table words per pass over the inputs (nibble words: half), KERNEL_WORDS (4)
                   "cortex-m55": 12}  # on other cores; RV32E: 16 registers; Helium: 6 vector accumulators of 2 words
+RV32_GROUP_SAVING = 3.0  # RV32 byte-lane groups: instructions saved per word of a row summed into a group
+RV32_NIBBLE_FLUSH = 10.0  # RV32 nibble rows: instructions per word of each group's widening
+# RV32 nibble rows: per output, the rest (lanes of four sums per word); fitted on the digits layers at 3 and
+# 4 bits (QEMU: 1,092 / 1,060 and 323 / 323 instructions; predicted 1,091 / 1,052 and 331 / 321)
+RV32_NIBBLE_OUTPUT = 5.6
 CODE_BYTES = 240  # one edge-table kernel at -O2, about (plus the straight-line asm of small layers on DSP cores)
 DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33")  # byte entries: LDRD + UXTAB16 asm (straight-line or looped)
 _M0 = {"layer": -0.17, "input_pass": -3.9, "word": 9.56, "output": 15.81, "clamp_pass": 3.4,
@@ -332,7 +337,11 @@ COSTS["cortex-m55"] = {"layer": 60.0, "input_pass": 2.4, "word": 1.0, "output": 
 
 def asm_kernel(n_in: int, row_words: int, in_bits: int, table_bits: int, core: str) -> dict | None:
     """The inline-asm kernel of a byte-entry layer of these sizes on ``core`` (None: the C loop):
-    ``{"rows": inputs per step of the table pointer (1: no steps), "looped": a loop (DSP cores)}``."""
+    ``{"rows": inputs per step of the table pointer (1: no steps), "looped": a loop (DSP cores)}``;
+    RV32 has straight-line rows of nibble entries too."""
+    if entries_per_word(table_bits) == 8 and core == "rv32imac":
+        shape = rv32_rows(n_in, row_words, in_bits)
+        return {"rows": shape["rows"], "looped": False} if shape else None
     if entries_per_word(table_bits) != 4:
         return None
     if core in DSP_CORES or core == "cortex-m3":
@@ -371,6 +380,28 @@ def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, 
             "asm_input": float(n_in * passes * bool(asm)), "asm_word": float(n_in * row_words * bool(asm))}
 
 
+def lane_group_saving(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str) -> float:
+    """Instructions the RV32 asm rows save by summing the words of several rows in byte lanes before
+    widening them (edge_table_kernel.rv32_lane_group), counted from the asm, not fitted (the COSTS
+    were fitted on 8-bit entries, one row per group, and nibbles in the C loop): byte entries, per
+    word of every row but a group's last, SRLI + AND + ADD fewer (RV32_GROUP_SAVING); nibble entries
+    cost a byte word's LW, ADD, SRLI, AND, ADD per word and row (the asm terms) plus 10 per word and
+    group (SLLI, SUB, twice ADD, SRLI, AND, ADD), instead of the C loop's second word and nibble
+    terms, and RV32_NIBBLE_OUTPUT more per output. 0 on other cores and kernels."""
+    per_word = entries_per_word(table_bits)
+    if core != "rv32imac" or per_word == 2:
+        return 0.0
+    row_words = padded_outputs(n_out, table_bits) // per_word
+    if asm_kernel(n_in, row_words, in_bits, table_bits, core) is None:
+        return 0.0
+    group = rv32_lane_group(table_bits)
+    if per_word == 8:
+        costs = COSTS[core]
+        return (n_in * row_words * (costs["word"] + costs["nibble_word"] - RV32_NIBBLE_FLUSH / group)
+                - RV32_NIBBLE_OUTPUT * n_out)
+    return RV32_GROUP_SAVING * n_in * row_words * (1.0 - 1.0 / group)
+
+
 def code_bytes(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str) -> int:
     """Flash of the layer's code, about: the kernel, plus the straight-line asm of a small layer
     (per input and pass: code load, clamp, address; per word: Thumb-2 a half LDRD and two 4-byte
@@ -393,6 +424,7 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool,
     tbits = getattr(step, "table_bits", None) or options.table_bits
     terms = cost_terms(layer.in_features, layer.out_features, tbits, step.in_bits, core, first, last)
     instructions = sum(COSTS[core][key] * value for key, value in terms.items())
+    instructions -= lane_group_saving(layer.in_features, layer.out_features, tbits, step.in_bits, core)
     if core == "cortex-m55":  # Helium: tables over 64 KiB take 32-bit row offsets, 4 per vector
         instructions += edge_table_mve.extra_cost(layer.in_features, layer.out_features, step.in_bits, tbits)
     inline = layer.out_features <= INLINE_REQUANT_MAX_OUTPUTS and not getattr(options, "mul_free", False)

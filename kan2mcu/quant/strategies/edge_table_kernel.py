@@ -21,6 +21,7 @@ MAX_ASM_ROWS = 8  # input rows per iteration of the asm loop, at most
 UNROLL_MAX_INPUTS = 64  # up to this many inputs, the asm is straight-line (about 50 bytes of code per input and pass)
 INLINE_REQUANT_MAX_OUTPUTS = 16  # up to this many outputs, requantization is straight-line (no loop); 32 live sums made GCC (hard-float ABI) fail the asm rows
 NARROW_WORDS = 2  # RV32E (16 registers): table words per pass (nibbles: 1)
+BYTE_LANE_MAX = 255  # RV32: rows summed in byte lanes before widening, as long as no lane can carry
 HALFWORD_MIN_BITS = 9  # from here on entries are halfwords, summed in 32-bit accumulators (no lanes)
 
 
@@ -94,7 +95,10 @@ def kernel_context(ql, macro: str) -> dict:
     L["dsp_asm"] = len(parts) == 1 and not halfwords  # DSP cores (GCC): byte words by inline asm
     L["asm_loop"] = asm_loop(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
     L["v6m"] = v6m_loop(ql.row_words, ql.act_bits) if L["dsp_asm"] else None
-    L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] else None
+    L["rv32"] = rv32_rows(ql.in_features, ql.row_words, ql.act_bits) if L["dsp_asm"] or nibbles else None
+    if L["rv32"]:  # rows summed whole-word in byte lanes before each widening (entries of 2..7 bits)
+        L["rv32"]["group"] = rv32_lane_group(ql.table_bits, int(ql.table.max(initial=0)))
+        L["rv32"]["nibbles"] = nibbles  # edge_table_rv32.c.j2: rv32_nibbles, else rv32_unrolled
     L["odd_bytes"] = odd_bytes(ql.out_features, ql.row_words) if L["dsp_asm"] else None
     thumb2 = bool(L["asm_loop"] and L["asm_loop"]["unrolled"])  # the straight-line Thumb-2 asm
     v6m = bool(L["v6m"]) and ql.in_features <= UNROLL_MAX_INPUTS  # the Armv6-M loop (a small copy)
@@ -156,6 +160,18 @@ def rv32_rows(n_in: int, row_words: int, act_bits: int) -> dict | None:
     return {"rows": rows, "centre": centre, "offsets": [(k - centre) * stride for k in range(rows)],
             "row_lsl": base.bit_length() - 1, "row_times3": times3,
             "code_load": "lbu" if act_bits <= 8 else "lhu", "code_bytes": 1 if act_bits <= 8 else 2}
+
+
+def rv32_lane_group(table_bits: int, largest: int | None = None) -> int:
+    """RV32 asm rows: rows whose words are summed whole (one ADD per word) before the byte lanes
+    are widened into the 16-bit lane sums (ADD, SRLI, AND, ADD per word), as many as cannot carry
+    out of a byte lane: ``255 // (2^table_bits - 1)`` (8-bit entries 1, 7-bit 2, 6-bit 4, 5-bit 8;
+    nibbles, whose odd and even nibbles take byte lanes of their own, 4-bit 17, 3-bit 36, 2-bit 85;
+    never fewer for narrower entries). ``largest``: the layer's largest entry, checked against it."""
+    group = BYTE_LANE_MAX // ((1 << table_bits) - 1)
+    if largest is not None and largest * group > BYTE_LANE_MAX:
+        raise ValueError(f"entries up to {largest} in {group}-row byte-lane sums would carry")
+    return group
 
 
 def code_check(n_in: int, act_bits: int) -> dict:

@@ -156,7 +156,8 @@ def test_pair_layout_no_libgcc_call_on_rv32(pair_models, tmp_path):
         assert "mulh" in listing and "__muldi3" not in listing
 
 
-@pytest.mark.parametrize("board", ["qemu-rv32imac", "qemu-cortex-m0", "qemu-cortex-m3", "qemu-cortex-m4"])
+@pytest.mark.parametrize("board", ["qemu-rv32imac", "qemu-cortex-m0", "qemu-cortex-m3", "qemu-cortex-m4", "qemu-cortex-m7",
+                                   "qemu-cortex-m33", "qemu-cortex-m55"])
 def test_pair_layout_on_firmware(pair_models, board, tmp_path):
     """Under QEMU the firmware's outputs equal the reference's (its self-check) for the odd, the one-output
     and the extreme-coefficient models in the pair layout."""

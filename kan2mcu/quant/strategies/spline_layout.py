@@ -374,7 +374,8 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
                n_basis: int = 8, layout: str | None = None) -> dict:
     """The terms of the spline kernel's cost formula. Cubic layers (halfword kernel): decode per
     input, spline and base MACs per edge, per input and pass over the inputs (8 outputs per pass,
-    4 on Armv6-M), per group of 4 inputs and base pass; other orders: decode per input, base branch
+    4 on Armv6-M), per group of 4 inputs and base pass, plus the aligned or pair layout's
+    differences (per edge; pair also per input and output); other orders: decode per input, base branch
     per edge, byte coefficients per edge, or nibble lanes (per input: 4 per full block of 8
     outputs, one per two outputs of the tail block) and nibble blocks per input. Both:
     requantization per output."""

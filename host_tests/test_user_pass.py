@@ -252,3 +252,21 @@ def test_flash_budget_beyond_the_boards_flash_is_refused(capsys, small, tmp_path
     assert not out.exists()
     status, err = run_cli(capsys, *base, "--flash-budget", "16384", "--max-error", "1")
     assert status == 0, err
+
+
+def test_export_keeps_files_it_did_not_write(capsys, generated, tmp_path):
+    """Export replaces OUT/<format>/<name>/ whole; it deleted a user's own file there without a word.
+    Now it refuses, naming the file, and leaves everything as it was; re-exporting over its own
+    output (and PlatformIO's .pio build folder) still works."""
+    out = tmp_path / "lib"
+    assert run_cli(capsys, "export", generated, "--format", "cmake", "-o", out)[0] == 0
+    library = out / "cmake" / "kan"
+    (library / "examples" / ".pio" / "build").mkdir(parents=True)
+    (library / "examples" / ".pio" / "build" / "firmware.elf").write_bytes(b"elf")
+    status, err = run_cli(capsys, "export", generated, "--format", "cmake", "-o", out)
+    assert status == 0, err
+    (library / "src" / "my_port.c").write_text("/* mine */\n")
+    status, err = run_cli(capsys, "export", generated, "--format", "cmake,arduino", "-o", out)
+    assert_one_error(status, err, "src/my_port.c", "export does not write")
+    assert (library / "src" / "my_port.c").read_text() == "/* mine */\n"
+    assert not (out / "arduino").exists()

@@ -270,3 +270,20 @@ def test_export_keeps_files_it_did_not_write(capsys, generated, tmp_path):
     assert_one_error(status, err, "src/my_port.c", "export does not write")
     assert (library / "src" / "my_port.c").read_text() == "/* mine */\n"
     assert not (out / "arduino").exists()
+
+
+def test_build_does_not_overwrite_a_users_project(capsys, generated, tmp_path):
+    """`build -o DIR` into the user's own PlatformIO project overwrote their platformio.ini and
+    src/main.c without a word; now a non-empty folder without kan2mcu_project.json is refused and
+    left as it was. Rebuilding into a project kan2mcu wrote still works."""
+    mine = tmp_path / "mine"
+    (mine / "src").mkdir(parents=True)
+    (mine / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    status, err = run_cli(capsys, "build", generated, "--board", "pico", "-o", mine)
+    assert_one_error(status, err, f"-o {mine}", "not a project kan2mcu wrote", "src/main.c")
+    assert (mine / "src" / "main.c").read_text() == "int main(void) { return 0; }\n"
+    assert sorted(p.name for p in mine.rglob("*")) == ["main.c", "src"]
+    ours = tmp_path / "ours"
+    for _ in range(2):
+        status, err = run_cli(capsys, "build", generated, "--board", "pico", "-o", ours)
+        assert status == 0, err

@@ -287,3 +287,12 @@ def test_build_does_not_overwrite_a_users_project(capsys, generated, tmp_path):
     for _ in range(2):
         status, err = run_cli(capsys, "build", generated, "--board", "pico", "-o", ours)
         assert status == 0, err
+
+
+def test_measure_checks_every_folder_before_building(capsys, generated, tmp_path):
+    """`measure GOOD MISSING` built and ran GOOD (and wrote its project) before failing on MISSING;
+    now every folder is checked first and nothing is built or written."""
+    out = tmp_path / "m"
+    status, err = run_cli(capsys, "measure", generated, tmp_path / "missing", "--board", "qemu-cortex-m4", "-o", out)
+    assert_one_error(status, err, "missing is not a kan2mcu model folder")
+    assert "building" not in err and not out.exists()

@@ -296,3 +296,18 @@ def test_measure_checks_every_folder_before_building(capsys, generated, tmp_path
     status, err = run_cli(capsys, "measure", generated, tmp_path / "missing", "--board", "qemu-cortex-m4", "-o", out)
     assert_one_error(status, err, "missing is not a kan2mcu model folder")
     assert "building" not in err and not out.exists()
+
+
+def test_multiply_free_plans_refuse_spline_widths(capsys, small, tmp_path):
+    """A multiply-free model (--no-mul, or a board without a multiplier) has edge-table layers only:
+    `--board qemu-rv32ec --coef-bits 3` ignored the width without a word; now it is refused."""
+    checkpoint, calibration = small
+    out = tmp_path / "m"
+    base = ["generate", checkpoint, "-o", out, "--calibration", calibration, "-q"]
+    status, err = run_cli(capsys, *base, "--board", "qemu-rv32ec", "--coef-bits", "3")
+    assert_one_error(status, err, "--board qemu-rv32ec (no multiplier)", "--coef-bits", "spline layers")
+    status, err = run_cli(capsys, *base, "--no-mul", "--spline-bits", "3")
+    assert_one_error(status, err, "--no-mul", "--spline-bits")
+    assert not out.exists()
+    status, err = run_cli(capsys, *base, "--no-mul", "--table-bits", "6", "--max-error", "1")
+    assert status == 0, err

@@ -119,6 +119,17 @@ SPLINE_ONLY_OPTIONS = ("spline_bits", "coef_bits", "base_bits", "silu_bits")  # 
 EDGE_TABLE_ONLY_OPTIONS = ("table_bits",)
 
 
+def _multiply_free(args) -> bool:
+    """Whether generate will plan a multiply-free model (--no-mul, or a board without a multiplier)."""
+    if args.no_mul:
+        return True
+    if args.board is None:
+        return False
+    from kan2mcu.firmware.boards import get_board
+
+    return not get_board(args.board).has_multiplier
+
+
 def _refuse_ignored_options(args) -> None:
     """Options the chosen back end or strategy would ignore are refused, not silently dropped:
     --arith float with an option of the integer model, --strategy edge-table with a spline layer's
@@ -136,6 +147,10 @@ def _refuse_ignored_options(args) -> None:
     if args.strategy == "edge-table" and given(SPLINE_ONLY_OPTIONS):
         raise OptionError(f"--strategy edge-table tabulates whole edges: {given(SPLINE_ONLY_OPTIONS)} only apply to "
                           "spline layers; leave them out, or use --strategy spline or auto (entry width: --table-bits)")
+    if args.arith == "int" and given(SPLINE_ONLY_OPTIONS) and _multiply_free(args):
+        why = "--no-mul" if args.no_mul else f"--board {args.board} (no multiplier)"
+        raise OptionError(f"{why} plans edge-table layers only: {given(SPLINE_ONLY_OPTIONS)} only apply to spline "
+                          "layers; leave them out (entry width: --table-bits)")
     if args.strategy == "spline" and given(EDGE_TABLE_ONLY_OPTIONS):
         raise OptionError(f"--strategy spline has no edge tables: {given(EDGE_TABLE_ONLY_OPTIONS)} only applies to "
                           "edge-table layers; leave it out, or use --strategy edge-table or auto")

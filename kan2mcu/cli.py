@@ -119,6 +119,11 @@ SPLINE_ONLY_OPTIONS = ("spline_bits", "coef_bits", "base_bits", "silu_bits")  # 
 EDGE_TABLE_ONLY_OPTIONS = ("table_bits",)
 
 
+def _apply(options: str) -> str:
+    """'apply' for a list of options, 'applies' for one."""
+    return "apply" if "," in options else "applies"
+
+
 def _multiply_free(args) -> bool:
     """Whether generate will plan a multiply-free model (--no-mul, or a board without a multiplier)."""
     if args.no_mul:
@@ -142,14 +147,14 @@ def _refuse_ignored_options(args) -> None:
         return ", ".join(f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != defaults.get_default(d))
 
     if args.arith != "int" and given(INT_ONLY_OPTIONS):
-        raise OptionError(f"--arith float writes the float32 model: {given(INT_ONLY_OPTIONS)} only apply to the "
+        raise OptionError(f"--arith float writes the float32 model: {given(INT_ONLY_OPTIONS)} only {_apply(given(INT_ONLY_OPTIONS))} to the "
                           "integer model (its quantization, plan and flash budget); leave them out, or use --arith int")
     if args.strategy == "edge-table" and given(SPLINE_ONLY_OPTIONS):
-        raise OptionError(f"--strategy edge-table tabulates whole edges: {given(SPLINE_ONLY_OPTIONS)} only apply to "
+        raise OptionError(f"--strategy edge-table tabulates whole edges: {given(SPLINE_ONLY_OPTIONS)} only {_apply(given(SPLINE_ONLY_OPTIONS))} to "
                           "spline layers; leave them out, or use --strategy spline or auto (entry width: --table-bits)")
     if args.arith == "int" and given(SPLINE_ONLY_OPTIONS) and _multiply_free(args):
         why = "--no-mul" if args.no_mul else f"--board {args.board} (no multiplier)"
-        raise OptionError(f"{why} plans edge-table layers only: {given(SPLINE_ONLY_OPTIONS)} only apply to spline "
+        raise OptionError(f"{why} plans edge-table layers only: {given(SPLINE_ONLY_OPTIONS)} only {_apply(given(SPLINE_ONLY_OPTIONS))} to spline "
                           "layers; leave them out (entry width: --table-bits)")
     if args.strategy == "spline" and given(EDGE_TABLE_ONLY_OPTIONS):
         raise OptionError(f"--strategy spline has no edge tables: {given(EDGE_TABLE_ONLY_OPTIONS)} only applies to "

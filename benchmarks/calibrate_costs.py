@@ -52,6 +52,9 @@ VARIANTS = {  # name: (strategy, options)
     # the compact coefficient layout (nibble words), which the planner weighs when the budget needs it
     "spline4-compact": ("spline", QuantOptions(coef_bits=4), "compact"),
     "spline434-compact": ("spline", QuantOptions(act_bits=4, spline_bits=3, coef_bits=4), "compact"),
+    # the pair layout (two outputs per word), which the planner takes on cores without DSP (term hw_pair_edge)
+    "spline8-pair": ("spline", QuantOptions(), "pair"),
+    "spline434-pair": ("spline", QuantOptions(act_bits=4, spline_bits=3, coef_bits=4), "pair"),
 }
 
 

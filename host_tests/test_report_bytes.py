@@ -77,7 +77,12 @@ def _check_report(folder: Path, symbols: dict[str, tuple[str, int]], optimized: 
     workspace = report["totals"]["workspace_bytes"]
     assert f"KAN_WORKSPACE_BYTES {workspace}u" in header
     entries = [size for name, size in zeroed.items() if name.endswith("_ws_in")]
-    if entries:  # the halfword spline kernel's per-input entries: 12 (DSP), 20 (32-bit) or 24 (64-bit host)
+    pairs = [size for name, size in zeroed.items() if name.endswith("_ws_pair")]
+    if pairs:  # the pair spline kernel's per-input entries: two pointers, 8 (32-bit) or 16 (64-bit host) bytes
+        n = max(4 * -(-layer["in_features"] // 4) for layer in report["layers"] if layer.get("strategy") == "spline")
+        assert not entries and pairs[0] in (8 * n, 16 * n), pairs  # bytes each, counted at the largest
+        assert workspace == sum(zeroed.values()) - pairs[0] + 16 * n
+    elif entries:  # the halfword spline kernel's per-input entries: 12 (DSP), 20 (32-bit) or 24 (64-bit host)
         n = max(4 * -(-layer["in_features"] // 4) for layer in report["layers"] if layer.get("strategy") == "spline")
         assert entries[0] in (12 * n, 20 * n, 24 * n), entries  # bytes each, counted at the largest
         assert workspace == sum(zeroed.values()) - entries[0] + 24 * n
@@ -88,6 +93,7 @@ def _check_report(folder: Path, symbols: dict[str, tuple[str, int]], optimized: 
 CASES = {
     "digits-8-3-4": ("digits", "int", QuantOptions(spline_bits=3, coef_bits=4)),  # packed cardinal table, coefs
     "digits-8-8-8": ("digits", "int", QuantOptions()),
+    "digits-8-8-8-rv32": ("digits", "int", QuantOptions(), "qemu-rv32imac"),  # the pair layout
     "digits-float": ("digits", "float", None),
     "small-6-5-6": ("6x4x4x2-G3-k2", "int", QuantOptions(6, 5, 6)),
     "nonuniform-8-3-8": ("nonuniform", "int", QuantOptions(spline_bits=3)),  # per-input tables
@@ -99,9 +105,10 @@ def generated(digits_checkpoint, small_checkpoints, nonuniform_checkpoint, tmp_p
     base = tmp_path_factory.mktemp("bytes")
     sources = {"digits": (digits_checkpoint, None), "nonuniform": nonuniform_checkpoint, **small_checkpoints}
     out = {}
-    for key, (source, arith, options) in CASES.items():
+    for key, (source, arith, options, *board) in CASES.items():
         checkpoint, calibration = sources[source]
-        generate_model(checkpoint, base / key, arith=arith, options=options, calibration=calibration, quiet=True, strategy="spline")
+        generate_model(checkpoint, base / key, arith=arith, options=options, calibration=calibration, quiet=True,
+                       strategy="spline", **({"board": board[0]} if board else {}))
         out[key] = base / key
     return out
 

@@ -8,6 +8,10 @@ from pathlib import Path
 from kan2mcu import __version__
 from kan2mcu.errors import Kan2mcuError, OptionError
 
+DESCRIPTION = ("Deploy Kolmogorov-Arnold Networks to microcontrollers as bit-exact integer C: train or import a KAN, "
+               "generate C, verify it on the host, build and measure the firmware (QEMU or a real board). "
+               "'kan2mcu COMMAND --help' gives each command's options.")
+
 
 def _bits(text: str) -> int:
     try:
@@ -87,9 +91,8 @@ def _run_generate(args) -> int:
                            base_bits=args.base_bits, silu_bits=args.silu_bits, table_bits=args.table_bits,
                            mul_free=args.no_mul)
     if args.plots and args.arith != "int":
-        from kan2mcu.errors import OptionError
-
         raise OptionError("--plots compares float and quantized edges: it needs --arith int")
+    _refuse_ignored_options(args)
     result = generate_model(args.checkpoint, args.output, name=args.name, arith=args.arith, options=options,
                             calibration=args.calibration, quiet=args.quiet, strategy=args.strategy,
                             optimize=args.optimize, flash_budget=args.flash_budget, board=args.board,
@@ -105,6 +108,57 @@ def _run_generate(args) -> int:
     if args.plots:
         _plot_folder(result.folder)
     return 0
+
+
+# generate's options that only the integer back end uses (quantization, planner, budget, guard's board)
+INT_ONLY_OPTIONS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits", "table_bits", "strategy",
+                    "optimize", "flash_budget", "allow_over_budget", "board", "no_mul", "max_error", "fold_silu")
+
+
+SPLINE_ONLY_OPTIONS = ("spline_bits", "coef_bits", "base_bits", "silu_bits")  # edge tables tabulate whole edges
+EDGE_TABLE_ONLY_OPTIONS = ("table_bits",)
+
+
+def _apply(options: str) -> str:
+    """'apply' for a list of options, 'applies' for one."""
+    return "apply" if "," in options else "applies"
+
+
+def _multiply_free(args) -> bool:
+    """Whether generate will plan a multiply-free model (--no-mul, or a board without a multiplier)."""
+    if args.no_mul:
+        return True
+    if args.board is None:
+        return False
+    from kan2mcu.firmware.boards import get_board
+
+    return not get_board(args.board).has_multiplier
+
+
+def _refuse_ignored_options(args) -> None:
+    """Options the chosen back end or strategy would ignore are refused, not silently dropped:
+    --arith float with an option of the integer model, --strategy edge-table with a spline layer's
+    widths, --strategy spline with an edge table's entry width."""
+    sub = argparse.ArgumentParser().add_subparsers()
+    _add_generate(sub)
+    defaults = sub.choices["generate"]
+
+    def given(dests):
+        return ", ".join(f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != defaults.get_default(d))
+
+    if args.arith != "int" and given(INT_ONLY_OPTIONS):
+        raise OptionError(f"--arith float writes the float32 model: {given(INT_ONLY_OPTIONS)} only {_apply(given(INT_ONLY_OPTIONS))} to the "
+                          "integer model (its quantization, plan and flash budget); leave them out, or use --arith int")
+    if args.strategy == "edge-table" and given(SPLINE_ONLY_OPTIONS):
+        raise OptionError(f"--strategy edge-table tabulates whole edges: {given(SPLINE_ONLY_OPTIONS)} only {_apply(given(SPLINE_ONLY_OPTIONS))} to "
+                          "spline layers; leave them out, or use --strategy spline or auto (entry width: --table-bits)")
+    if args.arith == "int" and given(SPLINE_ONLY_OPTIONS) and _multiply_free(args):
+        why = "--no-mul" if args.no_mul else f"--board {args.board} (no multiplier)"
+        raise OptionError(f"{why} plans edge-table layers only: {given(SPLINE_ONLY_OPTIONS)} only {_apply(given(SPLINE_ONLY_OPTIONS))} to spline "
+                          "layers; leave them out (entry width: --table-bits)")
+    if args.strategy == "spline" and given(EDGE_TABLE_ONLY_OPTIONS):
+        raise OptionError(f"--strategy spline has no edge tables: {given(EDGE_TABLE_ONLY_OPTIONS)} only applies to "
+                          "edge-table layers; leave it out, or use --strategy edge-table or auto")
 
 
 def _plot_folder(folder: Path) -> None:
@@ -150,6 +204,9 @@ def _run_sweep(args) -> int:
     from kan2mcu.sweep import run_sweep
     from kan2mcu.sweep.grid import STRATEGIES, parse_int_list, parse_name_list
 
+    from kan2mcu.fsutil import check_output_folder
+
+    check_output_folder(args.output)
     boards = [] if args.board.strip() == "none" else parse_name_list(args.board, "--board")
     doc = run_sweep(args.checkpoint, args.output, act_bits=parse_int_list(args.act_bits, "--act-bits"),
                     spline_bits=parse_int_list(args.spline_bits, "--spline-bits"),
@@ -190,7 +247,7 @@ def _add_train(sub) -> None:
     p.add_argument("--widths", default=None, metavar="I,H,...,O",
                    help="with --data: layer widths, inputs first and outputs last, e.g. 8,16,3 "
                         "(default: features,HIDDEN,classes or features,HIDDEN,1)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[16], help="hidden widths when --widths is not given (default: 16)")
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden widths when --widths is not given (default: 16)")
     p.add_argument("--grid-size", type=int, default=5, help="grid intervals per input (default 5)")
     p.add_argument("--order", type=int, default=3, help="B-spline order k (default 3, cubic)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 60 on digits, 100 with --data)")
@@ -236,11 +293,15 @@ def _run_train(args) -> int:
     if given and not args.qat:
         raise OptionError(f"{', '.join(given)}: bit widths of quantization-aware training; add --qat")
     qat = _qat_options(args) if args.qat else None  # bits checked before training
+    if args.hidden is not None and args.widths is not None:
+        raise OptionError("--hidden and --widths both set the hidden widths: give one (--widths lists every layer, "
+                          "--hidden only the hidden ones)")
+    hidden = tuple(args.hidden) if args.hidden is not None else (16,)
     if args.data is None:
         for option, value in (("--target", args.target), ("--task", args.task), ("--widths", args.widths)):
             if value is not None:
                 raise OptionError(f"{option} needs --data FILE (without --data, train uses digits)")
-        result = train(args.output, hidden=tuple(args.hidden), grid_size=args.grid_size, order=args.order,
+        result = train(args.output, hidden=hidden, grid_size=args.grid_size, order=args.order,
                        epochs=60 if args.epochs is None else args.epochs, seed=args.seed, lr=args.lr,
                        batch_size=args.batch_size, progress=not args.no_progress, qat=qat,
                        qat_epochs=args.qat_epochs)
@@ -249,7 +310,7 @@ def _run_train(args) -> int:
             raise OptionError("--data needs --target COLUMN (the CSV column to predict, or the labels .npy)")
         result = train_on_data(args.output, args.data, target=args.target, task=args.task,
                                widths=parse_widths(args.widths) if args.widths else None,
-                               hidden=tuple(args.hidden), grid_size=args.grid_size,
+                               hidden=hidden, grid_size=args.grid_size,
                                order=args.order, epochs=100 if args.epochs is None else args.epochs, seed=args.seed,
                                lr=args.lr, batch_size=args.batch_size,
                                test_fraction=args.test_fraction, progress=not args.no_progress, qat=qat,
@@ -295,7 +356,9 @@ def _run_finetune(args) -> int:
 def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="compile generated C on the host and check it bit for bit")
     p.add_argument("folder", type=Path)
-    p.add_argument("--calibration", type=Path, help="model inputs (.npy/.csv) when the checkpoint has no data set")
+    p.add_argument("--calibration", type=Path,
+                   help="inputs to compare on, for a model trained on no named data set: model inputs (.npy/.csv); "
+                        "for a model trained with `train --data`, raw feature rows as generate --calibration takes")
     p.add_argument("--sanitize", action="store_true", help="also run under AddressSanitizer and UBSan")
     p.add_argument("--random", type=int, default=0, metavar="N",
                    help="also compare the C with the integer reference on N random input codes")
@@ -311,12 +374,19 @@ def _run_verify(args) -> int:
     if args.random < 0:
         raise OptionError("--random must not be negative")
     check_fuzz_seconds(args.fuzz)
+    if args.calibration is not None:
+        from kan2mcu.codegen.model_dir import load_model_folder
+
+        dataset = load_model_folder(args.folder).manifest.get("dataset")
+        if dataset:  # verify would compare on the data set's test split and drop the file without a word
+            raise OptionError(f"--calibration {args.calibration}: {args.folder} was trained on the {dataset} data set, "
+                              f"which verify compares on (its test split); leave --calibration out")
     verify(args.folder, calibration=args.calibration, sanitize=args.sanitize, random=args.random, fuzz=args.fuzz)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kan2mcu", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kan2mcu", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"kan2mcu {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     runners = {}

@@ -18,6 +18,13 @@ def run_demo(out: Path, *, board: str = DEFAULT_BOARD, retrain: bool = False) ->
     from kan2mcu.training.train import train
     from kan2mcu.check.verify import verify
 
+    from kan2mcu.errors import BoardError
+    from kan2mcu.firmware.boards import BOARDS, get_board
+
+    if not get_board(board).is_qemu:  # checked first, not after training, generating and verifying
+        emulated = ", ".join(name for name, info in BOARDS.items() if info.is_qemu)
+        raise BoardError(f"--board {board}: the demo runs under QEMU, pick an emulated board ({emulated}); "
+                         f"measure a real board with: kan2mcu measure DIR --board {board} --port PORT")
     out = Path(out)
     checkpoint = out / "digits_kan.pt"
     if retrain or not checkpoint.exists():
@@ -54,7 +61,7 @@ def register(sub) -> dict:
     """Add the ``demo`` subcommand; returns its runner."""
     p = sub.add_parser("demo", help="train, generate, verify, build and measure the default digits KAN")
     p.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="work folder (default out/demo)")
-    p.add_argument("--board", default=DEFAULT_BOARD, help=f"board to measure on (default {DEFAULT_BOARD})")
+    p.add_argument("--board", default=DEFAULT_BOARD, help=f"emulated board to measure on (default {DEFAULT_BOARD})")
     p.add_argument("--retrain", action="store_true", help="train again even if the checkpoint exists")
 
     def run(args) -> int:

@@ -17,6 +17,14 @@ def existing_ancestor(path: Path) -> Path:
     return parent
 
 
+def check_output_folder(path: Path, option: str = "-o") -> None:
+    """An output folder: refused at once when ``path`` is an existing file (not a bare OS error
+    after the work started) or when nothing can be created there."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise OptionError(f"{option} {path}: is a file, not a folder")
+    check_writable(path)
+
+
 def check_writable(path: Path) -> None:
     """Refuse ``path`` when nothing can be created beside it (read-only, no permission, ...).
 

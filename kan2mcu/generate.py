@@ -329,7 +329,7 @@ def report(g: Generation) -> None:
                   "accuracy": dataset_accuracy(model, qmodel, dataset) if dataset else None,
                   "coverage": covered.as_dict() if covered is not None else None,
                   "notes": list(g.notes)},
-        code_bytes=code_bytes(qmodel) if qmodel is not None else 0)
+        code_bytes=code_bytes(qmodel, core_for(req.board)) if qmodel is not None else 0)
     if g.choice is not None:  # the written model, counted as the budget counts it
         _check_budget(g.report["totals"], budget_of(req.board, req.flash_budget), req.allow_over_budget, g.say)
     if qmodel is not None:

@@ -24,6 +24,8 @@ GOLDEN = ROOT / "host_tests" / "fixtures" / "generated_hashes.json"
 CONFIGS = {
     "auto": ("digits.pt", []),
     "spline-4-3-4": ("digits.pt", ["--strategy", "spline", "--act-bits", "4", "--spline-bits", "3", "--coef-bits", "4"]),
+    "spline-8-8-8-rv32": ("digits.pt", ["--strategy", "spline", "--act-bits", "8", "--spline-bits", "8", "--coef-bits", "8",
+                                        "--board", "qemu-rv32imac"]),  # the pair coefficient layout
     "edge-table-wide": ("digits.pt", ["--strategy", "edge-table", "--act-bits", "10", "--table-bits", "12",
                                       "--max-error", "0.002"]),
     "float": ("digits.pt", ["--arith", "float"]),

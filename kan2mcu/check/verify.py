@@ -16,7 +16,7 @@ from kan2mcu.data.datasets import load_dataset
 from kan2mcu.errors import VerificationError
 from kan2mcu.quant.fixedpoint import code_type_max
 from kan2mcu.codegen.model_dir import CALIBRATION_FILE
-from kan2mcu.quant.calibration import load_calibration
+from kan2mcu.quant.calibration import load_calibration, user_calibration
 from kan2mcu.codegen.model_dir import load_model_folder
 from kan2mcu.quant import guard
 from kan2mcu.check.hostcc import FuzzResult, HostModel, fuzz as fuzz_c, run_sanitized
@@ -227,11 +227,15 @@ def verify(folder, *, calibration: Path | None = None, sanitize: bool = False, b
     manifest = load_model_folder(folder).manifest
     model, qmodel = load_bundle(folder)
     dataset = manifest.get("dataset")
-    if calibration is None and (folder / CALIBRATION_FILE).exists():
-        calibration = folder / CALIBRATION_FILE  # the data generate calibrated on
     data = load_dataset(dataset) if dataset else None
-    x_eval = data.x_test if data is not None else (
-        load_calibration(calibration, model.layers[0].in_features) if calibration else None)
+    if data is not None:
+        x_eval = data.x_test
+    elif calibration is not None:  # the user's file, in generate --calibration's formats
+        x_eval = user_calibration(model, calibration)
+    elif (folder / CALIBRATION_FILE).exists():  # the model inputs generate calibrated on
+        x_eval = load_calibration(folder / CALIBRATION_FILE, model.layers[0].in_features)
+    else:
+        x_eval = None
     with tempfile.TemporaryDirectory() as tmp:
         build = Path(build_dir) if build_dir else Path(tmp)
         step("compiling the C on the host (strict flags)")

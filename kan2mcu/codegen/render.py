@@ -17,11 +17,13 @@ from kan2mcu.quant.quantize import QuantModel
 from kan2mcu.quant.strategies import edge_table_kernel, get_strategy
 from kan2mcu.quant.strategies.edge_table_mve import mve_context
 from kan2mcu.quant.strategies.mulfree import render_tables as requant_tables
+from kan2mcu.quant.strategies.spline_pair import pair_context, pair_table_comment
 from kan2mcu.quant.strategies.spline import (NIBBLE_OUTPUTS, base_weight_groups, base_weight_order, kernel_layout,
                                             m0_base_blocks, spline_blocks)
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 WS_IN_ENTRY_MAX = 24  # bytes of the halfword spline kernel's per-input scratch entry, at most
+WS_PAIR_ENTRY_MAX = 16  # the pair kernel's: two pointers (8 bytes on 32-bit cores, 16 on 64-bit hosts)
 
 
 def c_prefix(name: str) -> str:
@@ -135,7 +137,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
     layout = kernel_layout(ql, first=index == 0)
     storage = {"nibble": f"biased by {1 << layout.bias_log2} in nibbles, {NIBBLE_OUTPUTS} outputs per word",
                "byte": f"biased by {1 << layout.bias_log2} in bytes",
-               "halfword": f"biased by {1 << layout.bias_log2} in halfwords, the outputs' rows side by side per input"}[
+               "halfword": f"biased by {1 << layout.bias_log2} in halfwords, the outputs' rows side by side per input",
+               "pair": f"biased by {1 << layout.bias_log2}, two outputs per word (16-bit lanes)"}[
                    layout.kind]
     L = {"title": f"layer {index} ({ql.name}): {ql.in_features} -> {ql.out_features}, strategy spline, "
                   f"order {ql.order}, {ql.n_basis} B-splines per input, {ql.mode} basis tables",
@@ -148,7 +151,7 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
          "chunk": layout.chunk, "bias_log2": layout.bias_log2,
          # nibble blocks: full ones (8 outputs, 4 lanes) in a loop, then a tail using only the lanes it needs
          "full_blocks": ql.out_features // NIBBLE_OUTPUTS, "tail_outputs": ql.out_features % NIBBLE_OUTPUTS,
-         "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1}
+         "pairs": ql.out_features // 2, "odd": ql.out_features % 2 == 1, **pair_context(ql, layout)}
     # all-zero SiLU-branch weights (--fold-silu): no SiLU table, weights or accumulator
     L["has_base"] = bool(np.any(ql.base_weight))
     L["positions"], L["pos_clamped"] = bool(layout.pos_card.size), layout.pos_clamped
@@ -183,6 +186,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["coef"] = emit.table("coef", layout.coef, "uint16_t", f"{'two copies (odd first indices: the second), ' if layout.aligned else ''}[{ql.in_features}][{ql.out_features}][{ql.n_basis}] "
                                f"coefficients, {ql.coef_bits} bit + {1 << layout.bias_log2}, per-output scale",
                                aligned=True)
+    elif layout.kind == "pair":
+        L["coef"] = emit.table("coef", layout.coef, "uint32_t", pair_table_comment(ql, layout), hex_words=True, aligned=True)
     elif layout.nibble:
         L["coef"] = emit.table("coef", layout.coef, "uint32_t",
                                f"[{layout.blocks}][{ql.in_features}][{ql.n_basis}] words: nibble p // 2 + 4 * (p % 2) "
@@ -200,7 +205,8 @@ def _spline_context(ql, index: int, emit: TableEmitter) -> dict:
         L["mult_base"] = emit.table("mult_base", ql.mult_base, "int32_t",
                                     "requantization multiplier of the SiLU accumulator")
     L["rounding"] = emit.table("rounding", ql.rounding, "int64_t", "bias, zero point and rounding, in units of 2^-shift")
-    L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
+    if layout.kind != "pair":  # pair layers: the shifts inline (straight_requant)
+        L["shift"] = emit.table("shift", ql.shift, "uint8_t", "right shift of the requantization")
     return L
 
 
@@ -313,8 +319,8 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     """C sources of the integer model: common frame (model_int.c.j2) + one kernel per layer strategy."""
     prefix = c_prefix(name)
     sym = _Symbols(prefix)
-    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "mul64", "field",
-                   "infer", "infer_q", "satu"):
+    for symbol in ("ws_first", "ws_basis", "ws_silu", "ws_base", "ws_spline", "ws_in", "ws_in_t", "ws_pair", "ws_pair_t",
+                   "mul64", "field", "infer", "infer_q", "satu"):
         sym(symbol)
     layers, layer_bytes, calls, codes_check = [], [], [], None
     n_layers = len(qmodel.layers)
@@ -347,11 +353,11 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
     k1_max = max((l.k1 for l in splines), default=0)
     max_out = max((l.out_features for l in splines), default=0)
     kinds = {kernel_layout(l).kind for l in splines}
-    halfword, compact = "halfword" in kinds, bool(kinds - {"halfword"})
+    halfword, compact = "halfword" in kinds, bool(kinds - {"halfword", "pair"})
     # the halfword kernel's per-input entry is 12 bytes on DSP cores, 20 on other 32-bit cores and 24 on
     # 64-bit hosts: its workspace figure is the largest of these, an upper bound (docs/report-keys.md)
     workspace = ((max_in + 4 * max_in * k1_max if compact else 0) + 4 * max_in + 8 * max_out
-                 + (WS_IN_ENTRY_MAX * max_in if halfword else 0)) + sum(
+                 + (WS_IN_ENTRY_MAX * max_in if halfword else 0) + (WS_PAIR_ENTRY_MAX * max_in if "pair" in kinds else 0)) + sum(
         b["size"] * _CTYPE_BYTES[b["ctype"]] for b in act_buffers)
     table_bytes = sum(sum(lb.values()) for lb in layer_bytes)
     context = {
@@ -364,7 +370,7 @@ def render_int(qmodel: QuantModel, name: str, banner: str, input_transform: dict
         "has_halfword_table": any(l.strategy == "edge-table" and l.per_word == 2 for l in qmodel.layers),
         "has_mve_table": any(L.get("mve") for L in layers),
         "max_in": max_in, "k1_max": k1_max, "max_out": max_out, "has_halfword_spline": halfword,
-        "has_compact_spline": compact, "act_buffers": act_buffers, "layers": layers,
+        "has_compact_spline": compact, "has_pair_spline": "pair" in kinds, "act_buffers": act_buffers, "layers": layers,
         "calls": calls, "codes_check": codes_check,
     }
     api, api_bytes = _input_api_context(qmodel, sym, input_transform)

@@ -35,12 +35,13 @@ def layer_report(model: KANModel, qmodel: QuantModel | None, rendered: RenderedM
             ql = qmodel.layers[index]
             requant_bytes = sum(v for k, v in sizes.items() if k.endswith(("_mult", "_rounding", "_shift")))
             # no per-edge multiply: one table read and add per edge; one int32 multiply per output
+            # (multiply-free layers: threshold compares, or shifts in the last layer: none at all)
             row.update(strategy=ql.strategy, basis_mode="edge-table", in_bits=ql.act_bits, table_bits=ql.table_bits,
                        clipped_entries=ql.clipped_entries,
                        **({"shared_inputs": ql.shared_inputs} if getattr(ql, "shared_inputs", 0) else {}),
                        table_bytes=sum(sizes.values()) - requant_bytes, coef_bytes=0, base_weight_bytes=0,
                        requant_bytes=requant_bytes, flash_bytes=sum(sizes.values()), macs=0, adds=edges,
-                       bitops=layer.out_features * 32 * 32)
+                       bitops=0 if getattr(ql, "mul_free", False) else layer.out_features * 32 * 32)
         else:
             ql = qmodel.layers[index]
             coef_bytes = sum(v for k, v in sizes.items() if k.endswith("_coef"))
@@ -68,14 +69,22 @@ def totals(rows: list[dict], rendered: RenderedModel, code_bytes: int = 0) -> di
     out["code_bytes"] = int(code_bytes)
     out["model_flash_bytes"] = out["flash_bytes"] + out["code_bytes"]
     out["workspace_bytes"] = rendered.workspace_bytes
-    out["bitops_reduction"] = round(out["bitops_float32"] / max(out["bitops"], 1), 2)
+    # a multiply-free model has no BitOps to divide by: no reduction factor (not float32's count)
+    out["bitops_reduction"] = round(out["bitops_float32"] / out["bitops"], 2) if out["bitops"] else None
     return out
 
 
 def format_options(options: dict) -> str:
     """``{"act_bits": 8, ...}`` -> ``act 8, spline 8, ... bits`` (readable, in the dict's order)."""
-    return ", ".join(f"{key.removesuffix('_bits').replace('_', ' ')} {value}" for key, value in options.items()) \
-        + (" bits" if all(k.endswith("_bits") for k in options) else "")
+    def one(key, value):
+        if isinstance(value, bool):  # a switch: named when on ("mul_free": True -> "multiply-free")
+            return {"mul_free": "multiply-free"}.get(key, key.replace("_", " ")) if value else ""
+        return f"{key.removesuffix('_bits').replace('_', ' ')} {value}"
+
+    words = [one(key, value) for key, value in options.items()]
+    bits = [w for w, key in zip(words, options) if key.endswith("_bits")]
+    rest = [w for w, key in zip(words, options) if not key.endswith("_bits") and w]
+    return ", ".join(bits) + (" bits" if bits else "") + "".join(f", {w}" for w in rest)
 
 
 def markdown(report: dict) -> str:
@@ -100,7 +109,8 @@ def markdown(report: dict) -> str:
     lines += ["", "BitOps: per multiply, the product of its two operands' bit widths, summed over one inference "
                   "(the KANtize paper's measure of arithmetic work; float32 counts 32 x 32 per multiply, the "
                   "Cox-de Boor recursion included).",
-              "", f"BitOps reduction vs float32: {t['bitops_reduction']}x. Static RAM (workspace): "
+              "", (f"BitOps reduction vs float32: {t['bitops_reduction']}x." if t["bitops_reduction"] is not None
+                   else "BitOps: none (multiply-free: no multiply in the integer model).") + " Static RAM (workspace): "
                   f"{t['workspace_bytes']} bytes. Model flash: {t.get('model_flash_bytes', t['flash_bytes'])} bytes "
                   f"= tables {t['flash_bytes'] - t.get('input_api_bytes', 0)} + input API {t.get('input_api_bytes', 0)} "
                   f"+ code {t.get('code_bytes', 0)} (estimated); `kan2mcu measure` gives the linked firmware's flash "

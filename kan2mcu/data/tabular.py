@@ -16,6 +16,10 @@ from kan2mcu.errors import OptionError
 
 TASKS = ("classify", "regress")
 FORMATS = ".csv (header row), .npz (arrays x and y) or .npy (features; --target names the labels .npy)"
+OPTION_FORMATS = {  # options whose .npy form differs from --data's
+    "--eval-data": ".csv (header row), .npz (arrays x and y) or FEATURES.npy,LABELS.npy",
+    "--calibration": ".csv (header row), .npz (array x) or .npy (features)",
+}
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,8 @@ def read_table(path, target: str | None = None, *, option: str = "--data", need_
             raise OptionError(f"{option} {path}: with a .npy of features, --target must name the labels .npy file")
         table = _from_arrays(_load_array(path, option), labels, path, option)
     else:
-        raise OptionError(f"{option} {path}: unknown format {suffix or '(no suffix)'}; use {FORMATS}")
+        raise OptionError(f"{option} {path}: unknown format {suffix or '(no suffix)'}; "
+                          f"use {OPTION_FORMATS.get(option, FORMATS)}")
     if len(table.x) == 0:
         raise OptionError(f"{option} {path}: no data rows")
     return table

@@ -50,8 +50,28 @@ def export_library(model_dir, formats, out_dir) -> dict[str, Path]:
         for rel, content in files.items():
             trees[f"{fmt}/{library}/{rel}"] = content
         folders[fmt] = out_dir / fmt / library
+        _refuse_foreign_files(folders[fmt], set(files))
     _write_libraries(out_dir, trees, folders)
     return folders
+
+
+BUILD_OUTPUT = ".pio"  # PlatformIO's build folder (the README builds examples/qemu in place): replaced freely
+
+
+def _refuse_foreign_files(folder: Path, written: set) -> None:
+    """Export replaces ``folder`` whole: refuse (OptionError) when it holds files export would not
+    write (the user's own), instead of deleting them."""
+    if not folder.is_dir():
+        if folder.exists():
+            raise OptionError(f"-o: {folder} is a file, not a library folder")
+        return
+    foreign = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                     if not p.is_dir() and BUILD_OUTPUT not in p.relative_to(folder).parts
+                     and p.relative_to(folder).as_posix() not in written)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OptionError(f"-o: {folder} holds files kan2mcu export does not write ({shown}); export replaces "
+                          "the whole library folder: move them, or pick another -o")
 
 
 def _write_libraries(out_dir: Path, trees: dict, folders: dict) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 def _run(args) -> int:
     from kan2mcu.export import export_library
+    from kan2mcu.fsutil import check_output_folder
 
+    check_output_folder(Path(args.output))
     folders = export_library(Path(args.model_dir), args.format, Path(args.output))
     for fmt, folder in folders.items():
         print(f"{fmt}: {folder}")

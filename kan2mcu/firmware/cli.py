@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from kan2mcu.errors import Kan2mcuError
+from kan2mcu.fsutil import check_output_folder
 from kan2mcu.firmware import measure as measure_module
 from kan2mcu.firmware.boards import BOARDS, get_board
 from kan2mcu.firmware.elfinfo import read_elf
@@ -46,6 +47,8 @@ def measure(model_dirs: list[Path], board: str, out_dir: Path | None = None, por
 
 def _run_build(args: argparse.Namespace) -> int:
     board = get_board(args.board)
+    if args.output:
+        check_output_folder(Path(args.output))
     project_dir = build(Path(args.model_dir), args.board, Path(args.output) if args.output else None)
     print(f"project: {project_dir}")
     if board.is_qemu:
@@ -64,6 +67,8 @@ def _run_pio(args: argparse.Namespace) -> int:
 
 
 def _run_measure(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output_folder(Path(args.output))
     report = measure([Path(d) for d in args.model_dirs], args.board,
                      Path(args.output) if args.output else None, args.port)
     if args.json:  # stdout is pure JSON; the table goes to stderr

@@ -197,11 +197,14 @@ def measure(model_dirs: list[Path], board: str, out_dir: Path | None = None,
     ``out_dir/<model>-<arith>-<board>/`` and the report to ``out_dir/measure.json`` and ``measure.md``.
     Returns the report (``{"board", "models": [...], "markdown", ...}``)."""
     board_info = get_board(board)
+    if port is not None and board_info.is_qemu:  # not silently ignored: the user meant a real board
+        raise BoardError(f"--port {port}: {board_info.name} is emulated (QEMU), it takes no serial port; "
+                         "leave --port out, or give the real board's name (--board)")
+    models = [load_model_folder(model_dir) for model_dir in model_dirs]  # every folder checked before a build
     with tempfile.TemporaryDirectory(prefix="kan2mcu-measure-") as scratch:
         base = Path(out_dir) if out_dir is not None else Path(scratch)
         entries, used = [], set()
-        for model_dir in model_dirs:
-            model = load_model_folder(model_dir)
+        for model_dir, model in zip(model_dirs, models):
             folder = f"{model.name}-{model.arith}-{board_info.name}"
             if folder in used:
                 folder = f"{len(used)}-{folder}"

@@ -156,6 +156,14 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
+def _refuse_foreign_project(project_dir: Path) -> None:
+    """A folder with files but no kan2mcu_project.json is someone's own project: writing into it
+    would overwrite their platformio.ini and src/main.c (OptionError, nothing written)."""
+    if project_dir.is_dir() and any(project_dir.iterdir()) and not (project_dir / PROJECT_MANIFEST).is_file():
+        raise OptionError(f"-o {project_dir}: holds files and is not a project kan2mcu wrote (no {PROJECT_MANIFEST}); "
+                          "kan2mcu would overwrite its platformio.ini and src/main.c: pick a new or empty folder")
+
+
 def write_project(model_dir: Path, board: str, project_dir: Path,
                   vectors_override: dict | None = None) -> Path:
     """Write a complete PlatformIO project for the model in ``model_dir`` and ``board`` into
@@ -167,6 +175,7 @@ def write_project(model_dir: Path, board: str, project_dir: Path,
     if vectors_override is not None:
         model = ModelFolder(model.path, model.manifest, vectors_override)
     project_dir = Path(project_dir).resolve()
+    _refuse_foreign_project(project_dir)
     src_dir = project_dir / "src"
     src_dir.mkdir(parents=True, exist_ok=True)
     templates = template_environment()

@@ -7,7 +7,8 @@ report.json's ``totals.model_flash_bytes`` and the budget check all add exactly 
 - tables: exact (the bytes the renderer emits; ``kan2mcu measure`` reads them from the ELF as
   ``model_tables``); the planner predicts them with the strategies' cost-model formulas;
 - input API: exact, :func:`input_api_bytes` (the one place that computes it);
-- code: an estimate, ``CODE_BYTES`` per layer of each strategy (``measure``'s ``model_code`` is
+- code: an estimate, :func:`code_bytes` on the plan's core (the strategies' ``CODE_BYTES`` per
+  layer, plus the straight-line asm of small edge-table layers; ``measure``'s ``model_code`` is
   the linked truth; the estimate is what the planner can know before compiling).
 
 Wherever the budget comes from (the default, ``--board``'s flash less a firmware reserve, or
@@ -46,6 +47,14 @@ def flash_budget(board: str | None, budget: int | None) -> Budget:
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
             raise OptionError(f"--flash-budget must be a positive number of bytes, got {budget}")
+        if board is not None:  # a model the board cannot hold is no plan for it
+            from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
+
+            flash = get_board(board).flash_bytes
+            if budget > flash:
+                raise OptionError(f"--flash-budget {budget} is more than --board {board}'s whole flash ({flash} bytes); "
+                                  f"give at most {flash}, or leave --flash-budget out (the board's budget: "
+                                  f"{max(flash - FIRMWARE_RESERVE, flash // 2)} bytes)")
         return Budget(int(budget), "--flash-budget")
     if board is not None:
         from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
@@ -96,12 +105,22 @@ def input_api_bytes_for(encoding: dict, n_inputs: int, input_transform: dict | N
     return input_api_bytes(_InputView((view,), options), input_transform)
 
 
-def code_bytes(qmodel) -> int:
-    """Estimated code of the model's layers (one kernel function per layer) and of the frame around
-    them (``<prefix>_infer_q``, the codes API's test of a first edge-table layer's codes)."""
+def code_bytes(qmodel, core: str = "cortex-m4") -> int:
+    """Estimated code of the model's layers on ``core`` (the core the plan was costed for), the
+    planner's own estimate: one kernel function per layer, plus an edge-table layer's straight-line
+    asm where ``core`` runs it (kan2mcu.quant.strategies.edge_table.code_bytes), plus the frame around
+    them (frame_code_bytes)."""
+    from kan2mcu.quant.strategies import edge_table  # pylint: disable=import-outside-toplevel
+
     first = qmodel.layers[0]
-    return (frame_code_bytes(first.in_features, first.act_bits, first.strategy)
-            + sum(get_strategy(layer.strategy).CODE_BYTES for layer in qmodel.layers))
+    total = frame_code_bytes(first.in_features, first.act_bits, first.strategy)
+    for layer in qmodel.layers:
+        if layer.strategy == "edge-table":
+            total += edge_table.code_bytes(layer.in_features, layer.out_features, layer.table_bits, layer.act_bits,
+                                           core)
+        else:
+            total += get_strategy(layer.strategy).CODE_BYTES
+    return int(total)
 
 
 def frame_code_bytes(n_in: int, in_bits: int, first_strategy: str) -> int:

@@ -41,18 +41,24 @@ def load_calibration(path: Path, n_inputs: int) -> np.ndarray:
     return data
 
 
+def user_calibration(model, calibration: Path) -> np.ndarray:
+    """Model inputs of a ``--calibration`` file the user gives (generate and verify alike): for a
+    model trained on your own data, raw feature rows in ``--data``'s formats (CSV columns matched
+    by name, the target column optional), scaled as the model scales them; else model inputs."""
+    if model.metadata.get("columns"):
+        raw, _ = read_rows(calibration, model, option="--calibration", need_target=False)
+        return model_inputs(model, raw)
+    return load_calibration(calibration, model.layers[0].in_features)
+
+
 def calibration_data(imported: ImportedModel, calibration: Path | None) -> tuple[np.ndarray | None, str]:
     """Pick calibration inputs: an explicit file, the checkpoint's data set, the rows the checkpoint
     carries (pykan's cache; the training rows of a model trained on your own data), or none.
 
     For a checkpoint trained on your own data ``--calibration`` takes the formats of ``--data``
     (raw feature values, CSV columns matched by name, the target column optional)."""
-    n_inputs = imported.model.layers[0].in_features
     if calibration is not None:
-        if imported.model.metadata.get("columns"):
-            raw, _ = read_rows(calibration, imported.model, option="--calibration", need_target=False)
-            return model_inputs(imported.model, raw), f"file {Path(calibration).name}"
-        return load_calibration(calibration, n_inputs), f"file {Path(calibration).name}"
+        return user_calibration(imported.model, calibration), f"file {Path(calibration).name}"
     if imported.dataset:
         return load_dataset(imported.dataset).x_train, f"{imported.dataset} training split"
     if imported.calibration is not None:

@@ -131,6 +131,11 @@ def layer_options(model: KANModel, options: QuantOptions, strategy: str) -> list
                     layer.order, layer.in_features, layer.out_features, layer.n_basis):
                 opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c, "aligned")
                          for c in range(options.coef_bits, MIN_BITS - 1, -1)]
+            # the pair layout (two outputs per word, 16-bit lanes: cores without SIMD)
+            if layer.uniform_grid() is not None and get_strategy("spline").pair_fits(
+                    layer.order, layer.n_basis - layer.order - 1):
+                opts += [LayerPlan("spline", bits, None, None if c == options.coef_bits else c, "pair")
+                         for c in range(options.coef_bits, MIN_BITS - 1, -1)]
         if strategy in ("auto", "edge-table"):
             opts += [LayerPlan("edge-table", b, t) for t in range(options.table_bits, MIN_BITS - 1, -1)
                      for b in range(options.act_bits, MIN_BITS - 1, -1)]

@@ -73,7 +73,8 @@ class LayerPlan:
     table_bits: int | None = None  # edge-table entry width (None: --table-bits)
     coef_bits: int | None = None  # spline coefficient width (None: --coef-bits)
     coef_layout: str | None = None  # spline: "compact" (nibble words, 2..4-bit coefficients), "aligned" (two
-    # halfword copies: LDRD on DSP cores); None: the fast halfword kernel
+    # halfword copies: LDRD on DSP cores), "pair" (two outputs per word: cores without SIMD); None: the fast
+    # halfword kernel
 
     def __post_init__(self) -> None:
         top = get_strategy(self.strategy).MAX_CODE_BITS
@@ -85,8 +86,8 @@ class LayerPlan:
         if self.coef_bits is not None and (self.strategy != "spline" or not isinstance(self.coef_bits, int)
                                            or not 2 <= self.coef_bits <= 8):
             raise OptionError(f"coefficient bits are a spline layer's, 2..8; got {self.coef_bits!r} for {self.strategy}")
-        if self.coef_layout not in (None, "compact", "aligned") or (self.coef_layout and self.strategy != "spline"):
-            raise OptionError(f"a coefficient layout is a spline layer's, 'compact', 'aligned' or none; got "
+        if self.coef_layout not in (None, "compact", "aligned", "pair") or (self.coef_layout and self.strategy != "spline"):
+            raise OptionError(f"a coefficient layout is a spline layer's, 'compact', 'aligned', 'pair' or none; got "
                               f"{self.coef_layout!r}")
 
     def as_dict(self) -> dict:

@@ -281,6 +281,7 @@ from kan2mcu.quant.strategies.spline_layout import (  # noqa: E402,F401  (re-exp
     cost_terms, estimate, halfword_passes, kernel_layout, m0_base_blocks, m0_blocks, nibble_slot, nibble_sums,
     position_tables, spline_blocks, uses_nibbles,
 )
+from kan2mcu.quant.strategies.spline_pair import pair_fits  # noqa: E402,F401  (the planner weighs the pair layout)
 
 
 def requantized(qlayer: SplineLayer, layer: KANLayer, next_scale: np.ndarray, next_zero: np.ndarray,

@@ -11,6 +11,7 @@ import numpy as np
 
 from kan2mcu.errors import QuantizationError
 from kan2mcu.model.ir import KANLayer
+from kan2mcu.quant.strategies.spline_pair import lane_groups, pair_fits, pair_words, row_sum_shift, row_sums
 from kan2mcu.quant.strategies.spline_reference import SplineLayer, _overlapping_windows, decode_inputs
 
 NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
@@ -57,6 +58,8 @@ class KernelLayout:
     pos_clamped: bool = False  # the tables run on to code 255: the C needs no input clamp
     aligned: bool = False  # halfword, "aligned" layout: coef holds two copies, odd first indices read the second
     weight_bias: int = 0  # Armv6-M's copy of ``weight`` holds every real weight + this (weight_bias_for)
+    lane_groups: tuple = ()  # pair layout: basis slots whose products share one lane split (spline_pair)
+    row_sum_shift: int = 0  # pair layout: the decode entry carries first | row sum << this
 
     @property
     def nibble(self) -> bool:
@@ -67,6 +70,8 @@ class KernelLayout:
         """Per position, the coefficient index the decode entry carries: the first coefficient, or in
         the aligned layout ``first + (first & 1) * (copy + 1)`` (odd ones read the second copy, which
         starts one halfword later: every edge's 4 coefficients are two word-aligned words, one LDRD)."""
+        if self.kind == "pair":  # 4 * first (bytes) | the row's sum of basis values << row_sum_shift (spline_pair)
+            return 4 * self.pos_first | (row_sums(self.pos_card, 4) << self.row_sum_shift)
         if not self.aligned:
             return self.pos_first
         n = self.coef.size // 2  # copies of I * O * n_basis halfwords, one pad halfword between them
@@ -201,6 +206,11 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
         clamp = first and layer.codes - 1 < CODE_TYPE_TOP
         positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
         rows = stored.transpose(1, 0, 2).astype(np.uint16)
+        if layer.coef_layout == "pair" and positions and pair_fits(layer.order, layer.n_basis - layer.k1):
+            basis = (positions["pos_card"][:, None] >> (8 * np.arange(layer.k1))[None, :]) & 0xFF  # spline_pair
+            return KernelLayout("pair", pair_words(stored), bias_log2, 0, layer.in_features, weight, groups,
+                                **positions, weight_bias=weight_bias_for(layer), lane_groups=lane_groups(
+                                    basis, int(stored.max())), row_sum_shift=row_sum_shift(layer.n_basis - layer.k1))
         aligned = (layer.coef_layout == "aligned" and bool(positions)
                    and aligned_fits(layer.order, layer.in_features, layer.out_features, layer.n_basis))
         if aligned:  # [copy 1][pad][copy 2]: flat, the C indexes it by the decode's coefficient index
@@ -311,29 +321,37 @@ CODE_BYTES = 1400  # one spline kernel at -O2, about
 # M3/M4/M7/rv32imac. M0 refitted after its base-branch assembly block (least squares, 5 shapes x 4 bit
 # settings, benchmarks/calibrate_costs.py --strategy spline --term hw_*): worst 18.5% (the 8->4 and
 # 4->6 layers; the terms are collinear there, hence signs without a per-instruction meaning).
+# hw_pair_* (the pair layout against the halfword terms; --term hw_pair_edge --term hw_pair_input
+# --term hw_pair_output, 5 shapes x 8/8/8 and 4/3/4): worst error on the pair layers 5.9% rv32imac,
+# 12% M4/M7, 20% M3, 36% M0 (its smallest layers).
 _M0 = {"layer": -329.92, "input": 109.41, "edge": 17.65, "byte_edge": 12.98,
        "nibble_lane": 2.34, "nibble_pass": 16.15, "output": 142.71, "last_output": -24.1,
        "hw_layer": -1032.6, "hw_input": 67.6, "hw_edge": -30.62, "hw_pass": 10.73,
-       "hw_base_pass": 331.87, "hw_output": 365.93, "hw_last_output": -70.47, "hw_aligned_edge": 0.0}
+       "hw_base_pass": 331.87, "hw_output": 365.93, "hw_last_output": -70.47, "hw_aligned_edge": 0.0,
+       "hw_pair_edge": 1.66, "hw_pair_input": -36.85, "hw_pair_output": -65.16}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
     "cortex-m3": {"layer": 70.19, "input": 46.92, "edge": 7.8, "byte_edge": 10.59,
                   "nibble_lane": -1.4, "nibble_pass": 19.6, "output": 45.06, "last_output": 0.89,
                   "hw_layer": 29.12, "hw_input": 31.44, "hw_edge": 11.83, "hw_pass": 8.28,
-                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0, "hw_aligned_edge": 0.0},
+                  "hw_base_pass": 0.0, "hw_output": 35.18, "hw_last_output": 0.0, "hw_aligned_edge": 0.0,
+                  "hw_pair_edge": -2.02, "hw_pair_input": -19.33, "hw_pair_output": -23.27},
     "cortex-m4": {"layer": 5.0, "input": 50.93, "edge": 5.74, "byte_edge": 5.09,
                   "nibble_lane": 0.32, "nibble_pass": 16.59, "output": 54.35, "last_output": 1.1,
                   "hw_layer": 110.85, "hw_input": 20.24, "hw_edge": 5.25, "hw_pass": 5.99,
-                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48, "hw_aligned_edge": -0.86},
+                  "hw_base_pass": 0.0, "hw_output": 22.51, "hw_last_output": 0.48, "hw_aligned_edge": -0.86,
+                  "hw_pair_edge": 3.2, "hw_pair_input": -9.25, "hw_pair_output": -12.59},
     "cortex-m7": {"layer": 36.23, "input": 45.61, "edge": 5.83, "byte_edge": 5.22,
                   "nibble_lane": 0.31, "nibble_pass": 18.7, "output": 49.75, "last_output": 1.46,
                   "hw_layer": 109.86, "hw_input": 20.25, "hw_edge": 5.28, "hw_pass": 5.85,
-                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0, "hw_aligned_edge": -0.86},
+                  "hw_base_pass": 0.0, "hw_output": 21.25, "hw_last_output": 0.0, "hw_aligned_edge": -0.86,
+                  "hw_pair_edge": 3.24, "hw_pair_input": -9.41, "hw_pair_output": -12.21},
     "rv32imac": {"layer": 67.01, "input": 58.88, "edge": 11.83, "byte_edge": 9.93,
                  "nibble_lane": 0.95, "nibble_pass": 13.26, "output": 52.94, "last_output": 0.97,
                  "hw_layer": 60.7, "hw_input": 39.41, "hw_edge": 14.92, "hw_pass": 1.52,
-                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6, "hw_aligned_edge": 0.0},
+                 "hw_base_pass": 33.46, "hw_output": 38.5, "hw_last_output": 4.6, "hw_aligned_edge": 0.0,
+                 "hw_pair_edge": -5.01, "hw_pair_input": -14.14, "hw_pair_output": -20.09},
 }
 # Not fitted: Cortex-M33 has the M4's DSP path, Cortex-M55 runs the scalar DSP path as the M7 does.
 # No rv32ec entry: spline layers multiply, and cores without a multiplier take edge tables only.
@@ -356,7 +374,8 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
                n_basis: int = 8, layout: str | None = None) -> dict:
     """The terms of the spline kernel's cost formula. Cubic layers (halfword kernel): decode per
     input, spline and base MACs per edge, per input and pass over the inputs (8 outputs per pass,
-    4 on Armv6-M), per group of 4 inputs and base pass; other orders: decode per input, base branch
+    4 on Armv6-M), per group of 4 inputs and base pass, plus the aligned or pair layout's
+    differences (per edge; pair also per input and output); other orders: decode per input, base branch
     per edge, byte coefficients per edge, or nibble lanes (per input: 4 per full block of 8
     outputs, one per two outputs of the tail block) and nibble blocks per input. Both:
     requantization per output."""
@@ -366,7 +385,9 @@ def cost_terms(n_in: int, n_out: int, coef_bits: int, last: bool, core: str = "c
     if kind == "halfword":
         passes, base_passes = halfword_passes(n_out, core, n_basis)
         aligned = layout == "aligned" and aligned_fits(order, n_in, n_out, n_basis)
-        terms.update(hw_aligned_edge=float(edges) if aligned else 0.0)
+        pair = layout == "pair" and pair_fits(order, n_basis - order - 1)
+        terms.update(hw_aligned_edge=float(edges) if aligned else 0.0, hw_pair_edge=float(edges) * pair,
+                     hw_pair_input=float(n_in) * pair, hw_pair_output=float(n_out) * pair)
         terms.update(hw_layer=1.0, hw_input=float(n_in), hw_edge=float(edges), hw_pass=float(n_in * passes),
                      hw_base_pass=float(-(-n_in // 4) * base_passes), hw_output=float(n_out),
                      hw_last_output=float(n_out * last))
@@ -402,9 +423,10 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool,
     instructions = sum(c[key] * value for key, value in terms.items())
     k1, codes = layer.order + 1, 1 << step.in_bits
     kind = coefficient_storage(layer.order, options.coef_bits, n_out, layout)
-    if kind == "halfword":  # the aligned layout: two copies
+    if kind == "halfword":  # the aligned layout: two copies; the pair layout: words of two outputs
         copies = 2 if layout == "aligned" and aligned_fits(layer.order, n_in, n_out, layer.n_basis) else 1
-        coef = 2 * copies * n_out * n_in * layer.n_basis
+        outputs = 2 * -(-n_out // 2) if layout == "pair" and pair_fits(layer.order, layer.n_basis - k1) else n_out
+        coef = 2 * copies * outputs * n_in * layer.n_basis
     elif kind == "nibble":  # words of 8 nibbles per block of 8 outputs
         coef = 4 * -(-n_out // NIBBLE_OUTPUTS) * n_in * layer.n_basis
     else:

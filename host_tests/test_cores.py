@@ -101,6 +101,34 @@ def test_multiply_free_model_is_bit_exact_on_the_host(small_checkpoints, tmp_pat
     assert_c_equals_reference(tmp_path / "m", codes, tmp_path / "host")
 
 
+def test_multiply_free_plan_is_counted_as_written(tmp_path):
+    """The planner's flash for a multiply-free plan is the written model's (it counted 4-byte
+    thresholds and 9 bytes of requantization per hidden output: 430 bytes too many on the digits
+    rv32ec plan), and the threshold count follows the rendered entry type: uint32 once a layer's
+    sums pass 0xFFFF (64 inputs of 12-bit entries), uint16 below."""
+    from conftest import make_random_checkpoint
+
+    from kan2mcu.model.importers import load_checkpoint
+    from kan2mcu.quant import costmodel
+
+    checkpoint, calibration = make_random_checkpoint(tmp_path / "c.pt", (64, 6, 3), 5, 3, seed=4)
+    options = QuantOptions(act_bits=6, table_bits=8, mul_free=True)
+    result = generate_model(checkpoint, tmp_path / "planned", calibration=calibration, quiet=True, max_error=10.0,
+                            strategy="edge-table", allow_saturation=True, options=options)
+    assert result.report["planner"]["predicted_flash_bytes"] == result.report["totals"]["model_flash_bytes"]
+    model = load_checkpoint(checkpoint).model
+    for table_bits, ctype in ((12, "uint32_t"), (8, "uint16_t")):
+        plan = [LayerPlan("edge-table", 6, table_bits), LayerPlan("edge-table", 4, table_bits)]
+        folder = tmp_path / f"t{table_bits}"
+        generate_model(checkpoint, folder, calibration=calibration, quiet=True, max_error=10.0, plan=plan,
+                       allow_saturation=True, options=QuantOptions(act_bits=6, table_bits=table_bits, mul_free=True))
+        qmodel = load_bundle(folder)[1]
+        assert f"{ctype} kan_l0_thresholds[{6 * 16}]" in (folder / "kan.c").read_text()
+        counted = costmodel.mul_free_extra_bytes(model, plan, options, qmodel.layers)
+        assert counted == [6 * 16 * (4 if ctype == "uint32_t" else 2), 0]
+        assert costmodel.mul_free_extra_bytes(model, plan, options)[0] >= counted[0]  # before quantizing: a bound
+
+
 # --- firmware under QEMU ---
 
 @pytest.fixture(scope="module")

@@ -745,6 +745,11 @@ MUTANTS = (
            (("kan2mcu/codegen/report.py", 'bitops=0 if getattr(ql, "mul_free", False) else layer.out_features',
              'bitops=0 if getattr(ql, "mul_free_", False) else layer.out_features'),),
            (T + "test_user_pass.py::test_multiply_free_report_counts_no_multiplies",)),
+    Mutant("multiply-free-thresholds-counted-as-uint32",
+           "the planner counts every multiply-free threshold as 4 bytes where uint16 ones are written "
+           "(the printed plan over the model: a tight budget refuses a model that fits)",
+           (("kan2mcu/quant/strategies/mulfree.py", "(2 if top_threshold <= 0xFFFF else 4)", "4"),),
+           (T + "test_cores.py::test_multiply_free_plan_is_counted_as_written",)),
     Mutant("flash-budget-beyond-board-accepted",
            "--flash-budget larger than the --board's whole flash plans a model the board cannot hold",
            (("kan2mcu/quant/budget.py", "            if budget > flash:", "            if False:"),),

@@ -30,14 +30,25 @@ def model_overhead(core: str) -> int:
     return INFER_OVERHEAD.get(core, 15)
 
 
-def mul_free_extra_bytes(model, plan, options) -> list[int]:
+def mul_free_extra_bytes(model, plan, options, quantized=None) -> list[int]:
     """Per layer, the flash its own cost leaves out: in a multiply-free model a hidden layer reads 2^b
-    thresholds per output (b: the next layer's code bits) instead of 3 requantization numbers."""
+    thresholds per output (b: the next layer's code bits) instead of 3 requantization numbers.
+    ``quantized`` (the plan's quantized layers) makes the entry width exact."""
     n = len(model.layers)
     if not getattr(options, "mul_free", False):
         return [0] * n
-    return [mulfree.threshold_bytes(model.layers[i].out_features, plan[i + 1].in_bits) if i < n - 1 else 0
-            for i in range(n)]
+    extra = []
+    for i, layer in enumerate(model.layers):
+        if i == n - 1:
+            extra.append(0)
+            continue
+        if quantized is not None:
+            top = int(quantized[i].thresholds.max())
+        else:  # thresholds are clipped to the largest sum + 1; entries are unsigned table_bits wide
+            table_bits = getattr(plan[i], "table_bits", None) or options.table_bits
+            top = layer.in_features * ((1 << table_bits) - 1) + 1
+        extra.append(mulfree.threshold_bytes(layer.out_features, plan[i + 1].in_bits, top))
+    return extra
 
 
 def plan_cost(model, plan, options, core: str) -> dict:

@@ -261,13 +261,15 @@ def choose(model: KANModel, options: QuantOptions, calibration, *, strategy: str
 
 def _count_quantized(model, combo, options, core: str, search: PlanSearch, predicted: dict) -> None:
     """``combo``'s predicted flash recounted with its quantized layers (a spline layer's decode
-    positions depend on where its inputs' codes lie, which only quantization tells)."""
+    positions depend on where its inputs' codes lie, a multiply-free layer's threshold width on its
+    largest sum: only quantization tells)."""
     n, qmodel = len(model.layers), search.qmodel(combo)
     layers = [costmodel.layer_cost(model.layers[i], step, options, core, i == 0, i == n - 1, quantized=qmodel.layers[i])
               for i, step in enumerate(combo)]
     p = predicted[combo]
     p["layers"] = layers
-    p["layer_flash"] = (sum(c["flash_bytes"] for c in layers) + sum(costmodel.mul_free_extra_bytes(model, combo, options))
+    p["layer_flash"] = (sum(c["flash_bytes"] for c in layers)
+                        + sum(costmodel.mul_free_extra_bytes(model, combo, options, qmodel.layers))
                         + _frame(model, combo))
     _add_input_api(p, search.api_bytes(combo[0]))
 

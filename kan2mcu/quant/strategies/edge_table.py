@@ -413,8 +413,13 @@ def estimate(layer: KANLayer, step, options, core: str, first: bool, last: bool,
     instructions -= lane_group_saving(layer.in_features, layer.out_features, tbits, step.in_bits, core)
     if core == "cortex-m55":  # Helium: tables over 64 KiB take 32-bit row offsets, 4 per vector
         instructions += edge_table_mve.extra_cost(layer.in_features, layer.out_features, step.in_bits, tbits)
-    inline = layer.out_features <= INLINE_REQUANT_MAX_OUTPUTS and not getattr(options, "mul_free", False)
-    requant = (8 if inline else 9) * layer.out_features  # table bytes
+    if getattr(options, "mul_free", False):
+        # multiply-free: a last layer reads (lshift, rounding, shift) per output; a hidden one reads
+        # code thresholds instead, counted by costmodel.mul_free_extra_bytes
+        requant = (1 + 4 + 1) * layer.out_features if last else 0
+    else:
+        inline = layer.out_features <= INLINE_REQUANT_MAX_OUTPUTS
+        requant = (8 if inline else 9) * layer.out_features  # table bytes
     flash = (table_bytes(layer.in_features, layer.out_features, step.in_bits, tbits) + requant
              + code_bytes(layer.in_features, layer.out_features, tbits, step.in_bits, core))
     return {"instructions": max(int(round(instructions)), 1), "flash_bytes": int(flash)}

@@ -75,9 +75,10 @@ def requantize(thresholds: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return (acc[:, :, None] >= thresholds[None, :, 1:]).sum(axis=2, dtype=np.int64)
 
 
-def threshold_bytes(n_out: int, next_bits: int, acc_max: int = 0xFFFF) -> int:
-    """Flash of a hidden layer's threshold table (the cost model's figure)."""
-    return n_out * (1 << next_bits) * (2 if acc_max < 0xFFFF else 4)
+def threshold_bytes(n_out: int, next_bits: int, top_threshold: int) -> int:
+    """Flash of a hidden layer's threshold table (the cost model's figure): uint16 entries when
+    the largest threshold fits them (as render_tables chooses), else uint32."""
+    return n_out * (1 << next_bits) * (2 if top_threshold <= 0xFFFF else 4)
 
 
 def render_tables(ql, emit) -> dict:

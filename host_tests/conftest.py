@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 REQUIRE_TOOLCHAINS = os.environ.get("CI") == "true" or os.environ.get("KAN2MCU_REQUIRE_TOOLCHAINS") == "1"
-# A prepared digits checkpoint (the mutation runner trains it once and shares it between runs).
+# A prepared digits checkpoint (the mutation runner points it at the committed fixtures/hashed/digits.pt).
 DIGITS_CHECKPOINT_ENV = "KAN2MCU_TEST_DIGITS_CHECKPOINT"
 # Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its own PlatformIO core folder:
 # PlatformIO rewrites the platform link there on every build, and builds sharing one folder race.
@@ -222,3 +222,17 @@ def assert_c_equals_reference(folder: Path, codes: np.ndarray, build_dir: Path) 
     _, qmodel = load_bundle(folder)
     c_out = HostModel(folder, build_dir).infer(codes).astype(np.int64)
     np.testing.assert_array_equal(c_out, run_model(qmodel, codes))
+
+
+def assert_compiles_strict(compiler: list[str], folders: dict[str, Path], build_dir: Path) -> None:
+    """Every folder's kan.c compiles for ``compiler`` (the command and its target flags) with -Wall
+    -Wextra -Wconversion -Wcast-align -pedantic -Werror at the levels users build at: -O0, -O2, -Os."""
+    import subprocess
+
+    for name, folder in folders.items():
+        for level in ("-O0", "-O2", "-Os"):
+            completed = subprocess.run([*compiler, "-std=c99", level, "-ffreestanding", "-Wall", "-Wextra",
+                                        "-Wconversion", "-Wcast-align", "-pedantic", "-Werror", "-c",
+                                        str(folder / "kan.c"), "-o", str(build_dir / f"{name}.o")],
+                                       capture_output=True, text=True, check=False)
+            assert completed.returncode == 0, (name, level, completed.stderr[-2000:])

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_c_equals_reference, make_random_checkpoint, require_tool
+from conftest import assert_c_equals_reference, assert_compiles_strict, make_random_checkpoint, require_tool
 from kan2mcu.codegen.bundle import load_bundle
 from kan2mcu.firmware.boards import get_board
 from kan2mcu.firmware.measure import measure
@@ -216,14 +216,5 @@ STRICT_TARGETS = {  # the cores that compile the RV32 rows, and two that compile
 def test_lane_group_shapes_compile_warning_free(shape_dirs, target, tmp_path):
     """Every shape compiles with the strict flags of test_edge_kernels.py at -O0, -O2 and -Os (the asm
     rows' operands, up to 6 per nibble word, must find registers at -O0 too)."""
-    import subprocess
-
-    gcc, *flags = STRICT_TARGETS[target]
-    require_tool(gcc)
-    for name, folder in shape_dirs.items():
-        for level in ("-O0", "-O2", "-Os"):
-            completed = subprocess.run([gcc, *flags, "-std=c99", level, "-ffreestanding", "-Wall", "-Wextra",
-                                        "-Wconversion", "-Wcast-align", "-pedantic", "-Werror", "-c",
-                                        str(folder / "kan.c"), "-o", str(tmp_path / f"{name}.o")],
-                                       capture_output=True, text=True, check=False)
-            assert completed.returncode == 0, (name, level, completed.stderr[-2000:])
+    require_tool(STRICT_TARGETS[target][0])
+    assert_compiles_strict(list(STRICT_TARGETS[target]), shape_dirs, tmp_path)

@@ -113,8 +113,6 @@ def _run_generate(args) -> int:
 # generate's options that only the integer back end uses (quantization, planner, budget, guard's board)
 INT_ONLY_OPTIONS = ("act_bits", "spline_bits", "coef_bits", "base_bits", "silu_bits", "table_bits", "strategy",
                     "optimize", "flash_budget", "allow_over_budget", "board", "no_mul", "max_error", "fold_silu")
-
-
 SPLINE_ONLY_OPTIONS = ("spline_bits", "coef_bits", "base_bits", "silu_bits")  # edge tables tabulate whole edges
 EDGE_TABLE_ONLY_OPTIONS = ("table_bits",)
 
@@ -146,18 +144,20 @@ def _refuse_ignored_options(args) -> None:
     def given(dests):
         return ", ".join(f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != defaults.get_default(d))
 
-    if args.arith != "int" and given(INT_ONLY_OPTIONS):
-        raise OptionError(f"--arith float writes the float32 model: {given(INT_ONLY_OPTIONS)} only {_apply(given(INT_ONLY_OPTIONS))} to the "
+    int_only, spline_only, table_only = (given(INT_ONLY_OPTIONS), given(SPLINE_ONLY_OPTIONS),
+                                         given(EDGE_TABLE_ONLY_OPTIONS))
+    if args.arith != "int" and int_only:
+        raise OptionError(f"--arith float writes the float32 model: {int_only} only {_apply(int_only)} to the "
                           "integer model (its quantization, plan and flash budget); leave them out, or use --arith int")
-    if args.strategy == "edge-table" and given(SPLINE_ONLY_OPTIONS):
-        raise OptionError(f"--strategy edge-table tabulates whole edges: {given(SPLINE_ONLY_OPTIONS)} only {_apply(given(SPLINE_ONLY_OPTIONS))} to "
+    if args.strategy == "edge-table" and spline_only:
+        raise OptionError(f"--strategy edge-table tabulates whole edges: {spline_only} only {_apply(spline_only)} to "
                           "spline layers; leave them out, or use --strategy spline or auto (entry width: --table-bits)")
-    if args.arith == "int" and given(SPLINE_ONLY_OPTIONS) and _multiply_free(args):
+    if args.arith == "int" and spline_only and _multiply_free(args):
         why = "--no-mul" if args.no_mul else f"--board {args.board} (no multiplier)"
-        raise OptionError(f"{why} plans edge-table layers only: {given(SPLINE_ONLY_OPTIONS)} only {_apply(given(SPLINE_ONLY_OPTIONS))} to spline "
+        raise OptionError(f"{why} plans edge-table layers only: {spline_only} only {_apply(spline_only)} to spline "
                           "layers; leave them out (entry width: --table-bits)")
-    if args.strategy == "spline" and given(EDGE_TABLE_ONLY_OPTIONS):
-        raise OptionError(f"--strategy spline has no edge tables: {given(EDGE_TABLE_ONLY_OPTIONS)} only applies to "
+    if args.strategy == "spline" and table_only:
+        raise OptionError(f"--strategy spline has no edge tables: {table_only} only applies to "
                           "edge-table layers; leave it out, or use --strategy edge-table or auto")
 
 

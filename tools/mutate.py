@@ -79,12 +79,17 @@ def _env(copy: Path) -> dict:
                 KAN2MCU_TEST_DIGITS_CHECKPOINT=str(copy / DIGITS_FIXTURE))
 
 
-def _pytest_child(copy: Path, arguments: list[str], log: Path) -> None:
+def _enter_copy(copy: Path) -> None:
     """In a child forked from the fork server (torch, numpy, pytest ... already imported, kan2mcu
-    not): run pytest in ``copy`` with its output in ``log``; the exit status is pytest's."""
+    not): work in ``copy``, with its environment, importing kan2mcu from it."""
     os.chdir(copy)
     os.environ.update(_env(copy))
     sys.path.insert(0, str(copy))
+
+
+def _pytest_child(copy: Path, arguments: list[str], log: Path) -> None:
+    """Run pytest in ``copy`` (a forked child) with its output in ``log``; the exit status is pytest's."""
+    _enter_copy(copy)
     with open(log, "wb") as stream:
         os.dup2(stream.fileno(), 1)
         os.dup2(stream.fileno(), 2)
@@ -117,8 +122,7 @@ def run_tests(copy: Path, tests: list[str], report: Path, options: tuple[str, ..
 
 
 def _import_check_child(copy: Path) -> None:
-    os.chdir(copy)
-    sys.path.insert(0, str(copy))
+    _enter_copy(copy)
     import kan2mcu
 
     sys.exit(0 if Path(kan2mcu.__file__).resolve().is_relative_to(copy.resolve()) else 1)

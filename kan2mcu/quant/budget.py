@@ -43,24 +43,24 @@ class Budget:
 
 
 def flash_budget(board: str | None, budget: int | None) -> Budget:
-    """The budget: explicit, else the board's flash less the firmware reserve, else the default."""
-    if budget is not None:
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
-            raise OptionError(f"--flash-budget must be a positive number of bytes, got {budget}")
-        if board is not None:  # a model the board cannot hold is no plan for it
-            from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
-
-            flash = get_board(board).flash_bytes
-            if budget > flash:
-                raise OptionError(f"--flash-budget {budget} is more than --board {board}'s whole flash ({flash} bytes); "
-                                  f"give at most {flash}, or leave --flash-budget out (the board's budget: "
-                                  f"{max(flash - FIRMWARE_RESERVE, flash // 2)} bytes)")
-        return Budget(int(budget), "--flash-budget")
+    """The budget: explicit (never more than the board's whole flash), else the board's flash less
+    the firmware reserve, else the default."""
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0):
+        raise OptionError(f"--flash-budget must be a positive number of bytes, got {budget}")
+    flash = board_budget = None
     if board is not None:
         from kan2mcu.firmware.boards import get_board  # pylint: disable=import-outside-toplevel
 
         flash = get_board(board).flash_bytes
-        return Budget(max(flash - FIRMWARE_RESERVE, flash // 2), f"--board {board}'s flash budget")
+        board_budget = max(flash - FIRMWARE_RESERVE, flash // 2)
+    if budget is not None:
+        if flash is not None and budget > flash:  # a model the board cannot hold is no plan for it
+            raise OptionError(f"--flash-budget {budget} is more than --board {board}'s whole flash ({flash} bytes); "
+                              f"give at most {flash}, or leave --flash-budget out (the board's budget: "
+                              f"{board_budget} bytes)")
+        return Budget(int(budget), "--flash-budget")
+    if board_budget is not None:
+        return Budget(board_budget, f"--board {board}'s flash budget")
     return Budget(DEFAULT_FLASH_BUDGET, "the default flash budget")
 
 

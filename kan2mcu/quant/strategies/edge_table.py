@@ -279,7 +279,7 @@ def table_bytes(in_features: int, out_features: int, act_bits: int, table_bits: 
 # from the table pointer: worst / mean fit errors 14% / 3.7% on M0, 11% / 2.8% on M3, 9.6% / 2.2% on
 # M4, M7 and M33 (the same counts: the same asm), 17% / 4.7% on rv32ec (the multiply-free layers that
 # fit its 16 KiB), 50% / 13% on M55 (halfword layers take the scalar kernel there, which the Helium
-# terms cannot fit too); rv32imac's fit predates them (21% worst). clamp_pass is 0 everywhere now.
+# terms cannot fit too); rv32imac's fit predates them (21% worst).
 # On Armv6-M the row address comes from the input index (no step of a table pointer): its cost does
 # not depend on the code width (row_step is 0 there; row_mul, rows whose bytes are not a power of
 # two, costs 5 per input).
@@ -292,22 +292,22 @@ RV32_NIBBLE_FLUSH = 10.0  # RV32 nibble rows: instructions per word of each grou
 RV32_NIBBLE_OUTPUT = 5.6
 CODE_BYTES = 240  # one edge-table kernel at -O2, about (plus the straight-line asm of small layers on DSP cores)
 DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33")  # byte entries: LDRD + UXTAB16 asm (straight-line or looped)
-_M0 = {"layer": 9.13, "input_pass": -6.33, "word": 10.54, "output": 12.58, "clamp_pass": 0.0,
+_M0 = {"layer": 9.13, "input_pass": -6.33, "word": 10.54, "output": 12.58,
        "last_output": -2.02, "nibble_word": 8.46, "halfword_word": -0.75, "row_step": 0.0,
        "row_mul": 4.95, "looped_pass": 0.0, "asm_input": 14.08, "asm_word": -5.64}
 # M4, M7 and M33: the same asm, the same counts
-_DSP = {"layer": 3.75, "input_pass": 2.72, "word": 4.68, "output": 5.03, "clamp_pass": 0.0,
+_DSP = {"layer": 3.75, "input_pass": 2.72, "word": 4.68, "output": 5.03,
         "last_output": -0.11, "nibble_word": 0.36, "halfword_word": -0.97, "row_step": 1.07,
         "row_mul": 1.61, "looped_pass": 0.28, "asm_input": 0.11, "asm_word": -2.44}
 COSTS = {
     "cortex-m0": _M0,
     "cortex-m0plus": _M0,
-    "cortex-m3": {"layer": 7.5, "input_pass": 2.17, "word": 6.25, "output": 4.85, "clamp_pass": 0.0,
+    "cortex-m3": {"layer": 7.5, "input_pass": 2.17, "word": 6.25, "output": 4.85,
                   "last_output": -0.41, "nibble_word": 1.38, "halfword_word": -2.49, "row_step": 0.64,
                   "row_mul": 2.12, "looped_pass": 0.0, "asm_input": 0.38, "asm_word": -3.02},
     "cortex-m4": _DSP,
     "cortex-m7": _DSP,
-    "rv32imac": {"layer": 20.05, "input_pass": 6.51, "word": 5.32, "output": 9.44, "clamp_pass": -0.14,
+    "rv32imac": {"layer": 20.05, "input_pass": 6.51, "word": 5.32, "output": 9.44,
                  "last_output": -5.01, "nibble_word": 1.95, "halfword_word": -1.11, "row_step": 0.88,
                  "row_mul": 2.06, "looped_pass": 0.0, "asm_input": -6.03, "asm_word": 0.38},
     "cortex-m33": _DSP,
@@ -315,9 +315,9 @@ COSTS = {
 # rv32ec: the C kernel in narrow passes (2 words) with the threshold requantization (the RV32 asm needs
 # more than RV32E's 16 registers); Cortex-M55: the Helium kernel. The asm kernels' terms are 0 on both.
 _NO_ASM = {"row_step": 0.0, "row_mul": 0.0, "looped_pass": 0.0, "asm_input": 0.0, "asm_word": 0.0}
-COSTS["rv32ec"] = {"layer": -7.52, "input_pass": -0.05, "word": 7.73, "output": 41.03, "clamp_pass": 0.0,
+COSTS["rv32ec"] = {"layer": -7.52, "input_pass": -0.05, "word": 7.73, "output": 41.03,
                    "last_output": -17.97, "nibble_word": 0.78, "halfword_word": 0.0, **_NO_ASM, "row_mul": 2.14}
-COSTS["cortex-m55"] = {"layer": 59.15, "input_pass": 2.32, "word": 1.36, "output": -0.5, "clamp_pass": 0.0,
+COSTS["cortex-m55"] = {"layer": 59.15, "input_pass": 2.32, "word": 1.36, "output": -0.5,
                        "last_output": -0.69, "nibble_word": 2.78, "halfword_word": 1.74, **_NO_ASM, "row_mul": 2.29}
 
 
@@ -345,8 +345,9 @@ def asm_kernel(n_in: int, row_words: int, in_bits: int, table_bits: int, core: s
 
 def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, first: bool, last: bool) -> dict:
     """The terms of the edge-table kernel's cost formula (the keys of COSTS[core]): per layer, per
-    input and pass (``input_pass``; ``clamp_pass`` is 0: a first layer's kernel never clamps, the codes API
-    tests the codes before it and ``<prefix>_infer_q``, which measure counts, needs no test), per table
+    input and pass (``input_pass``; no clamp term: a first layer's kernel never clamps, the codes API
+    tests the codes before it and ``<prefix>_infer_q``, which measure counts, needs no test; ``first``
+    is the strategies' common signature), per table
     word, per output; for the inline-asm kernels of byte entries their own per-input and per-word
     terms, one per step of the table pointer (``row_step``: every ``rows`` inputs, more rows with
     fewer code bits; none on Armv6-M, whose rows come from the input index) and per input of a
@@ -358,7 +359,7 @@ def cost_terms(n_in: int, n_out: int, table_bits: int, in_bits: int, core: str, 
     asm = asm_kernel(n_in, row_words, in_bits, table_bits, core)
     row_bytes = 4 * row_words
     return {"layer": 1.0, "input_pass": float(n_in * passes), "word": float(n_in * row_words * (2 if nibbles else 1)),
-            "output": float(n_out), "clamp_pass": 0.0, "last_output": float(n_out * last),
+            "output": float(n_out), "last_output": float(n_out * last),
             "nibble_word": float(n_in * row_words * nibbles), "halfword_word": float(n_in * row_words * halfwords),
             "row_step": float(n_in * passes / asm["rows"]) if asm and asm["rows"] else 0.0,
             "row_mul": float(n_in * passes * bool(row_bytes & (row_bytes - 1))),

@@ -11,7 +11,8 @@ import numpy as np
 
 from kan2mcu.errors import QuantizationError
 from kan2mcu.model.ir import KANLayer
-from kan2mcu.quant.strategies.spline_pair import lane_groups, pair_fits, pair_words, row_sum_shift, row_sums
+from kan2mcu.quant.strategies.spline_pair import (basis_values, lane_groups, pair_fits, pair_words, row_sum_shift,
+                                                   row_sums)
 from kan2mcu.quant.strategies.spline_reference import SplineLayer, _overlapping_windows, decode_inputs
 
 NIBBLE_OUTPUTS = 8  # outputs per 32-bit word of nibble coefficients
@@ -207,7 +208,7 @@ def kernel_layout(layer: SplineLayer, first: bool = False) -> KernelLayout:
         positions = position_tables(layer, clamp) if layer.mode == "cardinal" else {}
         rows = stored.transpose(1, 0, 2).astype(np.uint16)
         if layer.coef_layout == "pair" and positions and pair_fits(layer.order, layer.n_basis - layer.k1):
-            basis = (positions["pos_card"][:, None] >> (8 * np.arange(layer.k1))[None, :]) & 0xFF  # spline_pair
+            basis = basis_values(positions["pos_card"], layer.k1)
             return KernelLayout("pair", pair_words(stored), bias_log2, 0, layer.in_features, weight, groups,
                                 **positions, weight_bias=weight_bias_for(layer), lane_groups=lane_groups(
                                     basis, int(stored.max())), row_sum_shift=row_sum_shift(layer.n_basis - layer.k1))

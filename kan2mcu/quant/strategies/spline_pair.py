@@ -6,8 +6,9 @@ an odd layer's last pair holds 0). A single product ``B_j * word`` never carries
 factors are at most 255 at 8 bits: 65,025). The kernel keeps two 32-bit sums per pair,
 ``lo += t`` (modulo 2**32) and ``hi += t >> 16``; at the end the high output is ``hi`` and the low
 one ``lo - (hi << 16)`` (modulo 2**32, exact: the true lane sums fit 32 bits). Products of slots whose
-basis values stay small together (``B_0 + B_3`` of the cubic cardinal spline) may share one split
-(one ``t``) when their lane sum provably stays within 0xFFFF: :func:`lane_groups` decides it from the
+basis values stay small together (at 8 bits ``B_0 + B_2`` and ``B_1 + B_3`` of the cubic cardinal
+spline; not ``B_0 + B_3``, which reaches 255 at the grid's edges) may share one split (one ``t``)
+when their lane sum provably stays within 0xFFFF: :func:`lane_groups` decides it from the
 layer's actual decode tables and coefficients, never the template.
 """
 from __future__ import annotations
@@ -18,11 +19,7 @@ from kan2mcu.errors import QuantizationError
 
 PAIR_LANE_MAX = 0xFFFF  # one 16-bit lane of a pair word's product sum
 PAIR_OUTPUTS_PER_PASS = 16  # eight pairs: 16 accumulators (lo, hi) plus operands fit RV32's registers
-
-
 ROW_SUM_MASK = 0x1FF  # a decode row's sum of basis values: at most 2 * 255 (docs/arithmetic.md section 2)
-
-
 WORD_BYTES = 4  # the decode entry carries the first live word's byte offset in its input's row
 
 
@@ -37,9 +34,14 @@ def pair_fits(order: int, first_max: int) -> bool:
     return order == 3 and row_sum_shift(first_max) + ROW_SUM_MASK.bit_length() <= 16
 
 
+def basis_values(pos_card: np.ndarray, k1: int) -> np.ndarray:
+    """Per decode position, its K1 basis values [positions, K1] (value j in byte j of ``pos_card``)."""
+    return (pos_card[:, None] >> (8 * np.arange(k1))[None, :]) & 0xFF
+
+
 def row_sums(pos_card: np.ndarray, k1: int) -> np.ndarray:
-    """Per decode position, the sum of its K1 basis values (value j in byte j of ``pos_card``)."""
-    return ((pos_card[:, None] >> (8 * np.arange(k1))[None, :]) & 0xFF).sum(axis=1)
+    """Per decode position, the sum of its K1 basis values."""
+    return basis_values(pos_card, k1).sum(axis=1)
 
 
 def pair_words(stored: np.ndarray) -> np.ndarray:
